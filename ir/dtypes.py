@@ -1,0 +1,129 @@
+"""Element types of the IR and PyTorch-compatible type promotion.
+
+>>> from graphopt.ir import DType
+>>> DType.parse("f32").numpy
+dtype('float32')
+>>> promote([DType.I64, DType.F32], [1, 1])
+<DType.F32: 'f32'>
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+import ml_dtypes
+import numpy as np
+
+__all__ = ["DType", "promote"]
+
+
+class DType(enum.Enum):
+    """A tensor element type. The value is the short name used in the text form."""
+
+    BOOL = "bool"
+    U8 = "u8"
+    I8 = "i8"
+    I16 = "i16"
+    I32 = "i32"
+    I64 = "i64"
+    F16 = "f16"
+    BF16 = "bf16"
+    F32 = "f32"
+    F64 = "f64"
+
+    @classmethod
+    def parse(cls, name: str) -> DType:
+        try:
+            return cls(name)
+        except ValueError:
+            known = ", ".join(d.value for d in cls)
+            raise ValueError(f"unknown dtype {name!r}; known dtypes: {known}") from None
+
+    @classmethod
+    def from_numpy(cls, dtype: np.dtype | type) -> DType:
+        dtype = np.dtype(dtype)
+        try:
+            return _FROM_NUMPY[dtype]
+        except KeyError:
+            raise ValueError(f"numpy dtype {dtype} has no graphopt equivalent") from None
+
+    @property
+    def numpy(self) -> np.dtype:
+        return _TO_NUMPY[self]
+
+    @property
+    def itemsize(self) -> int:
+        return self.numpy.itemsize
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DType.F16, DType.BF16, DType.F32, DType.F64)
+
+    @property
+    def is_int(self) -> bool:
+        return self in (DType.U8, DType.I8, DType.I16, DType.I32, DType.I64)
+
+    @property
+    def category(self) -> int:
+        """0 bool, 1 integer, 2 floating point: PyTorch's promotion categories."""
+        return 2 if self.is_float else 1 if self.is_int else 0
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_TO_NUMPY: dict[DType, np.dtype] = {
+    DType.BOOL: np.dtype(np.bool_),
+    DType.U8: np.dtype(np.uint8),
+    DType.I8: np.dtype(np.int8),
+    DType.I16: np.dtype(np.int16),
+    DType.I32: np.dtype(np.int32),
+    DType.I64: np.dtype(np.int64),
+    DType.F16: np.dtype(np.float16),
+    DType.BF16: np.dtype(ml_dtypes.bfloat16),
+    DType.F32: np.dtype(np.float32),
+    DType.F64: np.dtype(np.float64),
+}
+_FROM_NUMPY = {v: k for k, v in _TO_NUMPY.items()}
+
+# PyTorch's promotion lattice (torch.promote_types), by rank within a category.
+_INT_ORDER = [DType.U8, DType.I8, DType.I16, DType.I32, DType.I64]
+_FLOAT_ORDER = [DType.F16, DType.BF16, DType.F32, DType.F64]
+
+
+def _promote_pair(a: DType, b: DType) -> DType:
+    if a == b:
+        return a
+    if a.category != b.category:
+        return a if a.category > b.category else b
+    if a.is_float:
+        if {a, b} == {DType.F16, DType.BF16}:
+            return DType.F32
+        return max(a, b, key=_FLOAT_ORDER.index)
+    if {a, b} == {DType.U8, DType.I8}:
+        return DType.I16
+    return max(a, b, key=_INT_ORDER.index)
+
+
+def promote(dtypes: Sequence[DType], ranks: Sequence[int]) -> DType:
+    """Result dtype of an elementwise op, following torch.result_type.
+
+    Zero-rank operands only decide the result when their category (bool < int < float) is higher than that
+    of every ranked operand, as in PyTorch.
+    """
+    ranked = [d for d, r in zip(dtypes, ranks) if r > 0]
+    scalars = [d for d, r in zip(dtypes, ranks) if r == 0]
+    result = _fold(ranked) if ranked else _fold(scalars)
+    if ranked and scalars:
+        top = _fold(scalars)
+        if top.category > result.category:
+            result = top
+    return result
+
+
+def _fold(dtypes: Sequence[DType]) -> DType:
+    result = dtypes[0]
+    for d in dtypes[1:]:
+        result = _promote_pair(result, d)
+    return result

@@ -1,0 +1,276 @@
+"""Shape and data-movement ops: reshape, transpose, expand, concat, split, slice, gather, pad, generators.
+
+Dims in attributes (`shape`, `ends`, ...) may be symbols; the interpreter binds them to sizes before it calls
+a kernel, so kernels only ever see ints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..dtypes import DType
+from ..types import Dim, TensorType
+from .registry import Attr, ConcreteType, ShapeError, register_op
+from .shapes import broadcast, norm_axes, norm_axis, reshape_dims, tt
+
+# Slicing to "the end" is spelled with a large end, as torch.export and ONNX do.
+_BIG = 2**62
+
+
+def _moved(i: list[ConcreteType], o: list[ConcreteType], a: Mapping[str, Any]) -> int:
+    return 0
+
+
+@register_op("reshape", inputs=["x"], attrs={"shape": Attr("dims")}, flops=_moved,
+             infer=lambda t, a: t[0].with_shape(reshape_dims(t[0].shape, a["shape"])))
+def _reshape(x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
+    """View x with a new shape; one dim may be -1."""
+    return np.reshape(x, shape)
+
+
+def _transpose_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    t, perm = types[0], attrs["perm"]
+    if sorted(perm) != list(range(t.rank)):
+        raise ShapeError(f"perm {list(perm)} is not a permutation of 0..{t.rank - 1}")
+    return t.with_shape([t.shape[p] for p in perm])
+
+
+@register_op("transpose", inputs=["x"], attrs={"perm": Attr("ints")}, infer=_transpose_infer, flops=_moved)
+def _transpose(x: np.ndarray, *, perm: tuple[int, ...]) -> np.ndarray:
+    """Permute dims: y.shape[i] = x.shape[perm[i]]."""
+    return np.transpose(x, perm)
+
+
+@register_op("expand", inputs=["x"], attrs={"shape": Attr("dims")}, flops=_moved,
+             infer=lambda t, a: t[0].with_shape(broadcast(t[0].shape, a["shape"])))
+def _expand(x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
+    """Broadcast x against shape (ONNX Expand; torch expand with the -1s spelled out)."""
+    return np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(shape)))
+
+
+def _squeeze_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    t = types[0]
+    axes = attrs["axes"]
+    ax = norm_axes(axes, t.rank) if axes is not None else tuple(i for i, d in enumerate(t.shape) if d == 1)
+    for a in ax:
+        if t.shape[a] != 1:
+            raise ShapeError(f"cannot squeeze axis {a} of size {t.shape[a]}")
+    return t.with_shape([d for i, d in enumerate(t.shape) if i not in ax])
+
+
+@register_op("squeeze", inputs=["x"], attrs={"axes": Attr("ints", None, optional=True)}, infer=_squeeze_infer,
+             flops=_moved)
+def _squeeze(x: np.ndarray, *, axes: tuple[int, ...] | None) -> np.ndarray:
+    """Drop size-1 axes (all of them if axes is none)."""
+    return np.squeeze(x, axis=None if axes is None else tuple(axes))
+
+
+def _unsqueeze_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    t = types[0]
+    rank = t.rank + len(attrs["axes"])
+    ax = norm_axes(attrs["axes"], rank)
+    dims = iter(t.shape)
+    return t.with_shape([1 if i in ax else next(dims) for i in range(rank)])
+
+
+@register_op("unsqueeze", inputs=["x"], attrs={"axes": Attr("ints")}, infer=_unsqueeze_infer, flops=_moved)
+def _unsqueeze(x: np.ndarray, *, axes: tuple[int, ...]) -> np.ndarray:
+    """Insert size-1 axes at the given positions of the output."""
+    return np.expand_dims(x, norm_axes(axes, x.ndim + len(axes)))
+
+
+def _concat_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    first = types[0]
+    ax = norm_axis(attrs["axis"], first.rank)
+    total = 0
+    for t in types:
+        if t.rank != first.rank:
+            raise ShapeError(f"concat inputs have ranks {[u.rank for u in types]}")
+        for i, (a, b) in enumerate(zip(t.shape, first.shape)):
+            if i != ax and a != b:
+                raise ShapeError(f"concat inputs differ in dim {i}: {a} vs {b}")
+        d = t.shape[ax]
+        if isinstance(d, str):
+            if len(types) == 1:
+                return first
+            raise ShapeError(f"cannot concatenate along symbolic dim {d}")
+        total += d
+    dtype = first.dtype
+    if any(t.dtype != dtype for t in types):
+        raise ShapeError(f"concat inputs have different dtypes {[str(t.dtype) for t in types]}")
+    return first.with_shape([total if i == ax else d for i, d in enumerate(first.shape)])
+
+
+@register_op("concat", inputs=["xs*"], attrs={"axis": Attr("int")}, infer=_concat_infer, flops=_moved)
+def _concat(*xs: np.ndarray, axis: int) -> np.ndarray:
+    """Join tensors along axis."""
+    return np.concatenate(xs, axis=axis)
+
+
+def _split_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
+    t = types[0]
+    ax = norm_axis(attrs["axis"], t.rank)
+    sizes = attrs["sizes"]
+    if isinstance(t.shape[ax], int) and sum(sizes) != t.shape[ax]:
+        raise ShapeError(f"split sizes {list(sizes)} do not add up to dim {ax} ({t.shape[ax]})")
+    return [t.with_shape([s if i == ax else d for i, d in enumerate(t.shape)]) for s in sizes]
+
+
+@register_op("split", inputs=["x"], outputs=["ys*"], attrs={"axis": Attr("int"), "sizes": Attr("ints")},
+             infer=_split_infer, flops=_moved, variadic_outputs=lambda a, n: len(a["sizes"]))
+def _split(x: np.ndarray, *, axis: int, sizes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Cut x along axis into pieces of the given sizes (one output each)."""
+    return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
+
+
+def _slice_len(dim: Dim, start: Dim, end: Dim, step: int) -> Dim:
+    if isinstance(dim, int) and isinstance(start, int) and isinstance(end, int):
+        return len(range(*slice(start, end, step).indices(dim)))
+    if step == 1 and isinstance(start, int):
+        if start == 0 and (end == dim or isinstance(end, int) and end >= _BIG):
+            return dim
+        if start == 0 and isinstance(end, str) and isinstance(dim, int):
+            return end  # assumes end <= dim, as the model's own indexing does
+        if isinstance(dim, str) and isinstance(end, int):
+            if start >= 0 and end < _BIG and end >= start:
+                return end - start  # assumes dim >= end
+            if start < 0 and end >= _BIG:
+                return -start  # x[-k:] assumes dim >= k
+    raise ShapeError(f"cannot infer the length of slice {start}:{end}:{step} of a dim of size {dim}")
+
+
+def _slice_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    t = types[0]
+    starts, ends, axes, steps = attrs["starts"], attrs["ends"], attrs["axes"], attrs["steps"]
+    axes = axes if axes is not None else tuple(range(len(starts)))
+    steps = steps if steps is not None else (1,) * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ShapeError("starts, ends, axes and steps must have the same length")
+    shape = list(t.shape)
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        if st == 0:
+            raise ShapeError("slice step must not be 0")
+        ax = norm_axis(a, t.rank)
+        shape[ax] = _slice_len(shape[ax], s, e, st)
+    return t.with_shape(shape)
+
+
+@register_op("slice", inputs=["x"], infer=_slice_infer, flops=_moved,
+             attrs={"starts": Attr("dims"), "ends": Attr("dims"), "axes": Attr("ints", None, optional=True),
+                    "steps": Attr("ints", None, optional=True)})
+def _slice(x: np.ndarray, *, starts: tuple[int, ...], ends: tuple[int, ...], axes: tuple[int, ...] | None,
+           steps: tuple[int, ...] | None) -> np.ndarray:
+    """x[start:end:step] on each of axes (ONNX Slice with static bounds; negative bounds count from the end)."""
+    index = [slice(None)] * x.ndim
+    axes = axes if axes is not None else tuple(range(len(starts)))
+    steps = steps if steps is not None else (1,) * len(starts)
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        index[a] = slice(s, e, st)
+    return x[tuple(index)]
+
+
+def _gather_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x, idx = types
+    if not idx.dtype.is_int:
+        raise ShapeError(f"indices must be integers, got {idx.dtype}")
+    ax = norm_axis(attrs["axis"], x.rank)
+    return x.with_shape(x.shape[:ax] + idx.shape + x.shape[ax + 1:])
+
+
+@register_op("gather", inputs=["x", "indices"], attrs={"axis": Attr("int", 0)}, infer=_gather_infer,
+             flops=_moved)
+def _gather(x: np.ndarray, indices: np.ndarray, *, axis: int) -> np.ndarray:
+    """Pick slices of x along axis (ONNX Gather; embedding lookup is gather on axis 0)."""
+    return np.take(x, indices.astype(np.int64), axis=axis)
+
+
+@register_op("gather_elements", inputs=["x", "indices"], attrs={"axis": Attr("int")}, flops=_moved,
+             infer=lambda t, a: t[0].with_shape(t[1].shape))
+def _gather_elements(x: np.ndarray, indices: np.ndarray, *, axis: int) -> np.ndarray:
+    """y[i][j] = x[indices[i][j]][j] for axis 0 (torch.gather)."""
+    return np.take_along_axis(x, indices.astype(np.int64), axis=axis)
+
+
+def _pad_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    t, pads = types[0], attrs["pads"]
+    if len(pads) != 2 * t.rank or min(pads, default=0) < 0:
+        raise ShapeError(f"pads must hold {2 * t.rank} non-negative ints (begins then ends), got {list(pads)}")
+    shape = []
+    for i, d in enumerate(t.shape):
+        extra = pads[i] + pads[i + t.rank]
+        if isinstance(d, str) and extra:
+            raise ShapeError(f"cannot pad symbolic dim {d}")
+        shape.append(d + extra if isinstance(d, int) else d)
+    return t.with_shape(shape)
+
+
+@register_op("pad", inputs=["x"], infer=_pad_infer, flops=_moved,
+             attrs={"pads": Attr("ints"), "mode": Attr("str", "constant", choices=("constant", "reflect", "edge")),
+                    "value": Attr("float", 0.0)})
+def _pad(x: np.ndarray, *, pads: tuple[int, ...], mode: str, value: float) -> np.ndarray:
+    """Pad each dim by pads[i] before and pads[i + rank] after (ONNX order)."""
+    widths = [(pads[i], pads[i + x.ndim]) for i in range(x.ndim)]
+    if mode == "constant":
+        return np.pad(x, widths, mode="constant", constant_values=np.asarray(value).astype(x.dtype))
+    return np.pad(x, widths, mode=mode)
+
+
+def _tile_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    t, reps = types[0], attrs["repeats"]
+    if len(reps) != t.rank:
+        raise ShapeError(f"repeats must have {t.rank} entries, got {list(reps)}")
+    shape = [d * r if isinstance(d, int) else d if r == 1 else None for d, r in zip(t.shape, reps)]
+    if None in shape:
+        raise ShapeError("cannot tile a symbolic dim more than once")
+    return t.with_shape(shape)  # type: ignore[arg-type]
+
+
+@register_op("tile", inputs=["x"], attrs={"repeats": Attr("ints")}, infer=_tile_infer, flops=_moved)
+def _tile(x: np.ndarray, *, repeats: tuple[int, ...]) -> np.ndarray:
+    """Repeat x repeats[i] times along dim i."""
+    return np.tile(x, repeats)
+
+
+def _tri(name: str, fn: Any) -> None:
+    def kernel(x: np.ndarray, *, diagonal: int) -> np.ndarray:
+        return fn(x, k=diagonal)
+
+    register_op(name, inputs=["x"], attrs={"diagonal": Attr("int", 0)}, flops=_moved,
+                infer=lambda t, a: t[0], doc=f"{'upper' if name == 'triu' else 'lower'} triangle of the last "
+                "two dims, the rest zeroed")(kernel)
+
+
+_tri("triu", np.triu)
+_tri("tril", np.tril)
+
+
+def _arange_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    start, end, step = attrs["start"], attrs["end"], attrs["step"]
+    if step == 0:
+        raise ShapeError("arange step must not be 0")
+    if isinstance(end, str):
+        if start != 0 or step != 1:
+            raise ShapeError("arange with a symbolic end needs start 0 and step 1")
+        n: Dim = end
+    else:
+        n = max(0, math.ceil((end - start) / step))
+    return tt(attrs["dtype"], (n,))
+
+
+@register_op("arange", inputs=[], infer=_arange_infer, flops=_moved,
+             attrs={"start": Attr("int", 0), "end": Attr("dim"), "step": Attr("int", 1),
+                    "dtype": Attr("dtype", DType.I64)})
+def _arange(*, start: int, end: int, step: int, dtype: DType) -> np.ndarray:
+    """start, start + step, ... up to end (exclusive)."""
+    return np.arange(start, end, step).astype(dtype.numpy)
+
+
+@register_op("full", inputs=[], flops=_moved, infer=lambda t, a: tt(a["dtype"], a["shape"]),
+             attrs={"shape": Attr("dims"), "value": Attr("float"), "dtype": Attr("dtype", DType.F32)})
+def _full(*, shape: tuple[int, ...], value: float, dtype: DType) -> np.ndarray:
+    """A tensor of the given shape filled with value."""
+    return np.full(shape, value, dtype=dtype.numpy)

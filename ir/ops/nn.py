@@ -1,0 +1,402 @@
+"""Neural-network ops: matmul, linear, convolution, pooling, normalisation, LSTM, attention, quantization."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..dtypes import DType
+from ..types import Dim, TensorType
+from .registry import Attr, ConcreteType, ShapeError, register_op, same_as_input
+from .shapes import broadcast, compute_dtype, norm_axis, tt
+
+
+def _c(x: np.ndarray) -> np.ndarray:
+    """Half types compute in f32."""
+    return x.astype(compute_dtype(DType.from_numpy(x.dtype)).numpy, copy=False)
+
+
+def _same_dtype(op: str, *types: TensorType) -> DType:
+    dtypes = {t.dtype for t in types}
+    if len(dtypes) != 1:
+        raise ShapeError(f"{op} inputs must share a dtype, got {', '.join(str(t.dtype) for t in types)}")
+    return dtypes.pop()
+
+
+def _check_k(a: Dim, b: Dim, what: str) -> None:
+    if isinstance(a, int) and isinstance(b, int) and a != b:
+        raise ShapeError(f"{what}: contraction dims differ ({a} vs {b})")
+
+
+# -- matmul / linear -------------------------------------------------------------------------------------
+def _matmul_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    a, b = types
+    dtype = _same_dtype("matmul", a, b)
+    if a.rank == 0 or b.rank == 0:
+        raise ShapeError("matmul inputs must have rank >= 1")
+    sa = a.shape if a.rank > 1 else (1,) + a.shape
+    sb = b.shape if b.rank > 1 else b.shape + (1,)
+    _check_k(sa[-1], sb[-2], f"matmul [{','.join(map(str, a.shape))}] @ [{','.join(map(str, b.shape))}]")
+    out = broadcast(sa[:-2], sb[:-2]) + ((sa[-2],) if a.rank > 1 else ()) + ((sb[-1],) if b.rank > 1 else ())
+    return tt(dtype, out)
+
+
+def _matmul_flops(i: list[ConcreteType], o: list[ConcreteType], a: Mapping[str, Any]) -> int:
+    return 2 * o[0].numel * i[0].shape[-1]
+
+
+@register_op("matmul", inputs=["a", "b"], infer=_matmul_infer, flops=_matmul_flops)
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Batched matrix product with broadcasting (torch.matmul)."""
+    return np.matmul(_c(a), _c(b)).astype(a.dtype, copy=False)
+
+
+def _linear_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x, w = types[0], types[1]
+    dtype = _same_dtype("linear", *types)
+    if w.rank != 2 or x.rank < 1:
+        raise ShapeError(f"linear needs x[..., in] and weight[out, in], got {x} and {w}")
+    _check_k(x.shape[-1], w.shape[1], "linear")
+    if len(types) == 3 and types[2].shape not in ((w.shape[0],), ()):
+        raise ShapeError(f"linear bias must have shape [{w.shape[0]}], got {types[2]}")
+    return tt(dtype, x.shape[:-1] + (w.shape[0],))
+
+
+@register_op("linear", inputs=["x", "weight", "bias?"], infer=_linear_infer, flops=_matmul_flops)
+def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """x @ weight.T + bias, weight laid out [out_features, in_features] (torch.nn.functional.linear)."""
+    y = np.matmul(_c(x), _c(weight).T)
+    if bias is not None:
+        y = y + _c(bias)
+    return y.astype(x.dtype, copy=False)
+
+
+# -- convolution and pooling -----------------------------------------------------------------------------
+_SPATIAL = {
+    "strides": Attr("ints", None, optional=True),
+    "pads": Attr("ints", None, optional=True),
+    "dilations": Attr("ints", None, optional=True),
+}
+
+
+def _spatial(attrs: Mapping[str, Any], nd: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    strides = attrs["strides"] or (1,) * nd
+    pads = attrs["pads"] or (0,) * (2 * nd)
+    dil = attrs["dilations"] or (1,) * nd
+    if len(strides) != nd or len(pads) != 2 * nd or len(dil) != nd:
+        raise ShapeError(f"strides/dilations need {nd} entries and pads {2 * nd} (begins then ends)")
+    return strides, pads, dil
+
+
+def _out_len(n: int, k: int, s: int, p0: int, p1: int, d: int, ceil_mode: bool = False) -> int:
+    span = n + p0 + p1 - d * (k - 1) - 1
+    if span < 0:
+        raise ShapeError(f"window of {k} (dilation {d}) does not fit an input of {n} padded by {p0}+{p1}")
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= n + p0:  # the last window must start inside input or left padding
+        out -= 1
+    return out
+
+
+def _window_shape(t: TensorType, kernel: tuple[int, ...], attrs: Mapping[str, Any], ceil_mode: bool = False
+                  ) -> tuple[Dim, ...]:
+    nd = len(kernel)
+    strides, pads, dil = _spatial(attrs, nd)
+    out: list[Dim] = []
+    for i in range(nd):
+        n = t.shape[2 + i]
+        if not isinstance(n, int):
+            raise ShapeError(f"spatial dim {2 + i} is symbolic ({n}); convolution needs static spatial sizes")
+        out.append(_out_len(n, kernel[i], strides[i], pads[i], pads[i + nd], dil[i], ceil_mode))
+    return tuple(out)
+
+
+def _conv_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x, w = types[0], types[1]
+    dtype = _same_dtype("conv", *types)
+    if x.rank < 3 or w.rank != x.rank:
+        raise ShapeError(f"conv needs x[N,C,...] and weight[M,C/groups,...] of equal rank, got {x} and {w}")
+    g = attrs["groups"]
+    if isinstance(x.shape[1], int) and isinstance(w.shape[1], int) and x.shape[1] != w.shape[1] * g:
+        raise ShapeError(f"conv input has {x.shape[1]} channels, weight expects {w.shape[1]} x {g} groups")
+    kernel = tuple(int(k) for k in w.shape[2:])
+    return tt(dtype, (x.shape[0], w.shape[0]) + _window_shape(x, kernel, attrs))
+
+
+def _conv_flops(i: list[ConcreteType], o: list[ConcreteType], a: Mapping[str, Any]) -> int:
+    return 2 * o[0].numel * math.prod(i[1].shape[1:])
+
+
+def _windows(x: np.ndarray, kernel: tuple[int, ...], strides: tuple[int, ...], dil: tuple[int, ...],
+             out: tuple[int, ...]) -> np.ndarray:
+    """[N, C, *out, *kernel] view of the (already padded) input."""
+    nd = len(kernel)
+    eff = tuple((k - 1) * d + 1 for k, d in zip(kernel, dil))
+    win = sliding_window_view(x, eff, axis=tuple(range(2, 2 + nd)))
+    index = (slice(None), slice(None))
+    index += tuple(slice(0, o * s, s) for o, s in zip(out, strides))
+    index += tuple(slice(None, None, d) for d in dil)
+    return win[index]
+
+
+def _pad_spatial(x: np.ndarray, pads: tuple[int, ...], value: float) -> np.ndarray:
+    nd = x.ndim - 2
+    widths = [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)]
+    return np.pad(x, widths, constant_values=value)
+
+
+@register_op("conv", inputs=["x", "weight", "bias?"], infer=_conv_infer, flops=_conv_flops,
+             attrs={**_SPATIAL, "groups": Attr("int", 1)})
+def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, strides: Any, pads: Any,
+          dilations: Any, groups: int) -> np.ndarray:
+    """N-d convolution (cross-correlation) with groups; pads are begins then ends (ONNX Conv)."""
+    nd = x.ndim - 2
+    kernel = weight.shape[2:]
+    strides, pads, dil = _spatial({"strides": strides, "pads": pads, "dilations": dilations}, nd)
+    out = tuple(_out_len(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[i + nd], dil[i]) for i in range(nd))
+    win = _windows(_pad_spatial(_c(x), pads, 0.0), kernel, strides, dil, out)
+    n, c = x.shape[:2]
+    m = weight.shape[0]
+    win = win.reshape((n, groups, c // groups) + out + tuple(kernel))
+    w = _c(weight).reshape((groups, m // groups, c // groups) + tuple(kernel))
+    letters = "opqrst"[:nd]
+    klet = "uvwxyz"[:nd]
+    y = np.einsum(f"ngc{letters}{klet},gmc{klet}->ngm{letters}", win, w, optimize=True)
+    y = y.reshape((n, m) + out)
+    if bias is not None:
+        y = y + _c(bias).reshape((1, m) + (1,) * nd)
+    return y.astype(x.dtype, copy=False)
+
+
+def _pool_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x = types[0]
+    kernel = attrs["kernel"]
+    if x.rank != len(kernel) + 2:
+        raise ShapeError(f"a {len(kernel)}-d pool needs a rank-{len(kernel) + 2} input, got {x}")
+    return x.with_shape(x.shape[:2] + _window_shape(x, kernel, attrs, attrs["ceil_mode"]))
+
+
+def _pool_flops(i: list[ConcreteType], o: list[ConcreteType], a: Mapping[str, Any]) -> int:
+    return o[0].numel * math.prod(a["kernel"])
+
+
+def _pool_geometry(x: np.ndarray, kernel: tuple[int, ...], attrs: dict[str, Any]
+                   ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """strides, dilations, output size, and pads widened at the end so ceil_mode windows fit."""
+    nd = len(kernel)
+    strides, pads, dil = _spatial(attrs, nd)
+    out = tuple(_out_len(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[i + nd], dil[i], attrs["ceil_mode"])
+                for i in range(nd))
+    ends = tuple(max(pads[i + nd], (out[i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - x.shape[2 + i] - pads[i])
+                 for i in range(nd))
+    return strides, dil, out, tuple(pads[:nd]) + ends, pads
+
+
+@register_op("max_pool", inputs=["x"], infer=_pool_infer, flops=_pool_flops,
+             attrs={"kernel": Attr("ints"), **_SPATIAL, "ceil_mode": Attr("bool", False)})
+def _max_pool(x: np.ndarray, *, kernel: tuple[int, ...], **attrs: Any) -> np.ndarray:
+    """Max over windows; padding never wins (torch max_pool)."""
+    strides, dil, out, wide, _ = _pool_geometry(x, kernel, attrs)
+    lowest = -np.inf if DType.from_numpy(x.dtype).is_float else np.iinfo(x.dtype).min
+    win = _windows(_pad_spatial(_c(x), wide, lowest), kernel, strides, dil, out)
+    return win.max(axis=tuple(range(-len(kernel), 0))).astype(x.dtype, copy=False)
+
+
+@register_op("avg_pool", inputs=["x"], infer=_pool_infer, flops=_pool_flops,
+             attrs={"kernel": Attr("ints"), **_SPATIAL, "ceil_mode": Attr("bool", False),
+                    "count_include_pad": Attr("bool", True)})
+def _avg_pool(x: np.ndarray, *, kernel: tuple[int, ...], count_include_pad: bool, **attrs: Any) -> np.ndarray:
+    """Mean over windows; the divisor counts declared padding if count_include_pad, never ceil_mode overhang."""
+    strides, dil, out, wide, pads = _pool_geometry(x, kernel, attrs)
+    nd = len(kernel)
+    axes = tuple(range(-nd, 0))
+    total = _windows(_pad_spatial(_c(x), wide, 0.0), kernel, strides, dil, out).sum(axis=axes)
+    ones = np.ones((1, 1) + x.shape[2:], np.float32)
+    if count_include_pad:  # declared padding counts, the ceil_mode overhang does not
+        ones = _pad_spatial(ones, pads, 1.0)
+        wide = tuple(0 for _ in range(nd)) + tuple(w - p for w, p in zip(wide[nd:], pads[nd:]))
+    count = _windows(_pad_spatial(ones, wide, 0.0), kernel, strides, dil, out).sum(axis=axes)
+    return (total / count).astype(x.dtype, copy=False)
+
+
+def _adaptive_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x, size = types[0], attrs["output_size"]
+    if x.rank != len(size) + 2:
+        raise ShapeError(f"output_size {list(size)} does not match input rank {x.rank}")
+    return x.with_shape(x.shape[:2] + tuple(size))
+
+
+@register_op("adaptive_avg_pool", inputs=["x"], infer=_adaptive_infer, attrs={"output_size": Attr("ints")},
+             flops=lambda i, o, a: i[0].numel)
+def _adaptive_avg_pool(x: np.ndarray, *, output_size: tuple[int, ...]) -> np.ndarray:
+    """Average pooling to a fixed output size; bin i covers [floor(i*n/out), ceil((i+1)*n/out))."""
+    y = _c(x)
+    for i, out in enumerate(output_size):
+        axis = 2 + i
+        n = y.shape[axis]
+        parts = [np.take(y, np.arange((j * n) // out, -(-((j + 1) * n) // out)), axis=axis).mean(axis=axis,
+                                                                                               keepdims=True)
+                 for j in range(out)]
+        y = np.concatenate(parts, axis=axis)
+    return y.astype(x.dtype, copy=False)
+
+
+# -- normalisation ---------------------------------------------------------------------------------------
+@register_op("batch_norm", inputs=["x", "scale", "bias", "mean", "var"], infer=same_as_input,
+             attrs={"eps": Attr("float", 1e-5)}, flops=lambda i, o, a: 2 * o[0].numel)
+def _batch_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, *,
+                eps: float) -> np.ndarray:
+    """Inference batch norm over channel axis 1 with running statistics."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    inv = _c(scale) / np.sqrt(_c(var) + np.float32(eps))
+    y = (_c(x) - _c(mean).reshape(shape)) * inv.reshape(shape) + _c(bias).reshape(shape)
+    return y.astype(x.dtype, copy=False)
+
+
+def _norm_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x = types[0]
+    if not x.dtype.is_float:
+        raise ShapeError(f"normalisation needs a floating point input, got {x.dtype}")
+    ax = norm_axis(attrs["axis"], x.rank)
+    for t in types[1:]:
+        if t.shape != x.shape[ax:]:
+            raise ShapeError(f"scale/bias must have shape [{','.join(map(str, x.shape[ax:]))}], got {t}")
+    return x
+
+
+@register_op("layer_norm", inputs=["x", "scale?", "bias?"], infer=_norm_infer, flops=lambda i, o, a: 8 * o[0].numel,
+             attrs={"axis": Attr("int", -1), "eps": Attr("float", 1e-5)})
+def _layer_norm(x: np.ndarray, scale: np.ndarray | None = None, bias: np.ndarray | None = None, *, axis: int,
+                eps: float) -> np.ndarray:
+    """Normalise over dims axis..rank-1 (biased variance), then scale and shift."""
+    axes = tuple(range(norm_axis(axis, x.ndim), x.ndim))
+    z = _c(x)
+    mean = z.mean(axis=axes, keepdims=True)
+    var = ((z - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (z - mean) / np.sqrt(var + np.float32(eps))
+    if scale is not None:
+        y = y * _c(scale)
+    if bias is not None:
+        y = y + _c(bias)
+    return y.astype(x.dtype, copy=False)
+
+
+@register_op("rms_norm", inputs=["x", "scale?"], infer=_norm_infer, flops=lambda i, o, a: 4 * o[0].numel,
+             attrs={"axis": Attr("int", -1), "eps": Attr("float", 1e-6)})
+def _rms_norm(x: np.ndarray, scale: np.ndarray | None = None, *, axis: int, eps: float) -> np.ndarray:
+    """x / sqrt(mean(x^2) + eps) over dims axis..rank-1, then scale."""
+    axes = tuple(range(norm_axis(axis, x.ndim), x.ndim))
+    z = _c(x)
+    y = z / np.sqrt((z * z).mean(axis=axes, keepdims=True) + np.float32(eps))
+    if scale is not None:
+        y = y * _c(scale)
+    return y.astype(x.dtype, copy=False)
+
+
+# -- recurrent -------------------------------------------------------------------------------------------
+def _lstm_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
+    x, h0, c0, w_ih, w_hh = types[:5]
+    dtype = _same_dtype("lstm", *types)
+    hidden = w_hh.shape[1]
+    if x.rank != 3 or w_ih.rank != 2 or w_hh.rank != 2:
+        raise ShapeError("lstm needs x[T,B,I] (or [B,T,I] with batch_first), w_ih[4H,I], w_hh[4H,H]")
+    if isinstance(hidden, int) and w_hh.shape[0] != 4 * hidden:
+        raise ShapeError(f"w_hh must be [4H, H], got {w_hh}")
+    _check_k(x.shape[2], w_ih.shape[1], "lstm input size")
+    batch = x.shape[0] if attrs["batch_first"] else x.shape[1]
+    y = (x.shape[0], x.shape[1], hidden)
+    return [tt(dtype, y), h0, c0]
+
+
+@register_op("lstm", inputs=["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"], outputs=["y", "h_n", "c_n"],
+             infer=_lstm_infer, attrs={"batch_first": Attr("bool", False)},
+             flops=lambda i, o, a: 2 * o[0].numel * (i[3].shape[1] + i[4].shape[1]) * 4)
+def _lstm(x: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray,
+          b_hh: np.ndarray, *, batch_first: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One unidirectional LSTM layer, gates ordered i, f, g, o (torch.nn.LSTM). h0/c0 are [1, B, H]."""
+    from scipy.special import expit
+
+    seq = _c(x).swapaxes(0, 1) if batch_first else _c(x)
+    h, c = _c(h0)[0], _c(c0)[0]
+    wi, wh, b = _c(w_ih).T, _c(w_hh).T, _c(b_ih) + _c(b_hh)
+    xs = seq @ wi + b  # input projections for all steps at once
+    ys = []
+    for t in range(seq.shape[0]):
+        i, f, g, o = np.split(xs[t] + h @ wh, 4, axis=-1)
+        c = expit(f) * c + expit(i) * np.tanh(g)
+        h = expit(o) * np.tanh(c)
+        ys.append(h)
+    y = np.stack(ys)
+    if batch_first:
+        y = y.swapaxes(0, 1)
+    return y.astype(x.dtype), h[None].astype(x.dtype), c[None].astype(x.dtype)
+
+
+# -- attention -------------------------------------------------------------------------------------------
+def _sdpa_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    q, k, v = types[:3]
+    _same_dtype("scaled_dot_product_attention", q, k, v)
+    _check_k(q.shape[-1], k.shape[-1], "attention q/k head size")
+    return q.with_shape(broadcast(q.shape[:-2], v.shape[:-2]) + (q.shape[-2], v.shape[-1]))
+
+
+@register_op("scaled_dot_product_attention", inputs=["q", "k", "v", "mask?"], infer=_sdpa_infer,
+             attrs={"scale": Attr("float", None, optional=True), "causal": Attr("bool", False)},
+             flops=lambda i, o, a: 2 * o[0].numel * i[1].shape[-2] + 2 * math.prod(i[0].shape[:-1]) * i[1].shape[-2]
+             * i[0].shape[-1])
+def _sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None, *, scale: float | None,
+          causal: bool) -> np.ndarray:
+    """softmax(q @ k^T * scale + mask) @ v; a bool mask keeps True positions (torch SDPA)."""
+    from .reduce import _softmax_kernel
+
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    s = np.matmul(_c(q), np.swapaxes(_c(k), -1, -2)) * np.float32(scale)
+    if causal:
+        L, S = s.shape[-2:]
+        s = np.where(np.tril(np.ones((L, S), bool)), s, -np.inf)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf) if mask.dtype == bool else s + _c(mask)
+    p = _softmax_kernel(False)(s.astype(np.float32), axis=-1)
+    return np.matmul(p, _c(v)).astype(q.dtype, copy=False)
+
+
+# -- quantization ----------------------------------------------------------------------------------------
+def _axis_shape(x: np.ndarray, param: np.ndarray, axis: int) -> np.ndarray:
+    if param.ndim == 0 or param.size == 1:
+        return param.reshape(())
+    shape = [1] * x.ndim
+    shape[norm_axis(axis, x.ndim)] = -1
+    return param.reshape(shape)
+
+
+def _q_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x, scale, zp = types
+    if zp.dtype not in (DType.I8, DType.U8, DType.I32):
+        raise ShapeError(f"zero_point must be i8, u8 or i32, got {zp.dtype}")
+    if scale.shape != zp.shape:
+        raise ShapeError(f"scale {scale} and zero_point {zp} must have the same shape")
+    return x.with_dtype(zp.dtype)
+
+
+@register_op("quantize_linear", inputs=["x", "scale", "zero_point"], infer=_q_infer, attrs={"axis": Attr("int", 1)},
+             flops=lambda i, o, a: 3 * o[0].numel)
+def _quantize_linear(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, *, axis: int) -> np.ndarray:
+    """saturate(round_half_even(x / scale) + zero_point); per-tensor or per-channel along axis (ONNX)."""
+    s = _axis_shape(x, scale.astype(np.float32), axis)
+    z = _axis_shape(x, zero_point.astype(np.int32), axis)
+    info = np.iinfo(zero_point.dtype)
+    q = np.rint(x.astype(np.float32) / s) + z
+    return np.clip(q, info.min, info.max).astype(zero_point.dtype)
+
+
+@register_op("dequantize_linear", inputs=["x", "scale", "zero_point"], attrs={"axis": Attr("int", 1)},
+             infer=lambda t, a: t[0].with_dtype(t[1].dtype), flops=lambda i, o, a: 2 * o[0].numel)
+def _dequantize_linear(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, *, axis: int) -> np.ndarray:
+    """(x - zero_point) * scale, in scale's dtype."""
+    s = _axis_shape(x, scale, axis)
+    z = _axis_shape(x, zero_point.astype(np.int32), axis)
+    return ((x.astype(np.int32) - z).astype(scale.dtype) * s).astype(scale.dtype)

@@ -1,0 +1,144 @@
+"""Reductions and ops along an axis: sum/mean/max/min/prod, argmax/argmin, var, softmax, cumsum, topk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..dtypes import DType
+from ..types import TensorType
+from .registry import Attr, ConcreteType, ShapeError, register_op
+from .shapes import compute_dtype, norm_axes, norm_axis, tt
+
+_AXES = {"axes": Attr("ints", None, optional=True), "keepdims": Attr("bool", False)}
+
+
+def _reduced_shape(t: TensorType, axes: tuple[int, ...] | None, keepdims: bool) -> tuple[Any, ...]:
+    ax = norm_axes(axes, t.rank)
+    if keepdims:
+        return tuple(1 if i in ax else d for i, d in enumerate(t.shape))
+    return tuple(d for i, d in enumerate(t.shape) if i not in ax)
+
+
+def _in_elems(i: list[ConcreteType], o: list[ConcreteType], a: Mapping[str, Any]) -> int:
+    return i[0].numel
+
+
+def _accum_dtype(dt: DType) -> DType:
+    """torch.sum/prod/cumsum promote bool and integers to i64."""
+    return DType.I64 if not dt.is_float else dt
+
+
+def _reduction(name: str, fn: Callable[..., Any], result: str, doc: str) -> None:
+    """result: 'accum' (ints -> i64), 'same' (keep dtype), 'float' (floating point inputs only)."""
+
+    def out_dtype(dt: DType) -> DType:
+        if result == "accum":
+            return _accum_dtype(dt)
+        if result == "float" and not dt.is_float:
+            raise ShapeError(f"{name} needs a floating point input, got {dt}")
+        return dt
+
+    def infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+        t = types[0]
+        return tt(out_dtype(t.dtype), _reduced_shape(t, attrs["axes"], attrs["keepdims"]))
+
+    def kernel(x: np.ndarray, *, axes: tuple[int, ...] | None, keepdims: bool) -> np.ndarray:
+        dt = out_dtype(DType.from_numpy(x.dtype))
+        ax = norm_axes(axes, x.ndim)
+        y = fn(x.astype(compute_dtype(dt).numpy, copy=False), axis=ax, keepdims=keepdims)
+        return np.asarray(y).astype(dt.numpy, copy=False)
+
+    register_op(name, inputs=["x"], infer=infer, attrs=_AXES, flops=_in_elems, doc=doc)(kernel)
+
+
+_reduction("reduce_sum", np.sum, "accum", "sum over axes (all if none); integers accumulate in i64")
+_reduction("reduce_prod", np.prod, "accum", "product over axes")
+_reduction("reduce_mean", np.mean, "float", "mean over axes")
+_reduction("reduce_max", np.max, "same", "max over axes, NaN-propagating")
+_reduction("reduce_min", np.min, "same", "min over axes, NaN-propagating")
+
+
+def _arg_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    return tt(DType.I64, _reduced_shape(types[0], (attrs["axis"],), attrs["keepdims"]))
+
+
+def _arg(name: str, fn: Callable[..., Any]) -> None:
+    def kernel(x: np.ndarray, *, axis: int, keepdims: bool) -> np.ndarray:
+        return fn(x, axis=norm_axis(axis, x.ndim), keepdims=keepdims).astype(np.int64)
+
+    register_op(name, inputs=["x"], infer=_arg_infer, flops=_in_elems,
+                attrs={"axis": Attr("int"), "keepdims": Attr("bool", False)},
+                doc=f"index of the {name[3:]} along axis (first one on ties; NaN counts as largest)")(kernel)
+
+
+_arg("argmax", np.argmax)
+_arg("argmin", np.argmin)
+
+
+@register_op("var", inputs=["x"], flops=lambda i, o, a: 3 * i[0].numel,
+             attrs={**_AXES, "correction": Attr("float", 1.0)},
+             infer=lambda t, a: tt(t[0].dtype, _reduced_shape(t[0], a["axes"], a["keepdims"])))
+def _var(x: np.ndarray, *, axes: tuple[int, ...] | None, keepdims: bool, correction: float) -> np.ndarray:
+    """Variance over axes with Bessel-style `correction` (torch.var)."""
+    cdt = compute_dtype(DType.from_numpy(x.dtype)).numpy
+    y = np.var(x.astype(cdt, copy=False), axis=norm_axes(axes, x.ndim), keepdims=keepdims, ddof=correction)
+    return np.asarray(y).astype(x.dtype, copy=False)
+
+
+def _softmax_kernel(log: bool) -> Callable[..., np.ndarray]:
+    def kernel(x: np.ndarray, *, axis: int) -> np.ndarray:
+        cdt = compute_dtype(DType.from_numpy(x.dtype)).numpy
+        z = x.astype(cdt, copy=False)
+        z = z - np.max(z, axis=axis, keepdims=True)
+        with np.errstate(divide="ignore"):
+            lse = np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+        y = z - lse if log else np.exp(z - lse)
+        return y.astype(x.dtype, copy=False)
+
+    return kernel
+
+
+def _float_same(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    if not types[0].dtype.is_float:
+        raise ShapeError(f"needs a floating point input, got {types[0].dtype}")
+    norm_axis(attrs["axis"], types[0].rank)
+    return types[0]
+
+
+register_op("softmax", inputs=["x"], attrs={"axis": Attr("int", -1)}, infer=_float_same,
+            flops=lambda i, o, a: 5 * i[0].numel, doc="exp(x) / sum(exp(x)) along axis")(_softmax_kernel(False))
+register_op("log_softmax", inputs=["x"], attrs={"axis": Attr("int", -1)}, infer=_float_same,
+            flops=lambda i, o, a: 5 * i[0].numel, doc="log(softmax(x)) along axis")(_softmax_kernel(True))
+
+
+@register_op("cumsum", inputs=["x"], attrs={"axis": Attr("int")}, flops=_in_elems,
+             infer=lambda t, a: t[0].with_dtype(_accum_dtype(t[0].dtype)))
+def _cumsum(x: np.ndarray, *, axis: int) -> np.ndarray:
+    """Running sum along axis; integers accumulate in i64."""
+    dt = _accum_dtype(DType.from_numpy(x.dtype))
+    return np.cumsum(x.astype(compute_dtype(dt).numpy), axis=axis).astype(dt.numpy, copy=False)
+
+
+def _topk_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
+    t = types[0]
+    ax = norm_axis(attrs["axis"], t.rank)
+    dim = t.shape[ax]
+    if isinstance(dim, int) and attrs["k"] > dim:
+        raise ShapeError(f"k={attrs['k']} is larger than dim {ax} ({dim})")
+    shape = tuple(attrs["k"] if i == ax else d for i, d in enumerate(t.shape))
+    return [tt(t.dtype, shape), tt(DType.I64, shape)]
+
+
+@register_op("topk", inputs=["x"], outputs=["values", "indices"], infer=_topk_infer, flops=_in_elems,
+             attrs={"k": Attr("int"), "axis": Attr("int", -1), "largest": Attr("bool", True),
+                    "sorted": Attr("bool", True)})
+def _topk(x: np.ndarray, *, k: int, axis: int, largest: bool, sorted: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest (or smallest) values along axis and their indices."""
+    key = -x.astype(np.float64) if largest else x
+    idx = np.argsort(key, axis=axis, kind="stable")
+    idx = np.take(idx, np.arange(k), axis=axis)
+    return np.take_along_axis(x, idx, axis=axis), idx.astype(np.int64)
+

@@ -1,0 +1,290 @@
+"""The op registry: every op registered once with its schema, type inference, numpy kernel and cost.
+
+The verifier, the reference interpreter, the text parser and the cost model all read this one table, so
+adding an op is one decorated function:
+
+>>> import numpy as np
+>>> from graphopt.ir import register_op, Attr, same_as_input
+>>> @register_op("scale_by", inputs=["x"], attrs={"factor": Attr("float")}, infer=same_as_input,
+...              flops=lambda i, o, a: o[0].numel, doc="x * factor", replace=True)
+... def scale_by(x, *, factor):
+...     return (x * factor).astype(x.dtype)
+>>> get_op("scale_by").kernel(np.ones(2, np.float32), factor=3.0)
+array([3., 3.], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphopt.errors import UnsupportedOpError
+
+from ..dtypes import DType
+from ..types import SYMBOL_RE, TensorType
+
+__all__ = [
+    "Attr",
+    "OpDef",
+    "ShapeError",
+    "ConcreteType",
+    "register_op",
+    "get_op",
+    "registered_ops",
+    "same_as_input",
+    "REQUIRED",
+]
+
+
+class ShapeError(ValueError):
+    """Raised by type-inference functions; the caller adds the node to the message."""
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+_KINDS = ("int", "float", "bool", "str", "dtype", "ints", "floats", "dim", "dims")
+
+
+@dataclass(frozen=True)
+class Attr:
+    """Schema of one attribute.
+
+    Kinds: int, float, bool, str, dtype, ints, floats (tuples), dim (int or symbol), dims (tuple of int,
+    symbol or -1). `optional=True` allows None.
+    """
+
+    kind: str
+    default: Any = REQUIRED
+    choices: tuple[Any, ...] | None = None
+    optional: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown attribute kind {self.kind!r}; kinds: {', '.join(_KINDS)}")
+
+    def coerce(self, value: Any) -> Any:
+        """Check `value` against this schema and return its canonical (immutable) form."""
+        if value is None:
+            if self.optional:
+                return None
+            raise TypeError("must not be None")
+        k = self.kind
+        if k == "int":
+            out: Any = _as_int(value)
+        elif k == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+                raise TypeError(f"expected a float, got {value!r}")
+            out = float(value)
+        elif k == "bool":
+            if not isinstance(value, bool):
+                raise TypeError(f"expected true or false, got {value!r}")
+            out = value
+        elif k == "str":
+            if not isinstance(value, str):
+                raise TypeError(f"expected a string, got {value!r}")
+            out = value
+        elif k == "dtype":
+            out = value if isinstance(value, DType) else DType.parse(str(value))
+        elif k == "ints":
+            out = tuple(_as_int(v) for v in _as_seq(value))
+        elif k == "floats":
+            out = tuple(float(v) for v in _as_seq(value))
+        elif k == "dim":
+            out = _as_dim(value)
+        else:  # dims
+            out = tuple(_as_dim(v) for v in _as_seq(value))
+        if self.choices is not None and out not in self.choices:
+            raise TypeError(f"expected one of {', '.join(map(repr, self.choices))}, got {out!r}")
+        return out
+
+
+def _as_int(v: Any) -> int:
+    if isinstance(v, bool) or not hasattr(v, "__index__"):
+        raise TypeError(f"expected an int, got {v!r}")
+    return int(v)
+
+
+def _as_dim(v: Any) -> int | str:
+    if isinstance(v, str):
+        if not SYMBOL_RE.match(v):
+            raise TypeError(f"expected an int or a symbol name, got {v!r}")
+        return v
+    return _as_int(v)
+
+
+def _as_seq(v: Any) -> Sequence[Any]:
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+        raise TypeError(f"expected a list, got {v!r}")
+    return list(v)
+
+
+@dataclass(frozen=True)
+class ConcreteType:
+    """A tensor type with every symbol bound: what cost functions see."""
+
+    dtype: DType
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+
+InferFn = Callable[[list[TensorType], Mapping[str, Any]], "TensorType | Sequence[TensorType]"]
+FlopsFn = Callable[[list[ConcreteType], list[ConcreteType], Mapping[str, Any]], int]
+
+
+@dataclass(eq=False)
+class OpDef:
+    """One registered op. Nodes point at their OpDef; compare with `is`."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: Mapping[str, Attr]
+    kernel: Callable[..., Any]
+    infer: InferFn
+    flops: FlopsFn
+    doc: str = ""
+    pure: bool = True
+    commutative: bool = False
+    variadic_outputs: Callable[[Mapping[str, Any], int], int] | None = None
+    _min_inputs: int = field(init=False, default=0)
+    _max_inputs: float = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        required = [i for i in self.inputs if not i.endswith(("?", "*"))]
+        self._min_inputs = len(required) + sum(1 for i in self.inputs if i.endswith("*"))
+        self._max_inputs = math.inf if any(i.endswith("*") for i in self.inputs) else len(self.inputs)
+
+    def check_arity(self, n: int) -> str | None:
+        """None if `n` inputs fit the schema, else the reason."""
+        if self._min_inputs <= n <= self._max_inputs:
+            return None
+        want = f"{self._min_inputs}" if self._min_inputs == self._max_inputs else (
+            f"at least {self._min_inputs}" if self._max_inputs == math.inf
+            else f"{self._min_inputs} to {self._max_inputs}"
+        )
+        return f"{self.name} takes {want} inputs ({', '.join(self.inputs)}), got {n}"
+
+    def check_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Coerce `attrs` to the schema, fill defaults; TypeError naming the attribute otherwise."""
+        for key in attrs:
+            if key not in self.attrs:
+                hint = difflib.get_close_matches(key, list(self.attrs), n=1)
+                extra = f"; did you mean {hint[0]!r}?" if hint else f"; it has {', '.join(self.attrs) or 'none'}"
+                raise TypeError(f"{self.name} has no attribute {key!r}{extra}")
+        out = {}
+        for key, spec in self.attrs.items():
+            if key in attrs:
+                try:
+                    out[key] = spec.coerce(attrs[key])
+                except (TypeError, ValueError) as e:
+                    raise TypeError(f"attribute {key!r} of {self.name}: {e}") from None
+            elif spec.default is REQUIRED:
+                raise TypeError(f"{self.name} requires attribute {key!r} ({spec.kind})")
+            else:
+                out[key] = spec.default
+        return out
+
+    def num_outputs(self, attrs: Mapping[str, Any], n_inputs: int) -> int:
+        if self.variadic_outputs is not None:
+            return self.variadic_outputs(attrs, n_inputs)
+        return len(self.outputs)
+
+    def infer_types(self, types: list[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
+        """Output types from input types. Raises ShapeError with the reason."""
+        reason = self.check_arity(len(types))
+        if reason:
+            raise ShapeError(reason)
+        out = self.infer(types, attrs)
+        return [out] if isinstance(out, TensorType) else list(out)
+
+    def __repr__(self) -> str:
+        return f"OpDef({self.name})"
+
+
+_REGISTRY: dict[str, OpDef] = {}
+
+
+def _default_flops(i: list[ConcreteType], o: list[ConcreteType], a: Mapping[str, Any]) -> int:
+    return 0
+
+
+def register_op(
+    name: str,
+    *,
+    inputs: Sequence[str],
+    infer: InferFn,
+    outputs: Sequence[str] = ("y",),
+    attrs: Mapping[str, Attr] | None = None,
+    flops: FlopsFn = _default_flops,
+    doc: str | None = None,
+    pure: bool = True,
+    commutative: bool = False,
+    variadic_outputs: Callable[[Mapping[str, Any], int], int] | None = None,
+    replace: bool = False,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register an op whose numpy kernel is the decorated function.
+
+    `inputs` are names; a trailing `?` marks an optional trailing input, `*` a variadic one. The kernel takes
+    the input arrays positionally and the attributes as keywords, and returns an array (or a tuple for
+    multi-output ops). `flops(inputs, outputs, attrs)` gets ConcreteTypes. Registering a name twice is an
+    error unless `replace=True`.
+    """
+    if not name or not name.replace("_", "a").isalnum() or not name[0].isalpha():
+        raise ValueError(f"op name {name!r} must be a lowercase identifier like 'layer_norm'")
+
+    def decorator(kernel: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY and not replace:
+            raise ValueError(f"op {name!r} is already registered; pass replace=True to override it")
+        _REGISTRY[name] = OpDef(
+            name=name,
+            inputs=tuple(inputs),
+            outputs=tuple(outputs),
+            attrs=dict(attrs or {}),
+            kernel=kernel,
+            infer=infer,
+            flops=flops,
+            doc=doc if doc is not None else (kernel.__doc__ or "").strip().split("\n")[0],
+            pure=pure,
+            commutative=commutative,
+            variadic_outputs=variadic_outputs,
+        )
+        return kernel
+
+    return decorator
+
+
+def get_op(name: str) -> OpDef:
+    """The registered op called `name`; UnsupportedOpError with a did-you-mean suggestion otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        hint = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        extra = f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else ""
+        raise UnsupportedOpError(
+            f"unknown op {name!r}{extra} Register new ops with graphopt.ir.register_op (see README, 'Adding an op')."
+        ) from None
+
+
+def registered_ops() -> dict[str, OpDef]:
+    """A snapshot of the registry, by name."""
+    return dict(_REGISTRY)
+
+
+def same_as_input(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    """Type inference for ops whose output has the type of their first input."""
+    return types[0]

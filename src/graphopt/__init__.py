@@ -1,0 +1,48 @@
+"""graphopt: a compiler-style graph optimizer for deep-learning models.
+
+>>> import graphopt
+>>> g = graphopt.ir.parse('graph @f(%x: f32[2]) {\n  %0: f32[2] = relu(%x)\n  return %0\n}')
+>>> graphopt.PassManager.parse("O1").run(g).changed
+False
+"""
+
+from . import errors
+from .errors import (
+    GraphoptError,
+    InterpreterError,
+    ModelLoadError,
+    NumericMismatchError,
+    ParseError,
+    PassError,
+    PipelineError,
+    RewriteLimitError,
+    UnsupportedOpError,
+    VerificationError,
+)
+from . import ir  # noqa: E402
+from . import passes  # noqa: E402
+from . import backends  # noqa: E402
+#from .passes import PassContext, PassManager, load_pass, register_pass  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GraphoptError",
+    "InterpreterError",
+    "ModelLoadError",
+    "NumericMismatchError",
+    "ParseError",
+    "PassContext",
+    "PassError",
+    "PassManager",
+    "PipelineError",
+    "RewriteLimitError",
+    "UnsupportedOpError",
+    "VerificationError",
+    "backends",
+    "errors",
+    "ir",
+    "load_pass",
+    "passes",
+    "register_pass",
+]
