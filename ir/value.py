@@ -82,6 +82,11 @@ class Value:
         return self._output_refs > 0
 
     @property
+    def output_refs(self) -> int:
+        """How many slots of `graph.outputs` hold this value."""
+        return self._output_refs
+
+    @property
     def is_dead(self) -> bool:
         """Nothing reads it: no uses and not a graph output."""
         return not self._uses and self._output_refs == 0

@@ -1,1 +1,66 @@
-"""placeholder"""
+"""graphopt.passes: the pass manager, pattern rewriting, analyses and the cleanup passes.
+
+>>> from graphopt.ir import parse
+>>> from graphopt.passes import PassManager
+>>> g = parse('''
+... graph @f(%x: f32[2,3]) {
+...   %0: f32[3,2] = transpose(%x) {perm=[1, 0]}
+...   %1: f32[2,3] = transpose(%0) {perm=[1, 0]}
+...   return %1
+... }''')
+>>> result = PassManager.parse("O1").run(g)
+>>> print(g)
+graph @f(%x: f32[2,3]) {
+  return %x
+}
+"""
+
+from . import canonicalize, cse, dce, fold_constants, infer_shapes  # noqa: F401  (registration)
+from .analysis import AnalysisManager, CostReport, register_analysis
+from .context import Instrument, PassContext, Rejection
+from .instruments import DumpToDirectory, NumericCheck, PrintIR, SkipPasses, VerifyEach
+from .manager import PRESETS, PassManager, PassRecord, PassSpec, PipelineResult
+from .pattern import AttrVar, Const, Match, MatchFailure, Pat, Pattern, Var
+from .plugins import load_entry_points, load_pass
+from .registry import ALL, Option, PassInfo, PassResult, get_pass, register_pass, registered_passes
+from .rewrite import Rewriter, RewriteStats, Rule, apply_rules, same_type
+
+__all__ = [
+    "ALL",
+    "AnalysisManager",
+    "AttrVar",
+    "Const",
+    "CostReport",
+    "DumpToDirectory",
+    "Instrument",
+    "Match",
+    "MatchFailure",
+    "NumericCheck",
+    "Option",
+    "PRESETS",
+    "PassContext",
+    "PassInfo",
+    "PassManager",
+    "PassRecord",
+    "PassResult",
+    "PassSpec",
+    "Pat",
+    "Pattern",
+    "PipelineResult",
+    "PrintIR",
+    "Rejection",
+    "RewriteStats",
+    "Rewriter",
+    "Rule",
+    "SkipPasses",
+    "Var",
+    "VerifyEach",
+    "apply_rules",
+    "get_pass",
+    "load_entry_points",
+    "load_pass",
+    "register_analysis",
+    "register_pass",
+    "registered_passes",
+    "same_type",
+]

@@ -22,7 +22,7 @@ from .errors import (
 from . import ir  # noqa: E402
 from . import passes  # noqa: E402
 from . import backends  # noqa: E402
-#from .passes import PassContext, PassManager, load_pass, register_pass  # noqa: E402
+from .passes import PassContext, PassManager, load_pass, register_pass  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,106 @@
+"""canonicalize: algebraic identities and no-op removal, as a table of rewrite rules.
+
+Every rule here is exact: the result is bit-identical except that `x + 0` turns -0.0 into +0.0 (they compare
+equal). Rules that would change a type (broadcasting, promotion) are rejected by their check.
+"""
+
+from __future__ import annotations
+
+from graphopt.ir import DType, Graph
+
+from .context import PassContext
+from .pattern import AttrVar, Const, Match, Pat, Var
+from .registry import PassResult, register_pass
+from .rewrite import Rewriter, Rule, apply_rules, same_type
+
+__all__ = ["canonicalize", "CANONICALIZE_RULES"]
+
+X = Var("x")
+
+
+def _x(rw: Rewriter, m: Match) -> object:
+    return m.x
+
+
+def _compose_transposes(rw: Rewriter, m: Match) -> object:
+    inner, outer = m.p1, m.p2
+    perm = tuple(inner[p] for p in outer)
+    if perm == tuple(range(len(perm))):
+        return m.x
+    return rw.op("transpose", [m.x], perm=perm)
+
+
+def _identity_perm(m: Match) -> bool | str:
+    return m.p == tuple(range(len(m.p))) or "not the identity permutation"
+
+
+def _reshape_of_reshape(rw: Rewriter, m: Match) -> object:
+    return rw.op("reshape", [m.x], shape=m.shape)
+
+
+# Exact casts: every value of the source dtype survives the round trip through the middle dtype.
+_LOSSLESS = {
+    DType.BOOL: set(DType),
+    DType.U8: {DType.I16, DType.I32, DType.I64, DType.F16, DType.BF16, DType.F32, DType.F64, DType.U8},
+    DType.I8: {DType.I16, DType.I32, DType.I64, DType.F16, DType.BF16, DType.F32, DType.F64, DType.I8},
+    DType.I16: {DType.I32, DType.I64, DType.F32, DType.F64, DType.I16},
+    DType.I32: {DType.I64, DType.F64, DType.I32},
+    DType.I64: {DType.I64},
+    DType.F16: {DType.F32, DType.F64, DType.F16},
+    DType.BF16: {DType.F32, DType.F64, DType.BF16},
+    DType.F32: {DType.F64, DType.F32},
+    DType.F64: {DType.F64},
+}
+
+
+def _lossless_inner_cast(m: Match) -> bool | str:
+    src = m.x.type.dtype
+    mid = m.mid
+    return mid in _LOSSLESS[src] or f"cast {src} -> {mid} loses information; the two casts do not compose"
+
+
+def _cast_of_cast(rw: Rewriter, m: Match) -> object:
+    if m.dst == m.x.type.dtype:
+        return m.x
+    return rw.op("cast", [m.x], dtype=m.dst)
+
+
+def _slice_is_full(m: Match) -> bool | str:
+    node = m.root
+    if any(s != 0 for s in node.attrs["starts"]) or any(s != 1 for s in node.attrs["steps"] or ()):
+        return "not a full slice"
+    return same_type("x")(m)
+
+
+CANONICALIZE_RULES = [
+    Rule("mul-one", Pat("mul", X, Const(1.0)), _x, same_type("x"), doc="x * 1 -> x"),
+    Rule("add-zero", Pat("add", X, Const(0.0)), _x, same_type("x"), doc="x + 0 -> x"),
+    Rule("sub-zero", Pat("sub", X, Const(0.0)), _x, same_type("x"), doc="x - 0 -> x"),
+    Rule("div-one", Pat("div", X, Const(1.0), rounding_mode="none"), _x, same_type("x"), doc="x / 1 -> x"),
+    Rule("pow-one", Pat("pow", X, Const(1.0)), _x, same_type("x"), doc="x ** 1 -> x"),
+    Rule("identity", Pat("identity", X), _x, doc="identity(x) -> x"),
+    Rule("dropout", Pat("dropout", X), _x, doc="dropout(x) -> x at inference"),
+    Rule("cast-noop", Pat("cast", X), _x, same_type("x"), doc="cast(x: T, T) -> x"),
+    Rule("cast-cast", Pat("cast", Pat("cast", X, dtype=AttrVar("mid")), dtype=AttrVar("dst")), _cast_of_cast,
+         _lossless_inner_cast, doc="cast(cast(x, wider), T) -> cast(x, T)"),
+    Rule("neg-neg", Pat("neg", Pat("neg", X)), _x, doc="-(-x) -> x"),
+    Rule("relu-relu", Pat("relu", Pat("relu", X, name="inner")), lambda rw, m: m.inner, doc="relu(relu(x)) -> relu(x)"),
+    Rule("transpose-identity", Pat("transpose", X, perm=AttrVar("p")), _x, _identity_perm, benefit=2,
+         doc="transpose(x, identity perm) -> x"),
+    Rule("transpose-transpose", Pat("transpose", Pat("transpose", X, perm=AttrVar("p1")), perm=AttrVar("p2")),
+         _compose_transposes, doc="transpose(transpose(x, p1), p2) -> transpose(x, p1 o p2)"),
+    Rule("reshape-noop", Pat("reshape", X), _x, same_type("x"), benefit=2, doc="reshape to the same shape -> x"),
+    Rule("reshape-reshape", Pat("reshape", Pat("reshape", X), shape=AttrVar("shape")), _reshape_of_reshape,
+         doc="reshape(reshape(x)) -> reshape(x)"),
+    Rule("expand-noop", Pat("expand", X), _x, same_type("x"), doc="expand to the same shape -> x"),
+    Rule("slice-full", Pat("slice", X), _x, _slice_is_full, doc="slice covering everything -> x"),
+    Rule("concat-single", Pat("concat", X), _x, doc="concat of one tensor -> x"),
+]
+
+
+@register_pass("canonicalize", preserves=())
+def canonicalize(graph: Graph, ctx: PassContext) -> PassResult:
+    """Algebraic identities and no-op removal: x*1, x+0, double transpose, reshape of reshape, identity, dropout,
+    no-op casts, ... (see CANONICALIZE_RULES)."""
+    stats = apply_rules(graph, CANONICALIZE_RULES, ctx)
+    return PassResult(changed=stats.total > 0, stats=stats.as_stats())

@@ -1,0 +1,40 @@
+"""fold-constants: evaluate nodes whose inputs are all constants with the reference kernels."""
+
+from __future__ import annotations
+
+from graphopt.ir import Graph
+
+from .context import PassContext
+from .registry import PassResult, register_pass
+
+__all__ = ["fold_constants"]
+
+
+@register_pass("fold-constants", preserves=("shapes",))
+def fold_constants(graph: Graph, ctx: PassContext, *, max_size: int = 1 << 24) -> PassResult:
+    """Replace pure nodes with all-constant inputs by their results, up to max-size elements per result.
+
+    One forward sweep (a folded result feeds folding further down), O(nodes) plus the kernels' work.
+    Results are computed by the same kernels the reference interpreter uses, so folding is exact.
+    """
+    folded = 0
+    for node in graph:
+        if not node.op.pure or not all(v.is_constant for v in node.inputs):
+            continue
+        types = [o.type for o in node.outputs]
+        if any(t is None or not t.is_static or t.numel() > max_size for t in types):
+            continue
+        if any(isinstance(d, str) for spec, v in zip(node.op.attrs.values(), node.attrs.values())
+               if spec.kind in ("dim", "dims") and v is not None for d in (v if isinstance(v, tuple) else (v,))):
+            continue  # symbolic attributes: the size is only known at run time
+        results = node.op.kernel(*[v.const for v in node.inputs], **node.attrs)
+        results = results if isinstance(results, tuple) else (results,)
+        inputs = list(node.inputs)
+        for out, data in zip(node.outputs, results):
+            out.replace_all_uses_with(graph.add_constant(data, graph.fresh_name(out.name + "_folded")))
+        graph.remove_node(node)
+        for c in inputs:
+            if c.is_dead and c.name in graph.constants:
+                graph.remove_constant(c)
+        folded += 1
+    return PassResult(changed=folded > 0, stats={"folded": folded})

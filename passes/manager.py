@@ -1,0 +1,250 @@
+"""PassManager: runs a pipeline of passes, verifying, timing and counting each one.
+
+Pipelines are text and round-trip: `str(PassManager.parse(p)) == p` for canonical `p`.
+
+    pipeline := entry (',' entry)*
+    entry    := pass-name ['{' key '=' value (' ' key '=' value)* '}'] | preset
+    preset   := O0 | O1 | O2 | O3           (expanded in place)
+
+Values are bare words (`1048576`, `true`, `a,b` for lists) or double-quoted strings.
+
+>>> from graphopt.passes import PassManager
+>>> str(PassManager.parse("canonicalize,fold-constants{max-size=1048576},dce"))
+'canonicalize,fold-constants{max-size=1048576},dce'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphopt.errors import GraphoptError, PassError, PipelineError
+from graphopt.ir import Graph
+
+from .context import PassContext
+from .registry import PassInfo, PassResult, get_pass
+
+__all__ = ["PassManager", "PassSpec", "PassRecord", "PipelineResult", "PRESETS"]
+
+PRESETS: dict[str, str] = {
+    "O0": "",
+    "O1": "canonicalize,fold-constants,cse,dce",
+    # O2/O3 grow as fusion, quantization and layout passes land; today they are O1 plus shape refinement.
+    "O2": "infer-shapes,canonicalize,fold-constants,cse,canonicalize,dce",
+    "O3": "infer-shapes,canonicalize,fold-constants,cse,canonicalize,dce",
+}
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """One pipeline entry: a registered pass and the options given explicitly."""
+
+    info: PassInfo
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def resolved_options(self) -> dict[str, Any]:
+        """Every option with defaults filled in, by kebab-case name."""
+        out = {k: o.default for k, o in self.info.options.items()}
+        out.update(self.options)
+        return out
+
+    def __str__(self) -> str:
+        if not self.options:
+            return self.name
+        parts = []
+        for key, value in self.options:
+            text = self.info.options[key].format(value)
+            if not re.fullmatch(r"[A-Za-z0-9_.,+\-]+", text):
+                text = json.dumps(text)
+            parts.append(f"{key}={text}")
+        return f"{self.name}{{{' '.join(parts)}}}"
+
+
+@dataclass
+class PassRecord:
+    """Timing and change statistics of one pass in one run."""
+
+    name: str
+    changed: bool
+    seconds: float
+    nodes_before: int
+    nodes_after: int
+    stats: dict[str, int] = field(default_factory=dict)
+    skipped: bool = False
+
+
+@dataclass
+class PipelineResult:
+    """The optimized graph and a record per pass."""
+
+    graph: Graph
+    records: list[PassRecord]
+
+    @property
+    def changed(self) -> bool:
+        return any(r.changed for r in self.records)
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.records)
+
+    def table(self) -> str:
+        """A plain-text table of the records, for people."""
+        rows = [("pass", "changed", "ms", "nodes", "stats")]
+        for r in self.records:
+            stats = ", ".join(f"{k}={v}" for k, v in r.stats.items())
+            rows.append((r.name + (" (skipped)" if r.skipped else ""), "yes" if r.changed else "no",
+                         f"{r.seconds * 1e3:.2f}", f"{r.nodes_before}->{r.nodes_after}", stats))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4] for row in rows)
+
+
+class PassManager:
+    """An ordered list of passes. Build from text with `parse`, or from `PassSpec`s."""
+
+    def __init__(self, passes: Sequence[PassSpec] = ()) -> None:
+        self.passes = list(passes)
+
+    @classmethod
+    def parse(cls, text: str) -> PassManager:
+        """Parse pipeline text (see the module docstring). PipelineError names the bad entry."""
+        return cls(_parse_pipeline(text))
+
+    def __str__(self) -> str:
+        return ",".join(str(p) for p in self.passes)
+
+    def __repr__(self) -> str:
+        return f"PassManager({str(self)!r})"
+
+    def without(self, index: int) -> PassManager:
+        """The pipeline with entry `index` removed (for ablations)."""
+        return PassManager(self.passes[:index] + self.passes[index + 1:])
+
+    def run(self, graph: Graph, ctx: PassContext | None = None) -> PipelineResult:
+        """Run every pass in order on `graph` (mutated in place unless a pass is functional)."""
+        ctx = ctx if ctx is not None else PassContext()
+        disabled = set(ctx.disabled)
+        for inst in ctx.instruments:
+            inst.enter_pipeline(graph, ctx)
+        records: list[PassRecord] = []
+        for spec in self.passes:
+            before = len(graph)
+            if spec.name in disabled or not all(i.should_run(spec, graph, ctx) for i in ctx.instruments):
+                records.append(PassRecord(spec.name, False, 0.0, before, before, skipped=True))
+                continue
+            for inst in ctx.instruments:
+                inst.before_pass(spec, graph, ctx)
+            ctx.current_pass = spec.name
+            start = time.perf_counter()
+            result = self._run_one(spec, graph, ctx)
+            seconds = time.perf_counter() - start
+            if result.graph is not None:
+                graph = result.graph
+            ctx.passes_run.append(spec.name)
+            ctx.analyses.invalidate(spec.info.preserves if result.changed else "all")
+            record = PassRecord(spec.name, result.changed, seconds, before, len(graph), dict(result.stats))
+            records.append(record)
+            for inst in ctx.instruments:
+                inst.after_pass(spec, graph, result, record, ctx)
+        ctx.current_pass = ""
+        out = PipelineResult(graph, records)
+        for inst in ctx.instruments:
+            inst.exit_pipeline(graph, out, ctx)
+        return out
+
+    @staticmethod
+    def _run_one(spec: PassSpec, graph: Graph, ctx: PassContext) -> PassResult:
+        before = ", ".join(ctx.passes_run) or "none"
+        try:
+            fn = spec.info.instantiate(dict(spec.options))
+            result = fn(graph, ctx)
+        except PassError:
+            raise
+        except GraphoptError as e:
+            raise PassError(f"pass {spec.name!r} failed: {e}\n  passes run before it: {before}") from e
+        except Exception as e:
+            raise PassError(f"pass {spec.name!r} crashed with {type(e).__name__}: {e}\n  passes run before it: "
+                            f"{before}\n  reproduce with: graphopt opt MODEL --pipeline '{spec}' "
+                            "--print-ir-before") from e
+        if not isinstance(result, PassResult):
+            raise PassError(f"pass {spec.name!r} returned {type(result).__name__}, not a PassResult. Pass developer: "
+                            "return PassResult(changed=..., stats={...}).")
+        if spec.info.inplace and result.graph is not None and result.graph is not graph:
+            raise PassError(f"pass {spec.name!r} is declared in-place but returned a different graph. Pass "
+                            "developer: mutate the graph you were given, or register with inplace=False.")
+        if not spec.info.inplace and result.graph is None:
+            raise PassError(f"pass {spec.name!r} is declared functional (inplace=False) but returned no graph. "
+                            "Pass developer: return PassResult(..., graph=new_graph).")
+        return result
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas outside braces and quotes."""
+    parts, depth, quoted, start = [], 0, False, 0
+    for i, ch in enumerate(text):
+        if ch == '"' and (i == 0 or text[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and ch == "{":
+            depth += 1
+        elif not quoted and ch == "}":
+            depth -= 1
+            if depth < 0:
+                raise PipelineError(f"unbalanced '}}' at column {i + 1} of {text!r}")
+        elif not quoted and depth == 0 and ch == ",":
+            parts.append(text[start:i])
+            start = i + 1
+    if depth or quoted:
+        raise PipelineError(f"unterminated {'string' if quoted else '{'} in pipeline {text!r}")
+    parts.append(text[start:])
+    return parts
+
+
+_ENTRY = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9\-]*)\s*(?:\{(.*)\})?\s*\Z", re.S)
+_OPTION = re.compile(r'\s*([A-Za-z0-9\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s"]+)')
+
+
+def _parse_options(info: PassInfo, body: str) -> tuple[tuple[str, Any], ...]:
+    options: dict[str, Any] = {}
+    pos = 0
+    while body[pos:].strip():
+        m = _OPTION.match(body, pos)
+        if m is None:
+            raise PipelineError(f"bad option syntax in {info.name}{{{body}}} at {body[pos:].strip()!r}; "
+                                "write key=value separated by spaces")
+        key, raw = m.group(1), m.group(2)
+        opt = info.check_option(key)
+        text = json.loads(raw) if raw.startswith('"') else raw
+        try:
+            options[key] = opt.parse(text)
+        except ValueError as e:
+            raise PipelineError(f"option {key} of {info.name}: {e}") from None
+        pos = m.end()
+    return tuple(options.items())
+
+
+def _parse_pipeline(text: str) -> list[PassSpec]:
+    specs: list[PassSpec] = []
+    if not text.strip():
+        return specs
+    for entry in _split_top(text):
+        m = _ENTRY.match(entry)
+        if m is None:
+            raise PipelineError(f"cannot parse pipeline entry {entry.strip()!r}; expected name or name{{k=v ...}}")
+        name, body = m.group(1), m.group(2)
+        if name in PRESETS:
+            if body is not None:
+                raise PipelineError(f"preset {name} takes no options")
+            specs.extend(_parse_pipeline(PRESETS[name]))
+            continue
+        info = get_pass(name)
+        specs.append(PassSpec(info, _parse_options(info, body) if body else ()))
+    return specs
+

@@ -1,0 +1,187 @@
+"""Declarative patterns over op trees. A failed match says why, naming the node where it failed.
+
+    Pat("transpose", Pat("transpose", X, perm=P1), perm=P2)   # transpose of transpose; P1, P2 captured
+    Pat("mul", X, Const(1.0))                                 # x * 1, with the constant on either side
+
+`Var` binds any value, `Const` a constant (optionally all equal to a scalar), `AttrVar` captures an attribute,
+`Pat` matches a node by op (checked against the registry when the pattern is built).
+
+>>> from graphopt.ir import parse
+>>> g = parse('graph @f(%x: f32[2]) {\n  const @one: f32[] = 1.0\n  %0: f32[2] = mul(%x, @one)\n  return %0\n}')
+>>> m = Pat("mul", Var("x"), Const(1.0)).match(g.outputs[0])
+>>> m.x.name
+'x'
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from graphopt.ir import Node, OpDef, Value, get_op
+
+__all__ = ["Pattern", "Var", "Const", "Pat", "AttrVar", "Match", "MatchFailure"]
+
+
+class MatchFailure(Exception):
+    """Why a pattern did not match: `reason`, and the node where it failed (if any)."""
+
+    def __init__(self, reason: str, node: Node | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.node = node
+
+
+@dataclass
+class Match:
+    """Bindings of a successful match: `m.x` or `m["x"]` for values, `m.attr("p")` for captured attributes."""
+
+    root: Node
+    values: dict[str, Value] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    nodes: list[Node] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> Value:
+        return self.values[name]
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("values", {})
+        if name in values:
+            return values[name]
+        attrs = self.__dict__.get("attrs", {})
+        if name in attrs:
+            return attrs[name]
+        raise AttributeError(f"pattern bound no value or attribute named {name!r}")
+
+
+class Pattern:
+    """Base of all patterns."""
+
+    name: str | None = None
+
+    def _match(self, value: Value, m: Match) -> None:
+        raise NotImplementedError
+
+    def variants(self) -> Iterator[Pattern]:
+        """This pattern and its commuted forms (inputs of commutative ops swapped)."""
+        yield self
+
+    def match(self, value: Value) -> Match:
+        """Match rooted at `value`'s producer; raises MatchFailure with the reason."""
+        if value.producer is None:
+            raise MatchFailure(f"%{value.name} is not produced by a node")
+        m = Match(value.producer)
+        self._match(value, m)
+        return m
+
+    def _bind(self, value: Value, m: Match) -> None:
+        if self.name is None:
+            return
+        bound = m.values.get(self.name)
+        if bound is not None and bound is not value:
+            raise MatchFailure(f"{self.name} is bound to %{bound.name} but here it is %{value.name}", value.producer)
+        m.values[self.name] = value
+
+
+@dataclass(eq=False)
+class Var(Pattern):
+    """Any value; the same name twice means the same value. `check(value)` may return False or a reason."""
+
+    name: str | None = None
+    check: Callable[[Value], bool | str] | None = None
+
+    def _match(self, value: Value, m: Match) -> None:
+        if self.check is not None:
+            ok = self.check(value)
+            if ok is not True and ok is not None:
+                raise MatchFailure(ok if isinstance(ok, str) else f"%{value.name} fails the check on {self.name}",
+                                   value.producer)
+        self._bind(value, m)
+
+
+@dataclass(eq=False)
+class Const(Pattern):
+    """A constant value; with `value`, every element must equal it."""
+
+    value: float | None = None
+    name: str | None = None
+
+    def _match(self, value: Value, m: Match) -> None:
+        if value.const is None:
+            what = f"produced by {value.producer.op.name}" if value.producer else "a graph input"
+            raise MatchFailure(f"expected a constant, got %{value.name} ({what})", value.producer)
+        if self.value is not None:
+            data = value.const
+            if data.size == 0 or not np.all(data == self.value):
+                raise MatchFailure(f"@{value.name} is not all {self.value}")
+        self._bind(value, m)
+
+
+@dataclass(frozen=True)
+class AttrVar:
+    """Captures an attribute into the match; the same name twice must see equal values."""
+
+    name: str
+
+
+class Pat(Pattern):
+    """A node of op `op` whose inputs match `inputs` and whose attributes match `attrs`.
+
+    Attribute patterns are literal values, AttrVars, or predicates `f(value) -> bool`. `single_use=True`
+    requires the node's output to have no other users (so fusing it duplicates nothing).
+    """
+
+    def __init__(self, op: str, *inputs: Pattern, name: str | None = None, single_use: bool = False,
+                 **attrs: Any) -> None:
+        self.op: OpDef = get_op(op)
+        unknown = [k for k in attrs if k not in self.op.attrs]
+        if unknown:
+            raise TypeError(f"pattern on {op} names unknown attribute(s) {', '.join(unknown)}")
+        self.inputs = inputs
+        self.name = name
+        self.single_use = single_use
+        self.attrs = attrs
+
+    def _match(self, value: Value, m: Match) -> None:
+        node = value.producer
+        if node is None:
+            raise MatchFailure(f"expected {self.op.name}, got %{value.name} (a graph input or constant)")
+        if node.op is not self.op:
+            raise MatchFailure(f"expected {self.op.name}, got {node.op.name} at %{value.name}", node)
+        if self.single_use and m.nodes and (value.num_uses > 1 or value.is_graph_output):
+            raise MatchFailure(f"%{value.name} ({node.op.name}) has other users; fusing would duplicate it", node)
+        if len(node.inputs) != len(self.inputs):
+            raise MatchFailure(f"{node.op.name} at %{value.name} has {len(node.inputs)} inputs, the pattern "
+                               f"{len(self.inputs)}", node)
+        for key, want in self.attrs.items():
+            have = node.attrs[key]
+            if isinstance(want, AttrVar):
+                if want.name in m.attrs and m.attrs[want.name] != have:
+                    raise MatchFailure(f"attribute {key}={have!r} differs from {want.name}={m.attrs[want.name]!r}",
+                                       node)
+                m.attrs[want.name] = have
+            elif callable(want):
+                if not want(have):
+                    raise MatchFailure(f"attribute {key}={have!r} of {node.op.name} fails the pattern's check", node)
+            elif have != want:
+                raise MatchFailure(f"attribute {key} of {node.op.name} is {have!r}, the pattern wants {want!r}", node)
+        m.nodes.append(node)
+        for sub, v in zip(self.inputs, node.inputs):
+            sub._match(v, m)
+        self._bind(value, m)
+
+    def variants(self) -> Iterator[Pattern]:
+        subs = [list(p.variants()) for p in self.inputs]
+        for combo in itertools.product(*subs):
+            orders = [combo]
+            if self.op.commutative and len(combo) == 2 and combo[0] is not combo[1]:
+                orders.append((combo[1], combo[0]))
+            for inputs in orders:
+                yield Pat(self.op.name, *inputs, name=self.name, single_use=self.single_use, **self.attrs)
+
+    def __repr__(self) -> str:
+        return f"Pat({self.op.name}, {', '.join(map(repr, self.inputs))})"

@@ -1,0 +1,203 @@
+"""Rewrite rules as data, applied by one greedy worklist driver to a fixpoint.
+
+    X = Var("x")
+    RULES = [
+        Rule("mul-one", Pat("mul", X, Const(1.0)), lambda rw, m: m.x, check=same_type("x")),  # x*1 -> x
+    ]
+    stats = apply_rules(graph, RULES, ctx)
+
+A rule is (name, pattern, replacement, check) with a benefit (higher is tried first); commuted variants of
+the pattern are generated. The replacement builds new nodes through the Rewriter `rw` (inserted before the
+matched root, inheriting its origin) and returns the value(s) replacing the root's outputs, or None to
+decline. `check(m)` returns True/None to accept, or False/a reason string to reject; with
+`PassContext(explain=True)` every rejection is recorded with its reason.
+
+The driver never loops silently: past `max_rewrites` it raises RewriteLimitError naming the rules that kept
+firing. Each rewrite costs O(matched nodes + uses of the replaced values).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from graphopt.errors import PassError, RewriteLimitError
+from graphopt.ir import DType, Graph, Node, Value
+
+from .context import PassContext
+from .pattern import Match, MatchFailure, Pattern
+
+__all__ = ["Rule", "Rewriter", "apply_rules", "RewriteStats", "same_type", "erase_if_dead"]
+
+Replacement = Callable[["Rewriter", Match], "Value | Sequence[Value] | None"]
+Check = Callable[[Match], "bool | str | None"]
+
+
+@dataclass(eq=False)
+class Rule:
+    """One rewrite: `pattern` -> `replace(rw, match)` when `check(match)` accepts."""
+
+    name: str
+    pattern: Pattern
+    replace: Replacement
+    check: Check | None = None
+    benefit: int = 1
+    doc: str = ""
+    commute: bool = True
+    variants: list[Pattern] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.variants = list(self.pattern.variants()) if self.commute else [self.pattern]
+        root = self.variants[0]
+        if not hasattr(root, "op"):
+            raise TypeError(f"rule {self.name!r}: the pattern's root must be a Pat (an op), got {root!r}")
+
+
+def same_type(name: str) -> Check:
+    """A check: the bound value `name` has exactly the root's output type (so it can replace it)."""
+
+    def check(m: Match) -> bool | str:
+        v, out = m[name], m.root.outputs[0]
+        if v.type != out.type:
+            return f"%{v.name} is {v.type} but the result is {out.type}; replacing would change the type"
+        return True
+
+    return check
+
+
+class Rewriter:
+    """Builds replacement nodes before the matched root. Created nodes inherit the root's origin."""
+
+    def __init__(self, graph: Graph, root: Node) -> None:
+        self.graph = graph
+        self.root = root
+        self.created: list[Node] = []
+
+    def op(self, op: str, inputs: Sequence[Value], **attrs: Any) -> Any:
+        """Add a node; returns its output value (a tuple for multi-output ops)."""
+        node = self.graph.add_node(op, inputs, attrs)
+        self.created.append(node)
+        return node.outputs[0] if len(node.outputs) == 1 else node.outputs
+
+    def const(self, data: Any, dtype: DType | None = None) -> Value:
+        """Add a constant."""
+        return self.graph.add_constant(np.asarray(data), dtype=dtype)
+
+
+@dataclass
+class RewriteStats:
+    """How many times each rule fired, and how many matches were rejected."""
+
+    fired: Counter[str] = field(default_factory=Counter)
+    rejected: int = 0
+    erased: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.fired.values())
+
+    def as_stats(self) -> dict[str, int]:
+        out = {f"rule:{k}": v for k, v in sorted(self.fired.items())}
+        if self.erased:
+            out["erased"] = self.erased
+        return out
+
+
+def erase_if_dead(graph: Graph, node: Node) -> int:
+    """Erase `node` if pure and unread, then its producers that became dead. Returns how many were erased."""
+    erased = 0
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.is_erased or n.graph is not graph or not n.op.pure:
+            continue
+        if not all(o.is_dead for o in n.outputs):
+            continue
+        producers = [v.producer for v in n.inputs if v.producer is not None]
+        graph.remove_node(n)
+        erased += 1
+        stack.extend(producers)
+    return erased
+
+
+def apply_rules(graph: Graph, rules: Sequence[Rule], ctx: PassContext | None = None, *,
+                max_rewrites: int | None = None) -> RewriteStats:
+    """Apply `rules` greedily until none matches. Rules are tried per node by root op, highest benefit first."""
+    ctx = ctx if ctx is not None else PassContext()
+    by_op: dict[str, list[tuple[Rule, Pattern]]] = {}
+    for rule in sorted(rules, key=lambda r: -r.benefit):
+        for variant in rule.variants:
+            by_op.setdefault(variant.op.name, []).append((rule, variant))  # type: ignore[attr-defined]
+    stats = RewriteStats()
+    limit = max_rewrites if max_rewrites is not None else 10 * len(graph) + 1000
+    worklist: deque[Node] = deque(graph)
+    queued = {id(n) for n in worklist}
+    while worklist:
+        node = worklist.popleft()
+        queued.discard(id(node))
+        if node.is_erased or node.graph is not graph:
+            continue
+        for rule, pattern in by_op.get(node.op.name, ()):
+            new_nodes = _try_rule(graph, node, rule, pattern, ctx, stats)
+            if new_nodes is None:
+                continue
+            if stats.total > limit:
+                top = ", ".join(f"{name} ({n}x)" for name, n in stats.fired.most_common(3))
+                raise RewriteLimitError(f"rewriting did not converge after {stats.total} rewrites in pass "
+                                        f"{ctx.current_pass or '?'}; rules that kept firing: {top}. Two rules may undo "
+                                        "each other.")
+            for m in new_nodes:
+                if id(m) not in queued:
+                    queued.add(id(m))
+                    worklist.append(m)
+            break
+    return stats
+
+
+def _try_rule(graph: Graph, node: Node, rule: Rule, pattern: Pattern, ctx: PassContext, stats: RewriteStats
+              ) -> list[Node] | None:
+    """Match, check and apply one rule at `node`. Returns the nodes to revisit, or None if it did not apply."""
+    try:
+        m = pattern.match(node.outputs[0])
+    except MatchFailure as f:
+        if f.node is not None and f.node is not node:  # the root matched but something below did not
+            stats.rejected += 1
+            ctx.reject(rule.name, node, f.reason)
+        return None
+    if rule.check is not None:
+        verdict = rule.check(m)
+        if verdict is not True and verdict is not None:
+            stats.rejected += 1
+            ctx.reject(rule.name, node, verdict if isinstance(verdict, str) else "the rule's check failed")
+            return None
+    rw = Rewriter(graph, node)
+    with graph.inserting_before(node):
+        result = rule.replace(rw, m)
+    if result is None:
+        for n in reversed(rw.created):
+            erase_if_dead(graph, n)
+        ctx.reject(rule.name, node, "the replacement declined")
+        return None
+    new_values = [result] if isinstance(result, Value) else list(result)
+    if len(new_values) != len(node.outputs):
+        raise PassError(f"rule {rule.name!r} returned {len(new_values)} values for {len(node.outputs)} outputs of "
+                        f"{node.describe()}")
+    for old, new in zip(node.outputs, new_values):
+        if old.type is not None and new.type is not None and old.type != new.type:
+            raise PassError(f"rule {rule.name!r} would change %{old.name} from {old.type} to {new.type} at "
+                            f"{node.describe()}; add a check (e.g. same_type) to the rule")
+    inputs = [v.producer for v in node.inputs if v.producer is not None]
+    for old, new in zip(node.outputs, new_values):
+        old.replace_all_uses_with(new)
+    stats.erased += max(0, erase_if_dead(graph, node) - 1)
+    for p in inputs:
+        stats.erased += erase_if_dead(graph, p)
+    stats.fired[rule.name] += 1
+    # New nodes, and whoever now reads the new values, may match further rules.
+    revisit = [n for n in rw.created if not n.is_erased]
+    revisit += [u for v in new_values for u in v.users]
+    return revisit
