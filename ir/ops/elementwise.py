@@ -53,7 +53,8 @@ def _binary(name: str, fn: Callable[..., Any], result: str = "promote", commutat
         if result == "float" and not dt.is_float:
             dt = out = _F32
         cdt = compute_dtype(dt).numpy
-        y = fn(a.astype(cdt, copy=False), b.astype(cdt, copy=False))
+        with np.errstate(all="ignore"):  # torch neither warns on overflow nor on 0/0
+            y = fn(a.astype(cdt, copy=False), b.astype(cdt, copy=False))
         return np.asarray(y).astype(DType.BOOL.numpy if result == "bool" else out.numpy, copy=False)
 
     register_op(name, inputs=["a", "b"], infer=_binary_infer(result), flops=_per_elem(cost), doc=doc,

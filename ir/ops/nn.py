@@ -361,6 +361,7 @@ def _sdpa(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None =
     if mask is not None:
         s = np.where(mask, s, -np.inf) if mask.dtype == bool else s + _c(mask)
     p = _softmax_kernel(False)(s.astype(np.float32), axis=-1)
+    p = np.where(np.isneginf(s).all(axis=-1, keepdims=True), np.float32(0), p)  # fully masked rows give 0, as torch
     return np.matmul(p, _c(v)).astype(q.dtype, copy=False)
 
 

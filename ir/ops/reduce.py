@@ -92,10 +92,10 @@ def _softmax_kernel(log: bool) -> Callable[..., np.ndarray]:
     def kernel(x: np.ndarray, *, axis: int) -> np.ndarray:
         cdt = compute_dtype(DType.from_numpy(x.dtype)).numpy
         z = x.astype(cdt, copy=False)
-        z = z - np.max(z, axis=axis, keepdims=True)
-        with np.errstate(divide="ignore"):
+        with np.errstate(all="ignore"):
+            z = z - np.max(z, axis=axis, keepdims=True)
             lse = np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
-        y = z - lse if log else np.exp(z - lse)
+            y = z - lse if log else np.exp(z - lse)
         return y.astype(x.dtype, copy=False)
 
     return kernel

@@ -1,0 +1,136 @@
+"""The `graphopt` command line.
+
+    graphopt opt MODEL.gir [--pipeline O1] [--numeric-check] [--verify-each] [--timing] [-o OUT.gir]
+    graphopt passes
+
+`opt` works like mlir-opt: IR text in, optimized IR text out. Constants printed as `external` are read from
+`MODEL.npz` beside the file (or `--weights FILE.npz`), loaded with allow_pickle=False.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from graphopt.errors import GraphoptError
+from graphopt.ir import Graph, parse
+from graphopt.passes import (
+    DumpToDirectory,
+    NumericCheck,
+    PassContext,
+    PassManager,
+    PrintIR,
+    VerifyEach,
+    load_pass,
+    registered_passes,
+)
+
+__all__ = ["main"]
+
+
+def _load_graph(path: Path, weights: Path | None) -> Graph:
+    if not path.is_file():
+        raise GraphoptError(f"no such IR file: {path}")
+    weights = weights or path.with_suffix(".npz")
+    constants = {}
+    if weights.is_file():
+        with np.load(weights, allow_pickle=False) as data:
+            constants = {k: data[k] for k in data.files}
+    return parse(path.read_text(), constants)
+
+
+def _write_atomic(path: Path, text: str, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise GraphoptError(f"{path} exists; pass --overwrite to replace it")
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _cmd_opt(args: argparse.Namespace) -> int:
+    for spec in args.load_pass:
+        load_pass(spec)
+    graph = _load_graph(Path(args.model), Path(args.weights) if args.weights else None)
+    pm = PassManager.parse(args.pipeline)
+    instruments = []
+    if args.verify_each:
+        instruments.append(VerifyEach())
+    if args.print_ir_before or args.print_ir_after_change:
+        instruments.append(PrintIR(sys.stderr, before=args.print_ir_before, after_change=args.print_ir_after_change))
+    if args.dump_dir:
+        instruments.append(DumpToDirectory(args.dump_dir))
+    check = NumericCheck() if args.numeric_check else None
+    if check:
+        instruments.append(check)
+    ctx = PassContext(instruments=instruments, explain=args.explain)
+    result = pm.run(graph, ctx)
+    if args.output:
+        _write_atomic(Path(args.output), str(result.graph) + "\n", args.overwrite)
+    elif not args.quiet:
+        print(result.graph)
+    if args.timing:
+        print(f"pipeline: {pm}", file=sys.stderr)
+        print(result.table(), file=sys.stderr)
+    if check:
+        worst = max(check.max_error.values(), default=0.0)
+        print(f"numeric check: outputs match the input graph (max abs error {worst:.3g})", file=sys.stderr)
+    for r in ctx.rejections:
+        print(f"rejected: {r}", file=sys.stderr)
+    return 0
+
+
+def _cmd_passes(args: argparse.Namespace) -> int:
+    for spec in args.load_pass:
+        load_pass(spec)
+    for name, info in registered_passes().items():
+        print(f"{name:22s} {info.doc}")
+        for opt in info.options.values():
+            print(f"{'':22s}   {opt.name}: {opt.type.__name__} = {opt.default!r}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphopt", description="A compiler-style graph optimizer for DL models.")
+    sub = p.add_subparsers(dest="command", required=True)
+    opt = sub.add_parser("opt", help="optimize an IR text file with a pass pipeline")
+    opt.add_argument("model", help="IR text file (.gir)")
+    opt.add_argument("-p", "--pipeline", default="O1", help="pass pipeline text or preset (default O1)")
+    opt.add_argument("-o", "--output", help="write the optimized IR here instead of stdout")
+    opt.add_argument("--overwrite", action="store_true", help="allow replacing an existing --output file")
+    opt.add_argument("--weights", help="npz with the data of `external` constants (default: MODEL.npz)")
+    opt.add_argument("--load-pass", action="append", default=[], metavar="MODULE:FUNCTION",
+                     help="register a custom pass before parsing the pipeline (repeatable)")
+    opt.add_argument("--verify-each", action="store_true", help="verify the IR after every changing pass")
+    opt.add_argument("--numeric-check", action="store_true",
+                     help="run the reference interpreter after every changing pass and name the first that drifts")
+    opt.add_argument("--print-ir-before", action="store_true", help="print the IR before every pass (stderr)")
+    opt.add_argument("--print-ir-after-change", action="store_true", help="print the IR after changing passes")
+    opt.add_argument("--dump-dir", help="write the IR after every pass into this directory")
+    opt.add_argument("--timing", action="store_true", help="print per-pass time and statistics (stderr)")
+    opt.add_argument("--explain", action="store_true", help="print every rejected rewrite and why")
+    opt.add_argument("-q", "--quiet", action="store_true", help="do not print the optimized IR")
+    opt.set_defaults(fn=_cmd_opt)
+    passes = sub.add_parser("passes", help="list every registered pass with its options")
+    passes.add_argument("--load-pass", action="append", default=[], metavar="MODULE:FUNCTION")
+    passes.set_defaults(fn=_cmd_passes)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except GraphoptError as e:
+        print(f"graphopt: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
