@@ -109,7 +109,7 @@ class Node:
     def describe(self) -> str:
         """One line naming the node for error messages: `%3 = mul(%1, %2) from encoder.layer.0`."""
         outs = ", ".join(f"%{v.name}" for v in self.outputs)
-        ins = ", ".join(f"%{v.name}" for v in self._inputs)
+        ins = ", ".join(("@" if v.is_constant else "%") + v.name for v in self._inputs)
         where = f" (from {self.origin})" if self.origin else ""
         return f"{outs} = {self.op.name}({ins}){where}"
 

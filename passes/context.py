@@ -56,8 +56,7 @@ class Rejection:
     reason: str
 
     def __str__(self) -> str:
-        where = f" (from {self.origin})" if self.origin else ""
-        return f"{self.pass_name}/{self.rule} at {self.node}{where}: {self.reason}"
+        return f"{self.pass_name}/{self.rule} at {self.node}: {self.reason}"  # node names its origin
 
 
 @dataclass

@@ -1,0 +1,23 @@
+"""Shared test helpers: run a pass on IR text and compare structurally and numerically."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphopt.backends.reference import random_inputs, run
+from graphopt.ir import Graph, assert_graph_equal, parse
+from graphopt.passes import PassContext, PassManager
+
+
+def check_pass(pipeline: str, before: str, expected: str, *, seed: int = 0, rtol: float = 0.0) -> Graph:
+    """before -> pipeline -> structurally equal to expected, verified, and numerically equal on random inputs."""
+    graph = parse(before)
+    graph.verify()
+    inputs = random_inputs(graph, seed=seed)
+    want = run(graph, inputs)
+    PassManager.parse(pipeline).run(graph, PassContext())
+    graph.verify()
+    assert_graph_equal(graph, parse(expected))
+    for w, g in zip(want, run(graph, inputs)):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=0, equal_nan=True)
+    return graph
