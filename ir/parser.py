@@ -123,6 +123,10 @@ class _Parser:
         while self.peek().text == "const":
             self.parse_const()
         while not (self.peek().kind == "ident" and self.peek().text == "return"):
+            if self.peek().kind != "vname":
+                tok = self.peek()
+                self._fail(f"expected a node (%name: type = op(...)) or 'return', got "
+                           f"{repr(tok.text) if tok.text else 'end of input'}", tok.pos)
             self.parse_node()
         self.next()
         outs: list[Value] = []

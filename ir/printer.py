@@ -112,6 +112,7 @@ def format_graph(graph: Graph, *, max_inline: int = 64, show_uses: bool = False)
         if show_uses:
             line += "  # uses: " + ", ".join(str(v.num_uses) for v in node.outputs)
         lines.append(line)
-    lines.append("  return " + ", ".join(format_name(v) for v in graph.outputs))
+    outs = ", ".join(format_name(v) for v in graph.outputs)
+    lines.append(f"  return {outs}" if outs else "  return")
     lines.append("}")
     return "\n".join(lines)

@@ -98,6 +98,8 @@ def _verify_types(node: Node) -> None:
     except ShapeError as e:
         raise _fail("types", node, str(e)) from None
     for out, want in zip(node.outputs, inferred):
+        if out.type is None:
+            raise _fail("types", node, f"%{out.name} has no type", "run the infer-shapes pass")
         if out.type != want:
             raise _fail("types", node, f"%{out.name} is declared {out.type} but {node.op.name} gives {want}",
                         "run the infer-shapes pass after changing inputs")

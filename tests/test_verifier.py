@@ -1,0 +1,74 @@
+import pytest
+
+from graphopt.errors import VerificationError
+from graphopt.ir import DType, Graph, TensorType, parse
+
+
+def _g() -> Graph:
+    return parse("""
+graph @f(%x: f32[2,3]) {
+  %0: f32[2,3] = relu(%x)  loc("block.0")
+  %1: f32[2,3] = exp(%0)
+  return %1
+}""")
+
+
+def test_valid_graph_passes() -> None:
+    _g().verify()
+
+
+def test_wrong_declared_type() -> None:
+    g = parse("graph @f(%x: f32[2,3]) {\n  %0: f32[3,2] = relu(%x)  loc(\"block.0\")\n  return %0\n}")
+    with pytest.raises(VerificationError, match=r"\[types\] at %0 = relu\(%x\) \(from block.0\): %0 is declared "
+                                                r"f32\[3,2\] but relu gives f32\[2,3\]. run the infer-shapes pass"):
+        g.verify()
+
+
+def test_use_before_definition() -> None:
+    g = _g()
+    first, second = list(g)
+    first.set_input(0, second.output)
+    with pytest.raises(VerificationError, match=r"\[order\] .* input 0 \(%1\) is used before it is defined") as info:
+        g.verify()
+    assert info.value.rule == "order" and info.value.node is first
+
+
+def test_value_from_another_graph() -> None:
+    g, other = _g(), _g()
+    next(iter(g)).set_input(0, other.inputs[0])
+    with pytest.raises(VerificationError, match=r"\[ssa\].*not a value of this graph"):
+        g.verify()
+
+
+def test_schema_violation() -> None:
+    g = _g()
+    node = next(iter(g))
+    node.inputs = [g.inputs[0], g.inputs[0]]
+    with pytest.raises(VerificationError, match=r"\[schema\].*relu takes 1 inputs \(x\), got 2"):
+        g.verify()
+
+
+def test_shape_error_is_a_type_violation() -> None:
+    g = parse("graph @f(%x: f32[2,3], %y: f32[4,3]) {\n  %0: f32[2,3] = add(%x, %y)\n  return %0\n}")
+    with pytest.raises(VerificationError, match=r"\[types\].*do not broadcast"):
+        g.verify()
+
+
+def test_untyped_value() -> None:
+    g = parse("graph @f(%x: f32[2]) {\n  %0: ? = relu(%x)\n  %1: ? = exp(%0)\n  return %1\n}")
+    with pytest.raises(VerificationError, match=r"%0 has no type. run the infer-shapes pass"):
+        g.verify()
+
+
+def test_outputs_must_be_defined() -> None:
+    g, other = _g(), _g()
+    g.set_outputs([other.outputs[0]])
+    with pytest.raises(VerificationError, match="graph output %1 is not defined in this graph"):
+        g.verify()
+
+
+def test_add_refuses_inputs_of_other_graphs() -> None:
+    g, other = Graph(), Graph()
+    x = other.add_input("x", TensorType(DType.F32, (2,)))
+    with pytest.raises(VerificationError, match="belongs to another graph"):
+        g.add("relu", [x])
