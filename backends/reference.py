@@ -1,4 +1,4 @@
-"""The reference interpreter: runs a graph with the registry's numpy kernels. Slow, simple, the ground truth.
+r"""The reference interpreter: runs a graph with the registry's numpy kernels. Slow, simple, the ground truth.
 
 >>> import numpy as np
 >>> from graphopt.ir import parse

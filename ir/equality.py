@@ -1,4 +1,4 @@
-"""Structural equality of graphs, up to value names and node order (alpha-equivalence).
+r"""Structural equality of graphs, up to value names and node order (alpha-equivalence).
 
 Every value gets an interned structural id bottom-up (op, attributes, types, input ids; constants by
 content), so comparing two graphs is O(nodes) and exact, with no hashing collisions.

@@ -1,4 +1,4 @@
-"""Graph algorithms and drawing: the IR as a networkx graph, and Graphviz DOT text.
+r"""Graph algorithms and drawing: the IR as a networkx graph, and Graphviz DOT text.
 
 >>> from graphopt.ir import parse
 >>> g = parse('graph @f(%x: f32[2]) {\n  %0: f32[2] = relu(%x)\n  return %0\n}')

@@ -1,4 +1,4 @@
-"""Analyses computed on demand and cached until a pass that does not preserve them changes the graph.
+r"""Analyses computed on demand and cached until a pass that does not preserve them changes the graph.
 
 >>> from graphopt.ir import parse
 >>> from graphopt.passes import AnalysisManager

@@ -1,4 +1,4 @@
-"""PassContext: what a pipeline run carries besides the graph. Instruments hang here, not on passes.
+r"""PassContext: what a pipeline run carries besides the graph. Instruments hang here, not on passes.
 
 >>> from graphopt.passes import PassContext, PassManager, VerifyEach
 >>> from graphopt.ir import parse

@@ -1,4 +1,4 @@
-"""Ready instruments: verify-each, print-IR, dump-to-directory, numeric check, timing table.
+r"""Ready instruments: verify-each, print-IR, dump-to-directory, numeric check, timing table.
 
 >>> import numpy as np
 >>> from graphopt.ir import parse

@@ -1,4 +1,4 @@
-"""Declarative patterns over op trees. A failed match says why, naming the node where it failed.
+r"""Declarative patterns over op trees. A failed match says why, naming the node where it failed.
 
     Pat("transpose", Pat("transpose", X, perm=P1), perm=P2)   # transpose of transpose; P1, P2 captured
     Pat("mul", X, Const(1.0))                                 # x * 1, with the constant on either side

@@ -1,4 +1,4 @@
-"""graphopt: a compiler-style graph optimizer for deep-learning models.
+r"""graphopt: a compiler-style graph optimizer for deep-learning models.
 
 >>> import graphopt
 >>> g = graphopt.ir.parse('graph @f(%x: f32[2]) {\n  %0: f32[2] = relu(%x)\n  return %0\n}')
