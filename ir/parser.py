@@ -60,16 +60,17 @@ class _Parser:
 
     # -- lexing and positions --------------------------------------------------------------------------
     def _lex(self) -> list[_Tok]:
-        toks, pos = [], 0
-        while pos < len(self.text):
-            m = _TOKEN.match(self.text, pos)
-            if m is None:
-                self._fail(f"unexpected character {self.text[pos]!r}", pos)
-            kind = m.lastgroup
-            assert kind is not None
-            if kind != "ws":
-                toks.append(_Tok(kind, m.group(), pos))
+        toks: list[_Tok] = []
+        pos = 0
+        for m in _TOKEN.finditer(self.text):
+            if m.start() != pos:  # finditer skipped something no token matches
+                break
             pos = m.end()
+            kind = m.lastgroup
+            if kind != "ws":
+                toks.append(_Tok(kind, m.group(), m.start()))  # type: ignore[arg-type]
+        if pos != len(self.text):
+            self._fail(f"unexpected character {self.text[pos]!r}", pos)
         toks.append(_Tok("eof", "", len(self.text)))
         return toks
 
@@ -80,12 +81,13 @@ class _Parser:
         source = self.text[start:end if end >= 0 else len(self.text)]
         raise ParseError(message, line, pos - start + 1, source)
 
-    def peek(self, offset: int = 0) -> _Tok:
-        return self.toks[min(self.i + offset, len(self.toks) - 1)]
+    def peek(self) -> _Tok:
+        return self.toks[self.i]
 
     def next(self) -> _Tok:
         tok = self.toks[self.i]
-        self.i = min(self.i + 1, len(self.toks) - 1)
+        if tok.kind != "eof":  # eof is sticky
+            self.i += 1
         return tok
 
     def expect(self, kind: str, text: str | None = None) -> _Tok:
