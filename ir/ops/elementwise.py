@@ -32,15 +32,19 @@ def _per_elem(k: int) -> Callable[[list[ConcreteType], list[ConcreteType], Mappi
 # result: "promote" keeps the promoted dtype, "bool" returns bool, "float" turns int results into f32.
 
 
+def _binary_dtypes(dtypes: list[DType], ranks: list[int], result: str) -> tuple[DType, DType]:
+    """(dtype the operands are computed in, dtype of the result) for a binary op of kind `result`."""
+    dt = promote(dtypes, ranks)
+    if result == "float" and not dt.is_float:
+        dt = _F32
+    return dt, DType.BOOL if result == "bool" else dt
+
+
 def _binary_infer(result: str) -> Callable[[list[TensorType], Mapping[str, Any]], TensorType]:
     def infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
         shape = broadcast(types[0].shape, types[1].shape)
-        dt = promote([t.dtype for t in types], [t.rank for t in types])
-        if result == "bool":
-            dt = DType.BOOL
-        elif result == "float" and not dt.is_float:
-            dt = _F32
-        return tt(dt, shape)
+        _, out = _binary_dtypes([t.dtype for t in types], [t.rank for t in types], result)
+        return tt(out, shape)
 
     return infer
 
@@ -48,14 +52,11 @@ def _binary_infer(result: str) -> Callable[[list[TensorType], Mapping[str, Any]]
 def _binary(name: str, fn: Callable[..., Any], result: str = "promote", commutative: bool = False,
             cost: int = 1, doc: str = "") -> None:
     def kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        dt = promote([_dt(a), _dt(b)], [a.ndim, b.ndim])
-        out = dt
-        if result == "float" and not dt.is_float:
-            dt = out = _F32
+        dt, out = _binary_dtypes([_dt(a), _dt(b)], [a.ndim, b.ndim], result)
         cdt = compute_dtype(dt).numpy
         with np.errstate(all="ignore"):  # torch neither warns on overflow nor on 0/0
             y = fn(a.astype(cdt, copy=False), b.astype(cdt, copy=False))
-        return np.asarray(y).astype(DType.BOOL.numpy if result == "bool" else out.numpy, copy=False)
+        return np.asarray(y).astype(out.numpy, copy=False)
 
     register_op(name, inputs=["a", "b"], infer=_binary_infer(result), flops=_per_elem(cost), doc=doc,
                 commutative=commutative)(kernel)
@@ -80,18 +81,20 @@ _binary("logical_or", np.logical_or, "bool", commutative=True, doc="a or b")
 _binary("logical_xor", np.logical_xor, "bool", commutative=True, doc="a xor b")
 
 
+def _div_kind(rounding_mode: str) -> str:
+    """True division turns integers into f32; trunc and floor keep the promoted dtype."""
+    return "float" if rounding_mode == "none" else "promote"
+
+
 def _div_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
-    base = _binary_infer("promote" if attrs["rounding_mode"] != "none" else "float")
-    return base(types, attrs)
+    return _binary_infer(_div_kind(attrs["rounding_mode"]))(types, attrs)
 
 
 @register_op("div", inputs=["a", "b"], infer=_div_infer, flops=_per_elem(1),
              attrs={"rounding_mode": Attr("str", "none", choices=("none", "trunc", "floor"))})
 def _div(a: np.ndarray, b: np.ndarray, *, rounding_mode: str) -> np.ndarray:
     """a / b; rounding_mode trunc or floor keeps integer dtypes (torch.div)."""
-    dt = promote([_dt(a), _dt(b)], [a.ndim, b.ndim])
-    if rounding_mode == "none" and not dt.is_float:
-        dt = _F32
+    dt, _ = _binary_dtypes([_dt(a), _dt(b)], [a.ndim, b.ndim], _div_kind(rounding_mode))
     cdt = compute_dtype(dt).numpy
     a, b = a.astype(cdt, copy=False), b.astype(cdt, copy=False)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from ..dtypes import DType
 from ..types import Dim, Shape, TensorType
-from .registry import ConcreteType, ShapeError
+from .registry import ShapeError
 
-__all__ = ["broadcast", "norm_axis", "norm_axes", "numel", "reshape_dims", "compute_dtype"]
+__all__ = ["broadcast", "norm_axis", "norm_axes", "reshape_dims", "compute_dtype", "tt"]
 
 
 def broadcast(*shapes: Sequence[Dim]) -> Shape:
@@ -51,10 +51,6 @@ def norm_axes(axes: Sequence[int] | None, rank: int) -> tuple[int, ...]:
     if len(out) != len(axes):
         raise ShapeError(f"repeated axis in {list(axes)}")
     return tuple(out)
-
-
-def numel(t: ConcreteType) -> int:
-    return math.prod(t.shape)
 
 
 def reshape_dims(src: Sequence[Dim], target: Sequence[Dim]) -> Shape:
