@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .printer import format_name
 from .value import Use, Value
 
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ class Node:
         self.op = op
         self._inputs: tuple[Value, ...] = ()
         self.outputs: tuple[Value, ...] = tuple(outputs)
-        self._attrs: Mapping[str, Any] = MappingProxyType(op.check_attrs(dict(attrs or {})))
+        # Graph.add_node has already checked `attrs` against the schema; the setter below checks later changes.
+        self._attrs: Mapping[str, Any] = MappingProxyType(dict(attrs or {}))
         self.origin = origin
         self.graph: Graph | None = None
         self._prev: Node | None = None
@@ -108,8 +110,8 @@ class Node:
 
     def describe(self) -> str:
         """One line naming the node for error messages: `%3 = mul(%1, %2) from encoder.layer.0`."""
-        outs = ", ".join(f"%{v.name}" for v in self.outputs)
-        ins = ", ".join(("@" if v.is_constant else "%") + v.name for v in self._inputs)
+        outs = ", ".join(format_name(v) for v in self.outputs)
+        ins = ", ".join(format_name(v) for v in self._inputs)
         where = f" (from {self.origin})" if self.origin else ""
         return f"{outs} = {self.op.name}({ins}){where}"
 
