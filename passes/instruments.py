@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -22,6 +21,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from graphopt.errors import NumericMismatchError, PassError, VerificationError
+from graphopt.fileio import write_text_atomic
 
 from .context import Instrument, PassContext
 
@@ -90,12 +90,10 @@ class DumpToDirectory(Instrument):
     def _write(self, name: str, graph: Graph) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{self._step:02d}-{name}.gir"
-        if path.exists():
-            raise FileExistsError(f"{path} exists; dump into an empty directory")
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(str(graph) + "\n")
-        os.replace(tmp, path)
+        try:
+            write_text_atomic(path, str(graph) + "\n")
+        except FileExistsError as e:
+            raise FileExistsError(f"{e}; dump into an empty directory") from None
         self._step += 1
 
     def enter_pipeline(self, graph: Graph, ctx: PassContext) -> None:

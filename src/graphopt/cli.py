@@ -10,15 +10,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from graphopt.errors import GraphoptError
+from graphopt.fileio import write_text_atomic
 from graphopt.ir import Graph, parse
 from graphopt.passes import (
     DumpToDirectory,
@@ -45,15 +44,6 @@ def _load_graph(path: Path, weights: Path | None) -> Graph:
     return parse(path.read_text(), constants)
 
 
-def _write_atomic(path: Path, text: str, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise GraphoptError(f"{path} exists; pass --overwrite to replace it")
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _cmd_opt(args: argparse.Namespace) -> int:
     for spec in args.load_pass:
         load_pass(spec)
@@ -72,7 +62,10 @@ def _cmd_opt(args: argparse.Namespace) -> int:
     ctx = PassContext(instruments=instruments, explain=args.explain)
     result = pm.run(graph, ctx)
     if args.output:
-        _write_atomic(Path(args.output), str(result.graph) + "\n", args.overwrite)
+        try:
+            write_text_atomic(args.output, str(result.graph) + "\n", overwrite=args.overwrite)
+        except FileExistsError as e:
+            raise GraphoptError(f"{e}; pass --overwrite to replace it") from None
     elif not args.quiet:
         print(result.graph)
     if args.timing:
