@@ -19,7 +19,7 @@ from graphopt.errors import InterpreterError
 from graphopt.ir import DType, Graph, Node, TensorType
 from graphopt.ir.types import resolve_shape
 
-__all__ = ["run", "bind_symbols", "resolve_attrs", "random_inputs"]
+__all__ = ["run", "evaluate", "bind_symbols", "resolve_attrs", "random_inputs"]
 
 
 def bind_symbols(graph: Graph, arrays: Sequence[np.ndarray]) -> dict[str, int]:
@@ -45,14 +45,18 @@ def bind_symbols(graph: Graph, arrays: Sequence[np.ndarray]) -> dict[str, int]:
 
 
 def resolve_attrs(node: Node, bindings: Mapping[str, int]) -> dict[str, Any]:
-    """The node's attributes with symbolic dims replaced by their bound sizes."""
+    """The node's attributes with symbolic dims replaced by their bound sizes; KeyError names an unbound one."""
+
+    def size(d: Any) -> Any:
+        return bindings[d] if isinstance(d, str) else d
+
     attrs = dict(node.attrs)
     for key, spec in node.op.attrs.items():
         value = attrs[key]
-        if spec.kind == "dim" and isinstance(value, str):
-            attrs[key] = bindings[value]
-        elif spec.kind == "dims" and value is not None and any(isinstance(d, str) for d in value):
-            attrs[key] = tuple(bindings[d] if isinstance(d, str) else d for d in value)
+        if spec.kind == "dim":
+            attrs[key] = size(value)
+        elif spec.kind == "dims" and value is not None:
+            attrs[key] = tuple(size(d) for d in value)
     return attrs
 
 
@@ -82,7 +86,11 @@ def run(graph: Graph, inputs: Sequence[Any] | Mapping[str, Any], *, check_types:
     keep = {id(v) for v in graph.outputs} | {id(c) for c in graph.constants.values()}
     for pos, node in enumerate(graph):
         args = [env[id(v)] for v in node.inputs]
-        results = _call(node, args, bindings)
+        try:
+            attrs = resolve_attrs(node, bindings)
+        except KeyError as e:
+            raise InterpreterError(f"{node.describe()}: symbol {e} is not bound by the graph inputs") from None
+        results = evaluate(node, args, attrs)
         for out, r in zip(node.outputs, results):
             if check_types and out.type is not None:
                 _check_result(node, out.name, out.type, r, bindings)
@@ -101,9 +109,12 @@ def _last_uses(graph: Graph) -> dict[int, int]:
     return last
 
 
-def _call(node: Node, args: list[np.ndarray], bindings: Mapping[str, int]) -> tuple[np.ndarray, ...]:
+def evaluate(node: Node, args: list[np.ndarray], attrs: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+    """Run `node`'s kernel on `args` with `attrs` (symbols already resolved, see resolve_attrs).
+
+    Returns one array per output; a failing kernel becomes an InterpreterError naming the node.
+    """
     try:
-        attrs = resolve_attrs(node, bindings)
         out = node.op.kernel(*args, **attrs)
     except Exception as e:  # noqa: BLE001 - any kernel failure becomes a located error
         shapes = ", ".join(f"{a.dtype}{list(a.shape)}" for a in args)

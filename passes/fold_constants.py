@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from graphopt.backends.reference import evaluate, resolve_attrs
 from graphopt.ir import Graph
 
 from .context import PassContext
@@ -24,11 +25,11 @@ def fold_constants(graph: Graph, ctx: PassContext, *, max_size: int = 1 << 24) -
         types = [o.type for o in node.outputs]
         if any(t is None or not t.is_static or t.numel() > max_size for t in types):
             continue
-        if any(isinstance(d, str) for spec, v in zip(node.op.attrs.values(), node.attrs.values())
-               if spec.kind in ("dim", "dims") and v is not None for d in (v if isinstance(v, tuple) else (v,))):
+        try:
+            attrs = resolve_attrs(node, {})
+        except KeyError:
             continue  # symbolic attributes: the size is only known at run time
-        results = node.op.kernel(*[v.const for v in node.inputs], **node.attrs)
-        results = results if isinstance(results, tuple) else (results,)
+        results = evaluate(node, [v.const for v in node.inputs], attrs)  # type: ignore[misc]
         inputs = list(node.inputs)
         for out, data in zip(node.outputs, results):
             out.replace_all_uses_with(graph.add_constant(data, graph.fresh_name(out.name + "_folded")))
