@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import networkx as nx
 
+from .printer import format_name
+
 if TYPE_CHECKING:
     from .graph import Graph
     from .node import Node
@@ -23,13 +25,13 @@ __all__ = ["to_networkx", "to_dot", "node_key"]
 
 def node_key(node: Node) -> str:
     """The networkx key of a node: its first output's name with the % sigil."""
-    return "%" + node.outputs[0].name if node.outputs else f"node@{id(node):x}"
+    return format_name(node.outputs[0]) if node.outputs else f"node@{id(node):x}"
 
 
 def _source_key(v: Value) -> str:
     if v.producer is not None:
         return node_key(v.producer)
-    return ("@" if v.is_constant else "%") + v.name
+    return format_name(v)
 
 
 def to_networkx(graph: Graph) -> nx.MultiDiGraph:
@@ -39,9 +41,9 @@ def to_networkx(graph: Graph) -> nx.MultiDiGraph:
     """
     g = nx.MultiDiGraph(name=graph.name)
     for v in graph.inputs:
-        g.add_node("%" + v.name, kind="input", type=str(v.type))
+        g.add_node(format_name(v), kind="input", type=str(v.type))
     for c in graph.constants.values():
-        g.add_node("@" + c.name, kind="const", type=str(c.type))
+        g.add_node(format_name(c), kind="const", type=str(c.type))
     for node in graph:
         key = node_key(node)
         g.add_node(key, kind="node", op=node.op.name, node=node)
@@ -58,9 +60,9 @@ def to_dot(graph: Graph) -> str:
     q = json.dumps
     lines = [f"digraph {q(graph.name)} {{", "  rankdir=TB;", '  node [shape=box, fontname="monospace"];']
     for v in graph.inputs:
-        lines.append(f"  {q('%' + v.name)} [shape=ellipse, label={q('%' + v.name + ': ' + str(v.type))}];")
+        lines.append(f"  {q(format_name(v))} [shape=ellipse, label={q(format_name(v) + ': ' + str(v.type))}];")
     for node in graph:
-        consts = [f"@{v.name}: {v.type}" for v in node.inputs if v.is_constant]
+        consts = [f"{format_name(v)}: {v.type}" for v in node.inputs if v.is_constant]
         label = node.op.name + "".join("\n" + c for c in consts)
         lines.append(f"  {q(node_key(node))} [label={q(label)}];")
         for v in node.inputs:
