@@ -17,6 +17,8 @@ import numpy as np
 
 from graphopt.errors import InterpreterError
 from graphopt.ir import DType, Graph, Node, TensorType
+from graphopt.ir.symbolic import evaluate as eval_dim
+from graphopt.ir.symbolic import is_symbol
 from graphopt.ir.types import resolve_shape
 
 __all__ = ["run", "evaluate", "bind_symbols", "resolve_attrs", "random_inputs"]
@@ -36,11 +38,11 @@ def bind_symbols(graph: Graph, arrays: Sequence[np.ndarray]) -> dict[str, int]:
         if a.ndim != t.rank:
             raise InterpreterError(f"input %{v.name} must have rank {t.rank} ({t}), got shape {a.shape}")
         for d, n in zip(t.shape, a.shape):
-            if isinstance(d, str):
-                if bindings.setdefault(d, n) != n:
-                    raise InterpreterError(f"input %{v.name}: dim {d} is {n} here but {bindings[d]} elsewhere")
-            elif d != n:
-                raise InterpreterError(f"input %{v.name} must have shape {t}, got {list(a.shape)}")
+            if is_symbol(d) and bindings.setdefault(d, n) != n:
+                raise InterpreterError(f"input %{v.name}: dim {d} is {n} here but {bindings[d]} elsewhere")
+    for v, a in zip(graph.inputs, arrays):  # int and expression dims, once every symbol is bound
+        if any(not is_symbol(d) and eval_dim(d, bindings) != n for d, n in zip(v.type.shape, a.shape)):
+            raise InterpreterError(f"input %{v.name} must have shape {v.type}, got {list(a.shape)}")
     return bindings
 
 
@@ -48,7 +50,7 @@ def resolve_attrs(node: Node, bindings: Mapping[str, int]) -> dict[str, Any]:
     """The node's attributes with symbolic dims replaced by their bound sizes; KeyError names an unbound one."""
 
     def size(d: Any) -> Any:
-        return bindings[d] if isinstance(d, str) else d
+        return d if isinstance(d, int) else eval_dim(d, bindings)
 
     attrs = dict(node.attrs)
     for key, spec in node.op.attrs.items():
@@ -131,7 +133,7 @@ def _check_result(node: Node, name: str, t: TensorType, r: np.ndarray, bindings:
         shape = resolve_shape(t.shape, bindings)
     except KeyError:  # a symbol first seen here (data-dependent size): bind it
         for d, n in zip(t.shape, r.shape):
-            if isinstance(d, str):
+            if is_symbol(d):
                 bindings.setdefault(d, n)  # type: ignore[attr-defined]
         shape = resolve_shape(t.shape, bindings)
     if r.shape != shape or r.dtype != t.dtype.numpy:
@@ -151,7 +153,10 @@ def random_inputs(graph: Graph, bindings: Mapping[str, int] | None = None, seed:
     for v in graph.inputs:
         t = v.type
         assert t is not None
-        shape = tuple(bindings.setdefault(d, 2) if isinstance(d, str) else d for d in t.shape)
+        for d in t.shape:
+            if is_symbol(d):
+                bindings.setdefault(d, 2)
+        shape = resolve_shape(t.shape, bindings)
         if t.dtype.is_float:
             a = rng.standard_normal(shape).astype(t.dtype.numpy)
         elif t.dtype == DType.BOOL:

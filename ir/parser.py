@@ -158,6 +158,8 @@ class _Parser:
                     dims.append(int(d.text))
                 elif d.kind == "ident":
                     dims.append(d.text)
+                elif d.kind == "str":
+                    dims.append(json.loads(d.text))
                 else:
                     self._fail(f"expected a dim (an int or a symbol), got {d.text!r}", d.pos)
                 if self.accept("]"):

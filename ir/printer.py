@@ -21,6 +21,7 @@ import numpy as np
 
 from .dtypes import DType
 from .ops.registry import OpDef
+from .types import format_dim
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -56,7 +57,7 @@ def format_attr(value: Any, kind: str) -> str:
         return "none"
     if kind in ("dim", "dims"):
         items = value if kind == "dims" else [value]
-        text = [d if isinstance(d, str) else str(d) for d in items]
+        text = [format_dim(d) for d in items]
         return f"[{', '.join(text)}]" if kind == "dims" else text[0]
     if isinstance(value, tuple):
         return "[" + ", ".join(_format_scalar(v) for v in value) + "]"

@@ -1,7 +1,8 @@
-"""Tensor types: a dtype and a shape whose dims are ints or symbols (`batch`, `seq`).
+"""Tensor types: a dtype and a shape whose dims are ints, symbols (`batch`, `seq`) or expressions (`batch*seq`).
 
-A symbolic dim is a plain identifier string; the same name means the same size everywhere in a graph, so
-symbols flow through shape inference and are bound to ints when the graph runs.
+A symbol is a plain identifier string; the same name means the same size everywhere in a graph, so symbols
+flow through shape inference and are bound to ints when the graph runs. Expressions over symbols (see
+`graphopt.ir.symbolic`) are kept in canonical form, so equal dims compare equal as strings.
 
 >>> from graphopt.ir import TensorType, DType
 >>> t = TensorType(DType.F32, ("batch", 128, 384))
@@ -13,24 +14,18 @@ symbols flow through shape inference and are bound to ints when the graph runs.
 
 from __future__ import annotations
 
+import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Union
 
 from .dtypes import DType
+from .symbolic import IDENT_RE as SYMBOL_RE
+from .symbolic import Dim, canon, evaluate, free_symbols, is_symbol
 
 __all__ = ["Dim", "Shape", "TensorType", "is_symbol", "resolve_shape", "SYMBOL_RE"]
 
-Dim = Union[int, str]
 Shape = tuple[Dim, ...]
-
-SYMBOL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def is_symbol(dim: object) -> bool:
-    return isinstance(dim, str)
 
 
 def _check_dim(dim: object) -> Dim:
@@ -42,9 +37,14 @@ def _check_dim(dim: object) -> Dim:
         return dim
     if hasattr(dim, "__index__"):  # numpy integers
         return _check_dim(int(dim))  # type: ignore[call-overload]
-    if isinstance(dim, str) and SYMBOL_RE.match(dim):
-        return dim
-    raise TypeError(f"a dim must be an int or a symbol name like 'batch', got {dim!r}")
+    if isinstance(dim, str):
+        if SYMBOL_RE.match(dim):
+            return dim
+        try:
+            return canon(dim)
+        except ValueError as e:
+            raise TypeError(f"a dim must be an int, a symbol like 'batch' or an expression like 'batch*seq': {e}")
+    raise TypeError(f"a dim must be an int, a symbol like 'batch' or an expression like 'batch*seq', got {dim!r}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class TensorType:
 
     @property
     def symbols(self) -> set[str]:
-        return {d for d in self.shape if isinstance(d, str)}
+        return set().union(*(free_symbols(d) for d in self.shape))
 
     def numel(self, bindings: Mapping[str, int] | None = None) -> int:
         """Number of elements; symbols are looked up in `bindings` (KeyError if absent)."""
@@ -85,17 +85,14 @@ class TensorType:
         return TensorType(dtype, self.shape)
 
     def __str__(self) -> str:
-        return f"{self.dtype.value}[{','.join(str(d) for d in self.shape)}]"
+        return f"{self.dtype.value}[{','.join(format_dim(d) for d in self.shape)}]"
+
+
+def format_dim(d: Dim) -> str:
+    """Ints and symbols print bare, expressions quoted (`"batch*seq"`) so the text form parses back."""
+    return str(d) if isinstance(d, int) or is_symbol(d) else json.dumps(d)
 
 
 def resolve_shape(shape: Sequence[Dim], bindings: Mapping[str, int]) -> tuple[int, ...]:
-    """Replace symbols by their bound sizes. Raises KeyError naming the first unbound symbol."""
-    out = []
-    for d in shape:
-        if isinstance(d, str):
-            if d not in bindings:
-                raise KeyError(d)
-            out.append(int(bindings[d]))
-        else:
-            out.append(d)
-    return tuple(out)
+    """Replace symbols and expressions by their sizes. Raises KeyError naming the first unbound symbol."""
+    return tuple(d if isinstance(d, int) else evaluate(d, bindings) for d in shape)

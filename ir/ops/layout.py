@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import DType
+from ..symbolic import dim_add, dim_ceildiv, dim_mul, dim_sub
 from ..types import Dim, TensorType
 from .registry import Attr, ConcreteType, ShapeError, register_op
 from .shapes import broadcast, norm_axes, norm_axis, reshape_dims, tt
@@ -93,12 +94,7 @@ def _concat_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorTy
         for i, (a, b) in enumerate(zip(t.shape, first.shape)):
             if i != ax and a != b:
                 raise ShapeError(f"concat inputs differ in dim {i}: {a} vs {b}")
-        d = t.shape[ax]
-        if isinstance(d, str):
-            if len(types) == 1:
-                return first
-            raise ShapeError(f"cannot concatenate along symbolic dim {d}")
-        total += d
+        total = dim_add(total, t.shape[ax])
     dtype = first.dtype
     if any(t.dtype != dtype for t in types):
         raise ShapeError(f"concat inputs have different dtypes {[str(t.dtype) for t in types]}")
@@ -130,17 +126,19 @@ def _split(x: np.ndarray, *, axis: int, sizes: tuple[int, ...]) -> tuple[np.ndar
 def _slice_len(dim: Dim, start: Dim, end: Dim, step: int) -> Dim:
     if isinstance(dim, int) and isinstance(start, int) and isinstance(end, int):
         return len(range(*slice(start, end, step).indices(dim)))
-    if step == 1 and isinstance(start, int):
-        if start == 0 and (end == dim or isinstance(end, int) and end >= _BIG):
-            return dim
-        if start == 0 and isinstance(end, str) and isinstance(dim, int):
-            return end  # assumes end <= dim, as the model's own indexing does
-        if isinstance(dim, str) and isinstance(end, int):
-            if start >= 0 and end < _BIG and end >= start:
-                return end - start  # assumes dim >= end
-            if start < 0 and end >= _BIG:
-                return -start  # x[-k:] assumes dim >= k
-    raise ShapeError(f"cannot infer the length of slice {start}:{end}:{step} of a dim of size {dim}")
+    if step < 0:
+        raise ShapeError(f"cannot infer the length of slice {start}:{end}:{step} of a dim of size {dim}")
+
+    # Symbolic: assume the bounds are in range, as the model's own indexing does (x[:, :seq], x[-k:]).
+    def absolute(i: Dim) -> Dim:
+        if isinstance(i, int):
+            return dim if i >= _BIG else dim_add(dim, i) if i < 0 else i
+        return i
+
+    n = dim_sub(absolute(end), absolute(start))
+    if isinstance(n, int):
+        n = max(n, 0)
+    return n if step == 1 else dim_ceildiv(n, step)
 
 
 def _slice_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -202,9 +200,7 @@ def _pad_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     shape = []
     for i, d in enumerate(t.shape):
         extra = pads[i] + pads[i + t.rank]
-        if isinstance(d, str) and extra:
-            raise ShapeError(f"cannot pad symbolic dim {d}")
-        shape.append(d + extra if isinstance(d, int) else d)
+        shape.append(dim_add(d, extra))
     return t.with_shape(shape)
 
 
@@ -223,10 +219,7 @@ def _tile_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType
     t, reps = types[0], attrs["repeats"]
     if len(reps) != t.rank:
         raise ShapeError(f"repeats must have {t.rank} entries, got {list(reps)}")
-    shape = [d * r if isinstance(d, int) else d if r == 1 else None for d, r in zip(t.shape, reps)]
-    if None in shape:
-        raise ShapeError("cannot tile a symbolic dim more than once")
-    return t.with_shape(shape)  # type: ignore[arg-type]
+    return t.with_shape([dim_mul(d, r) for d, r in zip(t.shape, reps)])
 
 
 @register_op("tile", inputs=["x"], attrs={"repeats": Attr("ints")}, infer=_tile_infer, flops=_moved)
@@ -253,9 +246,9 @@ def _arange_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorTy
     if step == 0:
         raise ShapeError("arange step must not be 0")
     if isinstance(end, str):
-        if start != 0 or step != 1:
-            raise ShapeError("arange with a symbolic end needs start 0 and step 1")
-        n: Dim = end
+        if step < 0:
+            raise ShapeError("arange with a symbolic end needs a positive step")
+        n: Dim = dim_ceildiv(dim_sub(end, start), step)  # assumes end >= start, as the model's own code does
     else:
         n = max(0, math.ceil((end - start) / step))
     return tt(attrs["dtype"], (n,))

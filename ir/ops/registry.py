@@ -24,6 +24,7 @@ from typing import Any
 from graphopt.errors import UnsupportedOpError
 
 from ..dtypes import DType
+from ..symbolic import canon
 from ..types import SYMBOL_RE, TensorType
 
 __all__ = [
@@ -114,9 +115,12 @@ def _as_int(v: Any) -> int:
 
 def _as_dim(v: Any) -> int | str:
     if isinstance(v, str):
-        if not SYMBOL_RE.match(v):
-            raise TypeError(f"expected an int or a symbol name, got {v!r}")
-        return v
+        if SYMBOL_RE.match(v):
+            return v
+        try:
+            return canon(v)
+        except ValueError as e:
+            raise TypeError(f"expected an int, a symbol or a dim expression: {e}") from None
     return _as_int(v)
 
 

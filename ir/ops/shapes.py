@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 from ..dtypes import DType
+from ..symbolic import dim_mul, divide
 from ..types import Dim, Shape, TensorType
 from .registry import ShapeError
 
@@ -54,32 +55,19 @@ def norm_axes(axes: Sequence[int] | None, rank: int) -> tuple[int, ...]:
 
 
 def reshape_dims(src: Sequence[Dim], target: Sequence[Dim]) -> Shape:
-    """Resolve one -1 in `target` against `src`, symbol-aware (symbols must cancel exactly)."""
+    """Resolve one -1 in `target` against `src`, symbolically (`[batch,seq,768]` to `[-1,768]` is `batch*seq`)."""
     if sum(1 for d in target if d == -1) > 1:
         raise ShapeError(f"reshape target {list(target)} has more than one -1")
-    src_int, src_syms = _factor(src)
-    tgt_int, tgt_syms = _factor([d for d in target if d != -1])
+    src_n = dim_mul(*src)
+    tgt_n = dim_mul(*[d for d in target if d != -1])
     if -1 not in target:
-        if src_int != tgt_int or sorted(src_syms) != sorted(tgt_syms):
-            if not src_syms and not tgt_syms:
-                raise ShapeError(f"cannot reshape [{','.join(map(str, src))}] to {list(target)}")
+        if isinstance(src_n, int) and isinstance(tgt_n, int) and src_n != tgt_n:
+            raise ShapeError(f"cannot reshape [{','.join(map(str, src))}] to {list(target)}")
         return tuple(target)
-    rest_syms = list(src_syms)
-    for s in tgt_syms:
-        if s not in rest_syms:
-            raise ShapeError(f"cannot infer -1 in {list(target)} from [{','.join(map(str, src))}]: {s} is unknown")
-        rest_syms.remove(s)
-    if tgt_int == 0 or src_int % tgt_int:
-        raise ShapeError(f"cannot reshape [{','.join(map(str, src))}] to {list(target)}")
-    if rest_syms and (len(rest_syms) > 1 or src_int // tgt_int != 1):
-        raise ShapeError(f"-1 in {list(target)} would be a product of symbols; spell the dims out")
-    fill: Dim = rest_syms[0] if rest_syms else src_int // tgt_int
+    fill = divide(src_n, tgt_n) if tgt_n != 0 else None
+    if fill is None:
+        raise ShapeError(f"cannot infer -1 in {list(target)} from [{','.join(map(str, src))}]")
     return tuple(fill if d == -1 else d for d in target)
-
-
-def _factor(dims: Sequence[Dim]) -> tuple[int, list[str]]:
-    ints = math.prod(d for d in dims if isinstance(d, int))
-    return ints, [d for d in dims if isinstance(d, str)]
 
 
 def compute_dtype(dtype: DType) -> DType:
