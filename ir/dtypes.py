@@ -10,6 +10,7 @@ dtype('float32')
 from __future__ import annotations
 
 import enum
+from typing import Any
 from collections.abc import Sequence
 
 import ml_dtypes
@@ -53,6 +54,21 @@ class DType(enum.Enum):
         return _TO_NUMPY[self]
 
     @property
+    def torch(self) -> Any:
+        """The matching torch.dtype (imports torch on first use)."""
+        import torch
+
+        return getattr(torch, _TORCH_NAMES[self])
+
+    @classmethod
+    def from_torch(cls, dtype: Any) -> DType:
+        name = str(dtype).removeprefix("torch.")
+        for d, n in _TORCH_NAMES.items():
+            if n == name:
+                return d
+        raise ValueError(f"torch dtype {dtype} has no graphopt equivalent")
+
+    @property
     def itemsize(self) -> int:
         return self.numpy.itemsize
 
@@ -90,6 +106,12 @@ _FROM_NUMPY = {v: k for k, v in _TO_NUMPY.items()}
 # PyTorch's promotion lattice (torch.promote_types), by rank within a category.
 _INT_ORDER = [DType.U8, DType.I8, DType.I16, DType.I32, DType.I64]
 _FLOAT_ORDER = [DType.F16, DType.BF16, DType.F32, DType.F64]
+
+
+_TORCH_NAMES = {
+    DType.BOOL: "bool", DType.U8: "uint8", DType.I8: "int8", DType.I16: "int16", DType.I32: "int32",
+    DType.I64: "int64", DType.F16: "float16", DType.BF16: "bfloat16", DType.F32: "float32", DType.F64: "float64",
+}
 
 
 def _promote_pair(a: DType, b: DType) -> DType:

@@ -194,6 +194,12 @@ class Graph:
             self._insert_before, self._default_origin = saved
 
     @contextlib.contextmanager
+    def inserting_at_end(self, origin: str = "") -> Iterator[None]:
+        """New nodes go at the end of the graph with the given origin (what frontends use)."""
+        with self.inserting_before(self._root, origin):
+            yield
+
+    @contextlib.contextmanager
     def inserting_after(self, node: Node, origin: str | None = None) -> Iterator[None]:
         """New nodes go after `node` (in the order they are added)."""
         anchor = node._next

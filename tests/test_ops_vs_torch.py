@@ -163,6 +163,8 @@ CASES: list[Case] = [
     ("gather", [f32(10, 4), ints(2, 3, lo=0, hi=10)], {"axis": 0}, lambda w, i: F.embedding(i, w)),
     ("gather", [f32(3, 10), ints(4, lo=0, hi=10)], {"axis": 1}, lambda x, i: torch.index_select(x, 1, i)),
     ("gather_elements", [f32(3, 4), ints(3, 2, lo=0, hi=4)], {"axis": 1}, lambda x, i: torch.gather(x, 1, i)),
+    ("index", [f32(3, 4, 5), ints(3, 1, lo=0, hi=4), ints(1, 2, lo=0, hi=5)], {"axis": 1},
+     lambda x, i, j: x[:, i, j]),
     ("pad", [f32(2, 3)], {"pads": [0, 1, 1, 2], "value": 1.5}, lambda x: F.pad(x, (1, 2, 0, 1), value=1.5)),
     ("pad", [f32(1, 2, 5)], {"pads": [0, 0, 2, 0, 0, 1], "mode": "reflect"},
      lambda x: F.pad(x, (2, 1), mode="reflect")),

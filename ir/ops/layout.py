@@ -193,6 +193,22 @@ def _gather_elements(x: np.ndarray, indices: np.ndarray, *, axis: int) -> np.nda
     return np.take_along_axis(x, indices.astype(np.int64), axis=axis)
 
 
+def _index_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x, idx = types[0], types[1:]
+    first = attrs["axis"]
+    if not idx or first < 0 or first + len(idx) > x.rank:
+        raise ShapeError(f"index needs 1 to {x.rank - first} index tensors from axis {first}, got {len(idx)}")
+    if any(not t.dtype.is_int for t in idx):
+        raise ShapeError(f"indices must be integers, got {', '.join(str(t.dtype) for t in idx)}")
+    return x.with_shape(x.shape[:first] + broadcast(*(t.shape for t in idx)) + x.shape[first + len(idx):])
+
+
+@register_op("index", inputs=["x", "indices*"], attrs={"axis": Attr("int", 0)}, infer=_index_infer, flops=_moved)
+def _index(x: np.ndarray, *indices: np.ndarray, axis: int) -> np.ndarray:
+    """Advanced indexing x[:, ..., i0, i1, ...] with broadcast index tensors on consecutive axes from `axis`."""
+    return x[(slice(None),) * axis + tuple(i.astype(np.int64) for i in indices)]
+
+
 def _pad_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     t, pads = types[0], attrs["pads"]
     if len(pads) != 2 * t.rank or min(pads, default=0) < 0:

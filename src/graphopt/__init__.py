@@ -23,6 +23,8 @@ from . import ir  # noqa: E402
 from . import passes  # noqa: E402
 from . import backends  # noqa: E402
 from .passes import PassContext, PassManager, load_pass, register_pass  # noqa: E402
+from . import frontends  # noqa: E402
+from .frontends import import_torch, load_pt2  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -41,6 +43,9 @@ __all__ = [
     "VerificationError",
     "backends",
     "errors",
+    "frontends",
+    "import_torch",
+    "load_pt2",
     "ir",
     "load_pass",
     "passes",

@@ -63,7 +63,11 @@ class RewriteLimitError(PassError):
 
 
 class UnsupportedOpError(GraphoptError):
-    """An op that the frontend, registry or backend does not support."""
+    """Ops that the frontend, registry or backend does not support. `ops` maps each op name to its count."""
+
+    def __init__(self, message: str, ops: dict[str, int] | None = None) -> None:
+        self.ops = dict(ops or {})
+        super().__init__(message)
 
 
 class ModelLoadError(GraphoptError):

@@ -1,0 +1,621 @@
+"""Core ATen → graphopt IR, as a table of small converters.
+
+Each converter takes the converter context, the FX node, and its arguments with FX nodes already replaced by
+graphopt Values (tensors) or dims (SymInts), and returns a Value or a tuple of them. Adding an ATen op is one
+decorated function:
+
+>>> from graphopt.frontends import aten
+>>> @aten.converter("aten.special_entr.default")
+... def _entr(cx, node, x):
+...     return cx.add("neg", [cx.add("mul", [x, cx.add("log", [x])])])
+>>> aten.is_supported_name("aten.special_entr.default")
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from graphopt.ir import DType, Value
+
+__all__ = ["converter", "convert", "is_supported", "is_supported_name", "op_name", "KEEP_WHOLE", "UNAVAILABLE"]
+
+Converter = Callable[..., Any]
+_TABLE: dict[str, Converter] = {}
+_BIG = 2**62  # the IR's "to the end" slice bound
+
+
+class _Unavailable:
+    """Stands for an ATen output graphopt does not compute (layer-norm statistics, pooling indices)."""
+
+    def __repr__(self) -> str:
+        return "UNAVAILABLE"
+
+
+UNAVAILABLE = _Unavailable()
+
+
+def _keep_whole() -> list[Any]:
+    import torch
+
+    # Decomposing LSTM unrolls it over a fixed sequence length; graphopt has an lstm op instead.
+    return [torch.ops.aten.lstm.input]
+
+
+class _Lazy:
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(_keep_whole())
+
+
+KEEP_WHOLE = _Lazy()
+
+
+def op_name(target: Any) -> str:
+    if getattr(target, "__module__", "") == "_operator":
+        return f"operator.{target.__name__}"
+    return str(target)
+
+
+def converter(*names: str) -> Callable[[Converter], Converter]:
+    """Register `fn` as the converter of the given ATen overloads (`aten.add.Tensor`)."""
+
+    def deco(fn: Converter) -> Converter:
+        for n in names:
+            _TABLE[n] = fn
+        return fn
+
+    return deco
+
+
+def is_supported_name(name: str) -> bool:
+    return name in _TABLE
+
+
+def is_sym(node: Any) -> bool:
+    """Nodes that compute SymInts (sizes), not tensors."""
+    import torch
+
+    val = node.meta.get("val")
+    return isinstance(val, (torch.SymInt, torch.SymBool, torch.SymFloat)) or (
+        isinstance(val, (int, bool)) and op_name(node.target) not in _TABLE)
+
+
+_NO_OPS = {"aten._assert_tensor_metadata.default", "aten._assert_scalar.default", "aten._assert_async.msg",
+           "aten.sym_constrain_range_for_size.default", "aten.sym_constrain_range.default"}
+
+
+def is_supported(node: Any) -> bool:
+    name = op_name(node.target)
+    return name in _TABLE or name in _NO_OPS or is_sym(node)
+
+
+def convert(cx: Any, node: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    name = op_name(node.target)
+    if name in _NO_OPS:
+        return None
+    for a in list(args) + list(kwargs.values()) if name != "operator.getitem" else ():
+        if a is UNAVAILABLE or isinstance(a, (list, tuple)) and any(x is UNAVAILABLE for x in a):
+            raise NotImplementedError("it reads an output graphopt does not compute (e.g. layer-norm statistics)")
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("device", "layout", "pin_memory", "memory_format")}
+    return _TABLE[name](cx, node, *args, **kwargs)
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+def _scalar(cx: Any, like: Value, s: Any) -> Value:
+    """A python scalar as a 0-d constant whose dtype follows torch's scalar rules against `like`."""
+    if isinstance(s, Value):
+        return s
+    t = like.type.dtype
+    if isinstance(s, bool):
+        dt = DType.BOOL
+    elif isinstance(s, int):
+        dt = t if t != DType.BOOL else DType.I64
+    else:
+        dt = t if t.is_float else DType.F32
+    return cx.const(s, dt)
+
+
+def _binary(op: str) -> Converter:
+    def conv(cx: Any, node: Any, a: Any, b: Any, alpha: Any = 1) -> Value:
+        if not isinstance(a, Value):
+            a = _scalar(cx, b, a)
+        b = _scalar(cx, a, b)
+        if alpha != 1:
+            b = cx.add("mul", [b, _scalar(cx, b, alpha)])
+        return cx.add(op, [a, b])
+
+    return conv
+
+
+for _op in ("add", "sub", "mul", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge", "remainder", "fmod",
+            "logical_and", "logical_or", "logical_xor"):
+    converter(f"aten.{_op}.Tensor", f"aten.{_op}.Scalar", f"aten.{_op}.default")(_binary(_op))
+converter("aten.pow.Tensor_Scalar", "aten.pow.Tensor_Tensor")(_binary("pow"))
+for _op, _ir in (("bitwise_and", "logical_and"), ("bitwise_or", "logical_or"), ("bitwise_xor", "logical_xor")):
+    def _bitwise(cx: Any, node: Any, a: Any, b: Any, _ir: str = _ir) -> Value:
+        if any(isinstance(v, Value) and v.type.dtype != DType.BOOL for v in (a, b)):
+            raise NotImplementedError("bitwise ops are supported on bool tensors only")
+        return _binary(_ir)(cx, node, a, b)
+    converter(f"aten.{_op}.Tensor", f"aten.{_op}.Scalar")(_bitwise)
+
+
+@converter("aten.pow.Scalar")
+def _pow_scalar(cx: Any, node: Any, a: Any, b: Value) -> Value:
+    return cx.add("pow", [_scalar(cx, b, a), b])
+
+
+@converter("aten.rsub.Scalar", "aten.rsub.Tensor")
+def _rsub(cx: Any, node: Any, a: Value, b: Any, alpha: Any = 1) -> Value:
+    return _binary("sub")(cx, node, b, a if alpha == 1 else cx.add("mul", [a, _scalar(cx, a, alpha)]))
+
+
+@converter("aten.div.Tensor", "aten.div.Scalar", "aten.div.Tensor_mode", "aten.div.Scalar_mode")
+def _div(cx: Any, node: Any, a: Any, b: Any, rounding_mode: str | None = None) -> Value:
+    if not isinstance(a, Value):
+        a = _scalar(cx, b, a)
+    b = _scalar(cx, a, b)
+    return cx.add("div", [a, b], rounding_mode=rounding_mode or "none")
+
+
+_UNARY = {
+    "abs": "abs", "neg": "neg", "exp": "exp", "log": "log", "sqrt": "sqrt", "rsqrt": "rsqrt", "sin": "sin",
+    "cos": "cos", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "erf": "erf", "floor": "floor",
+    "ceil": "ceil", "round": "round", "trunc": "trunc", "sign": "sign", "reciprocal": "reciprocal",
+    "logical_not": "logical_not", "isnan": "isnan", "isinf": "isinf", "log1p": "log1p", "silu": "silu",
+    "hardswish": "hardswish", "hardsigmoid": "hardsigmoid",
+}
+for _op, _ir in _UNARY.items():
+    converter(f"aten.{_op}.default")(lambda cx, node, x, _ir=_ir: cx.add(_ir, [x]))
+
+
+@converter("aten.bitwise_not.default")
+def _bitwise_not(cx: Any, node: Any, x: Value) -> Value:
+    if x.type.dtype != DType.BOOL:
+        raise NotImplementedError("bitwise_not is supported on bool tensors only")
+    return cx.add("logical_not", [x])
+
+
+@converter("aten.gelu.default")
+def _gelu(cx: Any, node: Any, x: Value, approximate: str = "none") -> Value:
+    return cx.add("gelu", [x], approximate=approximate)
+
+
+@converter("aten.leaky_relu.default")
+def _leaky_relu(cx: Any, node: Any, x: Value, negative_slope: float = 0.01) -> Value:
+    return cx.add("leaky_relu", [x], negative_slope=float(negative_slope))
+
+
+@converter("aten.elu.default")
+def _elu(cx: Any, node: Any, x: Value, alpha: float = 1.0, scale: float = 1.0, input_scale: float = 1.0) -> Value:
+    if scale != 1 or input_scale != 1:
+        raise NotImplementedError("elu with scale/input_scale (selu) is not mapped")
+    return cx.add("elu", [x], alpha=float(alpha))
+
+
+@converter("aten.softplus.default")
+def _softplus(cx: Any, node: Any, x: Value, beta: float = 1.0, threshold: float = 20.0) -> Value:
+    return cx.add("softplus", [x], beta=float(beta), threshold=float(threshold))
+
+
+@converter("aten.clamp.default", "aten.hardtanh.default")
+def _clamp(cx: Any, node: Any, x: Value, min: Any = None, max: Any = None) -> Value:  # noqa: A002
+    if op_name(node.target) == "aten.hardtanh.default":
+        min, max = (-1.0 if min is None else min), (1.0 if max is None else max)  # noqa: A001
+    return cx.add("clamp", [x], min=None if min is None else float(min), max=None if max is None else float(max))
+
+
+converter("aten.clamp_min.default")(lambda cx, node, x, m: cx.add("clamp", [x], min=float(m)))
+converter("aten.clamp_max.default")(lambda cx, node, x, m: cx.add("clamp", [x], max=float(m)))
+
+
+@converter("aten.where.self", "aten.where.ScalarSelf", "aten.where.ScalarOther", "aten.where.Scalar")
+def _where(cx: Any, node: Any, c: Value, a: Any, b: Any) -> Value:
+    like = a if isinstance(a, Value) else b if isinstance(b, Value) else None
+    if like is None:
+        dt = DType.from_torch(node.meta["val"].dtype)
+        a, b = cx.const(a, dt), cx.const(b, dt)
+    return cx.add("where", [c, _scalar(cx, like or a, a), _scalar(cx, like or b, b)])
+
+
+@converter("aten.masked_fill.Scalar", "aten.masked_fill.Tensor")
+def _masked_fill(cx: Any, node: Any, x: Value, mask: Value, value: Any) -> Value:
+    return cx.add("where", [mask, _scalar(cx, x, value), x])
+
+
+@converter("aten._softmax.default", "aten.softmax.int")
+def _softmax(cx: Any, node: Any, x: Value, dim: int, half_to_float: Any = False) -> Value:
+    return cx.add("softmax", [x], axis=dim)
+
+
+@converter("aten._log_softmax.default", "aten.log_softmax.int")
+def _log_softmax(cx: Any, node: Any, x: Value, dim: int, half_to_float: Any = False) -> Value:
+    return cx.add("log_softmax", [x], axis=dim)
+
+
+# -- layout --------------------------------------------------------------------------------------------------
+@converter("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default")
+def _view(cx: Any, node: Any, x: Value, shape: Sequence[Any]) -> Value:
+    return cx.add("reshape", [x], shape=[cx.dim(d) for d in shape])
+
+
+@converter("aten.permute.default")
+def _permute(cx: Any, node: Any, x: Value, dims: Sequence[int]) -> Value:
+    return cx.add("transpose", [x], perm=[d % max(x.type.rank, 1) for d in dims])
+
+
+@converter("aten.t.default", "aten.numpy_T.default")
+def _t(cx: Any, node: Any, x: Value) -> Value:
+    return cx.add("transpose", [x], perm=list(range(x.type.rank))[::-1]) if x.type.rank > 1 else x
+
+
+@converter("aten.transpose.int")
+def _transpose(cx: Any, node: Any, x: Value, a: int, b: int) -> Value:
+    perm = list(range(x.type.rank))
+    a, b = a % x.type.rank, b % x.type.rank
+    perm[a], perm[b] = perm[b], perm[a]
+    return cx.add("transpose", [x], perm=perm)
+
+
+@converter("aten.unsqueeze.default")
+def _unsqueeze(cx: Any, node: Any, x: Value, dim: int) -> Value:
+    return cx.add("unsqueeze", [x], axes=[dim % (x.type.rank + 1)])
+
+
+@converter("aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default")
+def _squeeze(cx: Any, node: Any, x: Value, dims: Any = None) -> Value:
+    if dims is None:
+        axes = [i for i, d in enumerate(x.type.shape) if d == 1]
+    else:
+        dims = [dims] if isinstance(dims, int) else dims
+        axes = [d % max(x.type.rank, 1) for d in dims if x.type.shape[d] == 1]  # torch skips non-1 dims
+    return cx.add("squeeze", [x], axes=axes) if axes else x
+
+
+@converter("aten.expand.default")
+def _expand(cx: Any, node: Any, x: Value, sizes: Sequence[Any], implicit: bool = False) -> Value:
+    lead = len(sizes) - x.type.rank
+    shape = [x.type.shape[i - lead] if (not isinstance(s, str) and s == -1) else cx.dim(s)
+             for i, s in enumerate(sizes)]
+    if tuple(shape) == x.type.shape:
+        return x
+    return cx.add("expand", [x], shape=shape)
+
+
+@converter("aten.repeat.default")
+def _repeat(cx: Any, node: Any, x: Value, repeats: Sequence[int]) -> Value:
+    lead = len(repeats) - x.type.rank
+    if lead:
+        x = cx.add("reshape", [x], shape=[1] * lead + list(x.type.shape))
+    return cx.add("tile", [x], repeats=list(repeats))
+
+
+@converter("aten.clone.default", "aten.alias.default", "aten.contiguous.default", "aten.detach.default",
+           "aten.lift_fresh_copy.default", "aten.dropout.default", "aten.native_dropout.default")
+def _identity(cx: Any, node: Any, x: Value, *args: Any, **kwargs: Any) -> Any:
+    if op_name(node.target) == "aten.native_dropout.default":
+        return x, UNAVAILABLE
+    return x  # values are immutable in the IR, so copies and aliases are the value itself
+
+
+@converter("aten._to_copy.default", "aten.to.dtype")
+def _to_copy(cx: Any, node: Any, x: Value, dtype: Any = None, **kwargs: Any) -> Value:
+    if dtype is None or DType.from_torch(dtype) == x.type.dtype:
+        return x
+    return cx.add("cast", [x], dtype=DType.from_torch(dtype))
+
+
+@converter("aten.slice.Tensor")
+def _slice(cx: Any, node: Any, x: Value, dim: int = 0, start: Any = None, end: Any = None, step: int = 1) -> Value:
+    start = 0 if start is None else cx.dim(start)
+    end = _BIG if end is None else cx.dim(end)
+    if isinstance(end, int) and end >= _BIG:
+        end = _BIG
+    dim = dim % x.type.rank
+    if start == 0 and step == 1 and (end == _BIG or end == x.type.shape[dim]):
+        return x
+    return cx.add("slice", [x], starts=[start], ends=[end], axes=[dim], steps=[step])
+
+
+@converter("aten.select.int")
+def _select(cx: Any, node: Any, x: Value, dim: int, index: Any) -> Value:
+    return cx.add("gather", [x, cx.const(cx.dim(index), DType.I64)], axis=dim % x.type.rank)
+
+
+@converter("aten.cat.default")
+def _cat(cx: Any, node: Any, xs: Sequence[Value], dim: int = 0) -> Value:
+    xs = [x for x in xs if not (x.type.rank == 1 and x.type.shape[0] == 0)]  # torch.cat skips empty 1-d
+    return xs[0] if len(xs) == 1 else cx.add("concat", xs, axis=dim)
+
+
+@converter("aten.split_with_sizes.default", "aten.split.Tensor")
+def _split(cx: Any, node: Any, x: Value, sizes: Any, dim: int = 0) -> tuple[Value, ...]:
+    dim = dim % x.type.rank
+    if isinstance(sizes, int):  # split.Tensor: chunks of `sizes`, the last one shorter
+        total = x.type.shape[dim]
+        if not isinstance(total, int):
+            raise NotImplementedError("split by chunk size along a symbolic dim")
+        sizes = [min(sizes, total - i) for i in range(0, total, sizes)]
+    out = cx.add("split", [x], axis=dim, sizes=[int(s) for s in sizes])
+    return out if isinstance(out, tuple) else (out,)
+
+
+@converter("aten.unbind.int")
+def _unbind(cx: Any, node: Any, x: Value, dim: int = 0) -> tuple[Value, ...]:
+    dim = dim % x.type.rank
+    parts = _split(cx, node, x, [1] * int(x.type.shape[dim]), dim)
+    return tuple(cx.add("squeeze", [p], axes=[dim]) for p in parts)
+
+
+@converter("aten.constant_pad_nd.default")
+def _pad(cx: Any, node: Any, x: Value, pad: Sequence[int], value: float = 0.0) -> Value:
+    r = x.type.rank
+    begins, ends = [0] * r, [0] * r
+    for i in range(len(pad) // 2):  # torch: (last_begin, last_end, second_last_begin, ...)
+        begins[r - 1 - i], ends[r - 1 - i] = pad[2 * i], pad[2 * i + 1]
+    if min(pad, default=0) < 0:
+        raise NotImplementedError("negative padding (cropping)")
+    return cx.add("pad", [x], pads=begins + ends, value=float(value))
+
+
+@converter("aten.index.Tensor")
+def _index(cx: Any, node: Any, x: Value, indices: Sequence[Any]) -> Value:
+    used = [i for i, t in enumerate(indices) if t is not None]
+    if not used or used != list(range(used[0], used[-1] + 1)):
+        raise NotImplementedError("advanced indexing with non-adjacent index tensors")
+    idx = [indices[i] for i in used]
+    if any(t.type.dtype == DType.BOOL for t in idx):
+        raise NotImplementedError("boolean-mask indexing (data-dependent shape)")
+    return cx.add("index", [x, *idx], axis=used[0])
+
+
+@converter("aten.gather.default")
+def _gather(cx: Any, node: Any, x: Value, dim: int, index: Value, sparse_grad: bool = False) -> Value:
+    return cx.add("gather_elements", [x, index], axis=dim)
+
+
+@converter("aten.embedding.default")
+def _embedding(cx: Any, node: Any, weight: Value, indices: Value, *args: Any) -> Value:
+    return cx.add("gather", [weight, indices], axis=0)
+
+
+@converter("aten.triu.default", "aten.tril.default")
+def _tri(cx: Any, node: Any, x: Value, diagonal: int = 0) -> Value:
+    return cx.add(op_name(node.target).split(".")[1], [x], diagonal=diagonal)
+
+
+@converter("aten.cumsum.default")
+def _cumsum(cx: Any, node: Any, x: Value, dim: int, dtype: Any = None) -> Value:
+    if dtype is not None and DType.from_torch(dtype) != x.type.dtype:
+        x = cx.add("cast", [x], dtype=DType.from_torch(dtype))
+    return cx.add("cumsum", [x], axis=dim)
+
+
+@converter("aten.topk.default")
+def _topk(cx: Any, node: Any, x: Value, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:  # noqa: A002
+    return cx.add("topk", [x], k=k, axis=dim, largest=largest, sorted=sorted)
+
+
+# -- creation ------------------------------------------------------------------------------------------------
+def _fill_dtype(value: Any, dtype: Any) -> DType:
+    if dtype is not None:
+        return DType.from_torch(dtype)
+    return DType.BOOL if isinstance(value, bool) else DType.I64 if isinstance(value, int) else DType.F32
+
+
+def _full(cx: Any, shape: Sequence[Any], value: Any, dt: DType) -> Value:
+    import numpy as np
+
+    if all(isinstance(d, int) for d in shape):
+        return cx.const(np.full(shape, value, dtype=dt.numpy), dt)
+    return cx.add("full", [], shape=list(shape), value=float(value), dtype=dt)
+
+
+@converter("aten.full.default")
+def _full_default(cx: Any, node: Any, size: Sequence[Any], fill_value: Any, dtype: Any = None) -> Value:
+    return _full(cx, [cx.dim(d) for d in size], fill_value, _fill_dtype(fill_value, dtype))
+
+
+@converter("aten.zeros.default", "aten.ones.default", "aten.empty.memory_format")
+def _zeros(cx: Any, node: Any, size: Sequence[Any], dtype: Any = None) -> Value:
+    value = 1 if "ones" in op_name(node.target) else 0
+    return _full(cx, [cx.dim(d) for d in size], value, DType.from_torch(dtype) if dtype else DType.F32)
+
+
+@converter("aten.full_like.default", "aten.zeros_like.default", "aten.ones_like.default",
+           "aten.empty_like.default")
+def _full_like(cx: Any, node: Any, x: Value, *args: Any, dtype: Any = None) -> Value:
+    name = op_name(node.target)
+    value = args[0] if args else (1 if "ones" in name else 0)
+    return _full(cx, list(x.type.shape), value, DType.from_torch(dtype) if dtype else x.type.dtype)
+
+
+@converter("aten.scalar_tensor.default")
+def _scalar_tensor(cx: Any, node: Any, value: Any, dtype: Any = None) -> Value:
+    return cx.const(value, DType.from_torch(dtype) if dtype else DType.F32)
+
+
+@converter("aten.arange.start_step", "aten.arange.start", "aten.arange.default")
+def _arange(cx: Any, node: Any, *args: Any, dtype: Any = None) -> Value:
+    start, end, step = (0, args[0], 1) if len(args) == 1 else (args[0], args[1], args[2] if len(args) > 2 else 1)
+    if any(isinstance(v, float) for v in (start, end, step)):
+        raise NotImplementedError("arange with float bounds")
+    dt = DType.from_torch(dtype) if dtype is not None else DType.I64
+    return cx.add("arange", [], start=int(start), end=cx.dim(end), step=int(step), dtype=dt)
+
+
+# -- reductions ----------------------------------------------------------------------------------------------
+def _reduce(op: str) -> Converter:
+    def conv(cx: Any, node: Any, x: Value, dims: Any = None, keepdim: bool = False, dtype: Any = None) -> Value:
+        if dtype is not None and DType.from_torch(dtype) != x.type.dtype:
+            x = cx.add("cast", [x], dtype=DType.from_torch(dtype))
+        axes = None if dims is None or dims == [] else [dims] if isinstance(dims, int) else list(dims)
+        return cx.add(op, [x], axes=axes, keepdims=bool(keepdim))
+
+    return conv
+
+
+converter("aten.mean.dim", "aten.mean.default")(_reduce("reduce_mean"))
+converter("aten.sum.dim_IntList", "aten.sum.default")(_reduce("reduce_sum"))
+converter("aten.amax.default")(_reduce("reduce_max"))
+converter("aten.amin.default")(_reduce("reduce_min"))
+converter("aten.prod.dim_int", "aten.prod.default")(_reduce("reduce_prod"))
+
+
+@converter("aten.any.dim", "aten.any.dims", "aten.any.default", "aten.all.dim", "aten.all.dims", "aten.all.default")
+def _any(cx: Any, node: Any, x: Value, dims: Any = None, keepdim: bool = False) -> Value:
+    op = "reduce_max" if ".any." in op_name(node.target) else "reduce_min"
+    if x.type.dtype != DType.BOOL:
+        x = cx.add("ne", [x, _scalar(cx, x, 0)])
+    y = _reduce(op)(cx, node, cx.add("cast", [x], dtype=DType.U8), dims, keepdim)
+    return cx.add("cast", [y], dtype=DType.BOOL)
+
+
+@converter("aten.max.dim", "aten.min.dim")
+def _max_dim(cx: Any, node: Any, x: Value, dim: int, keepdim: bool = False) -> tuple[Value, Value]:
+    big = ".max." in op_name(node.target)
+    values = cx.add("reduce_max" if big else "reduce_min", [x], axes=[dim], keepdims=keepdim)
+    return values, cx.add("argmax" if big else "argmin", [x], axis=dim, keepdims=keepdim)
+
+
+@converter("aten.argmax.default", "aten.argmin.default")
+def _argmax(cx: Any, node: Any, x: Value, dim: Any = None, keepdim: bool = False) -> Value:
+    op = op_name(node.target).split(".")[1]
+    if dim is None:
+        x, dim = cx.add("reshape", [x], shape=[-1]), 0
+    return cx.add(op, [x], axis=dim, keepdims=keepdim)
+
+
+@converter("aten.var.correction", "aten.var.dim")
+def _var(cx: Any, node: Any, x: Value, dims: Any = None, *args: Any, correction: Any = None,
+         keepdim: bool = False) -> Value:
+    if args:  # var.dim(x, dims, unbiased, keepdim)
+        correction, keepdim = (1 if args[0] else 0), (args[1] if len(args) > 1 else keepdim)
+    axes = None if dims is None else [dims] if isinstance(dims, int) else list(dims)
+    return cx.add("var", [x], axes=axes, keepdims=bool(keepdim),
+                  correction=float(1 if correction is None else correction))
+
+
+# -- linear algebra and nn -----------------------------------------------------------------------------------
+converter("aten.mm.default", "aten.bmm.default", "aten.matmul.default")(
+    lambda cx, node, a, b: cx.add("matmul", [a, b]))
+
+
+@converter("aten.addmm.default", "aten.baddbmm.default")
+def _addmm(cx: Any, node: Any, bias: Value, a: Value, b: Value, beta: Any = 1, alpha: Any = 1) -> Value:
+    y = cx.add("matmul", [a, b])
+    if alpha != 1:
+        y = cx.add("mul", [y, _scalar(cx, y, alpha)])
+    if beta == 0:
+        return y
+    if beta != 1:
+        bias = cx.add("mul", [bias, _scalar(cx, bias, beta)])
+    return cx.add("add", [y, bias])
+
+
+@converter("aten.linear.default")
+def _linear(cx: Any, node: Any, x: Value, w: Value, b: Value | None = None) -> Value:
+    return cx.add("linear", [x, w] + ([b] if b is not None else []))
+
+
+@converter("aten.native_layer_norm.default")
+def _layer_norm(cx: Any, node: Any, x: Value, shape: Sequence[int], w: Any, b: Any, eps: float) -> Any:
+    ins = [x] + ([w] if w is not None else []) + ([b] if b is not None else [])
+    if w is None and b is not None:
+        raise NotImplementedError("layer norm with a bias but no weight")
+    y = cx.add("layer_norm", ins, axis=-len(shape), eps=float(eps))
+    return y, UNAVAILABLE, UNAVAILABLE
+
+
+@converter("aten._native_batch_norm_legit_no_training.default", "aten.native_batch_norm.default",
+           "aten._native_batch_norm_legit.default")
+def _batch_norm(cx: Any, node: Any, x: Value, w: Any, b: Any, mean: Value, var: Value, *rest: Any) -> Any:
+    import numpy as np
+
+    name = op_name(node.target)
+    training = rest[0] if name != "aten._native_batch_norm_legit_no_training.default" else False
+    if training is True:
+        raise NotImplementedError("batch norm in training mode; call model.eval() first")
+    eps = rest[-1]
+    c = x.type.shape[1]
+    w = w if w is not None else cx.const(np.ones(c), x.type.dtype)
+    b = b if b is not None else cx.const(np.zeros(c), x.type.dtype)
+    return cx.add("batch_norm", [x, w, b, mean, var], eps=float(eps)), UNAVAILABLE, UNAVAILABLE
+
+
+@converter("aten.convolution.default")
+def _conv(cx: Any, node: Any, x: Value, w: Value, b: Any, stride: Sequence[int], padding: Sequence[int],
+          dilation: Sequence[int], transposed: bool, output_padding: Sequence[int], groups: int) -> Value:
+    if transposed:
+        raise NotImplementedError("transposed convolution")
+    nd = w.type.rank - 2
+    pads = list(padding) * 2 if len(padding) == nd else list(padding)
+    ins = [x, w] + ([b] if b is not None else [])
+    return cx.add("conv", ins, strides=list(stride), pads=pads, dilations=list(dilation), groups=groups)
+
+
+def _pool_args(kernel: Sequence[int], stride: Sequence[int], padding: Any, nd: int) -> tuple[list, list, list]:
+    kernel = list(kernel) * (nd if len(kernel) == 1 else 1)
+    stride = list(stride) if stride else kernel
+    stride = stride * (nd if len(stride) == 1 else 1)
+    padding = [padding] * nd if isinstance(padding, int) else list(padding) * (nd if len(padding) == 1 else 1)
+    return kernel, stride, padding * 2
+
+
+@converter("aten.max_pool2d_with_indices.default", "aten.max_pool2d.default", "aten.max_pool1d.default")
+def _max_pool(cx: Any, node: Any, x: Value, kernel: Sequence[int], stride: Sequence[int] = (), padding: Any = 0,
+              dilation: Any = 1, ceil_mode: bool = False) -> Any:
+    nd = x.type.rank - 2
+    k, s, p = _pool_args(kernel, stride, padding, nd)
+    d = [dilation] * nd if isinstance(dilation, int) else list(dilation) * (nd if len(dilation) == 1 else 1)
+    y = cx.add("max_pool", [x], kernel=k, strides=s, pads=p, dilations=d, ceil_mode=ceil_mode)
+    return (y, UNAVAILABLE) if "with_indices" in op_name(node.target) else y
+
+
+@converter("aten.avg_pool2d.default", "aten.avg_pool1d.default")
+def _avg_pool(cx: Any, node: Any, x: Value, kernel: Sequence[int], stride: Sequence[int] = (), padding: Any = 0,
+              ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: Any = None) -> Value:
+    if divisor_override is not None:
+        raise NotImplementedError("avg_pool with divisor_override")
+    k, s, p = _pool_args(kernel, stride, padding, x.type.rank - 2)
+    return cx.add("avg_pool", [x], kernel=k, strides=s, pads=p, ceil_mode=ceil_mode,
+                  count_include_pad=count_include_pad)
+
+
+@converter("aten._adaptive_avg_pool2d.default", "aten.adaptive_avg_pool2d.default",
+           "aten._adaptive_avg_pool1d.default", "aten.adaptive_avg_pool1d.default")
+def _adaptive_avg_pool(cx: Any, node: Any, x: Value, output_size: Sequence[int]) -> Value:
+    return cx.add("adaptive_avg_pool", [x], output_size=list(output_size))
+
+
+@converter("aten.lstm.input")
+def _lstm(cx: Any, node: Any, x: Value, hx: Sequence[Value], params: Sequence[Value], has_biases: bool,
+          num_layers: int, dropout: float, train: bool, bidirectional: bool, batch_first: bool) -> Any:
+    import numpy as np
+
+    if bidirectional:
+        raise NotImplementedError("bidirectional LSTM")
+    per = 4 if has_biases else 2
+    if len(params) != per * num_layers or getattr(hx[0].type, "shape", (0,))[0] != num_layers:
+        raise NotImplementedError("LSTM with projections (proj_size)")
+    h0, c0 = hx
+    hs, cs = [], []
+    y = x
+    for layer in range(num_layers):
+        w_ih, w_hh, *bias = params[per * layer: per * layer + per]
+        if not bias:
+            zeros = cx.const(np.zeros(w_ih.type.shape[0]), x.type.dtype)
+            bias = [zeros, zeros]
+        pick = [cx.add("slice", [s], starts=[layer], ends=[layer + 1], axes=[0]) for s in (h0, c0)]
+        y, h, c = cx.add("lstm", [y, *pick, w_ih, w_hh, *bias], batch_first=batch_first)
+        hs.append(h)
+        cs.append(c)
+    if num_layers == 1:
+        return y, hs[0], cs[0]
+    return y, cx.add("concat", hs, axis=0), cx.add("concat", cs, axis=0)
+
+
+@converter("operator.getitem")
+def _getitem(cx: Any, node: Any, seq: Any, i: int) -> Any:
+    return seq[i]
+

@@ -1,0 +1,282 @@
+"""PyTorch frontend: `torch.export` → core ATen → graphopt IR.
+
+The converter walks the exported FX graph once. Parameters and buffers become graph constants (numpy views of
+the same storage, no copy), user inputs become graph inputs under their argument names, and every node keeps
+the `nn.Module` path it came from as its origin. SymInt-valued nodes (`sym_size`, `s0*s1`) become dim
+expressions, so `view(x, [batch*seq, 768])` stays dynamic. The ATen→IR mapping is data: see `aten.py`.
+
+>>> import torch, graphopt
+>>> g = graphopt.import_torch(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()), (torch.ones(2, 4),))
+>>> [n.op.name for n in g]
+['transpose', 'matmul', 'add', 'relu']
+>>> g.nodes[0].origin
+'0'
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphopt.errors import ModelLoadError, UnsupportedOpError
+from graphopt.ir import DType, Graph, TensorType, Value
+from graphopt.ir.symbolic import from_sympy
+
+from . import aten
+
+__all__ = ["import_torch", "import_exported_program", "load_pt2", "export_torch"]
+
+
+def export_torch(model: Any, example_inputs: Sequence[Any] = (), example_kwargs: Mapping[str, Any] | None = None,
+                 dynamic_shapes: Any = None) -> Any:
+    """`torch.export.export` in eval mode, decomposed to core ATen (keeping `aten.lstm` whole)."""
+    import torch
+
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ep = torch.export.export(model, tuple(example_inputs), dict(example_kwargs or {}),
+                                     dynamic_shapes=dynamic_shapes)
+    finally:
+        model.train(was_training)
+    return decompose(ep)
+
+
+def decompose(ep: Any) -> Any:
+    import torch
+
+    table = torch.export.default_decompositions()
+    for op in aten.KEEP_WHOLE:
+        table.pop(op, None)
+    return ep.run_decompositions(table)
+
+
+def import_torch(model: Any, example_inputs: Sequence[Any] = (), example_kwargs: Mapping[str, Any] | None = None,
+                 dynamic_shapes: Any = None, *, name: str | None = None) -> Graph:
+    """Trace `model` with torch.export and convert it to a Graph.
+
+    `example_kwargs` carries keyword inputs (`input_ids=`, `attention_mask=`); `dynamic_shapes` is passed to
+    torch.export, and the names of its `torch.export.Dim`s become the graph's symbols (`batch`, `seq`).
+    """
+    ep = export_torch(model, example_inputs, example_kwargs, dynamic_shapes)
+    return import_exported_program(ep, name=name or type(model).__name__, dynamic_shapes=dynamic_shapes)
+
+
+def load_pt2(path: str | os.PathLike[str]) -> Graph:
+    """Load an ExportedProgram saved with `torch.export.save` and convert it.
+
+    torch.export.load reads a zip of JSON plus tensor data with the safe `weights_only` unpickler; no arbitrary
+    code runs. Errors come back as ModelLoadError.
+    """
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelLoadError(f"{p}: no such file")
+    try:
+        ep = torch.export.load(str(p))
+    except Exception as e:  # noqa: BLE001 - any failure of a foreign file is a load error
+        raise ModelLoadError(f"{p}: not a readable torch.export program ({type(e).__name__}: {e})") from None
+    return import_exported_program(decompose(ep), name=p.stem)
+
+
+def import_exported_program(ep: Any, *, name: str = "model", dynamic_shapes: Any = None) -> Graph:
+    """Convert a (core ATen) ExportedProgram to a Graph. Raises UnsupportedOpError listing every unknown op."""
+    return _Converter(ep, name, dynamic_shapes).run()
+
+
+def _origin(node: Any) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    for path, _cls in reversed(list(stack.values())):
+        if path and not path.startswith("_empty"):
+            return _clean_path(path)
+    return ""
+
+
+def _clean_path(path: str) -> str:
+    # torch.export spells module paths as L['self'].encoder.layer[0] in some versions, encoder.layer.0 in others.
+    path = path.replace("L['self'].", "").replace("L['self']", "")
+    return path.replace("[", ".").replace("]", "").replace("'", "")
+
+
+def _source(node: Any) -> str:
+    trace = node.meta.get("stack_trace") or ""
+    lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip().startswith("File ")]
+    return lines[-1] if lines else ""
+
+
+def to_numpy(t: Any) -> np.ndarray:
+    import torch
+
+    t = t.detach().cpu().contiguous()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(DType.BF16.numpy)
+    return t.numpy()
+
+
+class _Converter:
+    def __init__(self, ep: Any, name: str, dynamic_shapes: Any) -> None:
+        self.ep = ep
+        self.graph = Graph(name)
+        self.env: dict[Any, Any] = {}
+        self.symbols = self._name_symbols(dynamic_shapes)
+
+    # -- symbols -------------------------------------------------------------------------------------------
+    def _name_symbols(self, dynamic_shapes: Any) -> dict[Any, Any]:
+        """Map torch's s0, s1 ... to the user's Dim names, else to `<input>_<axis>`."""
+        import sympy
+
+        sig = self.ep.graph_signature
+        placeholders = {n.name: n for n in self.ep.graph.nodes if n.op == "placeholder"}
+        names: dict[Any, Any] = {}
+        taken: set[str] = set()
+        for pos, arg in enumerate(sig.user_inputs):
+            val = placeholders[arg].meta.get("val")
+            spec = _spec_for(dynamic_shapes, arg, pos)
+            for axis, d in enumerate(getattr(val, "shape", ())):
+                expr = getattr(getattr(d, "node", None), "expr", None)
+                if expr is None or not isinstance(expr, sympy.Symbol) or expr in names:
+                    continue
+                user = spec.get(axis) if isinstance(spec, Mapping) else (
+                    spec[axis] if isinstance(spec, (list, tuple)) and axis < len(spec) else None)
+                want = getattr(user, "__name__", None) or f"{arg}_{axis}"
+                want = "".join(c if c.isalnum() or c == "_" else "_" for c in want)
+                while want in taken:
+                    want += "_"
+                taken.add(want)
+                names[expr] = sympy.Symbol(want, integer=True, positive=True)
+        return names
+
+    def dim(self, d: Any) -> Any:
+        """An int or SymInt (or an fx node producing one) as a graphopt dim."""
+        if hasattr(d, "op") and hasattr(d, "meta"):  # fx.Node producing a SymInt
+            d = d.meta["val"]
+        if isinstance(d, (int, str)):  # already a dim (SymInt nodes are converted before their users)
+            return d
+        expr = getattr(getattr(d, "node", None), "expr", None)
+        if expr is None:
+            raise TypeError(f"not a dim: {d!r}")
+        return self.sympy_dim(expr)
+
+    def sympy_dim(self, expr: Any) -> Any:
+        import sympy
+
+        try:
+            from torch.utils._sympy.functions import CeilDiv, FloorDiv
+            expr = expr.replace(FloorDiv, lambda a, b: sympy.floor(a / b))
+            expr = expr.replace(CeilDiv, lambda a, b: sympy.ceiling(a / b))
+        except ImportError:  # older torch: nothing to rewrite
+            pass
+        unknown = expr.free_symbols - set(self.symbols)
+        if unknown:  # data-dependent sizes (unbacked symbols): name them after themselves
+            for s in unknown:
+                self.symbols[s] = sympy.Symbol(f"u_{s.name}", integer=True, positive=True)
+        return from_sympy(expr.xreplace(self.symbols))
+
+    def ttype(self, val: Any) -> TensorType:
+        return TensorType(DType.from_torch(val.dtype), tuple(self.dim(d) for d in val.shape))
+
+    # -- conversion ----------------------------------------------------------------------------------------
+    def run(self) -> Graph:
+        self._check_supported()
+        sig = self.ep.graph_signature
+        kinds = {s.arg.name: s for s in sig.input_specs if hasattr(s.arg, "name")}
+        tables = {**self.ep.state_dict, **getattr(self.ep, "constants", {})}
+        for node in self.ep.graph.nodes:
+            if node.op == "placeholder":
+                spec = kinds.get(node.name)
+                if spec is not None and spec.target is not None and spec.target in tables:
+                    arr = to_numpy(tables[spec.target])
+                    self.env[node] = self.graph.add_constant(arr, name=spec.target)
+                elif node.name in sig.user_inputs:
+                    self.env[node] = self.graph.add_input(node.name, self.ttype(node.meta["val"]))
+                else:
+                    raise ModelLoadError(f"placeholder {node.name} is neither a user input nor a known weight")
+            elif node.op == "call_function":
+                self._convert(node)
+            elif node.op == "output":
+                outs = [self.env[a] for a in node.args[0] if a is not None]
+                user = [v for v in outs if isinstance(v, Value)][-len(sig.user_outputs):]
+                self.graph.set_outputs(user)
+        return self.graph
+
+    def _check_supported(self) -> None:
+        missing: Counter[str] = Counter()
+        where: dict[str, list[str]] = {}
+        for node in self.ep.graph.nodes:
+            if node.op == "call_function" and not aten.is_supported(node):
+                key = aten.op_name(node.target)
+                missing[key] += 1
+                where.setdefault(key, []).append(_origin(node) or _source(node) or node.name)
+        if missing:
+            lines = [f"  {op} x{n} (at {', '.join(dict.fromkeys(where[op]))[:200]})" for op, n in missing.most_common()]
+            raise UnsupportedOpError(
+                f"{len(missing)} ATen op(s) have no graphopt mapping:\n" + "\n".join(lines) +
+                "\nAdd a converter with graphopt.frontends.aten.converter(...) (and an IR op with "
+                "graphopt.ir.register_op if none fits), or run the model in eager PyTorch.",
+                ops=dict(missing))
+
+    def _convert(self, node: Any) -> None:
+        val = node.meta.get("val")
+        if aten.is_sym(node):  # SymInt arithmetic (sym_size, s0*s1): a dim, not a tensor
+            self.env[node] = self.dim(val)
+            return
+        args = self._map(node.args)
+        kwargs = self._map(node.kwargs)
+        with self.graph.inserting_at_end(origin=_origin(node)):
+            try:
+                out = aten.convert(self, node, args, kwargs)
+            except UnsupportedOpError:
+                raise
+            except Exception as e:  # noqa: BLE001 - say which model node failed, keep the cause chained
+                raise UnsupportedOpError(
+                    f"cannot convert {aten.op_name(node.target)} at {_origin(node) or node.name} "
+                    f"({_source(node) or 'no source location'}): {type(e).__name__}: {e}",
+                    ops={aten.op_name(node.target): 1}) from e
+        self.env[node] = out
+        if isinstance(out, Value):
+            self._check_type(node, out, val)
+
+    def _check_type(self, node: Any, out: Value, val: Any) -> None:
+        if val is None or not hasattr(val, "shape"):
+            return
+        want = self.ttype(val)
+        if out.type.dtype != want.dtype:
+            with self.graph.inserting_at_end(origin=_origin(node)):
+                self.env[node] = out = self.graph.add("cast", [out], {"dtype": want.dtype})
+        if out.type.shape != want.shape:
+            raise UnsupportedOpError(
+                f"converting {aten.op_name(node.target)} at {_origin(node) or node.name}: graphopt infers "
+                f"{out.type} but torch says {want}", ops={aten.op_name(node.target): 1})
+
+    def _map(self, a: Any) -> Any:
+        if isinstance(a, (list, tuple)):
+            return type(a)(self._map(x) for x in a)
+        if isinstance(a, dict):
+            return {k: self._map(v) for k, v in a.items()}
+        if hasattr(a, "op") and hasattr(a, "meta"):
+            return self.env[a]
+        return a
+
+    # -- helpers for converters ------------------------------------------------------------------------------
+    def add(self, op: str, inputs: Sequence[Value], **attrs: Any) -> Any:
+        return self.graph.add(op, list(inputs), attrs)
+
+    def const(self, value: Any, dtype: DType) -> Value:
+        return self.graph.add_constant(np.asarray(value, dtype=dtype.numpy))
+
+
+def _spec_for(dynamic_shapes: Any, arg: str, pos: int) -> Any:
+    if isinstance(dynamic_shapes, Mapping):
+        return dynamic_shapes.get(arg)
+    if isinstance(dynamic_shapes, (list, tuple)) and pos < len(dynamic_shapes):
+        return dynamic_shapes[pos]
+    return None
