@@ -21,7 +21,7 @@ from graphopt.ir.symbolic import evaluate as eval_dim
 from graphopt.ir.symbolic import is_symbol
 from graphopt.ir.types import resolve_shape
 
-__all__ = ["run", "evaluate", "bind_symbols", "resolve_attrs", "random_inputs"]
+__all__ = ["run", "evaluate", "bind_symbols", "resolve_attrs", "random_inputs", "ReferenceBackend"]
 
 
 def bind_symbols(graph: Graph, arrays: Sequence[np.ndarray]) -> dict[str, int]:
@@ -165,3 +165,36 @@ def random_inputs(graph: Graph, bindings: Mapping[str, int] | None = None, seed:
             a = rng.integers(0, 8, shape).astype(t.dtype.numpy)
         out.append(a)
     return out
+
+
+class ReferenceExecutable:
+    """`run` behind the Executable interface: torch tensors in give tensors out, numpy gives numpy."""
+
+    source = None
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+
+    def __call__(self, *inputs: Any, **named: Any) -> list[Any]:
+        from .base import bind_inputs
+
+        args = bind_inputs([v.name for v in self.graph.inputs], inputs, named)
+        outs = run(self.graph, args)
+        if args and hasattr(args[0], "detach"):
+            import torch
+
+            return [torch.from_numpy(np.array(o)) for o in outs]
+        return outs
+
+
+class ReferenceBackend:
+    name = "reference"
+    doc = "The numpy interpreter: every registered op, slow, the ground truth."
+
+    def supported_ops(self) -> frozenset[str]:
+        from graphopt.ir import registered_ops
+
+        return frozenset(registered_ops())
+
+    def compile(self, graph: Graph, **options: Any) -> ReferenceExecutable:
+        return ReferenceExecutable(graph)

@@ -1,0 +1,84 @@
+r"""The `cpu` target: the graph becomes readable Python calling PyTorch CPU kernels (see codegen.py).
+
+>>> import numpy as np
+>>> from graphopt.ir import parse
+>>> from graphopt.backends import get_backend
+>>> g = parse('graph @f(%x: f32[n]) {\n  %0: f32[n] = relu(%x)\n  return %0\n}')
+>>> exe = get_backend("cpu").compile(g)
+>>> exe(np.array([-1.0, 2.0], np.float32))
+[array([0., 2.], dtype=float32)]
+>>> print(exe.source.split("def forward")[1].splitlines()[2].strip())
+v0 = torch.relu(x)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphopt.ir import DType, Graph
+
+from ..base import bind_inputs, check_coverage
+from .codegen import compile_source, generate
+from .emit import EMITTERS
+
+__all__ = ["CpuBackend", "CpuExecutable"]
+
+
+class CpuExecutable:
+    """A compiled graph. Call it with torch tensors (get tensors back) or numpy arrays (get arrays back)."""
+
+    def __init__(self, graph: Graph, source: str | None = None, weights: list[Any] | None = None) -> None:
+        import torch
+
+        self.graph = graph
+        if source is None or weights is None:
+            source, weights = generate(graph)
+        self.source: str | None = source
+        self.weights = [_tensor(w) for w in weights]
+        self.input_names = [v.name for v in graph.inputs]
+        self._expect = [(v.type.dtype.torch, v.type.rank, v.name) for v in graph.inputs]
+        self._fn = compile_source(source, self.weights, f"<graphopt-cpu:{graph.name}>")
+        self._torch = torch
+
+    def __call__(self, *inputs: Any, **named: Any) -> list[Any]:
+        torch = self._torch
+        args = bind_inputs(self.input_names, inputs, named)
+        as_numpy = not isinstance(args[0], torch.Tensor) if args else False
+        xs = [a if isinstance(a, torch.Tensor) else torch.from_numpy(_array(a)) for a in args]
+        for x, (dtype, rank, name) in zip(xs, self._expect):
+            if x.dtype != dtype or x.dim() != rank:
+                raise TypeError(f"input {name!r} must be {dtype} of rank {rank}, got {x.dtype} of shape "
+                                f"{list(x.shape)}")
+        with torch.inference_mode():
+            outs = self._fn(*xs)
+        return [o.numpy() for o in outs] if as_numpy else outs
+
+
+class CpuBackend:
+    name = "cpu"
+    doc = "Python source calling PyTorch CPU kernels, one statement per node; dynamic dims without recompiling."
+
+    def supported_ops(self) -> frozenset[str]:
+        return frozenset(EMITTERS)
+
+    def compile(self, graph: Graph, **options: Any) -> CpuExecutable:
+        check_coverage(graph, self)
+        return CpuExecutable(graph)
+
+
+def _array(a: Any) -> Any:
+    import numpy as np
+
+    a = np.asarray(a)
+    return a if a.flags.writeable else a.copy()  # torch.from_numpy warns on read-only arrays
+
+
+def _tensor(w: Any) -> Any:
+    import numpy as np
+    import torch
+
+    if isinstance(w, torch.Tensor):
+        return w
+    if w.dtype == DType.BF16.numpy:
+        return torch.from_numpy(np.ascontiguousarray(w).view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(np.array(w, copy=True))

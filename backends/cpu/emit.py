@@ -1,0 +1,247 @@
+"""One Python expression per IR op, calling PyTorch CPU kernels. The table *is* the cpu target's op coverage.
+
+An emitter gets the node, its input expressions (names of locals, or inlined scalar literals) and its
+attributes with dims rendered as Python expressions, and returns the right-hand side of one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from graphopt.ir import DType, Node
+
+Emitter = Callable[[Node, Sequence[str], dict[str, Any]], str]
+EMITTERS: dict[str, Emitter] = {}
+
+
+def emits(*ops: str) -> Callable[[Emitter], Emitter]:
+    def deco(fn: Emitter) -> Emitter:
+        for op in ops:
+            EMITTERS[op] = fn
+        return fn
+
+    return deco
+
+
+def _tuple(xs: Sequence[Any]) -> str:
+    return "(" + ", ".join(map(str, xs)) + ("," if len(xs) == 1 else "") + ")"
+
+
+def _dt(dtype: DType) -> str:
+    return f"torch.{dtype.torch}".replace("torch.torch.", "torch.")
+
+
+# Ops whose operands may be Python scalars: written with operators so `2.0 - x` works too.
+INFIX = {"add": "+", "sub": "-", "mul": "*", "pow": "**", "eq": "==", "ne": "!=", "lt": "<", "le": "<=",
+         "gt": ">", "ge": ">="}
+for _op, _sym in INFIX.items():
+    emits(_op)(lambda n, a, at, _s=_sym: f"{a[0]} {_s} {a[1]}")
+
+_CALLS = {
+    "abs": "torch.abs", "neg": "torch.neg", "exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt",
+    "rsqrt": "torch.rsqrt", "sin": "torch.sin", "cos": "torch.cos", "tanh": "torch.tanh",
+    "sigmoid": "torch.sigmoid", "relu": "torch.relu", "erf": "torch.erf", "floor": "torch.floor",
+    "ceil": "torch.ceil", "round": "torch.round", "trunc": "torch.trunc", "sign": "torch.sign",
+    "reciprocal": "torch.reciprocal", "logical_not": "torch.logical_not", "isnan": "torch.isnan",
+    "isinf": "torch.isinf", "log1p": "torch.log1p", "silu": "F.silu", "hardswish": "F.hardswish",
+    "hardsigmoid": "F.hardsigmoid", "maximum": "torch.maximum", "minimum": "torch.minimum",
+    "logical_and": "torch.logical_and", "logical_or": "torch.logical_or", "logical_xor": "torch.logical_xor",
+    "fmod": "torch.fmod", "remainder": "torch.remainder", "matmul": "torch.matmul", "where": "torch.where",
+    "linear": "F.linear", "identity": "", "dropout": "",
+}
+for _op, _fn in _CALLS.items():
+    emits(_op)(lambda n, a, at, _f=_fn: f"{_f}({', '.join(a)})" if _f else a[0])
+
+
+@emits("div")
+def _div(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    mode = at["rounding_mode"]
+    if mode == "none":
+        return f"{a[0]} / {a[1]}"
+    return f"torch.div({a[0]}, {a[1]}, rounding_mode={mode!r})"
+
+
+emits("gelu")(lambda n, a, at: f"F.gelu({a[0]}, approximate={at['approximate']!r})")
+emits("elu")(lambda n, a, at: f"F.elu({a[0]}, {at['alpha']!r})")
+emits("leaky_relu")(lambda n, a, at: f"F.leaky_relu({a[0]}, {at['negative_slope']!r})")
+emits("softplus")(lambda n, a, at: f"F.softplus({a[0]}, {at['beta']!r}, {at['threshold']!r})")
+emits("clamp")(lambda n, a, at: f"torch.clamp({a[0]}, {at['min']!r}, {at['max']!r})")
+emits("softmax")(lambda n, a, at: f"torch.softmax({a[0]}, {at['axis']})")
+emits("log_softmax")(lambda n, a, at: f"torch.log_softmax({a[0]}, {at['axis']})")
+emits("cast")(lambda n, a, at: f"{a[0]}.to({_dt(at['dtype'])})")
+emits("cumsum")(lambda n, a, at: f"torch.cumsum({a[0]}, {at['axis']})")
+emits("triu")(lambda n, a, at: f"torch.triu({a[0]}, {at['diagonal']})")
+emits("tril")(lambda n, a, at: f"torch.tril({a[0]}, {at['diagonal']})")
+emits("argmax")(lambda n, a, at: f"torch.argmax({a[0]}, {at['axis']}, {at['keepdims']})")
+emits("argmin")(lambda n, a, at: f"torch.argmin({a[0]}, {at['axis']}, {at['keepdims']})")
+emits("topk")(lambda n, a, at: f"torch.topk({a[0]}, {at['k']}, {at['axis']}, {at['largest']}, {at['sorted']})")
+emits("gather_elements")(lambda n, a, at: f"torch.gather({a[0]}, {at['axis']}, {a[1]})")
+
+
+# -- layout --------------------------------------------------------------------------------------------------
+emits("reshape")(lambda n, a, at: f"{a[0]}.reshape({_tuple(at['shape'])})")
+emits("transpose")(lambda n, a, at: f"{a[0]}.permute({_tuple(at['perm'])})")
+emits("expand")(lambda n, a, at: f"{a[0]}.expand({_tuple(at['shape'])})")
+emits("tile")(lambda n, a, at: f"{a[0]}.repeat({_tuple(at['repeats'])})")
+emits("concat")(lambda n, a, at: f"torch.cat([{', '.join(a)}], {at['axis']})")
+emits("split")(lambda n, a, at: f"torch.split({a[0]}, {list(at['sizes'])}, {at['axis']})")
+
+
+@emits("squeeze")
+def _squeeze(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    axes = at["axes"]
+    if axes is None:
+        axes = [i for i, d in enumerate(n.inputs[0].type.shape) if d == 1]
+    return f"{a[0]}.squeeze({_tuple(axes)})" if axes else a[0]
+
+
+@emits("unsqueeze")
+def _unsqueeze(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    rank = n.outputs[0].type.rank
+    expr = a[0]
+    for ax in sorted(x % rank for x in at["axes"]):
+        expr = f"{expr}.unsqueeze({ax})"
+    return expr
+
+
+@emits("slice")
+def _slice(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    rank = n.inputs[0].type.rank
+    axes = at["axes"] if at["axes"] is not None else range(len(at["starts"]))
+    steps = at["steps"] if at["steps"] is not None else [1] * len(at["starts"])
+    index = [":"] * rank
+    for s, e, ax, st in zip(at["starts"], at["ends"], axes, steps):
+        if st < 0:
+            raise NotImplementedError("negative slice steps")
+        e_txt = "" if e == str(2**62) or e == 2**62 else str(e)
+        s_txt = "" if s in (0, "0") else str(s)
+        index[ax % rank] = f"{s_txt}:{e_txt}" + (f":{st}" if st != 1 else "")
+    while index and index[-1] == ":":
+        index.pop()
+    return f"{a[0]}[{', '.join(index)}]" if index else a[0]
+
+
+@emits("gather")
+def _gather(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    ax = at["axis"] % n.inputs[0].type.rank
+    idx = n.inputs[1]
+    if idx.const is not None and idx.type.rank == 0:
+        return f"{a[0]}.select({ax}, {int(idx.const)})"
+    if ax == 0 and n.inputs[0].type.rank == 2:
+        return f"F.embedding({a[1]}, {a[0]})"
+    return f"{a[0]}[{'(slice(None),) * ' + str(ax) + ' + ' if ax else ''}({a[1]},)]"
+
+
+emits("index")(lambda n, a, at: f"{a[0]}[{'(slice(None),) * ' + str(at['axis']) + ' + ' if at['axis'] else ''}"
+                                f"({', '.join(a[1:])},)]")
+
+
+@emits("pad")
+def _pad(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    pads, rank = at["pads"], n.inputs[0].type.rank
+    torch_pads = []
+    for i in reversed(range(rank)):
+        torch_pads += [pads[i], pads[i + rank]]
+    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[at["mode"]]
+    value = f", value={at['value']!r}" if mode == "constant" else ""
+    return f"F.pad({a[0]}, {_tuple(torch_pads)}, mode={mode!r}{value})"
+
+
+@emits("arange")
+def _arange(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    return f"torch.arange({at['start']}, {at['end']}, {at['step']}, dtype={_dt(at['dtype'])})"
+
+
+emits("full")(lambda n, a, at: f"torch.full({_tuple(at['shape'])}, {at['value']!r}, dtype={_dt(at['dtype'])})")
+
+
+# -- reductions ----------------------------------------------------------------------------------------------
+def _axes(n: Node, at: dict[str, Any]) -> str:
+    axes = at["axes"] if at["axes"] is not None else range(n.inputs[0].type.rank)
+    return _tuple(list(axes))
+
+
+emits("reduce_sum")(lambda n, a, at: f"torch.sum({a[0]}, {_axes(n, at)}, {at['keepdims']})")
+emits("reduce_mean")(lambda n, a, at: f"torch.mean({a[0]}, {_axes(n, at)}, {at['keepdims']})")
+emits("reduce_max")(lambda n, a, at: f"torch.amax({a[0]}, {_axes(n, at)}, {at['keepdims']})")
+emits("reduce_min")(lambda n, a, at: f"torch.amin({a[0]}, {_axes(n, at)}, {at['keepdims']})")
+emits("reduce_prod")(lambda n, a, at: f"rt.reduce_prod({a[0]}, {_axes(n, at)}, {at['keepdims']})")
+emits("var")(lambda n, a, at: f"torch.var({a[0]}, {_axes(n, at)}, correction={at['correction']!r}, "
+                              f"keepdim={at['keepdims']})")
+
+
+# -- nn ------------------------------------------------------------------------------------------------------
+def _sym_pads(pads: Sequence[int], nd: int) -> bool:
+    return list(pads[:nd]) == list(pads[nd:])
+
+
+@emits("conv")
+def _conv(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    nd = n.inputs[1].type.rank - 2
+    strides = at["strides"] or (1,) * nd
+    dil = at["dilations"] or (1,) * nd
+    pads = at["pads"] or (0,) * (2 * nd)
+    x = a[0]
+    if not _sym_pads(pads, nd):
+        x, pads = f"rt.pad_spatial({x}, {_tuple(pads)}, 0.0)", (0,) * (2 * nd)
+    bias = a[2] if len(a) > 2 else "None"
+    return (f"F.conv{nd}d({x}, {a[1]}, {bias}, {_tuple(strides)}, {_tuple(pads[:nd])}, {_tuple(dil)}, "
+            f"{at['groups']})")
+
+
+@emits("max_pool", "avg_pool")
+def _pool(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    nd = len(at["kernel"])
+    strides = at["strides"] or (1,) * nd  # the IR follows ONNX: stride 1 unless given
+    pads = at["pads"] or (0,) * (2 * nd)
+    x = a[0]
+    if n.op.name == "max_pool":
+        if not _sym_pads(pads, nd):
+            x, pads = f"rt.pad_spatial({x}, {_tuple(pads)}, float('-inf'))", (0,) * (2 * nd)
+        dil = at["dilations"] or (1,) * nd
+        return (f"F.max_pool{nd}d({x}, {_tuple(at['kernel'])}, {_tuple(strides)}, {_tuple(pads[:nd])}, "
+                f"{_tuple(dil)}, ceil_mode={at['ceil_mode']})")
+    if not _sym_pads(pads, nd):
+        raise NotImplementedError("asymmetric average-pool padding")
+    return (f"F.avg_pool{nd}d({x}, {_tuple(at['kernel'])}, {_tuple(strides)}, {_tuple(pads[:nd])}, "
+            f"ceil_mode={at['ceil_mode']}, count_include_pad={at['count_include_pad']})")
+
+
+emits("adaptive_avg_pool")(lambda n, a, at: f"F.adaptive_avg_pool{len(at['output_size'])}d({a[0]}, "
+                                            f"{_tuple(at['output_size'])})")
+emits("batch_norm")(lambda n, a, at: f"F.batch_norm({a[0]}, {a[3]}, {a[4]}, {a[1]}, {a[2]}, False, 0.0, "
+                                     f"{at['eps']!r})")
+
+
+def _norm_shape(n: Node, at: dict[str, Any], x: str) -> str:
+    shape = n.inputs[0].type.shape
+    ax = at["axis"] % len(shape)
+    tail = shape[ax:]
+    return _tuple(tail) if all(isinstance(d, int) for d in tail) else f"{x}.shape[{ax}:]"
+
+
+@emits("layer_norm")
+def _layer_norm(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    w = a[1] if len(a) > 1 else "None"
+    b = a[2] if len(a) > 2 else "None"
+    return f"F.layer_norm({a[0]}, {_norm_shape(n, at, a[0])}, {w}, {b}, {at['eps']!r})"
+
+
+@emits("rms_norm")
+def _rms_norm(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    w = a[1] if len(a) > 1 else "None"
+    return f"F.rms_norm({a[0]}, {_norm_shape(n, at, a[0])}, {w}, {at['eps']!r})"
+
+
+@emits("scaled_dot_product_attention")
+def _sdpa(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    mask = a[3] if len(a) > 3 else "None"
+    return (f"F.scaled_dot_product_attention({a[0]}, {a[1]}, {a[2]}, {mask}, is_causal={at['causal']}, "
+            f"scale={at['scale']!r})")
+
+
+emits("lstm")(lambda n, a, at: f"torch.lstm({a[0]}, ({a[1]}, {a[2]}), ({', '.join(a[3:7])}), True, 1, 0.0, "
+                               f"False, False, {at['batch_first']})")
+emits("quantize_linear")(lambda n, a, at: f"rt.quantize_linear({a[0]}, {a[1]}, {a[2]}, {at['axis']})")
+emits("dequantize_linear")(lambda n, a, at: f"rt.dequantize_linear({a[0]}, {a[1]}, {a[2]}, {at['axis']})")
