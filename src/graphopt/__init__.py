@@ -25,10 +25,18 @@ from . import backends  # noqa: E402
 from .passes import PassContext, PassManager, load_pass, register_pass  # noqa: E402
 from . import frontends  # noqa: E402
 from .frontends import import_torch, load_pt2  # noqa: E402
+from .api import CompiledModel, compile, load_model, to_graph  # noqa: E402
+
+load = load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompiledModel",
+    "compile",
+    "load",
+    "load_model",
+    "to_graph",
     "GraphoptError",
     "InterpreterError",
     "ModelLoadError",

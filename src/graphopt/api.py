@@ -1,0 +1,161 @@
+"""`graphopt.compile`: any model in, a callable compiled model out (with `.save`, `.report()`, `.source`).
+
+>>> import torch, graphopt
+>>> model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.GELU())
+>>> compiled = graphopt.compile(model, (torch.randn(2, 8),), pipeline="O2", target="cpu")
+>>> y = compiled(torch.randn(2, 8))
+>>> tuple(y.shape), compiled.target
+((2, 4), 'cpu')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphopt.backends import check_coverage, get_backend
+from graphopt.errors import ModelLoadError
+from graphopt.ir import Graph
+from graphopt.passes import PassManager
+from graphopt.passes.manager import PipelineResult
+
+__all__ = ["compile", "CompiledModel", "load_model", "to_graph"]
+
+
+def to_graph(model: Any, example_inputs: Sequence[Any] | None = None, *, example_kwargs: Mapping[str, Any] | None = None,
+             dynamic_shapes: Any = None) -> Graph:
+    """Import anything graphopt accepts: nn.Module, ExportedProgram, .onnx/.pt2 path, ModelProto, Graph."""
+    if isinstance(model, Graph):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if path.suffix == ".onnx":
+            from graphopt.frontends.onnx_import import import_onnx
+
+            return import_onnx(path)
+        if path.suffix in (".pt2", ".pt"):
+            from graphopt.frontends import load_pt2
+
+            return load_pt2(path)
+        if path.suffix == ".gir":
+            from graphopt.ir import parse
+
+            if not path.is_file():
+                raise ModelLoadError(f"{path}: no such file")
+            return parse(path.read_text())
+        raise ModelLoadError(f"{path}: unknown model format {path.suffix!r} (expected .onnx, .pt2 or .gir)")
+    if type(model).__name__ == "ModelProto":
+        from graphopt.frontends.onnx_import import import_onnx
+
+        return import_onnx(model)
+    if type(model).__name__ == "ExportedProgram":
+        from graphopt.frontends.torch_export import decompose, import_exported_program
+
+        return import_exported_program(decompose(model), dynamic_shapes=dynamic_shapes)
+    if hasattr(model, "forward") and hasattr(model, "eval"):
+        from graphopt.frontends import import_torch
+
+        if example_inputs is None and not example_kwargs:
+            raise TypeError("compiling an nn.Module needs example_inputs (and/or example_kwargs) to trace it")
+        return import_torch(model, example_inputs or (), example_kwargs, dynamic_shapes)
+    raise TypeError(f"cannot compile a {type(model).__name__}; pass an nn.Module, ExportedProgram, .onnx/.pt2 "
+                    "path, onnx.ModelProto or graphopt Graph")
+
+
+def compile(  # noqa: A001 - the public name users expect, as torch.compile
+    model: Any,
+    example_inputs: Sequence[Any] | None = None,
+    *,
+    example_kwargs: Mapping[str, Any] | None = None,
+    dynamic_shapes: Any = None,
+    pipeline: str = "O2",
+    target: str = "cpu",
+) -> CompiledModel:
+    """Import `model`, run `pipeline` over it, and compile it for `target` (cpu, onnxruntime, reference)."""
+    import time
+
+    t0 = time.perf_counter()
+    original = to_graph(model, example_inputs, example_kwargs=example_kwargs, dynamic_shapes=dynamic_shapes)
+    t1 = time.perf_counter()
+    backend = get_backend(target)
+    graph = original.copy()
+    result = PassManager.parse(pipeline).run(graph)
+    check_coverage(result.graph, backend)
+    t2 = time.perf_counter()
+    exe = backend.compile(result.graph)
+    t3 = time.perf_counter()
+    examples = _examples(original, example_inputs, example_kwargs)
+    eager = model if hasattr(model, "forward") and hasattr(model, "eval") else None
+    return CompiledModel(result.graph, exe, target=target, pipeline=pipeline, result=result, original=original,
+                         eager=eager, example_inputs=examples,
+                         timings={"import_s": t1 - t0, "passes_s": t2 - t1, "codegen_s": t3 - t2})
+
+
+def _examples(graph: Graph, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> list[np.ndarray]:
+    """Example inputs in graph-input order as numpy arrays; random ones when none were given."""
+    from graphopt.backends.reference import random_inputs
+
+    given = list(args or ())
+    if kwargs:
+        given += [kwargs[v.name] for v in graph.inputs[len(given):] if v.name in kwargs]
+    if len(given) == len(graph.inputs):
+        return [np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a) for a in given]
+    return random_inputs(graph, {s: 8 for v in graph.inputs for s in v.type.symbols})
+
+
+class CompiledModel:
+    """A compiled graph plus what is needed to explain it: the pipeline records, the original graph, timings."""
+
+    def __init__(self, graph: Graph, executable: Any, *, target: str, pipeline: str,
+                 result: PipelineResult | None = None, original: Graph | None = None, eager: Any = None,
+                 example_inputs: list[np.ndarray] | None = None, timings: dict[str, float] | None = None) -> None:
+        self.graph = graph
+        self.executable = executable
+        self.target = target
+        self.pipeline = pipeline
+        self.result = result
+        self.original = original
+        self.eager = eager
+        self.example_inputs = example_inputs or []
+        self.timings = timings or {}
+
+    @property
+    def source(self) -> str | None:
+        """The generated code (cpu target), else None."""
+        return getattr(self.executable, "source", None)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [v.name for v in self.graph.inputs]
+
+    def __call__(self, *inputs: Any, **named: Any) -> Any:
+        """Torch tensors in give tensors out, numpy arrays give arrays; one output is returned bare."""
+        outs = self.executable(*inputs, **named)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the artifact folder atomically (see graphopt.artifact)."""
+        from graphopt.artifact import save
+
+        return save(self, Path(path), overwrite=overwrite)
+
+    def report(self, *, repeats: int = 20, measure: bool = True) -> Any:
+        """Per-pass statistics, model size, fidelity vs the original and latency vs the baseline."""
+        from graphopt.report import build_report
+
+        return build_report(self, repeats=repeats, measure=measure)
+
+    def __repr__(self) -> str:
+        return (f"CompiledModel(@{self.graph.name}, target={self.target!r}, pipeline={self.pipeline!r}, "
+                f"{len(self.graph)} nodes)")
+
+
+def load_model(path: str | os.PathLike[str], *, target: str | None = None) -> CompiledModel:
+    """Load a folder written by `CompiledModel.save` (no pickle, no saved code executed)."""
+    from graphopt.artifact import load
+
+    return load(Path(path), target=target)

@@ -1,0 +1,139 @@
+"""The saved form of a compiled model: a folder with the IR as text, the weights, and a JSON manifest.
+
+    model.gir            the optimized graph (constants printed as `external`)
+    weights.safetensors  the constants by name (weights.npz where safetensors lacks the dtype)
+    manifest.json        format version, target, pipeline, input/output types, sha256 of every file
+    forward.py           the generated cpu code, for people to read; never executed by `load`
+
+Saving writes a sibling temporary folder and renames it into place, so a crash never leaves half an artifact,
+and an existing non-empty folder is only replaced with `overwrite=True`. Loading uses no pickle: the IR is
+parsed, the weights read by safetensors (or numpy with allow_pickle=False), hashes checked, code regenerated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphopt.errors import GraphoptError, ModelLoadError
+
+__all__ = ["save", "load", "FORMAT", "VERSION"]
+
+FORMAT = "graphopt-artifact"
+VERSION = 1
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_weights(folder: Path, consts: dict[str, np.ndarray]) -> str:
+    try:
+        from safetensors.numpy import save_file
+
+        save_file({k: np.ascontiguousarray(v) for k, v in consts.items()}, str(folder / "weights.safetensors"))
+        return "weights.safetensors"
+    except (ImportError, ValueError, TypeError, KeyError):  # a dtype safetensors.numpy cannot store
+        (folder / "weights.safetensors").unlink(missing_ok=True)
+        with (folder / "weights.npz").open("wb") as f:
+            np.savez(f, **{f"c{i}": v for i, v in enumerate(consts.values())},
+                     names=np.array(list(consts), dtype=str))
+        return "weights.npz"
+
+
+def _read_weights(path: Path) -> dict[str, np.ndarray]:
+    if path.suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        return load_file(str(path))
+    with np.load(path, allow_pickle=False) as z:
+        names = [str(n) for n in z["names"]]
+        return {n: z[f"c{i}"] for i, n in enumerate(names)}
+
+
+def save(model: Any, path: Path, *, overwrite: bool = False) -> Path:
+    """Write `model` (a CompiledModel) to the folder `path`. Returns the path."""
+    import graphopt
+
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a folder")
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise FileExistsError(f"{path} is not empty; pass overwrite=True (--overwrite) to replace it")
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        g = model.graph
+        (tmp / "model.gir").write_text(g.format(max_inline=-1) + "\n")
+        weights = _write_weights(tmp, {name: v.const for name, v in g.constants.items()})
+        files = ["model.gir", weights]
+        if model.source:
+            (tmp / "forward.py").write_text(model.source)
+            files.append("forward.py")
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "graphopt": graphopt.__version__,
+            "target": model.target,
+            "pipeline": model.pipeline,
+            "graph": "model.gir",
+            "weights": weights,
+            "inputs": [{"name": v.name, "type": str(v.type)} for v in g.inputs],
+            "outputs": [{"name": v.name, "type": str(v.type)} for v in g.outputs],
+            "sha256": {f: _sha256(tmp / f) for f in files},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load(path: Path, *, target: str | None = None) -> Any:
+    """Read a folder written by `save` and compile it again for its target (or `target`)."""
+    from graphopt.api import CompiledModel
+    from graphopt.backends import get_backend
+    from graphopt.ir import parse
+
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise ModelLoadError(f"{path}: not a graphopt artifact (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != FORMAT:
+            raise ModelLoadError(f"{manifest_path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+        if manifest.get("version") != VERSION:
+            raise ModelLoadError(f"{manifest_path}: artifact version {manifest.get('version')} is not {VERSION}")
+        files = {name: path / name for name in (manifest["graph"], manifest["weights"])}
+        for name, file in files.items():
+            if file.resolve().parent != path.resolve() or not file.is_file():
+                raise ModelLoadError(f"{path}: manifest names {name!r}, which is not a file in the folder")
+            if _sha256(file) != manifest["sha256"].get(name):
+                raise ModelLoadError(f"{file}: sha256 does not match the manifest (file changed or corrupt)")
+        consts = _read_weights(files[manifest["weights"]])
+        graph = parse(files[manifest["graph"]].read_text(), constants=consts)
+    except GraphoptError as e:
+        if isinstance(e, ModelLoadError):
+            raise
+        raise ModelLoadError(f"{path}: {e}") from None
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ModelLoadError(f"{path}: cannot read the artifact ({type(e).__name__}: {e})") from None
+    target = target or manifest["target"]
+    exe = get_backend(target).compile(graph)
+    return CompiledModel(graph, exe, target=target, pipeline=manifest["pipeline"])
