@@ -1,0 +1,496 @@
+"""Graph → ONNX (opset 17), for ONNX Runtime and for users who deploy ONNX.
+
+ONNX wants equal operand dtypes where the IR promotes like PyTorch, so binary ops get explicit Casts; symbolic
+dims in attributes (a reshape to `[batch*seq, 768]`) become small Shape/Gather/Mul subgraphs over the graph
+inputs, so the exported model stays dynamic.
+
+>>> import onnx
+>>> from graphopt.ir import parse
+>>> from graphopt.backends.onnx_export import to_onnx
+>>> g = parse('graph @f(%x: f32[n,4]) {\n  %0: f32[n,4] = relu(%x)\n  return %0\n}')
+>>> m = to_onnx(g); onnx.checker.check_model(m)
+>>> [n.op_type for n in m.graph.node]
+['Relu']
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphopt.errors import UnsupportedOpError
+from graphopt.ir import DType, Graph, Node, Value
+from graphopt.ir.dtypes import promote
+from graphopt.ir.symbolic import is_symbol, to_sympy
+
+__all__ = ["to_onnx", "export_onnx", "EXPORTERS", "OPSET"]
+
+OPSET = 17
+_INT64_MAX = np.iinfo(np.int64).max
+Exporter = Callable[["_Ctx", Node, list[str]], "str | list[str]"]
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def _onnx_dtype(dt: DType) -> int:
+    from onnx import helper
+
+    return helper.np_dtype_to_tensor_dtype(dt.numpy) if dt != DType.BF16 else 16
+
+
+class _Ctx:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self.count = 0
+        self.dim_cache: dict[Any, str] = {}
+        self.sym_source = {d: (v.name, i) for v in reversed(graph.inputs) for i, d in enumerate(v.type.shape)
+                           if is_symbol(d)}
+
+    def fresh(self, hint: str = "t") -> str:
+        self.count += 1
+        return f"_{hint}{self.count}"
+
+    def emit(self, op: str, inputs: Sequence[str], outputs: int | Sequence[str] = 1, **attrs: Any) -> Any:
+        from onnx import helper
+
+        outs = [self.fresh(op.lower()) for _ in range(outputs)] if isinstance(outputs, int) else list(outputs)
+        self.nodes.append(helper.make_node(op, list(inputs), outs, **{k: v for k, v in attrs.items()
+                                                                       if v is not None}))
+        return outs[0] if len(outs) == 1 else outs
+
+    def const(self, value: Any, dtype: DType | np.dtype | None = None) -> str:
+        from onnx import numpy_helper
+
+        arr = np.asarray(value, dtype=dtype.numpy if isinstance(dtype, DType) else dtype)
+        name = self.fresh("c")
+        self.inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def ints(self, values: Sequence[Any]) -> str:
+        """A 1-D int64 tensor of dims; symbols and expressions are computed from the inputs' shapes."""
+        if all(isinstance(v, int) for v in values):
+            return self.const(np.array(values, dtype=np.int64))
+        parts = [self.dim(v) for v in values]
+        return self.emit("Concat", parts, axis=0)
+
+    def dim(self, d: Any) -> str:
+        if d in self.dim_cache:
+            return self.dim_cache[d]
+        if isinstance(d, int):
+            out = self.const(np.array([d], dtype=np.int64))
+        elif is_symbol(d):
+            if d not in self.sym_source:
+                raise UnsupportedOpError(f"dim {d} is not bound by any graph input", ops={"dim": 1})
+            name, axis = self.sym_source[d]
+            shape = self.emit("Shape", [name])
+            out = self.emit("Gather", [shape, self.const(np.array([axis], dtype=np.int64))], axis=0)
+        else:
+            out = self._expr(to_sympy(d))
+        self.dim_cache[d] = out
+        return out
+
+    def _expr(self, e: Any) -> str:
+        import sympy
+
+        if e.is_Integer:
+            return self.dim(int(e))
+        if e.is_Symbol:
+            return self.dim(e.name)
+        if isinstance(e, sympy.Add):
+            return self._fold("Add", [self._expr(a) for a in e.args])
+        if isinstance(e, sympy.Mul):
+            return self._fold("Mul", [self._expr(a) for a in e.args])
+        if isinstance(e, sympy.floor) and isinstance(e.args[0], sympy.Mul):
+            num, den = sympy.fraction(e.args[0])
+            return self.emit("Div", [self._expr(num), self._expr(den)])  # non-negative ints: Div floors
+        raise UnsupportedOpError(f"cannot export dim expression {e}", ops={"dim": 1})
+
+    def _fold(self, op: str, xs: list[str]) -> str:
+        out = xs[0]
+        for x in xs[1:]:
+            out = self.emit(op, [out, x])
+        return out
+
+    def cast(self, name: str, have: DType, want: DType) -> str:
+        return name if have == want else self.emit("Cast", [name], to=_onnx_dtype(want))
+
+
+def exports(*ops: str) -> Callable[[Exporter], Exporter]:
+    def deco(fn: Exporter) -> Exporter:
+        for op in ops:
+            EXPORTERS[op] = fn
+        return fn
+
+    return deco
+
+
+def _simple(onnx_op: str, **fixed: Any) -> Exporter:
+    return lambda cx, n, a: cx.emit(onnx_op, a, **fixed)
+
+
+for _ir, _ox in {"abs": "Abs", "neg": "Neg", "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "sin": "Sin",
+                 "cos": "Cos", "tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu", "erf": "Erf", "floor": "Floor",
+                 "ceil": "Ceil", "round": "Round", "sign": "Sign", "reciprocal": "Reciprocal", "logical_not": "Not",
+                 "isnan": "IsNaN", "isinf": "IsInf", "hardswish": "HardSwish", "identity": "Identity",
+                 "dropout": "Identity"}.items():
+    exports(_ir)(_simple(_ox))
+exports("hardsigmoid")(_simple("HardSigmoid", alpha=1 / 6, beta=0.5))
+exports("elu")(lambda cx, n, a: cx.emit("Elu", a, alpha=n.attrs["alpha"]))
+exports("leaky_relu")(lambda cx, n, a: cx.emit("LeakyRelu", a, alpha=n.attrs["negative_slope"]))
+exports("rsqrt")(lambda cx, n, a: cx.emit("Reciprocal", [cx.emit("Sqrt", a)]))
+exports("silu")(lambda cx, n, a: cx.emit("Mul", [a[0], cx.emit("Sigmoid", a)]))
+exports("log1p")(lambda cx, n, a: cx.emit("Log", [cx.emit("Add", [a[0], cx.const(1, n.inputs[0].type.dtype)])]))
+exports("trunc")(lambda cx, n, a: cx.emit("Mul", [cx.emit("Sign", a), cx.emit("Floor", [cx.emit("Abs", a)])]))
+
+
+def _operands(cx: _Ctx, n: Node, a: list[str], dtype: DType | None = None) -> list[str]:
+    types = [v.type for v in n.inputs]
+    want = dtype or promote([t.dtype for t in types], [t.rank for t in types])
+    return [cx.cast(x, t.dtype, want) for x, t in zip(a, types)]
+
+
+for _ir, _ox in {"add": "Add", "sub": "Sub", "mul": "Mul", "maximum": "Max", "minimum": "Min",
+                 "logical_and": "And", "logical_or": "Or", "logical_xor": "Xor", "eq": "Equal", "lt": "Less",
+                 "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual"}.items():
+    exports(_ir)(lambda cx, n, a, _ox=_ox: cx.emit(_ox, _operands(cx, n, a)))
+exports("ne")(lambda cx, n, a: cx.emit("Not", [cx.emit("Equal", _operands(cx, n, a))]))
+exports("pow")(lambda cx, n, a: cx.emit("Pow", [cx.cast(a[0], n.inputs[0].type.dtype, n.outputs[0].type.dtype), a[1]]))
+exports("where")(lambda cx, n, a: cx.emit("Where", [a[0]] + [cx.cast(x, v.type.dtype, n.outputs[0].type.dtype)
+                                                             for x, v in zip(a[1:], n.inputs[1:])]))
+
+
+@exports("div")
+def _div(cx: _Ctx, n: Node, a: list[str]) -> str:
+    out = n.outputs[0].type.dtype
+    x, y = _operands(cx, n, a, out)
+    q = cx.emit("Div", [x, y])
+    mode = n.attrs["rounding_mode"]
+    if mode == "none" or not out.is_float and mode == "trunc":  # integer Div truncates in ONNX
+        return q
+    if mode == "floor" and out.is_float:
+        return cx.emit("Floor", [q])
+    if mode == "trunc":
+        return cx.emit("Mul", [cx.emit("Sign", [q]), cx.emit("Floor", [cx.emit("Abs", [q])])])
+    # floor division of integers: truncate, then step down where the signs differ and there is a remainder
+    r = cx.emit("Mod", [x, y], fmod=1)
+    fix = cx.emit("And", [cx.emit("Not", [cx.emit("Equal", [r, cx.const(0, out)])]),
+                          cx.emit("Xor", [cx.emit("Less", [x, cx.const(0, out)]),
+                                          cx.emit("Less", [y, cx.const(0, out)])])])
+    return cx.emit("Sub", [q, cx.emit("Cast", [fix], to=_onnx_dtype(out))])
+
+
+@exports("fmod", "remainder")
+def _mod(cx: _Ctx, n: Node, a: list[str]) -> str:
+    x, y = _operands(cx, n, a)
+    if n.op.name == "fmod":
+        return cx.emit("Mod", [x, y], fmod=1)
+    if n.outputs[0].type.dtype.is_float:
+        return cx.emit("Sub", [x, cx.emit("Mul", [cx.emit("Floor", [cx.emit("Div", [x, y])]), y])])
+    return cx.emit("Mod", [x, y], fmod=0)
+
+
+@exports("clamp")
+def _clamp(cx: _Ctx, n: Node, a: list[str]) -> str:
+    dt = n.inputs[0].type.dtype
+    lo = cx.const(n.attrs["min"], dt) if n.attrs["min"] is not None else ""
+    hi = cx.const(n.attrs["max"], dt) if n.attrs["max"] is not None else ""
+    return cx.emit("Clip", [a[0], lo, hi] if hi else [a[0], lo])
+
+
+@exports("gelu")
+def _gelu(cx: _Ctx, n: Node, a: list[str]) -> str:
+    dt, x = n.inputs[0].type.dtype, a[0]
+    if n.attrs["approximate"] == "tanh":
+        inner = cx.emit("Mul", [cx.emit("Add", [x, cx.emit("Mul", [cx.const(0.044715, dt), cx.emit(
+            "Pow", [x, cx.const(3.0, dt)])])]), cx.const(math.sqrt(2 / math.pi), dt)])
+        t = cx.emit("Tanh", [inner])
+    else:
+        t = cx.emit("Erf", [cx.emit("Mul", [x, cx.const(1 / math.sqrt(2), dt)])])
+    return cx.emit("Mul", [cx.emit("Mul", [x, cx.const(0.5, dt)]), cx.emit("Add", [t, cx.const(1.0, dt)])])
+
+
+@exports("softplus")
+def _softplus(cx: _Ctx, n: Node, a: list[str]) -> str:
+    beta, thr, dt = n.attrs["beta"], n.attrs["threshold"], n.inputs[0].type.dtype
+    bx = cx.emit("Mul", [a[0], cx.const(beta, dt)])
+    soft = cx.emit("Div", [cx.emit("Softplus", [bx]), cx.const(beta, dt)])
+    return cx.emit("Where", [cx.emit("Greater", [bx, cx.const(thr, dt)]), a[0], soft])
+
+
+exports("softmax")(lambda cx, n, a: cx.emit("Softmax", a, axis=n.attrs["axis"]))
+exports("log_softmax")(lambda cx, n, a: cx.emit("LogSoftmax", a, axis=n.attrs["axis"]))
+exports("cast")(lambda cx, n, a: cx.emit("Cast", a, to=_onnx_dtype(n.attrs["dtype"])))
+exports("matmul")(_simple("MatMul"))
+
+
+@exports("linear")
+def _linear(cx: _Ctx, n: Node, a: list[str]) -> str:
+    if n.inputs[0].type.rank == 2:
+        return cx.emit("Gemm", a, transB=1)
+    y = cx.emit("MatMul", [a[0], cx.emit("Transpose", [a[1]], perm=[1, 0])])
+    return cx.emit("Add", [y, a[2]]) if len(a) > 2 else y
+
+
+# -- layout --------------------------------------------------------------------------------------------------
+@exports("reshape")
+def _reshape(cx: _Ctx, n: Node, a: list[str]) -> str:
+    shape = n.attrs["shape"]
+    return cx.emit("Reshape", [a[0], cx.ints(shape)], allowzero=1 if 0 in shape else None)
+
+
+exports("transpose")(lambda cx, n, a: cx.emit("Transpose", a, perm=list(n.attrs["perm"])))
+exports("expand")(lambda cx, n, a: cx.emit("Expand", [a[0], cx.ints(n.attrs["shape"])]))
+exports("tile")(lambda cx, n, a: cx.emit("Tile", [a[0], cx.ints(n.attrs["repeats"])]))
+exports("concat")(lambda cx, n, a: cx.emit("Concat", a, axis=n.attrs["axis"]))
+exports("split")(lambda cx, n, a: cx.emit("Split", [a[0], cx.ints(n.attrs["sizes"])], len(n.outputs),
+                                          axis=n.attrs["axis"]))
+exports("unsqueeze")(lambda cx, n, a: cx.emit("Unsqueeze", [a[0], cx.ints(n.attrs["axes"])]))
+exports("squeeze")(lambda cx, n, a: cx.emit("Squeeze", [a[0]] + ([cx.ints(n.attrs["axes"])]
+                                                                  if n.attrs["axes"] is not None else [])))
+
+
+@exports("slice")
+def _slice(cx: _Ctx, n: Node, a: list[str]) -> str:
+    big = lambda d: _INT64_MAX if isinstance(d, int) and d >= 2**62 else d  # noqa: E731
+    at = n.attrs
+    ins = [a[0], cx.ints([big(d) for d in at["starts"]]), cx.ints([big(d) for d in at["ends"]])]
+    if at["axes"] is not None or at["steps"] is not None:
+        ins.append(cx.ints(at["axes"] if at["axes"] is not None else range(len(at["starts"]))))
+    if at["steps"] is not None:
+        ins.append(cx.ints(at["steps"]))
+    return cx.emit("Slice", ins)
+
+
+exports("gather")(lambda cx, n, a: cx.emit("Gather", a, axis=n.attrs["axis"]))
+exports("gather_elements")(lambda cx, n, a: cx.emit("GatherElements", a, axis=n.attrs["axis"]))
+
+
+@exports("index")
+def _index(cx: _Ctx, n: Node, a: list[str]) -> str:
+    axis, k, rank = n.attrs["axis"], len(a) - 1, n.inputs[0].type.rank
+    if k == 1:
+        return cx.emit("Gather", a, axis=axis)
+    # Several index tensors: move the indexed axes to the front, broadcast and stack the indices, GatherND,
+    # then put the gathered dims back where numpy puts them (in place of the indexed axes).
+    idx = [cx.cast(x, v.type.dtype, DType.I64) for x, v in zip(a[1:], n.inputs[1:])]
+    shape = cx.emit("Shape", [cx._fold("Add", idx)])
+    stacked = cx.emit("Concat", [cx.emit("Unsqueeze", [cx.emit("Expand", [i, shape]), cx.ints([-1])]) for i in idx],
+                      axis=-1)
+    front = list(range(axis, axis + k)) + [d for d in range(rank) if not axis <= d < axis + k]
+    y = cx.emit("GatherND", [cx.emit("Transpose", [a[0]], perm=front), stacked])
+    if axis == 0:
+        return y
+    nb = n.outputs[0].type.rank - (rank - k)
+    perm = list(range(nb, nb + axis)) + list(range(nb)) + list(range(nb + axis, n.outputs[0].type.rank))
+    return cx.emit("Transpose", [y], perm=perm)
+
+
+@exports("pad")
+def _pad(cx: _Ctx, n: Node, a: list[str]) -> str:
+    dt = n.inputs[0].type.dtype
+    return cx.emit("Pad", [a[0], cx.ints(n.attrs["pads"]), cx.const(n.attrs["value"], dt)], mode=n.attrs["mode"])
+
+
+@exports("arange")
+def _arange(cx: _Ctx, n: Node, a: list[str]) -> str:
+    dt, at = n.attrs["dtype"], n.attrs
+    end = cx.const(at["end"], dt) if isinstance(at["end"], int) else cx.cast(
+        cx.emit("Squeeze", [cx.dim(at["end"]), cx.ints([0])]), DType.I64, dt)
+    return cx.emit("Range", [cx.const(at["start"], dt), end, cx.const(at["step"], dt)])
+
+
+@exports("full")
+def _full(cx: _Ctx, n: Node, a: list[str]) -> str:
+    from onnx import numpy_helper
+
+    value = numpy_helper.from_array(np.array([n.attrs["value"]], dtype=n.attrs["dtype"].numpy))
+    return cx.emit("ConstantOfShape", [cx.ints(n.attrs["shape"])], value=value)
+
+
+# -- reductions ----------------------------------------------------------------------------------------------
+def _reduce(onnx_op: str) -> Exporter:
+    def fn(cx: _Ctx, n: Node, a: list[str]) -> str:
+        axes = n.attrs["axes"]
+        keep = int(n.attrs["keepdims"])
+        if onnx_op == "ReduceSum":
+            return cx.emit(onnx_op, [a[0]] + ([cx.ints(axes)] if axes is not None else []), keepdims=keep)
+        return cx.emit(onnx_op, a, axes=list(axes) if axes is not None else None, keepdims=keep)
+
+    return fn
+
+
+for _ir, _ox in {"reduce_sum": "ReduceSum", "reduce_mean": "ReduceMean", "reduce_max": "ReduceMax",
+                 "reduce_min": "ReduceMin", "reduce_prod": "ReduceProd"}.items():
+    exports(_ir)(_reduce(_ox))
+exports("argmax")(lambda cx, n, a: cx.emit("ArgMax", a, axis=n.attrs["axis"], keepdims=int(n.attrs["keepdims"])))
+exports("argmin")(lambda cx, n, a: cx.emit("ArgMin", a, axis=n.attrs["axis"], keepdims=int(n.attrs["keepdims"])))
+exports("cumsum")(lambda cx, n, a: cx.emit("CumSum", [a[0], cx.const(n.attrs["axis"], np.int64)]))
+exports("triu")(lambda cx, n, a: cx.emit("Trilu", [a[0], cx.const(n.attrs["diagonal"], np.int64)], upper=1))
+exports("tril")(lambda cx, n, a: cx.emit("Trilu", [a[0], cx.const(n.attrs["diagonal"], np.int64)], upper=0))
+
+
+@exports("topk")
+def _topk(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
+    at = n.attrs
+    return cx.emit("TopK", [a[0], cx.ints([at["k"]])], 2, axis=at["axis"], largest=int(at["largest"]),
+                   sorted=int(at["sorted"]))
+
+
+@exports("var")
+def _var(cx: _Ctx, n: Node, a: list[str]) -> str:
+    t, at = n.inputs[0].type, n.attrs
+    axes = at["axes"] if at["axes"] is not None else list(range(t.rank))
+    count = math.prod(t.shape[i] for i in axes) if all(isinstance(t.shape[i], int) for i in axes) else None
+    if count is None:
+        raise UnsupportedOpError(f"{n.describe()}: var over a symbolic dim has no ONNX export", ops={"var": 1})
+    mean = cx.emit("ReduceMean", a, axes=list(axes), keepdims=1)
+    d = cx.emit("Sub", [a[0], mean])
+    s = cx.emit("ReduceSum", [cx.emit("Mul", [d, d]), cx.ints(axes)], keepdims=int(at["keepdims"]))
+    return cx.emit("Div", [s, cx.const(max(count - at["correction"], 0.0), t.dtype)])
+
+
+# -- nn ------------------------------------------------------------------------------------------------------
+def _spatial(n: Node, nd: int) -> dict[str, Any]:
+    at = n.attrs
+    return {"strides": list(at["strides"] or [1] * nd), "pads": list(at["pads"] or [0] * 2 * nd),
+            "dilations": list(at.get("dilations") or [1] * nd)}
+
+
+exports("conv")(lambda cx, n, a: cx.emit("Conv", a, group=n.attrs["groups"], **_spatial(n, n.inputs[1].type.rank - 2)))
+
+
+@exports("max_pool", "avg_pool")
+def _pool(cx: _Ctx, n: Node, a: list[str]) -> str:
+    at, nd = n.attrs, len(n.attrs["kernel"])
+    sp = _spatial(n, nd)
+    if n.op.name == "max_pool":
+        return cx.emit("MaxPool", a, kernel_shape=list(at["kernel"]), ceil_mode=int(at["ceil_mode"]), **sp)
+    del sp["dilations"]
+    return cx.emit("AveragePool", a, kernel_shape=list(at["kernel"]), ceil_mode=int(at["ceil_mode"]),
+                   count_include_pad=int(at["count_include_pad"]), **sp)
+
+
+@exports("adaptive_avg_pool")
+def _adaptive(cx: _Ctx, n: Node, a: list[str]) -> str:
+    if any(s != 1 for s in n.attrs["output_size"]):
+        raise UnsupportedOpError(f"{n.describe()}: adaptive_avg_pool to a size other than 1 has no ONNX export",
+                                 ops={"adaptive_avg_pool": 1})
+    return cx.emit("GlobalAveragePool", a)
+
+
+exports("batch_norm")(lambda cx, n, a: cx.emit("BatchNormalization", a, epsilon=n.attrs["eps"]))
+
+
+@exports("layer_norm")
+def _layer_norm(cx: _Ctx, n: Node, a: list[str]) -> str:
+    t, at = n.inputs[0].type, n.attrs
+    if len(a) == 1:
+        shape = t.shape[at["axis"] % t.rank:]
+        if not all(isinstance(d, int) for d in shape):
+            raise UnsupportedOpError(f"{n.describe()}: layer_norm without a scale over symbolic dims",
+                                     ops={"layer_norm": 1})
+        a = a + [cx.const(np.ones(shape), t.dtype)]
+    return cx.emit("LayerNormalization", a, axis=at["axis"], epsilon=at["eps"])
+
+
+@exports("rms_norm")
+def _rms_norm(cx: _Ctx, n: Node, a: list[str]) -> str:
+    t, at = n.inputs[0].type, n.attrs
+    axes = list(range(at["axis"] % t.rank, t.rank))
+    ms = cx.emit("ReduceMean", [cx.emit("Mul", [a[0], a[0]])], axes=axes, keepdims=1)
+    y = cx.emit("Div", [a[0], cx.emit("Sqrt", [cx.emit("Add", [ms, cx.const(at["eps"], t.dtype)])])])
+    return cx.emit("Mul", [y, a[1]]) if len(a) > 1 else y
+
+
+@exports("scaled_dot_product_attention")
+def _sdpa(cx: _Ctx, n: Node, a: list[str]) -> str:
+    q, k = n.inputs[0].type, n.inputs[1].type
+    dt, at = q.dtype, n.attrs
+    if at["causal"] or not isinstance(q.shape[-1], int):
+        raise UnsupportedOpError(f"{n.describe()}: causal attention has no ONNX export yet", ops={"sdpa": 1})
+    scale = at["scale"] if at["scale"] is not None else 1 / math.sqrt(q.shape[-1])
+    perm = list(range(k.rank - 2)) + [k.rank - 1, k.rank - 2]
+    s = cx.emit("Mul", [cx.emit("MatMul", [a[0], cx.emit("Transpose", [a[1]], perm=perm)]), cx.const(scale, dt)])
+    if len(a) > 3:
+        m = n.inputs[3]
+        bias = (cx.emit("Where", [a[3], cx.const(0.0, dt), cx.const(-np.inf, dt)]) if m.type.dtype == DType.BOOL
+                else a[3])
+        s = cx.emit("Add", [s, bias])
+    return cx.emit("MatMul", [cx.emit("Softmax", [s], axis=-1), a[2]])
+
+
+@exports("lstm")
+def _lstm(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = a
+    hidden = n.inputs[4].type.shape[1]
+
+    def reorder(w: str) -> str:  # torch gates i,f,g,o -> ONNX i,o,f,c, with a leading num_directions axis
+        i, f, g, o = cx.emit("Split", [w, cx.ints([hidden] * 4)], 4, axis=0)
+        return cx.emit("Unsqueeze", [cx.emit("Concat", [i, o, f, g], axis=0), cx.ints([0])])
+
+    bias = cx.emit("Concat", [reorder(b_ih), reorder(b_hh)], axis=1)
+    bf = int(n.attrs["batch_first"])
+    y, h, c = cx.emit("LSTM", [x, reorder(w_ih), reorder(w_hh), bias, "", h0, c0], 3, hidden_size=hidden,
+                      layout=bf)
+    if bf:  # layout=1 also expects and returns the states batch-first; keep the IR's [1, B, H] states
+        raise UnsupportedOpError(f"{n.describe()}: batch_first LSTM has no ONNX export yet", ops={"lstm": 1})
+    return [cx.emit("Squeeze", [y, cx.ints([1])]), h, c]
+
+
+exports("quantize_linear")(lambda cx, n, a: cx.emit("QuantizeLinear", a, axis=n.attrs["axis"]))
+exports("dequantize_linear")(lambda cx, n, a: cx.emit("DequantizeLinear", a, axis=n.attrs["axis"]))
+
+
+# -- driver --------------------------------------------------------------------------------------------------
+def _value_info(v: Value) -> Any:
+    from onnx import helper
+
+    dims = [d if isinstance(d, int) else str(d) for d in v.type.shape]
+    return helper.make_tensor_value_info(v.name, _onnx_dtype(v.type.dtype), dims)
+
+
+def to_onnx(graph: Graph, *, opset: int = OPSET) -> Any:
+    """The graph as an onnx.ModelProto (weights inline). UnsupportedOpError lists every op without an export."""
+    from onnx import helper, numpy_helper
+
+    missing = sorted({n.op.name for n in graph if n.op.name not in EXPORTERS})
+    if missing:
+        raise UnsupportedOpError(f"no ONNX export for op(s) {', '.join(missing)}", ops={m: 1 for m in missing})
+    cx = _Ctx(graph)
+    names: dict[int, str] = {id(v): v.name for v in graph.inputs}
+    inits = [numpy_helper.from_array(np.asarray(c.const), c.name) for c in graph.constants.values() if c.num_uses]
+    names.update({id(c): c.name for c in graph.constants.values()})
+    for node in graph:
+        outs = EXPORTERS[node.op.name](cx, node, [names[id(v)] for v in node.inputs])
+        outs = [outs] if isinstance(outs, str) else list(outs)
+        for v, o in zip(node.outputs, outs):
+            names[id(v)] = o
+    # ONNX graph outputs need their own names; an Identity gives each one (also when an input is returned).
+    outputs = []
+    for i, v in enumerate(graph.outputs):
+        name = f"output_{i}"
+        cx.emit("Identity", [names[id(v)]], [name])
+        outputs.append(helper.make_tensor_value_info(name, _onnx_dtype(v.type.dtype),
+                                                     [d if isinstance(d, int) else str(d) for d in v.type.shape]))
+    g = helper.make_graph(cx.nodes, graph.name, [_value_info(v) for v in graph.inputs], outputs,
+                          initializer=inits + cx.inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="graphopt")
+    model.ir_version = min(model.ir_version, 9)  # what onnxruntime releases of the last two years accept
+    return model
+
+
+def export_onnx(graph: Graph, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write the graph as an ONNX file (checked with onnx.checker), atomically; refuses to overwrite by default."""
+    import onnx
+
+    from graphopt.fileio import write_bytes_atomic
+
+    model = to_onnx(graph)
+    onnx.checker.check_model(model)
+    return write_bytes_atomic(Path(path), model.SerializeToString(), overwrite=overwrite)

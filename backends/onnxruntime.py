@@ -1,0 +1,68 @@
+r"""The `onnxruntime` target: export the optimized graph to ONNX and run it in an ONNX Runtime session.
+
+>>> import numpy as np
+>>> from graphopt.ir import parse
+>>> from graphopt.backends import get_backend
+>>> g = parse('graph @f(%x: f32[n]) {\n  %0: f32[n] = relu(%x)\n  return %0\n}')
+>>> get_backend("onnxruntime").compile(g)(np.array([-1.0, 2.0], np.float32))
+[array([0., 2.], dtype=float32)]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from graphopt.ir import Graph
+
+from .base import bind_inputs, check_coverage
+from .onnx_export import EXPORTERS, to_onnx
+
+__all__ = ["OrtBackend", "OrtExecutable"]
+
+
+class OrtExecutable:
+    """An InferenceSession over the exported graph. numpy in gives numpy out; torch tensors give tensors."""
+
+    source = None
+
+    def __init__(self, graph: Graph, *, threads: int | None = None, optimization: str = "all") -> None:
+        import onnxruntime as ort
+
+        self.graph = graph
+        self.model = to_onnx(graph)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+        if threads:
+            opts.intra_op_num_threads = threads
+        # Idle pool threads otherwise spin after each run and steal cores from whatever runs next.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(self.model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.input_names = [v.name for v in graph.inputs]
+
+    def __call__(self, *inputs: Any, **named: Any) -> list[Any]:
+        args = bind_inputs(self.input_names, inputs, named)
+        is_torch = bool(args) and hasattr(args[0], "detach")
+        feed = {n: (a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a))
+                for n, a in zip(self.input_names, args)}
+        outs = self.session.run(None, feed)
+        if is_torch:
+            import torch
+
+            return [torch.from_numpy(o) for o in outs]
+        return outs
+
+
+class OrtBackend:
+    name = "onnxruntime"
+    doc = "Export to ONNX (opset 17) and run with ONNX Runtime's CPU provider."
+
+    def supported_ops(self) -> frozenset[str]:
+        return frozenset(EXPORTERS)
+
+    def compile(self, graph: Graph, **options: Any) -> OrtExecutable:
+        check_coverage(graph, self)
+        return OrtExecutable(graph, **options)
