@@ -1,9 +1,9 @@
-"""What a backend is: a name, the ops it supports, and `compile(graph) -> Executable`.
+r"""What a backend is: a name, the ops it supports, and `compile(graph) -> Executable`.
 
 `check_coverage` runs before any backend compiles, so an unsupported node is reported by name and origin
 instead of failing deep inside code generation:
 
->>> from graphopt.backends import get_backend, check_coverage
+>>> from graphopt.backends import available_backends, check_coverage, get_backend
 >>> from graphopt.ir import parse
 >>> g = parse('graph @f(%x: f32[2]) {\n  %0: f32[2] = relu(%x)\n  return %0\n}')
 >>> check_coverage(g, get_backend("cpu"))
@@ -85,3 +85,27 @@ def bind_inputs(names: Sequence[str], inputs: Sequence[Any], named: Mapping[str,
             raise TypeError(f"missing input {n!r}; the model takes {', '.join(names)}")
         out.append(named[n])
     return out
+
+
+def from_numpy(a: Any) -> Any:
+    """numpy → torch without a copy where possible (bf16 via its bit pattern; read-only arrays are copied)."""
+    import numpy as np
+    import torch
+
+    a = np.asarray(a)
+    if not a.flags.writeable or not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a).copy()
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def to_numpy(t: Any) -> Any:
+    """torch → numpy (bf16 as ml_dtypes.bfloat16)."""
+    import ml_dtypes
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()

@@ -1,4 +1,4 @@
-"""Graph → ONNX (opset 17), for ONNX Runtime and for users who deploy ONNX.
+r"""Graph → ONNX (opset 17), for ONNX Runtime and for users who deploy ONNX.
 
 ONNX wants equal operand dtypes where the IR promotes like PyTorch, so binary ops get explicit Casts; symbolic
 dims in attributes (a reshape to `[batch*seq, 768]`) become small Shape/Gather/Mul subgraphs over the graph
@@ -135,11 +135,13 @@ def _simple(onnx_op: str, **fixed: Any) -> Exporter:
 
 
 for _ir, _ox in {"abs": "Abs", "neg": "Neg", "exp": "Exp", "log": "Log", "sqrt": "Sqrt", "sin": "Sin",
-                 "cos": "Cos", "tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu", "erf": "Erf", "floor": "Floor",
+                 "cos": "Cos", "tanh": "Tanh", "sigmoid": "Sigmoid", "erf": "Erf", "floor": "Floor",
                  "ceil": "Ceil", "round": "Round", "sign": "Sign", "reciprocal": "Reciprocal", "logical_not": "Not",
                  "isnan": "IsNaN", "isinf": "IsInf", "hardswish": "HardSwish", "identity": "Identity",
                  "dropout": "Identity"}.items():
     exports(_ir)(_simple(_ox))
+exports("relu")(lambda cx, n, a: cx.emit("Relu", a) if n.inputs[0].type.dtype.is_float else cx.emit(
+    "Max", [a[0], cx.const(0, n.inputs[0].type.dtype)]))
 exports("hardsigmoid")(_simple("HardSigmoid", alpha=1 / 6, beta=0.5))
 exports("elu")(lambda cx, n, a: cx.emit("Elu", a, alpha=n.attrs["alpha"]))
 exports("leaky_relu")(lambda cx, n, a: cx.emit("LeakyRelu", a, alpha=n.attrs["negative_slope"]))
@@ -155,8 +157,9 @@ def _operands(cx: _Ctx, n: Node, a: list[str], dtype: DType | None = None) -> li
     return [cx.cast(x, t.dtype, want) for x, t in zip(a, types)]
 
 
-for _ir, _ox in {"add": "Add", "sub": "Sub", "mul": "Mul", "maximum": "Max", "minimum": "Min",
-                 "logical_and": "And", "logical_or": "Or", "logical_xor": "Xor", "eq": "Equal", "lt": "Less",
+for _ir, _ox in {"logical_and": "And", "logical_or": "Or", "logical_xor": "Xor"}.items():
+    exports(_ir)(_simple(_ox))  # the driver has cast the operands to bool
+for _ir, _ox in {"add": "Add", "sub": "Sub", "mul": "Mul", "maximum": "Max", "minimum": "Min", "eq": "Equal", "lt": "Less",
                  "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual"}.items():
     exports(_ir)(lambda cx, n, a, _ox=_ox: cx.emit(_ox, _operands(cx, n, a)))
 exports("ne")(lambda cx, n, a: cx.emit("Not", [cx.emit("Equal", _operands(cx, n, a))]))
@@ -412,8 +415,8 @@ def _rms_norm(cx: _Ctx, n: Node, a: list[str]) -> str:
 def _sdpa(cx: _Ctx, n: Node, a: list[str]) -> str:
     q, k = n.inputs[0].type, n.inputs[1].type
     dt, at = q.dtype, n.attrs
-    if at["causal"] or not isinstance(q.shape[-1], int):
-        raise UnsupportedOpError(f"{n.describe()}: causal attention has no ONNX export yet", ops={"sdpa": 1})
+    if not isinstance(q.shape[-1], int):
+        raise UnsupportedOpError(f"{n.describe()}: attention with a symbolic head size", ops={"sdpa": 1})
     scale = at["scale"] if at["scale"] is not None else 1 / math.sqrt(q.shape[-1])
     perm = list(range(k.rank - 2)) + [k.rank - 1, k.rank - 2]
     s = cx.emit("Mul", [cx.emit("MatMul", [a[0], cx.emit("Transpose", [a[1]], perm=perm)]), cx.const(scale, dt)])
@@ -422,6 +425,13 @@ def _sdpa(cx: _Ctx, n: Node, a: list[str]) -> str:
         bias = (cx.emit("Where", [a[3], cx.const(0.0, dt), cx.const(-np.inf, dt)]) if m.type.dtype == DType.BOOL
                 else a[3])
         s = cx.emit("Add", [s, bias])
+    if at["causal"]:  # torch: keep j <= i of an [L, S] grid
+        from onnx import numpy_helper
+
+        ones = cx.emit("ConstantOfShape", [cx.ints([q.shape[-2], k.shape[-2]])],
+                       value=numpy_helper.from_array(np.ones(1, dtype=np.int64)))
+        keep = cx.emit("Cast", [cx.emit("Trilu", [ones], upper=0)], to=_onnx_dtype(DType.BOOL))
+        s = cx.emit("Where", [keep, s, cx.const(-np.inf, dt)])
     return cx.emit("MatMul", [cx.emit("Softmax", [s], axis=-1), a[2]])
 
 
@@ -447,6 +457,12 @@ exports("quantize_linear")(lambda cx, n, a: cx.emit("QuantizeLinear", a, axis=n.
 exports("dequantize_linear")(lambda cx, n, a: cx.emit("DequantizeLinear", a, axis=n.attrs["axis"]))
 
 
+_CAST_TO_OUTPUT = {"exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf", "reciprocal", "log1p",
+                   "silu", "gelu", "softplus", "elu", "hardswish", "hardsigmoid", "softmax", "log_softmax",
+                   "reduce_sum", "reduce_prod", "cumsum", "reduce_mean", "abs", "neg"}
+_BOOL_INPUTS = {"logical_and", "logical_or", "logical_xor", "logical_not"}
+
+
 # -- driver --------------------------------------------------------------------------------------------------
 def _value_info(v: Value) -> Any:
     from onnx import helper
@@ -467,7 +483,12 @@ def to_onnx(graph: Graph, *, opset: int = OPSET) -> Any:
     inits = [numpy_helper.from_array(np.asarray(c.const), c.name) for c in graph.constants.values() if c.num_uses]
     names.update({id(c): c.name for c in graph.constants.values()})
     for node in graph:
-        outs = EXPORTERS[node.op.name](cx, node, [names[id(v)] for v in node.inputs])
+        args = [names[id(v)] for v in node.inputs]
+        if node.op.name in _CAST_TO_OUTPUT:  # ONNX keeps the input dtype where the IR promotes (exp of an int)
+            args[0] = cx.cast(args[0], node.inputs[0].type.dtype, node.outputs[0].type.dtype)
+        elif node.op.name in _BOOL_INPUTS:
+            args = [cx.cast(a, v.type.dtype, DType.BOOL) for a, v in zip(args, node.inputs)]
+        outs = EXPORTERS[node.op.name](cx, node, args)
         outs = [outs] if isinstance(outs, str) else list(outs)
         for v, o in zip(node.outputs, outs):
             names[id(v)] = o

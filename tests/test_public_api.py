@@ -6,7 +6,8 @@ import graphopt.ir
 import graphopt.passes
 
 API = {
-    "graphopt": ["GraphoptError", "InterpreterError", "ModelLoadError", "NumericMismatchError", "ParseError",
+    "graphopt": ["CompiledModel", "compile", "load", "load_model", "to_graph", "frontends", "import_torch",
+                 "load_pt2", "import_onnx", "export_onnx", "GraphoptError", "InterpreterError", "ModelLoadError", "NumericMismatchError", "ParseError",
                  "PassContext", "PassError", "PassManager", "PipelineError", "RewriteLimitError",
                  "UnsupportedOpError", "VerificationError", "backends", "errors", "ir", "load_pass", "passes",
                  "register_pass"],
@@ -20,7 +21,8 @@ API = {
                         "PrintIR", "Rejection", "RewriteStats", "Rewriter", "Rule", "SkipPasses", "Var",
                         "VerifyEach", "apply_rules", "get_pass", "load_entry_points", "load_pass",
                         "register_analysis", "register_pass", "registered_passes", "same_type"],
-    "graphopt.backends": ["reference"],
+    "graphopt.backends": ["reference", "Backend", "Executable", "available_backends", "check_coverage",
+                          "get_backend", "register_backend"],
 }
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphopt.ir import DType, Graph
+from graphopt.ir import Graph
 
-from ..base import bind_inputs, check_coverage
+from ..base import bind_inputs, check_coverage, from_numpy, to_numpy
 from .codegen import compile_source, generate
 from .emit import EMITTERS
 
@@ -44,14 +44,14 @@ class CpuExecutable:
         torch = self._torch
         args = bind_inputs(self.input_names, inputs, named)
         as_numpy = not isinstance(args[0], torch.Tensor) if args else False
-        xs = [a if isinstance(a, torch.Tensor) else torch.from_numpy(_array(a)) for a in args]
+        xs = [a if isinstance(a, torch.Tensor) else from_numpy(a) for a in args]
         for x, (dtype, rank, name) in zip(xs, self._expect):
             if x.dtype != dtype or x.dim() != rank:
                 raise TypeError(f"input {name!r} must be {dtype} of rank {rank}, got {x.dtype} of shape "
                                 f"{list(x.shape)}")
         with torch.inference_mode():
             outs = self._fn(*xs)
-        return [o.numpy() for o in outs] if as_numpy else outs
+        return [to_numpy(o) for o in outs] if as_numpy else outs
 
 
 class CpuBackend:
@@ -66,19 +66,8 @@ class CpuBackend:
         return CpuExecutable(graph)
 
 
-def _array(a: Any) -> Any:
-    import numpy as np
-
-    a = np.asarray(a)
-    return a if a.flags.writeable else a.copy()  # torch.from_numpy warns on read-only arrays
-
-
 def _tensor(w: Any) -> Any:
     import numpy as np
     import torch
 
-    if isinstance(w, torch.Tensor):
-        return w
-    if w.dtype == DType.BF16.numpy:
-        return torch.from_numpy(np.ascontiguousarray(w).view(np.int16).copy()).view(torch.bfloat16)
-    return torch.from_numpy(np.array(w, copy=True))
+    return w if isinstance(w, torch.Tensor) else from_numpy(np.array(w, copy=True))

@@ -140,12 +140,12 @@ emits("index")(lambda n, a, at: f"{a[0]}[{'(slice(None),) * ' + str(at['axis']) 
 @emits("pad")
 def _pad(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     pads, rank = at["pads"], n.inputs[0].type.rank
+    if at["mode"] != "constant":
+        return f"rt.pad_index({a[0]}, {_tuple(pads)}, {at['mode']!r})"
     torch_pads = []
     for i in reversed(range(rank)):
         torch_pads += [pads[i], pads[i + rank]]
-    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[at["mode"]]
-    value = f", value={at['value']!r}" if mode == "constant" else ""
-    return f"F.pad({a[0]}, {_tuple(torch_pads)}, mode={mode!r}{value})"
+    return f"F.pad({a[0]}, {_tuple(torch_pads)}, value={at['value']!r})"
 
 
 @emits("arange")

@@ -44,3 +44,22 @@ def quantize_linear(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, axis
 def dequantize_linear(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, axis: int) -> torch.Tensor:
     s, z = _per_axis(scale, x, axis), _per_axis(zp, x, axis)
     return (x.to(torch.int32) - z.to(torch.int32)).to(scale.dtype) * s
+
+
+def pad_index(x: torch.Tensor, pads: Sequence[int], mode: str) -> torch.Tensor:
+    """reflect/edge padding on any dims (F.pad only pads the last 1-3 dims in those modes), by gathering."""
+    rank = x.dim()
+    for ax in range(rank):
+        b, e = pads[ax], pads[ax + rank]
+        if not b and not e:
+            continue
+        n = x.shape[ax]
+        idx = torch.arange(-b, n + e)
+        if mode == "edge":
+            idx = idx.clamp(0, n - 1)
+        else:  # reflect without repeating the edge: -1 -> 1, n -> n - 2
+            period = 2 * (n - 1) if n > 1 else 1
+            idx = idx.abs() % period
+            idx = torch.where(idx >= n, period - idx, idx)
+        x = x.index_select(ax, idx)
+    return x

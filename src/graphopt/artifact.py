@@ -90,6 +90,8 @@ def save(model: Any, path: Path, *, overwrite: bool = False) -> Path:
             "inputs": [{"name": v.name, "type": str(v.type)} for v in g.inputs],
             "outputs": [{"name": v.name, "type": str(v.type)} for v in g.outputs],
             "sha256": {f: _sha256(tmp / f) for f in files},
+            # safetensors stores 0-d tensors as [1]; the shapes put them back exactly
+            "shapes": {name: list(v.const.shape) for name, v in g.constants.items()},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if path.exists():
@@ -127,6 +129,9 @@ def load(path: Path, *, target: str | None = None) -> Any:
             if _sha256(file) != manifest["sha256"].get(name):
                 raise ModelLoadError(f"{file}: sha256 does not match the manifest (file changed or corrupt)")
         consts = _read_weights(files[manifest["weights"]])
+        for name, shape in manifest.get("shapes", {}).items():
+            if name in consts and consts[name].size == int(np.prod(shape)):
+                consts[name] = consts[name].reshape(shape)
         graph = parse(files[manifest["graph"]].read_text(), constants=consts)
     except GraphoptError as e:
         if isinstance(e, ModelLoadError):

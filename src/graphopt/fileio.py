@@ -16,7 +16,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: 
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(f"{path} exists")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -5,10 +5,10 @@ graphopt Values (tensors) or dims (SymInts), and returns a Value or a tuple of t
 decorated function:
 
 >>> from graphopt.frontends import aten
->>> @aten.converter("aten.special_entr.default")
+>>> @aten.converter("mylib.entr.default")
 ... def _entr(cx, node, x):
 ...     return cx.add("neg", [cx.add("mul", [x, cx.add("log", [x])])])
->>> aten.is_supported_name("aten.special_entr.default")
+>>> aten.is_supported_name("mylib.entr.default")
 True
 """
 

@@ -1,0 +1,86 @@
+"""graphopt.compile, CompiledModel, save/load artifacts, report, target coverage, ONNX export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import graphopt
+from graphopt.backends.onnx_export import export_onnx
+
+from models import cnn
+
+
+@pytest.fixture(scope="module")
+def compiled():  # type: ignore[no-untyped-def]
+    model, args = cnn()
+    return model, args, graphopt.compile(model, args, pipeline="O2", target="cpu")
+
+
+def test_torch_in_torch_out_numpy_in_numpy_out(compiled) -> None:  # type: ignore[no-untyped-def]
+    model, args, c = compiled
+    y = c(*args)
+    assert isinstance(y, torch.Tensor)
+    y_np = c(args[0].numpy())
+    assert isinstance(y_np, np.ndarray)
+    np.testing.assert_allclose(y_np, y.numpy(), rtol=1e-6)
+    assert "F.conv2d" in c.source and "def forward(x)" in c.source
+
+
+def test_save_load_round_trip_without_pickle(compiled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, args, c = compiled
+    out = c.save(tmp_path / "art")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target"] == "cpu" and set(manifest["sha256"]) >= {"model.gir", "weights.safetensors"}
+    again = graphopt.load(out)
+    np.testing.assert_allclose(again(*args).numpy(), c(*args).numpy(), rtol=1e-6)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        c.save(out)
+    c.save(out, overwrite=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+
+
+def test_tampered_artifact_is_refused(compiled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, _, c = compiled
+    out = c.save(tmp_path / "art")
+    w = out / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(graphopt.ModelLoadError, match="sha256"):
+        graphopt.load(out)
+    with pytest.raises(graphopt.ModelLoadError, match="not a graphopt artifact"):
+        graphopt.load(tmp_path)
+
+
+def test_report_has_passes_fidelity_and_latency(compiled) -> None:  # type: ignore[no-untyped-def]
+    _, _, c = compiled
+    rep = c.report(repeats=3)
+    assert rep.fidelity["max_rel"] < 1e-4 and rep.fidelity["cosine"] > 0.99999
+    assert set(rep.latency_ms) == {"eager", "compiled"} and rep.speedup is not None
+    assert any(p["name"] == "fold-constants" for p in rep.passes)
+    text = str(rep)
+    assert "fidelity vs eager PyTorch" in text and "speedup vs eager" in text
+
+
+def test_onnxruntime_target_and_onnx_export(compiled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, args, c = compiled
+    ort = graphopt.compile(model, args, target="onnxruntime")
+    np.testing.assert_allclose(ort(*args).numpy(), c(*args).numpy(), rtol=1e-4, atol=1e-5)
+    path = export_onnx(c.graph, tmp_path / "m.onnx")
+    onnx.checker.check_model(str(path))
+    with pytest.raises(FileExistsError):
+        export_onnx(c.graph, path)
+
+
+def test_unknown_target_and_coverage_errors(compiled) -> None:  # type: ignore[no-untyped-def]
+    _, _, c = compiled
+    with pytest.raises(graphopt.UnsupportedOpError, match="unknown target"):
+        graphopt.compile(c.graph, target="tpu")
+    g = graphopt.ir.parse('graph @f(%x: f32[4]) {\n  %0: f32[4] = scale_by(%x) {factor=2.0}\n  return %0\n}') \
+        if "scale_by" in graphopt.ir.registered_ops() else None
+    if g is not None:
+        with pytest.raises(graphopt.UnsupportedOpError, match="scale_by"):
+            graphopt.compile(g, target="cpu")
