@@ -24,7 +24,8 @@ from . import passes  # noqa: E402
 from . import backends  # noqa: E402
 from .passes import PassContext, PassManager, load_pass, register_pass  # noqa: E402
 from . import frontends  # noqa: E402
-from .frontends import import_torch, load_pt2  # noqa: E402
+from .frontends import import_onnx, import_torch, load_pt2  # noqa: E402
+from .backends.onnx_export import export_onnx  # noqa: E402
 from .api import CompiledModel, compile, load_model, to_graph  # noqa: E402
 
 load = load_model
@@ -53,6 +54,8 @@ __all__ = [
     "errors",
     "frontends",
     "import_torch",
+    "import_onnx",
+    "export_onnx",
     "load_pt2",
     "ir",
     "load_pass",

@@ -1,0 +1,106 @@
+"""ONNX import: real exporter output against eager, export→import round trip, untrusted-file handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+import graphopt
+from graphopt.backends import get_backend, reference
+from graphopt.backends.onnx_export import to_onnx
+
+from models import cnn
+
+
+def _relu_model(opset: int = 17) -> onnx.ModelProto:
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_cnn_through_our_export_and_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, args = cnn()
+    g = graphopt.import_torch(model, args)
+    path = tmp_path / "cnn.onnx"
+    graphopt.export_onnx(g, path)
+    back = graphopt.import_onnx(path)
+    with torch.no_grad():
+        want = model(*args).numpy()
+    got = get_backend("cpu").compile(back)(args[0].numpy())[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_shape_arithmetic_is_folded_into_dims() -> None:
+    # Shape -> Gather -> Mul -> Concat -> Reshape, as exporters write a flatten of a dynamic batch
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+        helper.make_node("Gather", ["s", "i1"], ["t"], axis=0),
+        helper.make_node("Mul", ["b", "t"], ["bt"]),
+        helper.make_node("Concat", ["bt", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["y"]),
+    ]
+    inits = [helper.make_tensor("i0", TensorProto.INT64, [1], [0]), helper.make_tensor("i1", TensorProto.INT64, [1], [1]),
+             helper.make_tensor("minus1", TensorProto.INT64, [1], [-1])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["bt", 8])], initializer=inits)
+    ir = graphopt.import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert str(ir.outputs[0].type) == 'f32["batch*seq",8]'
+    x = np.random.default_rng(0).standard_normal((3, 5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(reference.run(ir, [x])[0], x.reshape(15, 8))
+
+
+def test_round_trip_keeps_symbolic_dims() -> None:
+    g = graphopt.import_onnx(_relu_model())
+    again = graphopt.import_onnx(to_onnx(g))
+    assert str(again.inputs[0].type) == "f32[n,4]"
+
+
+def test_bad_files_get_model_load_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(graphopt.ModelLoadError, match="no such file"):
+        graphopt.import_onnx(tmp_path / "missing.onnx")
+    good = _relu_model().SerializeToString()
+    trunc = tmp_path / "trunc.onnx"
+    trunc.write_bytes(good[: len(good) // 2])
+    with pytest.raises(graphopt.ModelLoadError):
+        graphopt.import_onnx(trunc)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\xff\xfe definitely not protobuf" * 10)
+    with pytest.raises(graphopt.ModelLoadError):
+        graphopt.import_onnx(junk)
+    with pytest.raises(graphopt.ModelLoadError, match="opset"):
+        graphopt.import_onnx(_relu_model(opset=11))
+
+
+def test_external_data_outside_the_folder_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4])
+    w.data_location = TensorProto.EXTERNAL
+    for k, v in {"location": "../../etc/passwd", "offset": "0", "length": "16"}.items():
+        w.external_data.add(key=k, value=v)
+    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], initializer=[w])
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = folder / "m.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(graphopt.ModelLoadError, match="outside the model's folder"):
+        graphopt.import_onnx(path)
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_unsupported_onnx_ops_are_listed_together() -> None:
+    g = helper.make_graph([helper.make_node("Einsum", ["x", "x"], ["y"], equation="i,i->"),
+                           helper.make_node("Det", ["m"], ["d"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+                           helper.make_tensor_value_info("m", TensorProto.FLOAT, [3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, []),
+                           helper.make_tensor_value_info("d", TensorProto.FLOAT, [])])
+    with pytest.raises(graphopt.UnsupportedOpError) as e:
+        graphopt.import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert set(e.value.ops) == {"Einsum", "Det"}
