@@ -10,7 +10,7 @@ inputs, so the exported model stays dynamic.
 >>> g = parse('graph @f(%x: f32[n,4]) {\n  %0: f32[n,4] = relu(%x)\n  return %0\n}')
 >>> m = to_onnx(g); onnx.checker.check_model(m)
 >>> [n.op_type for n in m.graph.node]
-['Relu']
+['Relu', 'Identity']
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The `graphopt` command line.
 
+    graphopt compile MODEL -o DIR [--pipeline O2] [--target cpu] [--input-shape name=1x128]
+    graphopt run DIR [--inputs file.npz]
+    graphopt show MODEL [--pipeline P] [--format text|dot|svg]
     graphopt opt MODEL.gir [--pipeline O1] [--numeric-check] [--verify-each] [--timing] [-o OUT.gir]
     graphopt passes
 
@@ -113,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     passes = sub.add_parser("passes", help="list every registered pass with its options")
     passes.add_argument("--load-pass", action="append", default=[], metavar="MODULE:FUNCTION")
     passes.set_defaults(fn=_cmd_passes)
+    from .cli_model import add_commands
+
+    add_commands(sub)
     return p
 
 
@@ -120,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.fn(args))
-    except GraphoptError as e:
+    except (GraphoptError, FileExistsError) as e:
         print(f"graphopt: error: {e}", file=sys.stderr)
         return 1
 

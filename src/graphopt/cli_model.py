@@ -1,0 +1,173 @@
+"""`graphopt compile | run | show`: the model-level commands (see cli.py for `opt` and `passes`).
+
+MODEL is a .onnx file, a .pt2 file, a .gir IR file, or `package.module:factory` where factory() returns
+`(module, example_inputs)` or `(module, example_inputs, example_kwargs)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphopt.errors import ModelLoadError
+
+__all__ = ["add_commands"]
+
+
+def _resolve(spec: str) -> tuple[Any, Any, Any]:
+    """(model, example_inputs, example_kwargs) for a path or a `module:factory` spec."""
+    if ":" in spec and not Path(spec).exists():
+        mod_name, _, fn_name = spec.partition(":")
+        sys.path.insert(0, str(Path.cwd()))
+        try:
+            fn = getattr(importlib.import_module(mod_name), fn_name)
+        except (ImportError, AttributeError) as e:
+            raise ModelLoadError(f"cannot load factory {spec!r}: {e}") from None
+        out = fn()
+        if not isinstance(out, tuple) or len(out) not in (2, 3):
+            raise ModelLoadError(f"{spec} must return (module, example_inputs[, example_kwargs])")
+        return out[0], out[1], out[2] if len(out) == 3 else None
+    return spec, None, None
+
+
+def _shapes(items: list[str]) -> dict[str, list[int]]:
+    out = {}
+    for item in items:
+        name, _, dims = item.partition("=")
+        try:
+            out[name] = [int(d) for d in dims.lower().split("x")]
+        except ValueError:
+            raise ModelLoadError(f"--input-shape {item!r}: expected name=1x128") from None
+    return out
+
+
+def _examples_from_shapes(graph: Any, shapes: dict[str, list[int]]) -> list[np.ndarray] | None:
+    from graphopt.backends.reference import random_inputs
+
+    if not shapes:
+        return None
+    bindings: dict[str, int] = {}
+    for v in graph.inputs:
+        for d, n in zip(v.type.shape, shapes.get(v.name, [])):
+            if isinstance(d, str):
+                bindings[d] = n
+    return random_inputs(graph, bindings)
+
+
+def _compile(args: argparse.Namespace) -> Any:
+    from rich.console import Console
+
+    import graphopt
+
+    console = Console(stderr=True)
+    with console.status(f"importing {args.model} and running {args.pipeline}..."):
+        model, ex_args, ex_kwargs = _resolve(args.model)
+        compiled = graphopt.compile(model, ex_args, example_kwargs=ex_kwargs, pipeline=args.pipeline,
+                                    target=args.target)
+        examples = _examples_from_shapes(compiled.original, _shapes(args.input_shape))
+        if examples is not None:
+            compiled.example_inputs = examples
+    return compiled
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    compiled = _compile(args)
+    console = Console(stderr=True)
+    with console.status("measuring fidelity and latency..."):
+        report = compiled.report(repeats=args.repeats)
+    print(report)
+    out = compiled.save(args.output, overwrite=args.overwrite)
+    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    print(f"wrote {out}/ (manifest.json, model.gir, weights, report.json"
+          + (", forward.py)" if compiled.source else ")"))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import graphopt
+    from graphopt.backends.reference import random_inputs
+
+    compiled = graphopt.load(args.artifact, target=args.target)
+    if args.inputs:
+        with np.load(args.inputs, allow_pickle=False) as z:
+            feed = {k: z[k] for k in z.files}
+        outs = compiled.executable(**feed)
+    else:
+        bindings = {}
+        for name, dims in _shapes(args.input_shape).items():
+            v = next((v for v in compiled.graph.inputs if v.name == name), None)
+            for d, n in zip(v.type.shape if v is not None else (), dims):
+                if isinstance(d, str):
+                    bindings[d] = n
+        outs = compiled.executable(*random_inputs(compiled.graph, bindings or {s: 8 for v in compiled.graph.inputs
+                                                                               for s in v.type.symbols}))
+    for v, o in zip(compiled.graph.outputs, outs):
+        o = np.asarray(o)
+        print(f"{v.name}: {o.dtype}{list(o.shape)} mean={float(o.astype(np.float64).mean()):.6g} "
+              f"max|x|={float(np.abs(o.astype(np.float64)).max()) if o.size else 0:.6g}")
+    if args.output:
+        from graphopt.fileio import write_bytes_atomic
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, **{f"output_{i}": np.asarray(o) for i, o in enumerate(outs)})
+        write_bytes_atomic(args.output, buf.getvalue(), overwrite=args.overwrite)
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    import graphopt
+    from graphopt.passes import PassManager
+
+    model, ex_args, ex_kwargs = _resolve(args.model)
+    graph = graphopt.to_graph(model, ex_args, example_kwargs=ex_kwargs)
+    if args.pipeline:
+        PassManager.parse(args.pipeline).run(graph)
+    if args.format == "text":
+        print(graph.format())
+    elif args.format == "dot":
+        print(graph.to_dot())
+    else:
+        import subprocess
+
+        try:
+            svg = subprocess.run(["dot", "-Tsvg"], input=graph.to_dot(), capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            raise ModelLoadError(f"--format svg needs Graphviz's `dot` on PATH ({e}); use --format dot") from None
+        print(svg.stdout)
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    c = sub.add_parser("compile", help="compile a model to a saved artifact and print the report",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("model", help=".onnx, .pt2, .gir, or package.module:factory")
+    c.add_argument("-o", "--output", required=True, help="artifact folder to write")
+    c.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    c.add_argument("-p", "--pipeline", default="O2", help="pass pipeline or preset (default O2)")
+    c.add_argument("-t", "--target", default="cpu", help="cpu, onnxruntime or reference (default cpu)")
+    c.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x128",
+                   help="shape of an input for the report's example inputs (binds symbolic dims)")
+    c.add_argument("--repeats", type=int, default=20, help="latency repeats in the report (default 20)")
+    c.set_defaults(fn=_cmd_compile)
+    r = sub.add_parser("run", help="run a compiled artifact on inputs from an npz (or random ones)")
+    r.add_argument("artifact", help="folder written by graphopt compile")
+    r.add_argument("--inputs", help="npz with one array per graph input, by name (loaded without pickle)")
+    r.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x128")
+    r.add_argument("--target", help="run on another target than the one compiled for")
+    r.add_argument("-o", "--output", help="write the outputs to this npz")
+    r.add_argument("--overwrite", action="store_true")
+    r.set_defaults(fn=_cmd_run)
+    s = sub.add_parser("show", help="print a model's IR (optionally after a pipeline) as text, DOT or SVG")
+    s.add_argument("model", help=".onnx, .pt2, .gir, or package.module:factory")
+    s.add_argument("-p", "--pipeline", default="", help="run this pipeline first")
+    s.add_argument("--format", choices=("text", "dot", "svg"), default="text")
+    s.set_defaults(fn=_cmd_show)
