@@ -16,7 +16,7 @@ import numpy as np
 
 from graphopt.ir import Graph
 
-from .base import bind_inputs, check_coverage
+from .base import bind_inputs, check_coverage, from_numpy, to_numpy
 from .onnx_export import EXPORTERS, to_onnx
 
 __all__ = ["OrtBackend", "OrtExecutable"]
@@ -46,14 +46,9 @@ class OrtExecutable:
     def __call__(self, *inputs: Any, **named: Any) -> list[Any]:
         args = bind_inputs(self.input_names, inputs, named)
         is_torch = bool(args) and hasattr(args[0], "detach")
-        feed = {n: (a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a))
-                for n, a in zip(self.input_names, args)}
+        feed = {n: (to_numpy(a) if hasattr(a, "detach") else np.asarray(a)) for n, a in zip(self.input_names, args)}
         outs = self.session.run(None, feed)
-        if is_torch:
-            import torch
-
-            return [torch.from_numpy(o) for o in outs]
-        return outs
+        return [from_numpy(o) for o in outs] if is_torch else outs
 
 
 class OrtBackend:

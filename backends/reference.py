@@ -181,9 +181,9 @@ class ReferenceExecutable:
         args = bind_inputs([v.name for v in self.graph.inputs], inputs, named)
         outs = run(self.graph, args)
         if args and hasattr(args[0], "detach"):
-            import torch
+            from .base import from_numpy
 
-            return [torch.from_numpy(np.array(o)) for o in outs]
+            return [from_numpy(o) for o in outs]
         return outs
 
 

@@ -38,8 +38,6 @@ def _check_dim(dim: object) -> Dim:
     if hasattr(dim, "__index__"):  # numpy integers
         return _check_dim(int(dim))  # type: ignore[call-overload]
     if isinstance(dim, str):
-        if SYMBOL_RE.match(dim):
-            return dim
         try:
             return canon(dim)
         except ValueError as e:

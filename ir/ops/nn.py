@@ -307,7 +307,6 @@ def _lstm_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> list[Tenso
     if isinstance(hidden, int) and w_hh.shape[0] != 4 * hidden:
         raise ShapeError(f"w_hh must be [4H, H], got {w_hh}")
     _check_k(x.shape[2], w_ih.shape[1], "lstm input size")
-    batch = x.shape[0] if attrs["batch_first"] else x.shape[1]
     y = (x.shape[0], x.shape[1], hidden)
     return [tt(dtype, y), h0, c0]
 

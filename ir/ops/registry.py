@@ -25,7 +25,7 @@ from graphopt.errors import UnsupportedOpError
 
 from ..dtypes import DType
 from ..symbolic import canon
-from ..types import SYMBOL_RE, TensorType
+from ..types import TensorType
 
 __all__ = [
     "Attr",
@@ -115,8 +115,6 @@ def _as_int(v: Any) -> int:
 
 def _as_dim(v: Any) -> int | str:
     if isinstance(v, str):
-        if SYMBOL_RE.match(v):
-            return v
         try:
             return canon(v)
         except ValueError as e:

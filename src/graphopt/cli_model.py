@@ -101,14 +101,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             feed = {k: z[k] for k in z.files}
         outs = compiled.executable(**feed)
     else:
-        bindings = {}
-        for name, dims in _shapes(args.input_shape).items():
-            v = next((v for v in compiled.graph.inputs if v.name == name), None)
-            for d, n in zip(v.type.shape if v is not None else (), dims):
-                if isinstance(d, str):
-                    bindings[d] = n
-        outs = compiled.executable(*random_inputs(compiled.graph, bindings or {s: 8 for v in compiled.graph.inputs
-                                                                               for s in v.type.symbols}))
+        xs = _examples_from_shapes(compiled.graph, _shapes(args.input_shape)) or random_inputs(
+            compiled.graph, {s: 8 for v in compiled.graph.inputs for s in v.type.symbols})
+        outs = compiled.executable(*xs)
     for v, o in zip(compiled.graph.outputs, outs):
         o = np.asarray(o)
         print(f"{v.name}: {o.dtype}{list(o.shape)} mean={float(o.astype(np.float64).mean()):.6g} "

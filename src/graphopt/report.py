@@ -146,11 +146,12 @@ def build_report(model: Any, *, repeats: int = 20, measure: bool = True) -> Repo
 
         targs = [torch.from_numpy(np.array(x)) for x in xs]
         names = [v.name for v in orig.inputs]
-        kwargs = dict(zip(names, targs))
+        kwargs = dict(zip(names, targs)) if _takes_kwargs(model.eager, names) else {}
+        args = () if kwargs else tuple(targs)
 
         def eager() -> Any:
             with torch.inference_mode():
-                return model.eager(**kwargs) if _takes_kwargs(model.eager, names) else model.eager(*targs)
+                return model.eager(*args, **kwargs)
 
         ref, rep.baseline = eager(), "eager"
         rep.fidelity = {**fidelity(model(*targs), ref), "reference": "eager PyTorch"}

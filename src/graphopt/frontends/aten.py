@@ -19,7 +19,7 @@ from typing import Any
 
 from graphopt.ir import DType, Value
 
-__all__ = ["converter", "convert", "is_supported", "is_supported_name", "op_name", "KEEP_WHOLE", "UNAVAILABLE"]
+__all__ = ["converter", "convert", "is_supported", "is_supported_name", "op_name", "keep_whole", "UNAVAILABLE"]
 
 Converter = Callable[..., Any]
 _TABLE: dict[str, Converter] = {}
@@ -36,19 +36,11 @@ class _Unavailable:
 UNAVAILABLE = _Unavailable()
 
 
-def _keep_whole() -> list[Any]:
+def keep_whole() -> list[Any]:
+    """ATen ops not to decompose: decomposing LSTM unrolls it over a fixed length; the IR has an lstm op."""
     import torch
 
-    # Decomposing LSTM unrolls it over a fixed sequence length; graphopt has an lstm op instead.
     return [torch.ops.aten.lstm.input]
-
-
-class _Lazy:
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(_keep_whole())
-
-
-KEEP_WHOLE = _Lazy()
 
 
 def op_name(target: Any) -> str:

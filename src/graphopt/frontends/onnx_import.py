@@ -85,14 +85,6 @@ def _external(tensor: Any, folder: Path | None) -> np.ndarray:
     return np.memmap(target, dtype=dtype, mode="r", offset=offset, shape=tuple(tensor.dims))  # lazy
 
 
-def _array(tensor: Any, folder: Path | None) -> np.ndarray:
-    from onnx import TensorProto, numpy_helper
-
-    if tensor.data_location == TensorProto.EXTERNAL:
-        return _external(tensor, folder)
-    return numpy_helper.to_array(tensor)
-
-
 def import_onnx(model: str | os.PathLike[str] | Any, *, name: str | None = None) -> Graph:
     """Convert an ONNX model (path or ModelProto). Raises ModelLoadError or UnsupportedOpError (all ops)."""
     import onnx
@@ -104,9 +96,9 @@ def import_onnx(model: str | os.PathLike[str] | Any, *, name: str | None = None)
                              "(convert with onnx.version_converter.convert_version)")
     from onnx import TensorProto
 
-    for t in proto.graph.initializer:  # validate every external location before anything reads one
-        if t.data_location == TensorProto.EXTERNAL:
-            _external(t, folder)
+    # validate every external location before anything reads one; the memory maps are reused below
+    external = {t.name: _external(t, folder) for t in proto.graph.initializer
+                if t.data_location == TensorProto.EXTERNAL}
     try:
         onnx.checker.check_model(str(model) if folder is not None else proto)
     except onnx.checker.ValidationError as e:
@@ -122,23 +114,24 @@ def import_onnx(model: str | os.PathLike[str] | Any, *, name: str | None = None)
         raise UnsupportedOpError(f"{len(missing)} ONNX op(s) have no graphopt converter:\n" + "\n".join(lines) +
                                  "\nAdd one with graphopt.frontends.onnx_import.converter(...) or use ONNX Runtime.",
                                  ops=dict(missing))
-    return _Ctx(proto, folder, name or proto.graph.name or "model").run()
+    return _Ctx(proto, external, name or proto.graph.name or "model").run()
 
 
 class _Ctx:
-    def __init__(self, proto: Any, folder: Path | None, name: str) -> None:
+    def __init__(self, proto: Any, external: dict[str, np.ndarray], name: str) -> None:
         self.proto = proto
-        self.folder = folder
+        self.external = external
         self.graph = Graph(_ident(name))
         self.env: dict[str, Any] = {"": None}
 
     def run(self) -> Graph:
-        from onnx import helper
+        from onnx import helper, numpy_helper
 
         g = self.proto.graph
         inits = {t.name for t in g.initializer}
         for t in g.initializer:
-            self.env[t.name] = self.graph.add_constant(_array(t, self.folder), name=_ident(t.name))
+            data = self.external[t.name] if t.name in self.external else numpy_helper.to_array(t)
+            self.env[t.name] = self.graph.add_constant(data, name=_ident(t.name))
         for vi in g.input:
             if vi.name in inits:
                 continue
@@ -221,8 +214,7 @@ def _simple(op: str, **fixed: Any) -> Converter:
 for _ox, _ir in {"Abs": "abs", "Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Sin": "sin", "Cos": "cos",
                  "Tanh": "tanh", "Sigmoid": "sigmoid", "Relu": "relu", "Erf": "erf", "Floor": "floor", "Ceil": "ceil",
                  "Round": "round", "Sign": "sign", "Reciprocal": "reciprocal", "Not": "logical_not",
-                 "IsNaN": "isnan", "HardSwish": "hardswish", "Identity": "identity", "Add": "add", "Sub": "sub",
-                 "Mul": "mul", "Pow": "pow", "Max": "maximum", "Min": "minimum", "And": "logical_and",
+                 "IsNaN": "isnan", "HardSwish": "hardswish", "Identity": "identity", "Sub": "sub", "Pow": "pow", "Max": "maximum", "Min": "minimum", "And": "logical_and",
                  "Or": "logical_or", "Xor": "logical_xor", "Equal": "eq", "Less": "lt", "LessOrEqual": "le",
                  "Greater": "gt", "GreaterOrEqual": "ge", "Where": "where", "MatMul": "matmul"}.items():
     converter(_ox)(_simple(_ir))

@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from graphopt.backends.base import to_numpy
 from graphopt.errors import ModelLoadError, UnsupportedOpError
 from graphopt.ir import DType, Graph, TensorType, Value
 from graphopt.ir.symbolic import from_sympy
 
 from . import aten
 
-__all__ = ["import_torch", "import_exported_program", "load_pt2", "export_torch"]
+__all__ = ["import_torch", "import_exported_program", "load_pt2", "export_torch", "decompose"]
 
 
 def export_torch(model: Any, example_inputs: Sequence[Any] = (), example_kwargs: Mapping[str, Any] | None = None,
@@ -54,7 +55,7 @@ def decompose(ep: Any) -> Any:
     import torch
 
     table = torch.export.default_decompositions()
-    for op in aten.KEEP_WHOLE:
+    for op in aten.keep_whole():
         table.pop(op, None)
     return ep.run_decompositions(table)
 
@@ -111,15 +112,6 @@ def _source(node: Any) -> str:
     trace = node.meta.get("stack_trace") or ""
     lines = [ln.strip() for ln in trace.strip().splitlines() if ln.strip().startswith("File ")]
     return lines[-1] if lines else ""
-
-
-def to_numpy(t: Any) -> np.ndarray:
-    import torch
-
-    t = t.detach().cpu().contiguous()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(DType.BF16.numpy)
-    return t.numpy()
 
 
 class _Converter:
