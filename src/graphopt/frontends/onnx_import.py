@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,12 @@ import numpy as np
 
 from graphopt.errors import ModelLoadError, UnsupportedOpError
 from graphopt.ir import DType, Graph, TensorType, Value
-from graphopt.ir.symbolic import dim_add, dim_floordiv, dim_mul
+from graphopt.ir.symbolic import dim_add, dim_floordiv, dim_mul, dim_sub
 
 __all__ = ["import_onnx", "CONVERTERS", "MIN_OPSET"]
 
 MIN_OPSET = 13
+_FOLD_LIMIT = 4096  # elements: shape-sized results are folded while importing, weights are left to the passes
 _BIG = 2**62
 Converter = Callable[["_Ctx", Any, list[Any]], Any]
 CONVERTERS: dict[str, Converter] = {}
@@ -85,15 +86,20 @@ def _external(tensor: Any, folder: Path | None) -> np.ndarray:
     return np.memmap(target, dtype=dtype, mode="r", offset=offset, shape=tuple(tensor.dims))  # lazy
 
 
-def import_onnx(model: str | os.PathLike[str] | Any, *, name: str | None = None) -> Graph:
-    """Convert an ONNX model (path or ModelProto). Raises ModelLoadError or UnsupportedOpError (all ops)."""
+def import_onnx(model: str | os.PathLike[str] | Any, *, name: str | None = None,
+                constants: Mapping[str, Any] | None = None) -> Graph:
+    """Convert an ONNX model (path or ModelProto). Raises ModelLoadError or UnsupportedOpError (all ops).
+
+    `constants` specializes graph inputs to fixed values (they stop being inputs), like TVM's `freeze_params`:
+    graphopt needs shape-like arguments (a Reshape target, Slice bounds, TopK's k) known at compile time.
+    Models below opset 13 are upgraded with `onnx.version_converter` first.
+    """
     import onnx
 
     proto, folder = _load(model)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
-        raise ModelLoadError(f"model uses opset {opset}; graphopt reads opset {MIN_OPSET} and up "
-                             "(convert with onnx.version_converter.convert_version)")
+        proto = _upgrade(proto, opset)
     from onnx import TensorProto
 
     # validate every external location before anything reads one; the memory maps are reused below
@@ -114,13 +120,27 @@ def import_onnx(model: str | os.PathLike[str] | Any, *, name: str | None = None)
         raise UnsupportedOpError(f"{len(missing)} ONNX op(s) have no graphopt converter:\n" + "\n".join(lines) +
                                  "\nAdd one with graphopt.frontends.onnx_import.converter(...) or use ONNX Runtime.",
                                  ops=dict(missing))
-    return _Ctx(proto, external, name or proto.graph.name or "model").run()
+    unknown = set(constants or {}) - {i.name for i in proto.graph.input}
+    if unknown:
+        raise ModelLoadError(f"constants given for unknown input(s) {', '.join(sorted(unknown))}")
+    return _Ctx(proto, external, name or proto.graph.name or "model", dict(constants or {})).run()
+
+
+def _upgrade(proto: Any, opset: int) -> Any:
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as e:  # noqa: BLE001 - the converter raises bare RuntimeErrors from C++
+        raise ModelLoadError(f"model uses opset {opset}; graphopt reads opset {MIN_OPSET} and up and "
+                             f"onnx.version_converter could not upgrade it: {str(e).splitlines()[0]}") from None
 
 
 class _Ctx:
-    def __init__(self, proto: Any, external: dict[str, np.ndarray], name: str) -> None:
+    def __init__(self, proto: Any, external: dict[str, np.ndarray], name: str, constants: dict[str, Any]) -> None:
         self.proto = proto
         self.external = external
+        self.constants = constants
         self.graph = Graph(_ident(name))
         self.env: dict[str, Any] = {"": None}
 
@@ -136,6 +156,10 @@ class _Ctx:
             if vi.name in inits:
                 continue
             tt = vi.type.tensor_type
+            if vi.name in self.constants:
+                data = np.asarray(self.constants[vi.name], dtype=helper.tensor_dtype_to_np_dtype(tt.elem_type))
+                self.env[vi.name] = self.graph.add_constant(data, name=_ident(vi.name))
+                continue
             dims = [d.dim_value if d.HasField("dim_value") else _ident(d.dim_param or f"{vi.name}_{i}")
                     for i, d in enumerate(tt.shape.dim)]
             dtype = DType.from_numpy(helper.tensor_dtype_to_np_dtype(tt.elem_type))
@@ -180,7 +204,22 @@ class _Ctx:
         return None
 
     def add(self, op: str, inputs: list[Any], **attrs: Any) -> Any:
-        return self.graph.add(op, [self.tensor(x) for x in inputs], attrs)
+        """Add an IR node; small all-constant results (shape arithmetic) are evaluated right away."""
+        from graphopt.backends.reference import evaluate, resolve_attrs
+
+        node = self.graph.add_node(op, [self.tensor(x) for x in inputs], attrs)
+        outs = node.outputs
+        foldable = node.op.pure and all(v.is_constant for v in node.inputs) and all(
+            o.type is not None and o.type.is_static and o.type.numel() <= _FOLD_LIMIT for o in outs)
+        if foldable:
+            try:
+                results = evaluate(node, [v.const for v in node.inputs], resolve_attrs(node, {}))
+            except Exception:  # noqa: BLE001 - leave it to run time (and its error message)
+                results = None
+            if results is not None:
+                self.graph.remove_node(node)
+                outs = tuple(self.graph.add_constant(r) for r in results)
+        return outs[0] if len(outs) == 1 else tuple(outs)
 
     def const(self, value: Any, dtype: DType) -> Value:
         return self.graph.add_constant(np.asarray(value, dtype=dtype.numpy))
@@ -214,7 +253,7 @@ def _simple(op: str, **fixed: Any) -> Converter:
 for _ox, _ir in {"Abs": "abs", "Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Sin": "sin", "Cos": "cos",
                  "Tanh": "tanh", "Sigmoid": "sigmoid", "Relu": "relu", "Erf": "erf", "Floor": "floor", "Ceil": "ceil",
                  "Round": "round", "Sign": "sign", "Reciprocal": "reciprocal", "Not": "logical_not",
-                 "IsNaN": "isnan", "HardSwish": "hardswish", "Identity": "identity", "Sub": "sub", "Pow": "pow", "Max": "maximum", "Min": "minimum", "And": "logical_and",
+                 "IsNaN": "isnan", "HardSwish": "hardswish", "Identity": "identity", "And": "logical_and",
                  "Or": "logical_or", "Xor": "logical_xor", "Equal": "eq", "Less": "lt", "LessOrEqual": "le",
                  "Greater": "gt", "GreaterOrEqual": "ge", "Where": "where", "MatMul": "matmul"}.items():
     converter(_ox)(_simple(_ir))
@@ -228,17 +267,34 @@ def _fold_binary(cx: _Ctx, n: Any, a: list[Any], fn: Callable[[Any, Any], Any], 
         if len(kb) == 1:
             kb = kb * len(ka)
         return _Known([fn(x, y) for x, y in zip(ka, kb)])
-    if len(a) > 2:  # variadic Max/Min/Sum
-        out = cx.add(op, a[:2])
-        for x in a[2:]:
-            out = cx.add(op, [out, x])
-        return out
-    return cx.add(op, a)
+    return _variadic(cx, a, op)
+
+
+def _variadic(cx: _Ctx, a: list[Any], op: str) -> Any:
+    out = a[0]
+    for x in a[1:]:
+        out = cx.add(op, [out, x])
+    return out if len(a) > 1 else cx.add("identity", [out])
 
 
 converter("Add")(lambda cx, n, a: _fold_binary(cx, n, a, dim_add, "add"))
 converter("Mul")(lambda cx, n, a: _fold_binary(cx, n, a, dim_mul, "mul"))
-converter("Sum")(lambda cx, n, a: _fold_binary(cx, n, a, dim_add, "add") if len(a) > 1 else a[0])
+converter("Sub")(lambda cx, n, a: _fold_binary(cx, n, a, dim_sub, "sub"))
+converter("Sum")(lambda cx, n, a: _variadic(cx, a, "add"))
+converter("Max")(lambda cx, n, a: _variadic(cx, a, "maximum"))
+converter("Min")(lambda cx, n, a: _variadic(cx, a, "minimum"))
+
+
+@converter("Mean")
+def _mean(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    total = _variadic(cx, a, "add")
+    return cx.add("div", [total, cx.const(len(a), total.type.dtype)], rounding_mode="none")
+
+
+@converter("Pow")
+def _pow(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    y = cx.add("pow", a)  # ONNX: the result has the base's type, whatever the exponent's
+    return y if y.type.dtype == a[0].type.dtype else cx.add("cast", [y], dtype=a[0].type.dtype)
 
 
 @converter("Div")
@@ -270,7 +326,17 @@ converter("LeakyRelu")(lambda cx, n, a: cx.add("leaky_relu", a, negative_slope=_
 converter("Elu")(lambda cx, n, a: cx.add("elu", a, alpha=_attrs(n).get("alpha", 1.0)))
 converter("Softplus")(lambda cx, n, a: cx.add("softplus", a))
 converter("Gelu")(lambda cx, n, a: cx.add("gelu", a, approximate=_attrs(n).get("approximate", "none")))
-converter("Dropout")(lambda cx, n, a: a[0])
+@converter("Dropout")
+def _dropout(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    training = cx.known(a[2]) if len(a) > 2 and a[2] is not None else [0]
+    ratio = cx.known(a[1]) if len(a) > 1 and a[1] is not None else [0.5]
+    if training is None or training[0] and (ratio is None or ratio[0] != 0):
+        raise NotImplementedError("Dropout in training mode (graphopt compiles inference graphs)")
+    y = cx.add("identity", [a[0]])
+    if len(n.output) < 2 or not n.output[1]:
+        return y
+    shape = list(y.type.shape)
+    return y, cx.add("full", [], shape=shape, value=1.0, dtype=DType.BOOL)
 
 
 @converter("HardSigmoid")
@@ -286,9 +352,17 @@ def _hardsigmoid(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 @converter("Clip")
 def _clip(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    lo = cx.known(a[1]) if len(a) > 1 and a[1] is not None else None
-    hi = cx.known(a[2]) if len(a) > 2 and a[2] is not None else None
-    return cx.add("clamp", [a[0]], min=float(lo[0]) if lo else None, max=float(hi[0]) if hi else None)
+    y = a[0]
+    lo = a[1] if len(a) > 1 else None
+    hi = a[2] if len(a) > 2 else None
+    if y.type.dtype.is_float and (lo is None or cx.known(lo)) and (hi is None or cx.known(hi)):
+        return cx.add("clamp", [y], min=float(cx.known(lo)[0]) if lo is not None else None,  # type: ignore[index]
+                      max=float(cx.known(hi)[0]) if hi is not None else None)  # type: ignore[index]
+    if lo is not None:  # run-time bounds (or integer data): max then min, as the spec defines Clip
+        y = cx.add("maximum", [y, lo])
+    if hi is not None:
+        y = cx.add("minimum", [y, hi])
+    return y if lo is not None or hi is not None else cx.add("identity", [y])
 
 
 @converter("Cast")
@@ -299,6 +373,14 @@ def _cast(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     if isinstance(a[0], _Known) and dt.is_int:
         return a[0]
     return cx.add("cast", a, dtype=dt)
+
+
+@converter("CastLike")
+def _cast_like(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    dt = cx.tensor(a[1]).type.dtype
+    if isinstance(a[0], _Known) and dt.is_int:
+        return a[0]
+    return cx.add("cast", [a[0]], dtype=dt)
 
 
 @converter("Gemm")
@@ -488,7 +570,7 @@ def _range(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 @converter("Trilu")
 def _trilu(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    k = cx.known(a[1])[0] if len(a) > 1 and a[1] is not None else 0  # type: ignore[index]
+    k = _need(cx, a[1], "Trilu k")[0] if len(a) > 1 and a[1] is not None else 0
     return cx.add("triu" if _attrs(n).get("upper", 1) else "tril", [a[0]], diagonal=int(k))
 
 
@@ -524,9 +606,15 @@ for _ox, _ir in {"ReduceSum": "reduce_sum", "ReduceMean": "reduce_mean", "Reduce
 @converter("ArgMax", "ArgMin")
 def _argmax(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     at = _attrs(n)
-    if at.get("select_last_index", 0):
-        raise NotImplementedError("select_last_index")
-    return cx.add(n.op_type.lower(), a, axis=at.get("axis", 0), keepdims=bool(at.get("keepdims", 1)))
+    x, axis, keep = cx.tensor(a[0]), at.get("axis", 0), bool(at.get("keepdims", 1))
+    if not at.get("select_last_index", 0):
+        return cx.add(n.op_type.lower(), [x], axis=axis, keepdims=keep)
+    size = x.type.shape[axis]
+    if not isinstance(size, int):
+        raise NotImplementedError("select_last_index along a symbolic dim")
+    flipped = cx.add("gather", [x, cx.const(np.arange(size - 1, -1, -1), DType.I64)], axis=axis)
+    idx = cx.add(n.op_type.lower(), [flipped], axis=axis, keepdims=keep)
+    return cx.add("sub", [cx.const(size - 1, DType.I64), idx])
 
 
 @converter("TopK")
@@ -537,18 +625,31 @@ def _topk(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 # -- nn ------------------------------------------------------------------------------------------------------
-def _spatial(at: dict[str, Any], nd: int) -> dict[str, Any]:
-    if at.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise NotImplementedError(f"auto_pad={at['auto_pad']!r}")
-    return {"strides": list(at.get("strides", [1] * nd)), "pads": list(at.get("pads", [0] * 2 * nd)),
-            "dilations": list(at.get("dilations", [1] * nd))}
+def _spatial(at: dict[str, Any], x: Value, kernel: list[int]) -> dict[str, Any]:
+    nd = len(kernel)
+    strides, dil = list(at.get("strides", [1] * nd)), list(at.get("dilations", [1] * nd))
+    pads = list(at.get("pads", [0] * 2 * nd))
+    mode = at.get("auto_pad", "NOTSET")
+    if mode == "VALID":
+        pads = [0] * 2 * nd
+    elif mode in ("SAME_UPPER", "SAME_LOWER"):
+        sizes = x.type.shape[2:]
+        if not all(isinstance(d, int) for d in sizes):
+            raise NotImplementedError(f"auto_pad={mode} on symbolic spatial dims")
+        total = [max((-(-d // s) - 1) * s + (k - 1) * dl + 1 - d, 0)
+                 for d, s, k, dl in zip(sizes, strides, kernel, dil)]
+        small = [t // 2 for t in total]
+        begin = small if mode == "SAME_UPPER" else [t - h for t, h in zip(total, small)]
+        pads = begin + [t - b for t, b in zip(total, begin)]
+    return {"strides": strides, "pads": pads, "dilations": dil}
 
 
 @converter("Conv")
 def _conv(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     at = _attrs(n)
-    nd = cx.tensor(a[1]).type.rank - 2
-    return cx.add("conv", [x for x in a if x is not None], groups=at.get("group", 1), **_spatial(at, nd))
+    kernel = list(at.get("kernel_shape", cx.tensor(a[1]).type.shape[2:]))
+    return cx.add("conv", [x for x in a if x is not None], groups=at.get("group", 1),
+                  **_spatial(at, cx.tensor(a[0]), kernel))
 
 
 @converter("MaxPool", "AveragePool")
@@ -557,7 +658,7 @@ def _pool(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     if len(n.output) > 1 and n.output[1]:
         raise NotImplementedError("MaxPool indices output")
     k = list(at["kernel_shape"])
-    sp = _spatial(at, len(k))
+    sp = _spatial(at, cx.tensor(a[0]), k)
     if n.op_type == "MaxPool":
         return cx.add("max_pool", [a[0]], kernel=k, ceil_mode=bool(at.get("ceil_mode", 0)), **sp)
     if at.get("dilations") and any(d != 1 for d in at["dilations"]):
@@ -581,15 +682,6 @@ def _batch_norm(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     return cx.add("batch_norm", a[:5], eps=_attrs(n).get("epsilon", 1e-5))
 
 
-@converter("LayerNormalization")
-def _layer_norm(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
-    if len(n.output) > 1 and any(n.output[1:]):
-        raise NotImplementedError("LayerNormalization mean/inv_std_dev outputs")
-    return cx.add("layer_norm", [x for x in a if x is not None], axis=at.get("axis", -1),
-                  eps=at.get("epsilon", 1e-5))
-
-
 @converter("QuantizeLinear", "DequantizeLinear")
 def _qdq(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     op = "quantize_linear" if n.op_type == "QuantizeLinear" else "dequantize_linear"
@@ -611,3 +703,6 @@ def _gather_nd(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     parts = [cx.add("squeeze", [cx.add("slice", [idx], starts=[j], ends=[j + 1], axes=[last])], axes=[last])
              for j in range(k)]
     return cx.add("index", [a[0], *parts], axis=0)
+
+
+from . import onnx_composite  # noqa: E402,F401 - registers the decomposed ops

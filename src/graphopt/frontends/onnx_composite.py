@@ -1,0 +1,534 @@
+"""ONNX ops that graphopt expresses with its core IR ops instead of giving each its own IR op.
+
+Norms, losses, attention, rotary embeddings and the rarer reductions and activations decompose into a handful of
+core ops, so every backend runs them without new kernels and the fusion passes see the same shapes they see in
+exporter output. Each converter follows the op's definition in the ONNX spec (and `onnx.reference`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from graphopt.ir import DType, Value
+
+from .onnx_import import _attrs, _Ctx, _need, converter
+
+_NEG_INF = float("-inf")
+
+
+def _axes_of(cx: _Ctx, n: Any, a: list[Any], rank: int) -> list[int] | None:
+    """Reduce axes from the attribute (opset < 18) or the second input; None = all."""
+    axes = _attrs(n).get("axes")
+    if axes is None and len(a) > 1 and a[1] is not None:
+        axes = _need(cx, a[1], "reduce axes")
+    return [int(x) % rank for x in axes] if axes else None
+
+
+def _reduce_composite(pre: str | None, op: str, post: str | None) -> Any:
+    def conv(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+        x = cx.tensor(a[0])
+        at = _attrs(n)
+        axes = _axes_of(cx, n, a, x.type.rank)
+        if axes is None and at.get("noop_with_empty_axes", 0):
+            return cx.add("identity", [x])
+        keep = bool(at.get("keepdims", 1))
+        y = {"abs": lambda: cx.add("abs", [x]), "square": lambda: cx.add("mul", [x, x]), None: lambda: x}[pre]()
+        y = cx.add(op, [y], axes=axes, keepdims=keep)
+        if post is not None:
+            y = cx.add(post, [y])
+        return y if y.type.dtype == x.type.dtype else cx.add("cast", [y], dtype=x.type.dtype)
+
+    return conv
+
+
+converter("ReduceL1")(_reduce_composite("abs", "reduce_sum", None))
+converter("ReduceL2")(_reduce_composite("square", "reduce_sum", "sqrt"))
+converter("ReduceSumSquare")(_reduce_composite("square", "reduce_sum", None))
+converter("ReduceLogSum")(_reduce_composite(None, "reduce_sum", "log"))
+
+
+@converter("ReduceLogSumExp")
+def _reduce_log_sum_exp(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    x = cx.tensor(a[0])
+    at = _attrs(n)
+    axes = _axes_of(cx, n, a, x.type.rank)
+    if axes is None and at.get("noop_with_empty_axes", 0):
+        return cx.add("identity", [x])
+    keep = bool(at.get("keepdims", 1))
+    if x.type.is_static and x.type.numel() == 0:
+        return cx.add("log", [cx.add("reduce_sum", [cx.add("exp", [x])], axes=axes, keepdims=keep)])
+    # log(sum(exp(x - m))) + m with m the max (finite: an all -inf slice gives -inf either way)
+    m = cx.add("reduce_max", [x], axes=axes, keepdims=True)
+    m = cx.add("where", [cx.add("isinf", [m]), cx.const(0, x.type.dtype), m])
+    s = cx.add("reduce_sum", [cx.add("exp", [cx.add("sub", [x, m])])], axes=axes, keepdims=True)
+    y = cx.add("add", [cx.add("log", [s]), m])
+    if not keep:
+        y = cx.add("squeeze", [y], axes=axes if axes is not None else list(range(x.type.rank)))
+    return y
+
+
+# -- activations ---------------------------------------------------------------------------------------------
+def _f(cx: _Ctx, v: float, like: Value) -> Value:
+    return cx.const(v, like.type.dtype)
+
+
+@converter("Selu")
+def _selu(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    alpha, gamma = at.get("alpha", 1.67326319217681884765625), at.get("gamma", 1.05070102214813232421875)
+    return cx.add("mul", [cx.add("elu", [a[0]], alpha=alpha), _f(cx, gamma, a[0])])
+
+
+@converter("Celu")
+def _celu(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    alpha = _attrs(n).get("alpha", 1.0)
+    scaled = cx.add("div", [a[0], _f(cx, alpha, a[0])], rounding_mode="none")
+    return cx.add("mul", [cx.add("elu", [scaled], alpha=1.0), _f(cx, alpha, a[0])])
+
+
+@converter("ThresholdedRelu")
+def _thresholded_relu(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    x = a[0]
+    return cx.add("where", [cx.add("gt", [x, _f(cx, _attrs(n).get("alpha", 1.0), x)]), x, _f(cx, 0, x)])
+
+
+@converter("Softsign")
+def _softsign(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    x = a[0]
+    return cx.add("div", [x, cx.add("add", [cx.add("abs", [x]), _f(cx, 1, x)])], rounding_mode="none")
+
+
+converter("Mish")(lambda cx, n, a: cx.add("mul", [a[0], cx.add("tanh", [cx.add("softplus", [a[0]])])]))
+
+
+@converter("Swish")
+def _swish(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    alpha = _attrs(n).get("alpha", 1.0)
+    x = a[0]
+    return cx.add("mul", [x, cx.add("sigmoid", [cx.add("mul", [x, _f(cx, alpha, x)]) if alpha != 1.0 else x])])
+
+
+@converter("PRelu")
+def _prelu(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    x, slope = a
+    return cx.add("where", [cx.add("lt", [x, _f(cx, 0, x)]), cx.add("mul", [x, slope]), x])
+
+
+@converter("Shrink")
+def _shrink(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    lambd, bias = at.get("lambd", 0.5), at.get("bias", 0.0)
+    x = a[0]
+    f = x.type.dtype.is_float
+    low = cx.add("lt", [x, cx.const(-lambd, x.type.dtype) if f else cx.const(int(-lambd), x.type.dtype)])
+    high = cx.add("gt", [x, cx.const(lambd if f else int(lambd), x.type.dtype)])
+    b = cx.const(bias if f else int(bias), x.type.dtype)
+    zero = cx.const(0, x.type.dtype)
+    return cx.add("where", [low, cx.add("add", [x, b]), cx.add("where", [high, cx.add("sub", [x, b]), zero])])
+
+
+@converter("Hardmax")
+def _hardmax(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    x = cx.tensor(a[0])
+    axis = _attrs(n).get("axis", -1) % x.type.rank
+    idx = cx.add("argmax", [x], axis=axis, keepdims=True)
+    size = x.type.shape[axis]
+    rng = cx.add("arange", [], end=size, dtype=DType.I64)
+    rng = cx.add("reshape", [rng], shape=[size] + [1] * (x.type.rank - 1 - axis))
+    return cx.add("cast", [cx.add("eq", [idx, rng])], dtype=x.type.dtype)
+
+
+# -- normalizations ------------------------------------------------------------------------------------------
+def _moments(cx: _Ctx, x: Value, axes: list[int]) -> tuple[Value, Value]:
+    mean = cx.add("reduce_mean", [x], axes=axes, keepdims=True)
+    centered = cx.add("sub", [x, mean])
+    var = cx.add("reduce_mean", [cx.add("mul", [centered, centered])], axes=axes, keepdims=True)
+    return mean, var
+
+
+@converter("LpNormalization")
+def _lp_normalization(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    x = cx.tensor(a[0])
+    axis, p = at.get("axis", -1) % x.type.rank, at.get("p", 2)
+    if p == 1:
+        norm = cx.add("reduce_sum", [cx.add("abs", [x])], axes=[axis], keepdims=True)
+    elif p == 2:
+        norm = cx.add("sqrt", [cx.add("reduce_sum", [cx.add("mul", [x, x])], axes=[axis], keepdims=True)])
+    else:
+        raise NotImplementedError(f"LpNormalization with p={p}")
+    y = cx.add("div", [x, norm], rounding_mode="none")
+    return cx.add("where", [cx.add("eq", [norm, _f(cx, 0, x)]), _f(cx, 0, x), y])
+
+
+@converter("MeanVarianceNormalization")
+def _mvn(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    x = cx.tensor(a[0])
+    axes = [int(i) % x.type.rank for i in _attrs(n).get("axes", [0, 2, 3])]
+    mean = cx.add("reduce_mean", [x], axes=axes, keepdims=True)
+    sq_mean = cx.add("reduce_mean", [cx.add("mul", [x, x])], axes=axes, keepdims=True)
+    var = cx.add("sub", [sq_mean, cx.add("mul", [mean, mean])])
+    std = cx.add("sqrt", [cx.add("add", [var, _f(cx, 1e-9, x)])])
+    return cx.add("div", [cx.add("sub", [x, mean]), std], rounding_mode="none")
+
+
+def _channel_param(cx: _Ctx, p: Value, rank: int) -> Value:
+    """A per-channel (C,) parameter shaped to broadcast against N, C, spatial..."""
+    return cx.add("reshape", [p], shape=[p.type.shape[0]] + [1] * (rank - 2))
+
+
+@converter("InstanceNormalization")
+def _instance_norm(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    x, scale, bias = cx.tensor(a[0]), a[1], a[2]
+    eps = _attrs(n).get("epsilon", 1e-5)
+    mean, var = _moments(cx, x, list(range(2, x.type.rank)))
+    y = cx.add("mul", [cx.add("sub", [x, mean]), cx.add("rsqrt", [cx.add("add", [var, _f(cx, eps, x)])])])
+    y = cx.add("mul", [y, _channel_param(cx, scale, x.type.rank)])
+    return cx.add("add", [y, _channel_param(cx, bias, x.type.rank)])
+
+
+@converter("GroupNormalization")
+def _group_norm(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    x, scale, bias = cx.tensor(a[0]), cx.tensor(a[1]), cx.tensor(a[2])
+    groups, eps = at["num_groups"], at.get("epsilon", 1e-5)
+    shape = list(x.type.shape)
+    c = shape[1]
+    if not isinstance(c, int):
+        raise NotImplementedError("GroupNormalization with a symbolic channel count")
+    grouped = cx.add("reshape", [x], shape=[shape[0], groups, -1])
+    mean, var = _moments(cx, grouped, [2])
+    y = cx.add("mul", [cx.add("sub", [grouped, mean]), cx.add("rsqrt", [cx.add("add", [var, _f(cx, eps, x)])])])
+    y = cx.add("reshape", [y], shape=shape)
+    if scale.type.shape[0] != c:  # opset 18: one scale/bias per group
+        scale = cx.add("reshape", [cx.add("expand", [cx.add("reshape", [scale], shape=[groups, 1])],
+                                          shape=[groups, c // groups])], shape=[c])
+        bias = cx.add("reshape", [cx.add("expand", [cx.add("reshape", [bias], shape=[groups, 1])],
+                                         shape=[groups, c // groups])], shape=[c])
+    y = cx.add("mul", [y, _channel_param(cx, scale, x.type.rank)])
+    return cx.add("add", [y, _channel_param(cx, bias, x.type.rank)])
+
+
+@converter("LRN")
+def _lrn(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    x = cx.tensor(a[0])
+    size, alpha, beta, bias = at["size"], at.get("alpha", 1e-4), at.get("beta", 0.75), at.get("bias", 1.0)
+    shape = list(x.type.shape)
+    sq = cx.add("mul", [x, x])
+    # sum over a window of `size` channels: an average pool along C on an (N, 1, C, rest) view
+    view = cx.add("reshape", [sq], shape=[shape[0], 1, shape[1], -1])
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    window = cx.add("avg_pool", [view], kernel=[size, 1], strides=[1, 1], pads=[lo, 0, hi, 0],
+                    count_include_pad=True)
+    window = cx.add("reshape", [window], shape=shape)
+    denom = cx.add("pow", [cx.add("add", [cx.add("mul", [window, _f(cx, alpha, x)]), _f(cx, bias, x)]),
+                           _f(cx, beta, x)])
+    return cx.add("div", [x, denom], rounding_mode="none")
+
+
+@converter("RMSNormalization")
+def _rms_normalization(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    if at.get("stash_type", 1) != 1:
+        raise NotImplementedError("RMSNormalization with stash_type other than float")
+    return cx.add("rms_norm", [a[0], a[1]], axis=at.get("axis", -1), eps=at.get("epsilon", 1e-5))
+
+
+@converter("LayerNormalization")
+def _layer_norm(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    x = cx.tensor(a[0])
+    axis, eps = at.get("axis", -1) % x.type.rank, at.get("epsilon", 1e-5)
+    args = [v for v in a[1:3] if v is not None]
+    if len(n.output) == 1 or not any(n.output[1:]):
+        return cx.add("layer_norm", [x, *args], axis=axis, eps=eps)
+    # the mean and 1/std outputs are asked for: spell it out, in float32 (stash_type) like the spec
+    z = x if x.type.dtype == DType.F32 else cx.add("cast", [x], dtype=DType.F32)
+    mean, var = _moments(cx, z, list(range(axis, x.type.rank)))
+    inv = cx.add("rsqrt", [cx.add("add", [var, cx.const(eps, DType.F32)])])
+    y = cx.add("mul", [cx.add("sub", [z, mean]), inv])
+    if z is not x:
+        y = cx.add("cast", [y], dtype=x.type.dtype)
+    y = cx.add("mul", [y, args[0]])
+    if len(args) > 1:
+        y = cx.add("add", [y, args[1]])
+    return y, mean, inv
+
+
+# -- layout --------------------------------------------------------------------------------------------------
+@converter("DepthToSpace")
+def _depth_to_space(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    x = cx.tensor(a[0])
+    b, c, h, w = x.type.shape
+    bs = at["blocksize"]
+    if at.get("mode", "DCR") == "DCR":
+        t = cx.add("reshape", [x], shape=[b, bs, bs, c // bs // bs, h, w])
+        t = cx.add("transpose", [t], perm=[0, 3, 4, 1, 5, 2])
+    else:
+        t = cx.add("reshape", [x], shape=[b, c // bs // bs, bs, bs, h, w])
+        t = cx.add("transpose", [t], perm=[0, 1, 4, 2, 5, 3])
+    return cx.add("reshape", [t], shape=[b, c // bs // bs, h * bs, w * bs])
+
+
+@converter("SpaceToDepth")
+def _space_to_depth(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    x = cx.tensor(a[0])
+    b, c, h, w = x.type.shape
+    bs = _attrs(n)["blocksize"]
+    t = cx.add("reshape", [x], shape=[b, c, h // bs, bs, w // bs, bs])
+    t = cx.add("transpose", [t], perm=[0, 3, 5, 1, 2, 4])
+    return cx.add("reshape", [t], shape=[b, c * bs * bs, h // bs, w // bs])
+
+
+@converter("EyeLike")
+def _eye_like(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    from onnx import helper
+
+    at = _attrs(n)
+    x = cx.tensor(a[0])
+    if not x.type.is_static:
+        raise NotImplementedError("EyeLike of a tensor with symbolic dims")
+    dtype = helper.tensor_dtype_to_np_dtype(at["dtype"]) if "dtype" in at else x.type.dtype.numpy
+    return cx.graph.add_constant(np.eye(*x.type.shape, k=at.get("k", 0), dtype=dtype))
+
+
+@converter("OneHot")
+def _one_hot(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    idx, values = cx.tensor(a[0]), cx.tensor(a[2])
+    depth = int(_need(cx, a[1], "OneHot depth")[0])
+    axis = _attrs(n).get("axis", -1) % (idx.type.rank + 1)
+    idx = idx if idx.type.dtype == DType.I64 else cx.add("cast", [idx], dtype=DType.I64)
+    idx = cx.add("where", [cx.add("lt", [idx, cx.const(0, DType.I64)]),
+                           cx.add("add", [idx, cx.const(depth, DType.I64)]), idx])
+    rng = cx.add("reshape", [cx.add("arange", [], end=depth, dtype=DType.I64)],
+                 shape=[depth] + [1] * (idx.type.rank - axis))
+    hot = cx.add("eq", [cx.add("unsqueeze", [idx], axes=[axis]), rng])
+    off, on = (cx.add("slice", [values], starts=[i], ends=[i + 1], axes=[0]) for i in (0, 1))
+    return cx.add("where", [hot, on, off])
+
+
+@converter("CenterCropPad")
+def _center_crop_pad(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    x = cx.tensor(a[0])
+    target = _need(cx, a[1], "CenterCropPad shape")
+    rank = x.type.rank
+    axes = [int(i) % rank for i in _attrs(n).get("axes", range(rank))]
+    starts, ends, pads = [], [], [0] * (2 * rank)
+    for ax, want in zip(axes, target):
+        have = x.type.shape[ax]
+        if not isinstance(have, int):
+            raise NotImplementedError("CenterCropPad on a symbolic dim")
+        if have > want:
+            s = (have - want) // 2
+            starts.append(s), ends.append(s + want)
+        else:
+            starts.append(0), ends.append(have)
+            pads[ax], pads[rank + ax] = (want - have) // 2, want - have - (want - have) // 2
+    y = cx.add("slice", [x], starts=starts, ends=ends, axes=axes)
+    return cx.add("pad", [y], pads=pads) if any(pads) else y
+
+
+# -- losses --------------------------------------------------------------------------------------------------
+def _nll(cx: _Ctx, logp: Value, target: Value, weight: Value | None, reduction: str,
+         ignore_index: int | None) -> Value:
+    target = target if target.type.dtype == DType.I64 else cx.add("cast", [target], dtype=DType.I64)
+    dt = logp.type.dtype
+    valid = None
+    if ignore_index is not None:
+        valid = cx.add("ne", [target, cx.const(ignore_index, DType.I64)])
+        target = cx.add("where", [valid, target, cx.const(0, DType.I64)])
+    picked = cx.add("squeeze", [cx.add("gather_elements", [logp, cx.add("unsqueeze", [target], axes=[1])], axis=1)],
+                    axes=[1])
+    loss = cx.add("neg", [picked])
+    w = cx.add("gather", [weight, target], axis=0) if weight is not None else None
+    if valid is not None:
+        mask = cx.add("cast", [valid], dtype=dt)
+        w = cx.add("mul", [w, mask]) if w is not None else mask
+    if w is not None:
+        loss = cx.add("mul", [loss, w])
+    if reduction == "none":
+        return loss
+    total = cx.add("reduce_sum", [loss], keepdims=False)
+    if reduction == "sum":
+        return total
+    denom = cx.add("reduce_sum", [w], keepdims=False) if w is not None else cx.const(
+        float(np.prod(target.type.shape)) if target.type.is_static else 0.0, dt)
+    if w is None and not target.type.is_static:
+        raise NotImplementedError("mean reduction over symbolic dims")
+    return cx.add("div", [total, denom], rounding_mode="none")
+
+
+@converter("NegativeLogLikelihoodLoss")
+def _nll_loss(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    weight = cx.tensor(a[2]) if len(a) > 2 and a[2] is not None else None
+    return _nll(cx, cx.tensor(a[0]), cx.tensor(a[1]), weight, at.get("reduction", "mean"), at.get("ignore_index"))
+
+
+@converter("SoftmaxCrossEntropyLoss")
+def _sce_loss(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    logp = cx.add("log_softmax", [a[0]], axis=1)
+    weight = cx.tensor(a[2]) if len(a) > 2 and a[2] is not None else None
+    loss = _nll(cx, logp, cx.tensor(a[1]), weight, at.get("reduction", "mean"), at.get("ignore_index"))
+    return (loss, logp) if len(n.output) > 1 and n.output[1] else loss
+
+
+# -- attention -----------------------------------------------------------------------------------------------
+def _heads(cx: _Ctx, x: Value, heads: int) -> Value:
+    """(B, S, H*D) → (B, H, S, D)."""
+    b, s, hidden = x.type.shape
+    y = cx.add("reshape", [x], shape=[b, s, heads, -1])
+    return cx.add("transpose", [y], perm=[0, 2, 1, 3])
+
+
+def _bias_from_mask(cx: _Ctx, mask: Value, dt: DType) -> Value:
+    if mask.type.dtype == DType.BOOL:
+        return cx.add("where", [mask, cx.const(0, dt), cx.const(_NEG_INF, dt)])
+    return mask
+
+
+@converter("Attention")
+def _attention(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    a = a + [None] * (7 - len(a))
+    q, k, v, mask, past_k, past_v, nonpad = a[:7]
+    if nonpad is not None or at.get("left_window_size", -1) >= 0 or at.get("right_window_size", -1) >= 0:
+        raise NotImplementedError("Attention with nonpad_kv_seqlen or a sliding window")
+    three_d = q.type.rank == 3
+    if three_d:
+        q, k, v = _heads(cx, q, at["q_num_heads"]), _heads(cx, k, at["kv_num_heads"]), _heads(cx, v, at["kv_num_heads"])
+    dt = q.type.dtype
+    scale = at.get("scale", 1 / np.sqrt(q.type.shape[3]))
+    root = cx.const(np.sqrt(scale), dt)  # like the spec: both Q and K scaled by sqrt(scale)
+    present_k = cx.add("concat", [past_k, k], axis=2) if past_k is not None else k
+    present_v = cx.add("concat", [past_v, v], axis=2) if past_v is not None else v
+    nq, nkv = q.type.shape[2], present_k.type.shape[2]
+    bias = None
+    if mask is not None and isinstance(nkv, int) and mask.type.shape[-1] != nkv:
+        fill = 0.0 if mask.type.dtype == DType.BOOL else _NEG_INF
+        pads = [0] * (2 * mask.type.rank)
+        pads[2 * mask.type.rank - 1] = nkv - mask.type.shape[-1]
+        mask = cx.add("pad", [mask], pads=pads, value=fill)
+    if mask is not None:
+        bias = _bias_from_mask(cx, mask, dt)
+    if at.get("is_causal", 0):
+        if not (isinstance(nq, int) and isinstance(nkv, int)):
+            raise NotImplementedError("causal Attention over symbolic sequence lengths")
+        offset = past_k.type.shape[2] if past_k is not None else 0
+        i, j = np.arange(nq)[:, None], np.arange(nkv)[None, :]
+        causal = cx.const(np.where(j <= i + offset, 0.0, -np.inf), dt)
+        bias = cx.add("add", [bias, causal]) if bias is not None else causal
+    kk, vv = present_k, present_v
+    hq, hk = q.type.shape[1], kk.type.shape[1]
+    if hq != hk:  # grouped-query attention: repeat each KV head (h0, h0, h1, h1, ...)
+        reps = hq // hk
+
+        def repeat(t: Value) -> Value:
+            b, h, s, d = t.type.shape
+            e = cx.add("expand", [cx.add("unsqueeze", [t], axes=[2])], shape=[b, h, reps, s, d])
+            return cx.add("reshape", [e], shape=[b, h * reps, s, d])
+
+        kk, vv = repeat(kk), repeat(vv)
+    qk = cx.add("matmul", [cx.add("mul", [q, root]),
+                           cx.add("transpose", [cx.add("mul", [kk, root])], perm=[0, 1, 3, 2])])
+    softcap = at.get("softcap")
+    if softcap:
+        cap = cx.const(softcap, dt)
+        qk = cx.add("mul", [cx.add("tanh", [cx.add("div", [qk, cap], rounding_mode="none")]), cap])
+    scores = cx.add("add", [qk, bias]) if bias is not None else qk
+    mode = at.get("qk_matmul_output_mode", 0)
+    qk_out = scores if mode == 2 else qk
+    sm = scores
+    if "softmax_precision" in at:
+        from onnx import helper
+
+        sm = cx.add("cast", [sm], dtype=DType.from_numpy(helper.tensor_dtype_to_np_dtype(at["softmax_precision"])))
+    probs = cx.add("softmax", [sm], axis=-1)
+    if bias is not None and mask is not None:  # a fully masked row attends to nothing: zeros, not NaN
+        dead = cx.add("isinf", [cx.add("reduce_max", [bias], axes=[-1 % bias.type.rank], keepdims=True)])
+        probs = cx.add("where", [dead, cx.const(0, probs.type.dtype), probs])
+    if mode == 3:
+        qk_out = probs
+    if probs.type.dtype != dt:
+        probs = cx.add("cast", [probs], dtype=dt)
+    y = cx.add("matmul", [probs, vv])
+    if three_d:
+        b, h, s, d = y.type.shape
+        y = cx.add("reshape", [cx.add("transpose", [y], perm=[0, 2, 1, 3])], shape=[b, s, -1])
+    if qk_out.type.dtype != dt:
+        qk_out = cx.add("cast", [qk_out], dtype=dt)
+    return y, present_k, present_v, qk_out
+
+
+@converter("RotaryEmbedding")
+def _rotary(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    x, cos, sin = cx.tensor(a[0]), cx.tensor(a[1]), cx.tensor(a[2])
+    pos = cx.tensor(a[3]) if len(a) > 3 and a[3] is not None else None
+    shape = list(x.type.shape)
+    if x.type.rank == 4:  # (B, H, S, D) → (B, S, H, D)
+        t = cx.add("transpose", [x], perm=[0, 2, 1, 3])
+    else:
+        t = cx.add("reshape", [x], shape=[shape[0], shape[1], at["num_heads"], -1])
+    d = t.type.shape[3]
+    rot = at.get("rotary_embedding_dim", 0) or d
+    if pos is not None:
+        cos, sin = cx.add("gather", [cos, pos], axis=0), cx.add("gather", [sin, pos], axis=0)
+    cos, sin = cx.add("unsqueeze", [cos], axes=[2]), cx.add("unsqueeze", [sin], axes=[2])
+    x_rot = cx.add("slice", [t], starts=[0], ends=[rot], axes=[3])
+    if at.get("interleaved", 0):
+        x1 = cx.add("slice", [x_rot], starts=[0], ends=[rot], axes=[3], steps=[2])
+        x2 = cx.add("slice", [x_rot], starts=[1], ends=[rot], axes=[3], steps=[2])
+    else:
+        x1, x2 = cx.add("split", [x_rot], axis=3, sizes=[rot // 2, rot // 2])
+    real = cx.add("sub", [cx.add("mul", [cos, x1]), cx.add("mul", [sin, x2])])
+    imag = cx.add("add", [cx.add("mul", [sin, x1]), cx.add("mul", [cos, x2])])
+    if at.get("interleaved", 0):
+        pair = cx.add("concat", [cx.add("unsqueeze", [real], axes=[4]), cx.add("unsqueeze", [imag], axes=[4])], axis=4)
+        rotated = cx.add("reshape", [pair], shape=list(x_rot.type.shape))
+    else:
+        rotated = cx.add("concat", [real, imag], axis=3)
+    if rot < d:
+        rotated = cx.add("concat", [rotated, cx.add("slice", [t], starts=[rot], ends=[d], axes=[3])], axis=3)
+    if x.type.rank == 4:
+        return cx.add("transpose", [rotated], perm=[0, 2, 1, 3])
+    return cx.add("reshape", [rotated], shape=shape)
+
+
+# -- quantized matmul ----------------------------------------------------------------------------------------
+@converter("QLinearMatMul")
+def _qlinear_matmul(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    xa, sa, za, xb, sb, zb, sy, zy = (cx.tensor(v) for v in a)
+    fa = cx.add("dequantize_linear", [xa, sa, za], axis=1)
+    fb = cx.add("dequantize_linear", [xb, sb, zb], axis=1)
+    return cx.add("quantize_linear", [cx.add("matmul", [fa, fb]), sy, zy], axis=1)
+
+
+# -- windows: constants once the size is known ---------------------------------------------------------------
+def _window(kind: str) -> Any:
+    def conv(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+        from onnx import helper
+
+        at = _attrs(n)
+        size = int(_need(cx, a[0], f"{n.op_type} size")[0])
+        periodic = at.get("periodic", 1)
+        denom = size if periodic else size - 1
+        k = np.arange(size, dtype=np.float64)
+        x = 2 * np.pi * k / max(denom, 1)
+        w = {"hann": lambda: 0.5 - 0.5 * np.cos(x),
+             "hamming": lambda: 25 / 46 - (21 / 46) * np.cos(x),
+             "blackman": lambda: 0.42 - 0.5 * np.cos(x) + 0.08 * np.cos(2 * x)}[kind]()
+        dtype = helper.tensor_dtype_to_np_dtype(at.get("output_datatype", 1))
+        return cx.graph.add_constant(w.astype(dtype))
+
+    return conv
+
+
+converter("HannWindow")(_window("hann"))
+converter("HammingWindow")(_window("hamming"))
+converter("BlackmanWindow")(_window("blackman"))
