@@ -138,7 +138,8 @@ for _ir, _ox in {"abs": "Abs", "neg": "Neg", "exp": "Exp", "log": "Log", "sqrt":
                  "cos": "Cos", "tanh": "Tanh", "sigmoid": "Sigmoid", "erf": "Erf", "floor": "Floor",
                  "ceil": "Ceil", "round": "Round", "sign": "Sign", "reciprocal": "Reciprocal", "logical_not": "Not",
                  "isnan": "IsNaN", "isinf": "IsInf", "hardswish": "HardSwish", "identity": "Identity",
-                 "dropout": "Identity"}.items():
+                 "dropout": "Identity",
+                 "tan": "Tan", "asin": "Asin", "acos": "Acos", "atan": "Atan", "sinh": "Sinh", "cosh": "Cosh", "asinh": "Asinh", "acosh": "Acosh", "atanh": "Atanh"}.items():
     exports(_ir)(_simple(_ox))
 exports("relu")(lambda cx, n, a: cx.emit("Relu", a) if n.inputs[0].type.dtype.is_float else cx.emit(
     "Max", [a[0], cx.const(0, n.inputs[0].type.dtype)]))

@@ -49,6 +49,8 @@ _CALLS = {
     "logical_and": "torch.logical_and", "logical_or": "torch.logical_or", "logical_xor": "torch.logical_xor",
     "fmod": "torch.fmod", "remainder": "torch.remainder", "matmul": "torch.matmul", "where": "torch.where",
     "linear": "F.linear", "identity": "", "dropout": "",
+    "tan": "torch.tan", "asin": "torch.asin", "acos": "torch.acos", "atan": "torch.atan", "sinh": "torch.sinh",
+    "cosh": "torch.cosh", "asinh": "torch.asinh", "acosh": "torch.acosh", "atanh": "torch.atanh",
 }
 for _op, _fn in _CALLS.items():
     emits(_op)(lambda n, a, at, _f=_fn: f"{_f}({', '.join(a)})" if _f else a[0])
@@ -66,7 +68,8 @@ emits("gelu")(lambda n, a, at: f"F.gelu({a[0]}, approximate={at['approximate']!r
 emits("elu")(lambda n, a, at: f"F.elu({a[0]}, {at['alpha']!r})")
 emits("leaky_relu")(lambda n, a, at: f"F.leaky_relu({a[0]}, {at['negative_slope']!r})")
 emits("softplus")(lambda n, a, at: f"F.softplus({a[0]}, {at['beta']!r}, {at['threshold']!r})")
-emits("clamp")(lambda n, a, at: f"torch.clamp({a[0]}, {at['min']!r}, {at['max']!r})")
+emits("clamp")(lambda n, a, at: f"torch.clamp({a[0]}, {at['min']!r}, {at['max']!r})"
+               if at["min"] is not None or at["max"] is not None else f"{a[0]}.clone()")
 emits("softmax")(lambda n, a, at: f"torch.softmax({a[0]}, {at['axis']})")
 emits("log_softmax")(lambda n, a, at: f"torch.log_softmax({a[0]}, {at['axis']})")
 emits("cast")(lambda n, a, at: f"{a[0]}.to({_dt(at['dtype'])})")
@@ -196,14 +199,16 @@ def _pool(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     strides = at["strides"] or (1,) * nd  # the IR follows ONNX: stride 1 unless given
     pads = at["pads"] or (0,) * (2 * nd)
     x = a[0]
+    torch_ok = _sym_pads(pads, nd) and all(2 * p <= k for p, k in zip(pads, at["kernel"]))
     if n.op.name == "max_pool":
-        if not _sym_pads(pads, nd):
+        if not torch_ok:
             x, pads = f"rt.pad_spatial({x}, {_tuple(pads)}, float('-inf'))", (0,) * (2 * nd)
         dil = at["dilations"] or (1,) * nd
         return (f"F.max_pool{nd}d({x}, {_tuple(at['kernel'])}, {_tuple(strides)}, {_tuple(pads[:nd])}, "
                 f"{_tuple(dil)}, ceil_mode={at['ceil_mode']})")
-    if not _sym_pads(pads, nd):
-        raise NotImplementedError("asymmetric average-pool padding")
+    if not torch_ok:
+        return (f"rt.avg_pool({x}, {_tuple(at['kernel'])}, {_tuple(strides)}, {_tuple(pads)}, {at['ceil_mode']}, "
+                f"{at['count_include_pad']})")
     return (f"F.avg_pool{nd}d({x}, {_tuple(at['kernel'])}, {_tuple(strides)}, {_tuple(pads[:nd])}, "
             f"ceil_mode={at['ceil_mode']}, count_include_pad={at['count_include_pad']})")
 

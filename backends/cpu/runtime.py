@@ -17,6 +17,26 @@ def pad_spatial(x: torch.Tensor, pads: Sequence[int], value: float) -> torch.Ten
     return F.pad(x, torch_pads, value=value)
 
 
+def avg_pool(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int], ceil_mode: bool,
+             count_include_pad: bool) -> torch.Tensor:
+    """Average pooling with any ONNX pads (torch takes only symmetric pads up to half the kernel).
+
+    Window sums over the explicitly padded input, divided by how many counted elements each window covers.
+    """
+    nd = len(kernel)
+    pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[nd]
+    kw = {"ceil_mode": ceil_mode, "count_include_pad": True}
+    if nd > 1:
+        kw["divisor_override"] = 1
+    padded = pad_spatial(x, pads, 0.0)
+    ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
+    mask = pad_spatial(ones, pads, 1.0 if count_include_pad else 0.0)
+    sums, counts = pool(padded, kernel, strides, 0, **kw), pool(mask, kernel, strides, 0, **kw)
+    if nd == 1:  # avg_pool1d has no divisor_override: undo its division
+        sums, counts = sums * kernel[0], counts * kernel[0]
+    return sums / counts
+
+
 def reduce_prod(x: torch.Tensor, axes: Sequence[int], keepdims: bool) -> torch.Tensor:
     for ax in sorted((a % max(x.dim(), 1) for a in axes), reverse=True):
         x = torch.prod(x, ax, keepdim=keepdims)

@@ -251,7 +251,7 @@ def _simple(op: str, **fixed: Any) -> Converter:
 
 
 for _ox, _ir in {"Abs": "abs", "Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Sin": "sin", "Cos": "cos",
-                 "Tanh": "tanh", "Sigmoid": "sigmoid", "Relu": "relu", "Erf": "erf", "Floor": "floor", "Ceil": "ceil",
+                 "Tanh": "tanh", "Tan": "tan", "Asin": "asin", "Acos": "acos", "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh", "Asinh": "asinh", "Acosh": "acosh", "Atanh": "atanh", "Sigmoid": "sigmoid", "Relu": "relu", "Erf": "erf", "Floor": "floor", "Ceil": "ceil",
                  "Round": "round", "Sign": "sign", "Reciprocal": "reciprocal", "Not": "logical_not",
                  "IsNaN": "isnan", "HardSwish": "hardswish", "Identity": "identity", "And": "logical_and",
                  "Or": "logical_or", "Xor": "logical_xor", "Equal": "eq", "Less": "lt", "LessOrEqual": "le",
@@ -488,7 +488,16 @@ def _gather(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     return cx.add("gather", a, axis=axis)
 
 
-converter("GatherElements")(lambda cx, n, a: cx.add("gather_elements", a, axis=_attrs(n).get("axis", 0)))
+@converter("GatherElements")
+def _gather_elements(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    x, idx = cx.tensor(a[0]), cx.tensor(a[1])
+    axis = _attrs(n).get("axis", 0) % x.type.rank
+    if idx.const is None or (idx.const < 0).any():  # ONNX counts negative indices from the end
+        size = cx.const(x.type.shape[axis], idx.type.dtype) if isinstance(x.type.shape[axis], int) else None
+        if size is None:
+            raise NotImplementedError("GatherElements along a symbolic dim")
+        idx = cx.add("where", [cx.add("lt", [idx, cx.const(0, idx.type.dtype)]), cx.add("add", [idx, size]), idx])
+    return cx.add("gather_elements", [x, idx], axis=axis)
 
 
 @converter("Slice")
@@ -537,11 +546,33 @@ def _split(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 @converter("Pad")
 def _pad(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    pads = _need(cx, a[1], "Pad pads")
-    value = cx.known(a[2])[0] if len(a) > 2 and a[2] is not None else 0.0  # type: ignore[index]
-    if len(a) > 3 and a[3] is not None:
-        raise NotImplementedError("Pad with axes")
-    return cx.add("pad", [a[0]], pads=pads, mode=_attrs(n).get("mode", "constant"), value=float(value))
+    x = cx.tensor(a[0])
+    rank = x.type.rank
+    given = [int(p) for p in _need(cx, a[1], "Pad pads")]
+    value = cx.known(a[2]) if len(a) > 2 and a[2] is not None else [0.0]
+    if value is None:
+        raise NotImplementedError("Pad value must be known at import time")
+    axes = [int(i) % rank for i in _need(cx, a[3], "Pad axes")] if len(a) > 3 and a[3] is not None else list(range(rank))
+    pads = [0] * (2 * rank)
+    for k, ax in enumerate(axes):
+        pads[ax], pads[rank + ax] = given[k], given[len(axes) + k]
+    if any(p < 0 for p in pads):  # negative pads crop
+        starts = [max(-pads[i], 0) for i in range(rank)]
+        ends = [dim_add(x.type.shape[i], pads[rank + i]) if pads[rank + i] < 0 else _BIG for i in range(rank)]
+        x = cx.add("slice", [x], starts=starts, ends=ends, axes=list(range(rank)))
+        pads = [max(p, 0) for p in pads]
+    mode = _attrs(n).get("mode", "constant")
+    if mode == "wrap":  # take from the other end, one concat per padded axis
+        for ax in range(rank):
+            b, e = pads[ax], pads[rank + ax]
+            size = x.type.shape[ax]
+            parts = ([cx.add("slice", [x], starts=[size - b], ends=[size], axes=[ax])] if b else []) + [x] + (
+                [cx.add("slice", [x], starts=[0], ends=[e], axes=[ax])] if e else [])
+            x = cx.add("concat", parts, axis=ax) if len(parts) > 1 else x
+        return cx.add("identity", [x])
+    if not any(pads):
+        return cx.add("identity", [x])
+    return cx.add("pad", [x], pads=pads, mode=mode, value=float(value[0]))
 
 
 @converter("ConstantOfShape")
@@ -577,10 +608,21 @@ def _trilu(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 @converter("CumSum")
 def _cumsum(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     at = _attrs(n)
-    if at.get("exclusive", 0) or at.get("reverse", 0):
-        raise NotImplementedError("exclusive or reverse CumSum")
-    y = cx.add("cumsum", [a[0]], axis=int(_need(cx, a[1], "CumSum axis")[0]))
-    return y if y.type.dtype == a[0].type.dtype else cx.add("cast", [y], dtype=a[0].type.dtype)
+    x = cx.tensor(a[0])
+    axis = int(_need(cx, a[1], "CumSum axis")[0]) % x.type.rank
+    flip = None
+    if at.get("reverse", 0):
+        size = x.type.shape[axis]
+        if not isinstance(size, int):
+            raise NotImplementedError("reverse CumSum along a symbolic dim")
+        flip = cx.const(np.arange(size - 1, -1, -1), DType.I64)
+        x = cx.add("gather", [x, flip], axis=axis)
+    y = cx.add("cumsum", [x], axis=axis)
+    if y.type.dtype != x.type.dtype:
+        y = cx.add("cast", [y], dtype=x.type.dtype)
+    if at.get("exclusive", 0):
+        y = cx.add("sub", [y, x])
+    return cx.add("gather", [y, flip], axis=axis) if flip is not None else y
 
 
 # -- reductions ----------------------------------------------------------------------------------------------
@@ -652,13 +694,22 @@ def _conv(cx: _Ctx, n: Any, a: list[Any]) -> Any:
                   **_spatial(at, cx.tensor(a[0]), kernel))
 
 
-@converter("MaxPool", "AveragePool")
+@converter("MaxPool", "AveragePool", "LpPool")
 def _pool(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     at = _attrs(n)
     if len(n.output) > 1 and n.output[1]:
         raise NotImplementedError("MaxPool indices output")
     k = list(at["kernel_shape"])
     sp = _spatial(at, cx.tensor(a[0]), k)
+    if n.op_type == "LpPool":
+        p = at.get("p", 2)
+        del sp["dilations"]
+        dt = cx.tensor(a[0]).type.dtype
+        powered = cx.add("pow", [cx.add("abs", [a[0]]), cx.const(p, dt)])
+        mean = cx.add("avg_pool", [powered], kernel=k, ceil_mode=bool(at.get("ceil_mode", 0)), count_include_pad=True,
+                      **sp)
+        total = cx.add("mul", [mean, cx.const(float(np.prod(k)), dt)])
+        return cx.add("pow", [total, cx.const(1.0 / p, dt)])
     if n.op_type == "MaxPool":
         return cx.add("max_pool", [a[0]], kernel=k, ceil_mode=bool(at.get("ceil_mode", 0)), **sp)
     if at.get("dilations") and any(d != 1 for d in at["dilations"]):
