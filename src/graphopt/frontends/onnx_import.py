@@ -756,4 +756,4 @@ def _gather_nd(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     return cx.add("index", [a[0], *parts], axis=0)
 
 
-from . import onnx_composite  # noqa: E402,F401 - registers the decomposed ops
+from . import onnx_composite, onnx_resize  # noqa: E402,F401 - registers the decomposed ops
