@@ -141,6 +141,21 @@ for _ir, _ox in {"abs": "Abs", "neg": "Neg", "exp": "Exp", "log": "Log", "sqrt":
                  "dropout": "Identity",
                  "tan": "Tan", "asin": "Asin", "acos": "Acos", "atan": "Atan", "sinh": "Sinh", "cosh": "Cosh", "asinh": "Asinh", "acosh": "Acosh", "atanh": "Atanh"}.items():
     exports(_ir)(_simple(_ox))
+exports("einsum")(lambda cx, n, a: cx.emit("Einsum", a, equation=n.attrs["equation"]))
+
+
+@exports("scatter_nd", "scatter_elements")
+def _scatter(cx: _Ctx, n: Node, a: list[str]) -> str:
+    red = n.attrs["reduction"]
+    if red in ("max", "min"):  # opset 18; graphopt exports opset 17
+        raise UnsupportedOpError(f"{n.describe()}: scatter with reduction={red!r} needs ONNX opset 18",
+                                 ops={n.op.name: 1})
+    extra = {} if red == "none" else {"reduction": red}
+    if n.op.name == "scatter_nd":
+        return cx.emit("ScatterND", a, **extra)
+    return cx.emit("ScatterElements", a, axis=n.attrs["axis"], **extra)
+
+
 exports("relu")(lambda cx, n, a: cx.emit("Relu", a) if n.inputs[0].type.dtype.is_float else cx.emit(
     "Max", [a[0], cx.const(0, n.inputs[0].type.dtype)]))
 exports("hardsigmoid")(_simple("HardSigmoid", alpha=1 / 6, beta=0.5))
@@ -367,6 +382,11 @@ def _spatial(n: Node, nd: int) -> dict[str, Any]:
 
 
 exports("conv")(lambda cx, n, a: cx.emit("Conv", a, group=n.attrs["groups"], **_spatial(n, n.inputs[1].type.rank - 2)))
+
+
+exports("conv_transpose")(lambda cx, n, a: cx.emit(
+    "ConvTranspose", a, group=n.attrs["groups"], **_spatial(n, n.inputs[1].type.rank - 2),
+    **({"output_padding": list(n.attrs["output_padding"])} if n.attrs["output_padding"] else {})))
 
 
 @exports("max_pool", "avg_pool")

@@ -47,7 +47,8 @@ _CALLS = {
     "isinf": "torch.isinf", "log1p": "torch.log1p", "silu": "F.silu", "hardswish": "F.hardswish",
     "hardsigmoid": "F.hardsigmoid", "maximum": "torch.maximum", "minimum": "torch.minimum",
     "logical_and": "torch.logical_and", "logical_or": "torch.logical_or", "logical_xor": "torch.logical_xor",
-    "fmod": "torch.fmod", "remainder": "torch.remainder", "matmul": "torch.matmul", "where": "torch.where",
+    "fmod": "torch.fmod", "remainder": "torch.remainder", "bitwise_and": "torch.bitwise_and",
+    "bitwise_or": "torch.bitwise_or", "bitwise_xor": "torch.bitwise_xor", "bitwise_not": "torch.bitwise_not", "matmul": "torch.matmul", "where": "torch.where",
     "linear": "F.linear", "identity": "", "dropout": "",
     "tan": "torch.tan", "asin": "torch.asin", "acos": "torch.acos", "atan": "torch.atan", "sinh": "torch.sinh",
     "cosh": "torch.cosh", "asinh": "torch.asinh", "acosh": "torch.acosh", "atanh": "torch.atanh",
@@ -79,6 +80,16 @@ emits("tril")(lambda n, a, at: f"torch.tril({a[0]}, {at['diagonal']})")
 emits("argmax")(lambda n, a, at: f"torch.argmax({a[0]}, {at['axis']}, {at['keepdims']})")
 emits("argmin")(lambda n, a, at: f"torch.argmin({a[0]}, {at['axis']}, {at['keepdims']})")
 emits("topk")(lambda n, a, at: f"torch.topk({a[0]}, {at['k']}, {at['axis']}, {at['largest']}, {at['sorted']})")
+emits("cumprod")(lambda n, a, at: f"torch.cumprod({a[0]}, {at['axis']}, dtype={_dt(n.outputs[0].type.dtype)})")
+emits("shift")(lambda n, a, at: f"rt.shift({a[0]}, {a[1]}, {at['left']})")
+emits("bitcast")(lambda n, a, at: f"{a[0]}.view({_dt(at['dtype'])})")
+emits("einsum")(lambda n, a, at: f"torch.einsum({at['equation']!r}, {', '.join(a)})")
+_SCATTER = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
+emits("scatter_elements")(lambda n, a, at: f"torch.scatter({a[0]}, {at['axis']}, {a[1]}, {a[2]})"
+                          if at["reduction"] == "none" else
+                          f"torch.scatter_reduce({a[0]}, {at['axis']}, {a[1]}, {a[2]}, "
+                          f"{_SCATTER[at['reduction']]!r})")
+emits("scatter_nd")(lambda n, a, at: f"rt.scatter_nd({a[0]}, {a[1]}, {a[2]}, {at['reduction']!r})")
 emits("gather_elements")(lambda n, a, at: f"torch.gather({a[0]}, {at['axis']}, {a[1]})")
 
 
@@ -211,6 +222,21 @@ def _pool(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
                 f"{at['count_include_pad']})")
     return (f"F.avg_pool{nd}d({x}, {_tuple(at['kernel'])}, {_tuple(strides)}, {_tuple(pads[:nd])}, "
             f"ceil_mode={at['ceil_mode']}, count_include_pad={at['count_include_pad']})")
+
+
+@emits("conv_transpose")
+def _conv_transpose(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    nd = n.inputs[1].type.rank - 2
+    strides = at["strides"] or (1,) * nd
+    dil = at["dilations"] or (1,) * nd
+    pads = at["pads"] or (0,) * (2 * nd)
+    extra = at["output_padding"] or (0,) * nd
+    bias = a[2] if len(a) > 2 else "None"
+    if _sym_pads(pads, nd) and all(e < max(s, d) for e, s, d in zip(extra, strides, dil)):
+        return (f"F.conv_transpose{nd}d({a[0]}, {a[1]}, {bias}, {_tuple(strides)}, {_tuple(pads[:nd])}, "
+                f"{_tuple(extra)}, {at['groups']}, {_tuple(dil)})")
+    return (f"rt.conv_transpose({a[0]}, {a[1]}, {bias}, {_tuple(strides)}, {_tuple(pads)}, {_tuple(extra)}, "
+            f"{at['groups']}, {_tuple(dil)})")
 
 
 emits("adaptive_avg_pool")(lambda n, a, at: f"F.adaptive_avg_pool{len(at['output_size'])}d({a[0]}, "

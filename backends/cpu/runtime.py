@@ -37,6 +37,48 @@ def avg_pool(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pad
     return sums / counts
 
 
+def conv_transpose(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, strides: Sequence[int],
+                   pads: Sequence[int], extra: Sequence[int], groups: int, dil: Sequence[int]) -> torch.Tensor:
+    """Transposed convolution with asymmetric pads or any output padding: full result, then crop/extend."""
+    nd = len(strides)
+    fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[nd]
+    y = pad_spatial(fn(x, w, None, strides, 0, 0, groups, dil), [0] * nd + list(extra), 0.0)
+    y = y[(slice(None), slice(None)) + tuple(slice(pads[i], y.shape[2 + i] - pads[i + nd]) for i in range(nd))]
+    return y if b is None else y + b.reshape((1, -1) + (1,) * nd)
+
+
+def shift(x: torch.Tensor, amount: torch.Tensor, left: bool) -> torch.Tensor:
+    """x << amount / x >> amount; amounts outside [0, bits) give 0 (or -1 for negative x shifted right)."""
+    bits = torch.iinfo(x.dtype).bits
+    amount = torch.as_tensor(amount).to(x.dtype)
+    valid = (amount >= 0) & (amount < bits)
+    safe = torch.where(valid, amount, torch.zeros_like(amount))
+    if left:
+        return torch.where(valid, torch.bitwise_left_shift(x, safe), torch.zeros((), dtype=x.dtype))
+    fill = torch.where(x < 0, -1, 0).to(x.dtype) if x.is_signed() else torch.zeros((), dtype=x.dtype)
+    return torch.where(valid, torch.bitwise_right_shift(x, safe), fill)
+
+
+_INDEX_REDUCE = {"mul": "prod", "max": "amax", "min": "amin"}
+
+
+def scatter_nd(x: torch.Tensor, indices: torch.Tensor, updates: torch.Tensor, reduction: str) -> torch.Tensor:
+    """ONNX ScatterND: rows of x addressed by the last dim of indices, written or reduced into a copy."""
+    k = indices.shape[-1]
+    lead = x.shape[:k]
+    strides = torch.tensor([int(torch.tensor(lead[i + 1:]).prod()) for i in range(k)], dtype=torch.int64)
+    flat = (indices.to(torch.int64) * strides).sum(-1).reshape(-1)
+    y = x.reshape((-1,) + tuple(x.shape[k:])).clone()
+    src = updates.reshape((-1,) + tuple(x.shape[k:]))
+    if reduction == "none":
+        y.index_copy_(0, flat, src)
+    elif reduction == "add":
+        y.index_add_(0, flat, src)
+    else:
+        y.index_reduce_(0, flat, src, _INDEX_REDUCE[reduction], include_self=True)
+    return y.reshape(x.shape)
+
+
 def reduce_prod(x: torch.Tensor, axes: Sequence[int], keepdims: bool) -> torch.Tensor:
     for ax in sorted((a % max(x.dim(), 1) for a in axes), reverse=True):
         x = torch.prod(x, ax, keepdim=keepdims)

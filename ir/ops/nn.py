@@ -32,6 +32,49 @@ def _check_k(a: Dim, b: Dim, what: str) -> None:
         raise ShapeError(f"{what}: contraction dims differ ({a} vs {b})")
 
 
+# -- einsum -----------------------------------------------------------------------------------------------
+def _einsum_terms(equation: str, ranks: list[int]) -> tuple[list[str], str]:
+    """Operand subscripts with '...' expanded to capital letters, and the output subscript."""
+    eq = equation.replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        raise ShapeError(f"einsum {equation!r} names {len(terms)} operands, got {len(ranks)}")
+    ell = max((r - (len(t) - 3) for t, r in zip(terms, ranks) if "..." in t), default=0)
+    caps = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    out_terms = []
+    for t, r in zip(terms, ranks):
+        if "..." in t:
+            k = r - (len(t) - 3)
+            t = t.replace("...", caps[ell - k:ell])
+        if len(t) != r:
+            raise ShapeError(f"einsum term {t!r} does not match an operand of rank {r}")
+        out_terms.append(t)
+    if "->" in eq:
+        out = rhs.replace("...", caps[:ell])
+    else:
+        letters = "".join(out_terms)
+        out = caps[:ell] + "".join(sorted(ch for ch in set(letters) if ch.islower() and letters.count(ch) == 1))
+    return out_terms, out
+
+
+def _einsum_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    terms, out = _einsum_terms(attrs["equation"], [t.rank for t in types])
+    dims: dict[str, Dim] = {}
+    for term, t in zip(terms, types):
+        for ch, d in zip(term, t.shape):
+            if ch.isupper() and dims.get(ch, 1) == 1 or ch not in dims:
+                dims[ch] = d
+    return tt(_same_dtype("einsum", *types), tuple(dims[ch] for ch in out))
+
+
+@register_op("einsum", inputs=["operands*"], infer=_einsum_infer, attrs={"equation": Attr("str")},
+             flops=lambda i, o, a: 2 * max(o[0].numel, 1) * max((t.numel for t in i), default=1))
+def _einsum(*operands: np.ndarray, equation: str) -> np.ndarray:
+    """Einstein summation (numpy/torch einsum), computed in f32 for half types."""
+    return np.einsum(equation, *[_c(x) for x in operands], optimize=True).astype(operands[0].dtype, copy=False)
+
+
 # -- matmul / linear -------------------------------------------------------------------------------------
 def _matmul_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     a, b = types
@@ -167,6 +210,56 @@ def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, 
     klet = "uvwxyz"[:nd]
     y = np.einsum(f"ngc{letters}{klet},gmc{klet}->ngm{letters}", win, w, optimize=True)
     y = y.reshape((n, m) + out)
+    if bias is not None:
+        y = y + _c(bias).reshape((1, m) + (1,) * nd)
+    return y.astype(x.dtype, copy=False)
+
+
+def _conv_t_shape(x: TensorType, w: TensorType, attrs: Mapping[str, Any]) -> tuple[Dim, ...]:
+    nd = x.rank - 2
+    strides, pads, dil = _spatial(attrs, nd)
+    extra = attrs["output_padding"] or (0,) * nd
+    out: list[Dim] = []
+    for i in range(nd):
+        n, k = x.shape[2 + i], w.shape[2 + i]
+        if not isinstance(n, int) or not isinstance(k, int):
+            raise ShapeError("conv_transpose needs static spatial dims")
+        out.append(strides[i] * (n - 1) + extra[i] + (k - 1) * dil[i] + 1 - pads[i] - pads[i + nd])
+    return tuple(out)
+
+
+def _conv_t_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x, w = types[0], types[1]
+    dtype = _same_dtype("conv_transpose", *types)
+    if x.rank < 3 or w.rank != x.rank or x.shape[1] != w.shape[0]:
+        raise ShapeError(f"conv_transpose needs x[N,C,...] and weight[C,M/groups,...], got {x} and {w}")
+    return tt(dtype, (x.shape[0], w.shape[1] * attrs["groups"]) + _conv_t_shape(x, w, attrs))
+
+
+@register_op("conv_transpose", inputs=["x", "weight", "bias?"], infer=_conv_t_infer,
+             flops=lambda i, o, a: 2 * i[0].numel * math.prod(i[1].shape[1:]),
+             attrs={**_SPATIAL, "output_padding": Attr("ints", None, optional=True), "groups": Attr("int", 1)})
+def _conv_transpose(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, strides: Any, pads: Any,
+                    dilations: Any, output_padding: Any, groups: int) -> np.ndarray:
+    """Transposed convolution (ONNX ConvTranspose): each input element scatters weight-scaled copies."""
+    nd = x.ndim - 2
+    strides, pads, dil = _spatial({"strides": strides, "pads": pads, "dilations": dilations}, nd)
+    extra = output_padding or (0,) * nd
+    n, c = x.shape[:2]
+    kernel = weight.shape[2:]
+    m = weight.shape[1] * groups
+    full = tuple(strides[i] * (x.shape[2 + i] - 1) + (kernel[i] - 1) * dil[i] + 1 + extra[i] for i in range(nd))
+    y = np.zeros((n, groups, m // groups) + full, dtype=np.float64 if x.dtype == np.float64 else np.float32)
+    xg = _c(x).reshape((n, groups, c // groups) + x.shape[2:])
+    wg = _c(weight).reshape((groups, c // groups, m // groups) + tuple(kernel))
+    letters = "opqrst"[:nd]
+    for offs in np.ndindex(*kernel):
+        contrib = np.einsum(f"ngc{letters},gcm->ngm{letters}", xg, wg[(slice(None),) * 3 + offs], optimize=True)
+        where = tuple(slice(o * d, o * d + s * (size - 1) + 1, s)
+                      for o, d, s, size in zip(offs, dil, strides, x.shape[2:]))
+        y[(slice(None),) * 3 + where] += contrib
+    y = y.reshape((n, m) + full)
+    y = y[(slice(None), slice(None)) + tuple(slice(pads[i], full[i] - pads[i + nd]) for i in range(nd))]
     if bias is not None:
         y = y + _c(bias).reshape((1, m) + (1,) * nd)
     return y.astype(x.dtype, copy=False)

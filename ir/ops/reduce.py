@@ -122,6 +122,14 @@ def _cumsum(x: np.ndarray, *, axis: int) -> np.ndarray:
     return np.cumsum(x.astype(compute_dtype(dt).numpy), axis=axis).astype(dt.numpy, copy=False)
 
 
+@register_op("cumprod", inputs=["x"], attrs={"axis": Attr("int")}, flops=_in_elems,
+             infer=lambda t, a: t[0])
+def _cumprod(x: np.ndarray, *, axis: int) -> np.ndarray:
+    """Running product along axis, in x's dtype (integers wrap)."""
+    return np.cumprod(x.astype(compute_dtype(DType.from_numpy(x.dtype)).numpy, copy=False), axis=axis,
+                      dtype=None if x.dtype.kind == "f" else x.dtype).astype(x.dtype, copy=False)
+
+
 def _topk_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
     t = types[0]
     ax = norm_axis(attrs["axis"], t.rank)

@@ -392,13 +392,21 @@ def _bias_from_mask(cx: _Ctx, mask: Value, dt: DType) -> Value:
     return mask
 
 
+def _offset_bias(cx: _Ctx, nq: int, nkv: int, offset: Any, dt: DType, allowed: Any) -> Value:
+    """0 where allowed(i + offset - j) else -inf, as (q, kv) for a static offset or (B, 1, q, kv) per batch."""
+    i, j = np.arange(nq)[:, None], np.arange(nkv)[None, :]
+    if isinstance(offset, int):
+        return cx.const(np.where(allowed(i + offset - j), 0.0, -np.inf), dt)
+    diff = cx.add("sub", [cx.add("add", [cx.const(i, DType.I64), offset]), cx.const(j, DType.I64)])
+    ok = allowed(diff)
+    return cx.add("unsqueeze", [cx.add("where", [ok, cx.const(0, dt), cx.const(_NEG_INF, dt)])], axes=[1])
+
+
 @converter("Attention")
 def _attention(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     at = _attrs(n)
     a = a + [None] * (7 - len(a))
     q, k, v, mask, past_k, past_v, nonpad = a[:7]
-    if nonpad is not None or at.get("left_window_size", -1) >= 0 or at.get("right_window_size", -1) >= 0:
-        raise NotImplementedError("Attention with nonpad_kv_seqlen or a sliding window")
     three_d = q.type.rank == 3
     if three_d:
         q, k, v = _heads(cx, q, at["q_num_heads"]), _heads(cx, k, at["kv_num_heads"]), _heads(cx, v, at["kv_num_heads"])
@@ -408,21 +416,38 @@ def _attention(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     present_k = cx.add("concat", [past_k, k], axis=2) if past_k is not None else k
     present_v = cx.add("concat", [past_v, v], axis=2) if past_v is not None else v
     nq, nkv = q.type.shape[2], present_k.type.shape[2]
-    bias = None
-    if mask is not None and isinstance(nkv, int) and mask.type.shape[-1] != nkv:
+    if not (isinstance(nq, int) and isinstance(nkv, int)):
+        raise NotImplementedError("Attention over symbolic sequence lengths")
+    if mask is not None and mask.type.shape[-1] != nkv:
         fill = 0.0 if mask.type.dtype == DType.BOOL else _NEG_INF
         pads = [0] * (2 * mask.type.rank)
         pads[2 * mask.type.rank - 1] = nkv - mask.type.shape[-1]
         mask = cx.add("pad", [mask], pads=pads, value=fill)
-    if mask is not None:
-        bias = _bias_from_mask(cx, mask, dt)
+    bias = _bias_from_mask(cx, mask, dt) if mask is not None else None
+    # where this query block sits among the keys: after the past, or per batch before nonpad_kv_seqlen
+    offset: Any = past_k.type.shape[2] if past_k is not None else 0
+    if nonpad is not None:
+        lens = cx.add("reshape", [cx.add("cast", [nonpad], dtype=DType.I64)], shape=[-1, 1, 1])
+        offset = cx.add("sub", [lens, cx.const(nq, DType.I64)])
     if at.get("is_causal", 0):
-        if not (isinstance(nq, int) and isinstance(nkv, int)):
-            raise NotImplementedError("causal Attention over symbolic sequence lengths")
-        offset = past_k.type.shape[2] if past_k is not None else 0
-        i, j = np.arange(nq)[:, None], np.arange(nkv)[None, :]
-        causal = cx.const(np.where(j <= i + offset, 0.0, -np.inf), dt)
+        causal = _offset_bias(cx, nq, nkv, offset, dt, lambda d: d >= 0 if not isinstance(d, Value) else
+                              cx.add("ge", [d, cx.const(0, DType.I64)]))
         bias = cx.add("add", [bias, causal]) if bias is not None else causal
+    left, right = at.get("left_window_size", -1), at.get("right_window_size", -1)
+    if left >= 0 or right >= 0:
+        def in_window(d: Any) -> Any:
+            if not isinstance(d, Value):
+                return (d <= left if left >= 0 else True) & (-d <= right if right >= 0 else True)
+            ok = cx.add("le", [d, cx.const(left if left >= 0 else 2**62, DType.I64)])
+            return cx.add("logical_and", [ok, cx.add("ge", [d, cx.const(-right if right >= 0 else -2**62, DType.I64)])])
+
+        window = _offset_bias(cx, nq, nkv, offset, dt, in_window)
+        bias = cx.add("add", [bias, window]) if bias is not None else window
+    if nonpad is not None:
+        keep = cx.add("lt", [cx.const(np.arange(nkv)[None, :], DType.I64), cx.add("reshape", [lens], shape=[-1, 1])])
+        pad_bias = cx.add("where", [keep, cx.const(0, dt), cx.const(_NEG_INF, dt)])
+        pad_bias = cx.add("reshape", [pad_bias], shape=[-1, 1, 1, nkv])
+        bias = cx.add("add", [bias, pad_bias]) if bias is not None else pad_bias
     kk, vv = present_k, present_v
     hq, hk = q.type.shape[1], kk.type.shape[1]
     if hq != hk:  # grouped-query attention: repeat each KV head (h0, h0, h1, h1, ...)
@@ -449,8 +474,8 @@ def _attention(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
         sm = cx.add("cast", [sm], dtype=DType.from_numpy(helper.tensor_dtype_to_np_dtype(at["softmax_precision"])))
     probs = cx.add("softmax", [sm], axis=-1)
-    if bias is not None and mask is not None:  # a fully masked row attends to nothing: zeros, not NaN
-        dead = cx.add("isinf", [cx.add("reduce_max", [bias], axes=[-1 % bias.type.rank], keepdims=True)])
+    if bias is not None:  # a fully masked row attends to nothing: zeros, not NaN
+        dead = cx.add("isinf", [cx.add("reduce_max", [bias], axes=[bias.type.rank - 1], keepdims=True)])
         probs = cx.add("where", [dead, cx.const(0, probs.type.dtype), probs])
     if mode == 3:
         qk_out = probs
@@ -532,3 +557,97 @@ def _window(kind: str) -> Any:
 converter("HannWindow")(_window("hann"))
 converter("HammingWindow")(_window("hamming"))
 converter("BlackmanWindow")(_window("blackman"))
+
+
+# -- integer bit ops, scans, einsum, scatter, transposed convolution -----------------------------------------
+for _ox, _ir in {"BitwiseAnd": "bitwise_and", "BitwiseOr": "bitwise_or", "BitwiseXor": "bitwise_xor",
+                 "BitwiseNot": "bitwise_not"}.items():
+    converter(_ox)(lambda cx, n, a, _ir=_ir: cx.add(_ir, a))
+converter("BitShift")(lambda cx, n, a: cx.add("shift", a, left=_attrs(n)["direction"] == "LEFT"))
+converter("Einsum")(lambda cx, n, a: cx.add("einsum", a, equation=_attrs(n)["equation"]))
+
+
+@converter("BitCast")
+def _bitcast(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    from onnx import helper
+
+    return cx.add("bitcast", a, dtype=DType.from_numpy(helper.tensor_dtype_to_np_dtype(_attrs(n)["to"])))
+
+
+@converter("CumProd")
+def _cumprod(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    x = cx.tensor(a[0])
+    axis = int(_need(cx, a[1], "CumProd axis")[0]) % x.type.rank
+    size = x.type.shape[axis]
+    if not isinstance(size, int):
+        raise NotImplementedError("CumProd along a symbolic dim")
+    flip = cx.const(np.arange(size - 1, -1, -1), DType.I64) if at.get("reverse", 0) else None
+    if flip is not None:
+        x = cx.add("gather", [x, flip], axis=axis)
+    if at.get("exclusive", 0):  # shift right by one, a 1 coming in
+        ones_shape = list(x.type.shape)
+        ones_shape[axis] = 1
+        head = cx.add("full", [], shape=ones_shape, value=1.0, dtype=x.type.dtype)
+        x = cx.add("concat", [head, cx.add("slice", [x], starts=[0], ends=[size - 1], axes=[axis])], axis=axis)
+    y = cx.add("cumprod", [x], axis=axis)
+    return cx.add("gather", [y, flip], axis=axis) if flip is not None else y
+
+
+def _wrap_indices(cx: _Ctx, idx: Value, size: Value) -> Value:
+    """ONNX indices may count from the end; the IR's scatter/gather_elements take them non-negative."""
+    if idx.const is not None and not (idx.const < 0).any():
+        return idx
+    return cx.add("where", [cx.add("lt", [idx, cx.const(0, idx.type.dtype)]), cx.add("add", [idx, size]), idx])
+
+
+@converter("ScatterElements", "Scatter")
+def _scatter_elements(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    x, idx = cx.tensor(a[0]), cx.tensor(a[1])
+    axis = at.get("axis", 0) % x.type.rank
+    if not isinstance(x.type.shape[axis], int):
+        raise NotImplementedError("ScatterElements along a symbolic dim")
+    idx = _wrap_indices(cx, idx, cx.const(x.type.shape[axis], idx.type.dtype))
+    return cx.add("scatter_elements", [x, idx, a[2]], axis=axis, reduction=at.get("reduction", "none"))
+
+
+@converter("ScatterND")
+def _scatter_nd(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    x, idx = cx.tensor(a[0]), cx.tensor(a[1])
+    k = idx.type.shape[-1]
+    if not isinstance(k, int) or not all(isinstance(d, int) for d in x.type.shape[:k]):
+        raise NotImplementedError("ScatterND over symbolic dims")
+    sizes = cx.const(np.array(x.type.shape[:k]), idx.type.dtype)
+    idx = _wrap_indices(cx, idx, sizes)
+    return cx.add("scatter_nd", [x, idx, a[2]], reduction=_attrs(n).get("reduction", "none"))
+
+
+@converter("ConvTranspose")
+def _conv_transpose(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    x, w = cx.tensor(a[0]), cx.tensor(a[1])
+    nd = w.type.rank - 2
+    kernel = list(at.get("kernel_shape", w.type.shape[2:]))
+    strides, dil = list(at.get("strides", [1] * nd)), list(at.get("dilations", [1] * nd))
+    extra = list(at.get("output_padding", [0] * nd))
+    pads = list(at.get("pads", [0] * 2 * nd))
+    sizes = x.type.shape[2:]
+    mode = at.get("auto_pad", "NOTSET")
+    want = at.get("output_shape")
+    if want is not None or mode in ("SAME_UPPER", "SAME_LOWER"):
+        if not all(isinstance(d, int) for d in sizes):
+            raise NotImplementedError("ConvTranspose output_shape/auto_pad on symbolic dims")
+        want = list(want)[-nd:] if want is not None else [d * s for d, s in zip(sizes, strides)]
+        total = [s * (d - 1) + e + (k - 1) * dl + 1 - o
+                 for d, s, e, k, dl, o in zip(sizes, strides, extra, kernel, dil, want)]
+        lower = mode == "SAME_LOWER"
+        begin = [t - t // 2 if lower else t // 2 for t in total]
+        pads = begin + [t - b for t, b in zip(total, begin)]
+        if any(t < 0 for t in total):
+            extra = [e - min(t, 0) for e, t in zip(extra, total)]
+            pads = [max(p, 0) for p in pads]
+    elif mode == "VALID":
+        pads = [0] * 2 * nd
+    return cx.add("conv_transpose", [v for v in a if v is not None], strides=strides, pads=pads, dilations=dil,
+                  output_padding=extra if any(extra) else None, groups=at.get("group", 1))

@@ -151,6 +151,7 @@ class _Ctx:
         inits = {t.name for t in g.initializer}
         for t in g.initializer:
             data = self.external[t.name] if t.name in self.external else numpy_helper.to_array(t)
+            _dtype(t.data_type, t.name)
             self.env[t.name] = self.graph.add_constant(data, name=_ident(t.name))
         for vi in g.input:
             if vi.name in inits:
@@ -162,8 +163,7 @@ class _Ctx:
                 continue
             dims = [d.dim_value if d.HasField("dim_value") else _ident(d.dim_param or f"{vi.name}_{i}")
                     for i, d in enumerate(tt.shape.dim)]
-            dtype = DType.from_numpy(helper.tensor_dtype_to_np_dtype(tt.elem_type))
-            self.env[vi.name] = self.graph.add_input(_ident(vi.name), TensorType(dtype, dims))
+            self.env[vi.name] = self.graph.add_input(_ident(vi.name), TensorType(_dtype(tt.elem_type, vi.name), dims))
         for i, node in enumerate(g.node):
             args = [self.env[x] for x in node.input]
             with self.graph.inserting_at_end(origin=node.name or f"{node.op_type}_{i}"):
@@ -223,6 +223,17 @@ class _Ctx:
 
     def const(self, value: Any, dtype: DType) -> Value:
         return self.graph.add_constant(np.asarray(value, dtype=dtype.numpy))
+
+
+def _dtype(elem_type: int, where: str) -> DType:
+    from onnx import TensorProto, helper
+
+    try:
+        return DType.from_numpy(helper.tensor_dtype_to_np_dtype(elem_type))
+    except (ValueError, KeyError):
+        name = TensorProto.DataType.Name(elem_type)
+        raise UnsupportedOpError(f"{where}: ONNX element type {name} has no graphopt dtype (graphopt has "
+                                 f"{', '.join(d.value for d in DType)})", ops={name: 1}) from None
 
 
 class _Known:
