@@ -389,6 +389,15 @@ exports("conv_transpose")(lambda cx, n, a: cx.emit(
     **({"output_padding": list(n.attrs["output_padding"])} if n.attrs["output_padding"] else {})))
 
 
+@exports("grid_sample")
+def _grid_sample(cx: _Ctx, n: Node, a: list[str]) -> str:
+    if n.inputs[0].type.rank != 4:
+        raise UnsupportedOpError(f"{n.describe()}: ONNX opset 17 GridSample is 2-D only", ops={"grid_sample": 1})
+    mode = {"linear": "bilinear", "nearest": "nearest", "cubic": "bicubic"}[n.attrs["mode"]]
+    return cx.emit("GridSample", a, mode=mode, padding_mode=n.attrs["padding_mode"],
+                   align_corners=int(n.attrs["align_corners"]))
+
+
 @exports("max_pool", "avg_pool")
 def _pool(cx: _Ctx, n: Node, a: list[str]) -> str:
     at, nd = n.attrs, len(n.attrs["kernel"])

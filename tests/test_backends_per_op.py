@@ -62,4 +62,6 @@ def test_onnxruntime_target_matches_reference(op: str, inputs: list[np.ndarray],
     g = _graph(op, inputs, attrs)
     if op in ORT_KNOWN:
         pytest.xfail(ORT_KNOWN[op])
+    if op == "grid_sample" and inputs[0].ndim != 4:
+        pytest.xfail("ONNX opset 17 GridSample is 2-D only")
     _compare(get_backend("onnxruntime").compile(g)(*inputs), reference.run(g, inputs), op)

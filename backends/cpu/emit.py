@@ -239,6 +239,9 @@ def _conv_transpose(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
             f"{at['groups']}, {_tuple(dil)})")
 
 
+_GRID_MODES = {"linear": "bilinear", "nearest": "nearest", "cubic": "bicubic"}
+emits("grid_sample")(lambda n, a, at: f"F.grid_sample({a[0]}, {a[1]}, {_GRID_MODES[at['mode']]!r}, "
+                                      f"{at['padding_mode']!r}, {at['align_corners']})")
 emits("adaptive_avg_pool")(lambda n, a, at: f"F.adaptive_avg_pool{len(at['output_size'])}d({a[0]}, "
                                             f"{_tuple(at['output_size'])})")
 emits("batch_norm")(lambda n, a, at: f"F.batch_norm({a[0]}, {a[3]}, {a[4]}, {a[1]}, {a[2]}, False, 0.0, "

@@ -651,3 +651,11 @@ def _conv_transpose(cx: _Ctx, n: Any, a: list[Any]) -> Any:
         pads = [0] * 2 * nd
     return cx.add("conv_transpose", [v for v in a if v is not None], strides=strides, pads=pads, dilations=dil,
                   output_padding=extra if any(extra) else None, groups=at.get("group", 1))
+
+
+@converter("GridSample")
+def _grid_sample(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    at = _attrs(n)
+    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(at.get("mode", "linear"), at.get("mode", "linear"))
+    return cx.add("grid_sample", a, mode=mode, padding_mode=at.get("padding_mode", "zeros"),
+                  align_corners=bool(at.get("align_corners", 0)))
