@@ -72,8 +72,14 @@ def test_bad_files_get_model_load_errors(tmp_path) -> None:  # type: ignore[no-u
     junk.write_bytes(b"\xff\xfe definitely not protobuf" * 10)
     with pytest.raises(graphopt.ModelLoadError):
         graphopt.import_onnx(junk)
-    with pytest.raises(graphopt.ModelLoadError, match="opset"):
-        graphopt.import_onnx(_relu_model(opset=11))
+    old = graphopt.import_onnx(_relu_model(opset=11))  # below 13: upgraded by onnx.version_converter
+    assert [n.op.name for n in old] == ["relu"]
+    g = helper.make_graph([helper.make_node("Upsample", ["x", "s"], ["y"], mode="nearest")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2]),
+                           helper.make_tensor_value_info("s", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    with pytest.raises(graphopt.ModelLoadError, match="could not upgrade"):
+        graphopt.import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 5)]))
 
 
 def test_external_data_outside_the_folder_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -95,12 +101,26 @@ def test_external_data_outside_the_folder_is_refused(tmp_path) -> None:  # type:
 
 
 def test_unsupported_onnx_ops_are_listed_together() -> None:
-    g = helper.make_graph([helper.make_node("Einsum", ["x", "x"], ["y"], equation="i,i->"),
+    g = helper.make_graph([helper.make_node("Unique", ["x"], ["y"]),
                            helper.make_node("Det", ["m"], ["d"])], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
                            helper.make_tensor_value_info("m", TensorProto.FLOAT, [3, 3])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, []),
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"]),
                            helper.make_tensor_value_info("d", TensorProto.FLOAT, [])])
     with pytest.raises(graphopt.UnsupportedOpError) as e:
         graphopt.import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
-    assert set(e.value.ops) == {"Einsum", "Det"}
+    assert set(e.value.ops) == {"Unique", "Det"}
+
+
+def test_constants_specialize_shape_inputs() -> None:
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6]),
+                           helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(graphopt.UnsupportedOpError, match="known at import time"):
+        graphopt.import_onnx(model)
+    graph = graphopt.import_onnx(model, constants={"shape": np.array([3, 4])})
+    assert [v.name for v in graph.inputs] == ["x"] and str(graph.outputs[0].type) == "f32[3,4]"
+    with pytest.raises(graphopt.ModelLoadError, match="unknown input"):
+        graphopt.import_onnx(model, constants={"nope": np.array([1])})

@@ -57,8 +57,25 @@ def _reduction(name: str, fn: Callable[..., Any], result: str, doc: str) -> None
 _reduction("reduce_sum", np.sum, "accum", "sum over axes (all if none); integers accumulate in i64")
 _reduction("reduce_prod", np.prod, "accum", "product over axes")
 _reduction("reduce_mean", np.mean, "float", "mean over axes")
-_reduction("reduce_max", np.max, "same", "max over axes, NaN-propagating")
-_reduction("reduce_min", np.min, "same", "min over axes, NaN-propagating")
+def _extreme(fn: Callable[..., Any], low: bool) -> Callable[..., Any]:
+    """np.max/np.min, with an empty reduction giving the identity (-inf/+inf, or the dtype's extreme) as in ONNX."""
+
+    def reduce(x: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
+        if x.size:
+            return fn(x, axis=axis, keepdims=keepdims)
+        if x.dtype == np.bool_:
+            ident: Any = low
+        elif x.dtype.kind == "f":
+            ident = np.inf if low else -np.inf
+        else:
+            ident = np.iinfo(x.dtype).max if low else np.iinfo(x.dtype).min
+        return fn(x, axis=axis, keepdims=keepdims, initial=ident)
+
+    return reduce
+
+
+_reduction("reduce_max", _extreme(np.max, False), "same", "max over axes, NaN-propagating (-inf when empty)")
+_reduction("reduce_min", _extreme(np.min, True), "same", "min over axes, NaN-propagating (+inf when empty)")
 
 
 def _arg_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:

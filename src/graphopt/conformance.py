@@ -88,6 +88,15 @@ def _compare(got: Sequence[Any], want: Sequence[Any], rtol: float, atol: float) 
     return ""
 
 
+def _array(x: Any) -> Any:
+    """A case input as numpy (some cases store inputs as TensorProto, e.g. bfloat16 ones)."""
+    if type(x).__name__ == "TensorProto":
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(x)
+    return np.asarray(x)
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
@@ -128,12 +137,12 @@ def run_case(case: Any, target: str, pipeline: str = "O0") -> CaseResult:
         if "known at import time" not in str(e):
             return _failure(case, target, e)
         frozen = [i.name for i, x in zip(case.model.graph.input, case.data_sets[0][0])
-                  if np.asarray(x).dtype.kind in "iu" or np.asarray(x).size <= 8]
+                  if _array(x).dtype.kind in "iu" or _array(x).size <= 8]
         try:
             runs = []
             for inputs, outputs in case.data_sets:
-                consts = {n: x for n, x in zip(frozen, [x for i, x in zip(case.model.graph.input, inputs)
-                                                         if i.name in frozen])}
+                named = dict(zip((i.name for i in case.model.graph.input), inputs))
+                consts = {name: _array(named[name]) for name in frozen}
                 rest = [x for i, x in zip(case.model.graph.input, inputs) if i.name not in frozen]
                 runs.append((_compile(case.model, target, pipeline, consts), (rest, outputs)))
         except Exception as e2:  # noqa: BLE001
@@ -141,7 +150,7 @@ def run_case(case: Any, target: str, pipeline: str = "O0") -> CaseResult:
     for exe, (inputs, outputs) in runs:
         try:
             with np.errstate(all="ignore"):
-                got = exe(*[np.asarray(x) for x in inputs])
+                got = exe(*[_array(x) for x in inputs])
         except Exception as e:  # noqa: BLE001
             return CaseResult(case.name, op_type(case), target, "error", _first_line(e))
         diff = _compare(got, outputs, case.rtol, case.atol)
@@ -165,7 +174,7 @@ def run_ort(case: Any) -> CaseResult:
     names = [i.name for i in sess.get_inputs()]
     for inputs, outputs in case.data_sets:
         try:
-            got = sess.run(None, {n: np.asarray(x) for n, x in zip(names, inputs)})
+            got = sess.run(None, {n: _array(x) for n, x in zip(names, inputs)})
         except Exception as e:  # noqa: BLE001
             return CaseResult(case.name, op, "onnxruntime", "error", _first_line(e))
         diff = _compare(got, outputs, case.rtol, case.atol)

@@ -278,9 +278,11 @@ def _depth_to_space(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 def _space_to_depth(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
     b, c, h, w = x.type.shape
-    bs = _attrs(n)["blocksize"]
+    at = _attrs(n)
+    bs = at["blocksize"]
     t = cx.add("reshape", [x], shape=[b, c, h // bs, bs, w // bs, bs])
-    t = cx.add("transpose", [t], perm=[0, 3, 5, 1, 2, 4])
+    crd = at.get("mode", "DCR") == "CRD"  # the inverse of DepthToSpace's channel orders
+    t = cx.add("transpose", [t], perm=[0, 1, 3, 5, 2, 4] if crd else [0, 3, 5, 1, 2, 4])
     return cx.add("reshape", [t], shape=[b, c * bs * bs, h // bs, w // bs])
 
 

@@ -714,6 +714,8 @@ def _pool(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     sp = _spatial(at, cx.tensor(a[0]), k)
     if n.op_type == "LpPool":
         p = at.get("p", 2)
+        if any(d != 1 for d in sp["dilations"]):
+            raise NotImplementedError("dilated LpPool")
         del sp["dilations"]
         dt = cx.tensor(a[0]).type.dtype
         powered = cx.add("pow", [cx.add("abs", [a[0]]), cx.const(p, dt)])
@@ -747,6 +749,8 @@ def _batch_norm(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 @converter("QuantizeLinear", "DequantizeLinear")
 def _qdq(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     op = "quantize_linear" if n.op_type == "QuantizeLinear" else "dequantize_linear"
+    if _attrs(n).get("block_size", 0):
+        raise NotImplementedError("blocked quantization (block_size)")
     if len(a) < 3 or a[2] is None:
         zp_dt = DType.U8 if op == "quantize_linear" else cx.tensor(a[0]).type.dtype
         a = [a[0], a[1], cx.const(np.zeros(cx.tensor(a[1]).type.shape), zp_dt)]
