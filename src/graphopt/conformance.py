@@ -13,6 +13,7 @@ for `target` and compared with the expected outputs the way ONNX's own runner do
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -38,13 +39,20 @@ class CaseResult:
 
 
 def node_cases(op: str | None = None) -> list[Any]:
-    """The ONNX node test cases (optionally those of one op type), generated in memory (no download)."""
+    """The ONNX node test cases (optionally those whose op is `op`), generated in memory (no download)."""
+    cases = _all_cases()
+    return [c for c in cases if op is None or op_type(c) == op]
+
+
+@functools.lru_cache(maxsize=1)
+def _all_cases() -> tuple[Any, ...]:
+    # onnx fills one module-level list on its first collection (and filters it then), so always collect it all
     from onnx.backend.test.case import node
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        cases = list(node.collect_testcases(op))
-    return sorted(cases, key=lambda c: c.name)
+        cases = list(node.collect_testcases(None))
+    return tuple(sorted(cases, key=lambda c: c.name))
 
 
 def op_type(case: Any) -> str:
