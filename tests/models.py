@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -69,3 +71,44 @@ def tiny_gpt2():  # type: ignore[no-untyped-def]
     cfg = transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=64, n_positions=64,
                                   bos_token_id=0, eos_token_id=0, use_cache=False)
     return transformers.GPT2LMHeadModel(cfg).eval(), (torch.randint(0, 64, (1, 10)),)
+
+
+def _ids() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 8:] = 0
+    return {"input_ids": torch.randint(2, 64, (2, 12), generator=g), "attention_mask": mask}
+
+
+def _pixels() -> dict[str, torch.Tensor]:
+    return {"pixel_values": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
+
+
+def architecture(name: str) -> tuple[Any, dict[str, torch.Tensor]]:
+    """A small random-weight transformers model of the named family, with example keyword inputs."""
+    import transformers as T
+
+    T.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64, vocab_size=64,
+                max_position_embeddings=64)
+    decoder = dict(text, num_key_value_heads=2, use_cache=False)  # grouped-query attention
+    no_mask = {"input_ids": _ids()["input_ids"]}
+    build = {
+        "roberta": lambda: (T.RobertaModel(T.RobertaConfig(**text)), _ids()),
+        "distilbert": lambda: (T.DistilBertModel(T.DistilBertConfig(dim=32, n_layers=1, n_heads=2, hidden_dim=64,
+                                                                    vocab_size=64, max_position_embeddings=64)),
+                               _ids()),
+        "llama": lambda: (T.LlamaForCausalLM(T.LlamaConfig(**decoder)), no_mask),
+        "qwen2": lambda: (T.Qwen2ForCausalLM(T.Qwen2Config(**decoder)), no_mask),
+        "t5-encoder": lambda: (T.T5EncoderModel(T.T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+                                                           vocab_size=64)), _ids()),
+        "vit": lambda: (T.ViTModel(T.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                               intermediate_size=64, image_size=32, patch_size=8)), _pixels()),
+        "resnet": lambda: (T.ResNetModel(T.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+                                                        layer_type="basic")), _pixels()),
+        "convnext": lambda: (T.ConvNextModel(T.ConvNextConfig(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2)),
+                             _pixels()),
+    }
+    model, kwargs = build[name]()
+    return model.eval(), kwargs

@@ -10,7 +10,7 @@ from torch.export import Dim
 import graphopt
 from graphopt.backends import get_backend, reference
 
-from models import cnn, lstm, tiny_bert, tiny_gpt2
+from models import architecture, cnn, lstm, tiny_bert, tiny_gpt2
 
 
 def _close(got, want, rtol=1e-4):  # type: ignore[no-untyped-def]
@@ -88,3 +88,24 @@ def test_pt2_round_trip_and_bad_files(tmp_path) -> None:  # type: ignore[no-unty
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(graphopt.ModelLoadError, match="not a readable"):
         graphopt.load_pt2(bad)
+
+
+@pytest.mark.parametrize("name", ["roberta", "distilbert", "llama", "qwen2", "t5-encoder", "vit", "resnet", "convnext"])
+def test_transformers_architectures_match_eager(name: str) -> None:
+    model, kwargs = architecture(name)
+    compiled = graphopt.compile(model, example_kwargs=kwargs, target="cpu")
+    with torch.no_grad():
+        out = model(**kwargs)
+    want = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+    got = compiled(**kwargs)
+    _close((got[0] if isinstance(got, tuple) else got).numpy(), want.numpy())
+
+
+def test_flatten_of_an_input_with_odd_strides() -> None:
+    # x[:, None] from numpy gives the size-1 channel dim stride 1; export then spells flatten as as_strided
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+    x = torch.from_numpy(np.random.default_rng(0).random((6, 8, 8), dtype=np.float32)[:, None])
+    compiled = graphopt.compile(model, (x,), target="cpu")
+    with torch.no_grad():
+        _close(compiled(x).numpy(), model(x).numpy())

@@ -231,6 +231,22 @@ def _view(cx: Any, node: Any, x: Value, shape: Sequence[Any]) -> Value:
     return cx.add("reshape", [x], shape=[cx.dim(d) for d in shape])
 
 
+@converter("aten.as_strided.default")
+def _as_strided(cx: Any, node: Any, x: Value, size: Sequence[Any], stride: Sequence[Any], offset: Any = 0) -> Value:
+    """Only the as_strided that export emits for a plain view (e.g. flatten of an input with odd strides)."""
+    dims = [cx.dim(d) for d in size]
+    want: list[Any] = []
+    step: Any = 1
+    for d in reversed(dims):
+        want.append(step)
+        step = step * d if isinstance(step, int) and isinstance(d, int) else None
+    want.reverse()
+    plain = all(d == 1 or w is None or cx.dim(s) == w for d, s, w in zip(dims, stride, want))
+    if offset or not plain:
+        raise NotImplementedError(f"as_strided with strides {list(stride)} and offset {offset} (not a plain view)")
+    return cx.add("reshape", [x], shape=dims)
+
+
 @converter("aten.permute.default")
 def _permute(cx: Any, node: Any, x: Value, dims: Sequence[int]) -> Value:
     return cx.add("transpose", [x], perm=[d % max(x.type.rank, 1) for d in dims])
