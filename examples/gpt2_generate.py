@@ -30,9 +30,10 @@ def build(layers: int = 4, width: int = 256, heads: int = 4, vocab: int = 2048, 
     return transformers.GPT2LMHeadModel(cfg).eval()
 
 
-def model() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
-    """Factory for the CLI: `graphopt compile examples.gpt2_generate:model -o out/gpt2`."""
-    return build(), (torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(1)),)
+def model() -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], None, tuple[dict[int, Dim]]]:
+    """Factory for the CLI: `graphopt compile examples.gpt2_generate:model -o out/gpt2 --input-shape input_ids=1x64`."""
+    prompt = torch.randint(0, 2048, (1, 16), generator=torch.Generator().manual_seed(1))
+    return build(), (prompt,), None, ({1: Dim("seq", min=2, max=255)},)
 
 
 def greedy(step: Callable[[torch.Tensor], torch.Tensor], prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:

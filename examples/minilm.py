@@ -40,7 +40,10 @@ def encode(tok: object, sentences: list[str]) -> dict[str, torch.Tensor]:
     return {"input_ids": torch.tensor([e.ids for e in enc]), "attention_mask": torch.tensor([e.attention_mask for e in enc])}
 
 
-def model() -> tuple[torch.nn.Module, tuple, dict]:
-    """Factory for `graphopt compile`: the model, no positional inputs, keyword inputs (5 sentences)."""
+def model() -> tuple[torch.nn.Module, tuple, dict, dict]:
+    """Factory for `graphopt compile`: the model, keyword inputs (5 sentences), a symbolic batch and length."""
+    from torch.export import Dim
+
     bert, tok = load()
-    return bert, (), encode(tok, SENTENCES)
+    inputs = encode(tok, SENTENCES)
+    return bert, (), inputs, {k: {0: Dim("batch"), 1: Dim("seq", max=512)} for k in inputs}

@@ -1,7 +1,8 @@
 """`graphopt compile | run | show`: the model-level commands (see cli.py for `opt` and `passes`).
 
 MODEL is a .onnx file, a .pt2 file, a .gir IR file, or `package.module:factory` where factory() returns
-`(module, example_inputs)` or `(module, example_inputs, example_kwargs)`.
+`(module, example_inputs[, example_kwargs[, dynamic_shapes]])`; with dynamic_shapes (torch.export Dims) the
+compiled model keeps symbolic dims, and `--input-shape name=1x128` picks the sizes the report measures.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from graphopt.errors import ModelLoadError
 __all__ = ["add_commands"]
 
 
-def _resolve(spec: str) -> tuple[Any, Any, Any]:
-    """(model, example_inputs, example_kwargs) for a path or a `module:factory` spec."""
+def _resolve(spec: str) -> tuple[Any, Any, Any, Any]:
+    """(model, example_inputs, example_kwargs, dynamic_shapes) for a path or a `module:factory` spec."""
     if ":" in spec and not Path(spec).exists():
         mod_name, _, fn_name = spec.partition(":")
         sys.path.insert(0, str(Path.cwd()))
@@ -30,10 +31,10 @@ def _resolve(spec: str) -> tuple[Any, Any, Any]:
         except (ImportError, AttributeError) as e:
             raise ModelLoadError(f"cannot load factory {spec!r}: {e}") from None
         out = fn()
-        if not isinstance(out, tuple) or len(out) not in (2, 3):
-            raise ModelLoadError(f"{spec} must return (module, example_inputs[, example_kwargs])")
-        return out[0], out[1], out[2] if len(out) == 3 else None
-    return spec, None, None
+        if not isinstance(out, tuple) or len(out) not in (2, 3, 4):
+            raise ModelLoadError(f"{spec} must return (module, example_inputs[, example_kwargs[, dynamic_shapes]])")
+        return (*out, *(None,) * (4 - len(out)))  # type: ignore[return-value]
+    return spec, None, None, None
 
 
 def _shapes(items: list[str]) -> dict[str, list[int]]:
@@ -52,9 +53,19 @@ def _examples_from_shapes(graph: Any, shapes: dict[str, list[int]]) -> list[np.n
 
     if not shapes:
         return None
+    unknown = set(shapes) - {v.name for v in graph.inputs}
+    if unknown:
+        raise ModelLoadError(f"--input-shape names unknown input(s) {', '.join(sorted(unknown))}; inputs: "
+                             f"{', '.join(v.name for v in graph.inputs)}")
     bindings: dict[str, int] = {}
     for v in graph.inputs:
-        for d, n in zip(v.type.shape, shapes.get(v.name, [])):
+        want = shapes.get(v.name)
+        if want is None:
+            continue
+        if len(want) != v.type.rank or any(isinstance(d, int) and d != n for d, n in zip(v.type.shape, want)):
+            raise ModelLoadError(f"--input-shape {v.name}={'x'.join(map(str, want))} does not fit {v.name}: "
+                                 f"{v.type} (static dims come from tracing; a factory can return dynamic_shapes)")
+        for d, n in zip(v.type.shape, want):
             if isinstance(d, str):
                 bindings[d] = n
     return random_inputs(graph, bindings)
@@ -67,9 +78,9 @@ def _compile(args: argparse.Namespace) -> Any:
 
     console = Console(stderr=True)
     with console.status(f"importing {args.model} and running {args.pipeline}..."):
-        model, ex_args, ex_kwargs = _resolve(args.model)
-        compiled = graphopt.compile(model, ex_args, example_kwargs=ex_kwargs, pipeline=args.pipeline,
-                                    target=args.target)
+        model, ex_args, ex_kwargs, dynamic = _resolve(args.model)
+        compiled = graphopt.compile(model, ex_args, example_kwargs=ex_kwargs, dynamic_shapes=dynamic,
+                                    pipeline=args.pipeline, target=args.target)
         examples = _examples_from_shapes(compiled.original, _shapes(args.input_shape))
         if examples is not None:
             compiled.example_inputs = examples
@@ -79,6 +90,9 @@ def _compile(args: argparse.Namespace) -> Any:
 def _cmd_compile(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    out = Path(args.output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:  # before any work
+        raise FileExistsError(f"{out} is not empty; pass --overwrite to replace it")
     compiled = _compile(args)
     console = Console(stderr=True)
     with console.status("measuring fidelity and latency..."):
@@ -122,8 +136,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     import graphopt
     from graphopt.passes import PassManager
 
-    model, ex_args, ex_kwargs = _resolve(args.model)
-    graph = graphopt.to_graph(model, ex_args, example_kwargs=ex_kwargs)
+    model, ex_args, ex_kwargs, dynamic = _resolve(args.model)
+    graph = graphopt.to_graph(model, ex_args, example_kwargs=ex_kwargs, dynamic_shapes=dynamic)
     if args.pipeline:
         PassManager.parse(args.pipeline).run(graph)
     if args.format == "text":
