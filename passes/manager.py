@@ -33,9 +33,9 @@ __all__ = ["PassManager", "PassSpec", "PassRecord", "PipelineResult", "PRESETS"]
 PRESETS: dict[str, str] = {
     "O0": "",
     "O1": "canonicalize,fold-constants,cse,dce",
-    # O2/O3 grow as fusion, quantization and layout passes land; today they are O1 plus shape refinement.
-    "O2": "infer-shapes,canonicalize,fold-constants,cse,canonicalize,dce",
-    "O3": "infer-shapes,canonicalize,fold-constants,cse,canonicalize,dce",
+    # O2/O3 grow as fusion, quantization and layout passes land.
+    "O2": "infer-shapes,canonicalize,fold-constants,cse,fuse-linear,canonicalize,dce",
+    "O3": "infer-shapes,canonicalize,fold-constants,cse,fuse-linear,canonicalize,dce",
 }
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from graphopt.ir import DType, Graph, Node, Value
 from graphopt.ir.symbolic import free_symbols, is_symbol
 
-from .emit import EMITTERS, INFIX
+from .emit import EMITTERS, INFIX, PREPARE
 
 _RESERVED = {"torch", "F", "rt", "W", "make", "forward", "floor", "ceiling", "Max", "Min", "Mod", "inf", "nan"}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -74,9 +74,18 @@ def generate(graph: Graph) -> tuple[str, list[np.ndarray]]:
     keep = {id(v) for v in graph.outputs} | {id(v) for v in graph.inputs} | {id(c) for c in graph.constants.values()}
 
     body: list[str] = []
+    prepared: dict[tuple[int, str], str] = {}
     origin = ""
     for pos, node in enumerate(nodes):
         args = [_operand(node, i, v, local, inline) for i, v in enumerate(node.inputs)]
+        prep = PREPARE[node.op.name](node) if node.op.name in PREPARE else None
+        if prep is not None:  # a constant input transformed once, in make(), not on every call
+            i, template = prep
+            key = (id(node.inputs[i]), template)
+            if key not in prepared:
+                prepared[key] = names.claim(f"{args[i]}_packed", f"p{len(prepared)}")
+                weight_lines.append(f"{prepared[key]} = {template.format(args[i])}")
+            args[i] = prepared[key]
         attrs = _render_attrs(node, symbols)
         try:
             expr = EMITTERS[node.op.name](node, args, attrs)

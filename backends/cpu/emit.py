@@ -13,6 +13,9 @@ from graphopt.ir import DType, Node
 
 Emitter = Callable[[Node, Sequence[str], dict[str, Any]], str]
 EMITTERS: dict[str, Emitter] = {}
+# op -> (input index, setup expression for make() given that constant's local) when the op wants a constant
+# input prepared once at load time (e.g. a weight packed for the GEMM library), or None to use it as is
+PREPARE: dict[str, Callable[[Node], tuple[int, str] | None]] = {}
 
 
 def emits(*ops: str) -> Callable[[Emitter], Emitter]:
@@ -49,12 +52,33 @@ _CALLS = {
     "logical_and": "torch.logical_and", "logical_or": "torch.logical_or", "logical_xor": "torch.logical_xor",
     "fmod": "torch.fmod", "remainder": "torch.remainder", "bitwise_and": "torch.bitwise_and",
     "bitwise_or": "torch.bitwise_or", "bitwise_xor": "torch.bitwise_xor", "bitwise_not": "torch.bitwise_not", "matmul": "torch.matmul", "where": "torch.where",
-    "linear": "F.linear", "identity": "", "dropout": "",
+    "identity": "", "dropout": "",
     "tan": "torch.tan", "asin": "torch.asin", "acos": "torch.acos", "atan": "torch.atan", "sinh": "torch.sinh",
     "cosh": "torch.cosh", "asinh": "torch.asinh", "acosh": "torch.acosh", "atanh": "torch.atanh",
 }
 for _op, _fn in _CALLS.items():
     emits(_op)(lambda n, a, at, _f=_fn: f"{_f}({', '.join(a)})" if _f else a[0])
+
+
+def _packed_linear(n: Node) -> bool:
+    from .kernels import linear_kernel
+
+    w = n.inputs[1]
+    if w.const is None or n.inputs[0].type.dtype not in (DType.F32, DType.BF16):
+        return False
+    out_f, in_f = w.type.shape
+    return linear_kernel(in_f, out_f, n.inputs[0].type.dtype.torch) == "mkldnn"
+
+
+PREPARE["linear"] = lambda n: (1, "rt.pack_linear_weight({})") if _packed_linear(n) else None
+
+
+@emits("linear")
+def _linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    bias = a[2] if len(a) > 2 else "None"
+    if _packed_linear(n):  # a[1] is the packed weight prepared in make()
+        return f"torch.ops.mkldnn._linear_pointwise({a[0]}, {a[1]}, {bias}, 'none', [], '')"
+    return f"F.linear({a[0]}, {a[1]}, {bias})"
 
 
 @emits("div")

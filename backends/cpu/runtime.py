@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .kernels import pack_linear_weight  # noqa: F401 - called by generated code
+
 
 def pad_spatial(x: torch.Tensor, pads: Sequence[int], value: float) -> torch.Tensor:
     """Pad the spatial dims of an N,C,... tensor by ONNX-order pads (begins then ends)."""

@@ -1,0 +1,79 @@
+"""fuse-linear: matmul by a constant weight (+ a constant bias) → one `linear` with the weight as [out, in].
+
+Exporters spell a dense layer as `matmul(x, transpose(W))` (folded to a constant `W.T`) followed by `add(., b)`;
+`linear` is the op every CPU GEMM library packs weights for, and the bias rides in the GEMM's epilogue.
+
+>>> from graphopt.ir import parse
+>>> from graphopt.passes import PassManager
+>>> g = parse('''graph @f(%x: f32[b,3]) {
+...   const @w: f32[3,2] = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+...   const @bias: f32[2] = [0.5, 0.25]
+...   %0: f32[b,2] = matmul(%x, @w)
+...   %1: f32[b,2] = add(%0, @bias)
+...   return %1
+... }''')
+>>> _ = PassManager.parse("fuse-linear,dce").run(g)
+>>> [(n.op.name, n.inputs[1].type.shape, len(n.inputs)) for n in g]
+[('linear', (2, 3), 3)]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphopt.ir import Graph
+
+from .context import PassContext
+from .pattern import Const, Match, Pat, Var
+from .registry import PassResult, register_pass
+from .rewrite import Rewriter, Rule, apply_rules
+
+__all__ = ["fuse_linear", "FUSE_LINEAR_RULES"]
+
+X, W, B = Var("x"), Const(name="w"), Const(name="b")
+
+
+def _weight_ok(m: Match) -> bool | str:
+    x, w = m.x, m.w
+    if w.type.rank != 2:
+        return f"weight @{w.name} has rank {w.type.rank}, not 2"
+    if x.type.rank < 2:
+        return f"input %{x.name} has rank {x.type.rank}; linear wants [..., in]"
+    if not (x.type.dtype == w.type.dtype and x.type.dtype.is_float):
+        return f"dtypes {x.type.dtype}/{w.type.dtype}: linear takes one floating dtype"
+    return True
+
+
+def _to_linear(rw: Rewriter, m: Match) -> object:
+    return rw.op("linear", [m.x, rw.const(np.ascontiguousarray(m.w.const.T))])
+
+
+def _bias_ok(m: Match) -> bool | str:
+    n = m.w.type.shape[0]
+    b, out = m.b, m.root.outputs[0]
+    if b.type.dtype != out.type.dtype:
+        return f"bias dtype {b.type.dtype} differs from {out.type.dtype}"
+    if b.type.numel() != n or any(d != 1 for d in b.type.shape[:-1]) or (b.type.shape and b.type.shape[-1] != n):
+        return f"bias @{b.name}: {b.type} does not broadcast as one value per output feature ({n})"
+    if b.type.rank > out.type.rank:
+        return "bias has more dims than the output"
+    return True
+
+
+def _with_bias(rw: Rewriter, m: Match) -> object:
+    return rw.op("linear", [m.x, m.w, rw.const(np.ascontiguousarray(m.b.const.reshape(-1)))])
+
+
+FUSE_LINEAR_RULES = [
+    Rule("matmul-to-linear", Pat("matmul", X, W), _to_linear, check=_weight_ok, commute=False,
+         doc="matmul(x, C) with C a constant [in, out] → linear(x, C.T)"),
+    Rule("linear-bias", Pat("add", Pat("linear", X, W, single_use=True), B), _with_bias, check=_bias_ok,
+         doc="linear(x, W) + b → linear(x, W, b)"),
+]
+
+
+@register_pass("fuse-linear", preserves=("shapes",))
+def fuse_linear(graph: Graph, ctx: PassContext) -> PassResult:
+    """Turn matmuls by constant weights, and the bias adds after them, into `linear` ops."""
+    stats = apply_rules(graph, FUSE_LINEAR_RULES, ctx)
+    return PassResult(changed=stats.total > 0, stats=stats.as_stats())

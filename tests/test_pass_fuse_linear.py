@@ -1,0 +1,82 @@
+import numpy as np
+import torch
+
+from helpers import check_pass
+
+from graphopt.backends import get_backend
+from graphopt.backends.cpu.kernels import linear_kernel
+from graphopt.backends.reference import random_inputs, run
+from graphopt.ir import parse
+from graphopt.passes import PassContext, PassManager
+
+
+def test_matmul_by_constant_and_bias_become_linear() -> None:
+    check_pass("fuse-linear,dce", """
+graph @f(%x: f32[b,s,3]) {
+  const @w: f32[3,2] = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+  const @bias: f32[2] = [0.5, 0.25]
+  %0: f32[b,s,2] = matmul(%x, @w)
+  %1: f32[b,s,2] = add(@bias, %0)
+  return %1
+}""", """
+graph @f(%x: f32[b,s,3]) {
+  const @wt: f32[2,3] = [[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]]
+  const @bias: f32[2] = [0.5, 0.25]
+  %1: f32[b,s,2] = linear(%x, @wt, @bias)
+  return %1
+}""", rtol=1e-6)
+
+
+def test_a_bias_shaped_1x1xN_is_flattened() -> None:
+    check_pass("fuse-linear,dce", """
+graph @f(%x: f32[4,3]) {
+  const @w: f32[3,2] = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+  const @bias: f32[1,2] = [[0.5, 0.25]]
+  %0: f32[4,2] = matmul(%x, @w)
+  %1: f32[4,2] = add(%0, @bias)
+  return %1
+}""", """
+graph @f(%x: f32[4,3]) {
+  const @wt: f32[2,3] = [[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]]
+  const @bias: f32[2] = [0.5, 0.25]
+  %1: f32[4,2] = linear(%x, @wt, @bias)
+  return %1
+}""", rtol=1e-6)
+
+
+def test_rejections_say_why() -> None:
+    g = parse("""
+graph @f(%x: f32[4,3], %w: f32[3,2]) {
+  const @w2: f32[3,2] = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+  const @rowbias: f32[4,1] = [[1.0], [2.0], [3.0], [4.0]]
+  %0: f32[4,2] = matmul(%x, %w)
+  %1: f32[4,2] = matmul(%x, @w2)
+  %2: f32[4,2] = add(%1, @rowbias)
+  %3: f32[4,2] = add(%0, %2)
+  return %3
+}""")
+    inputs = random_inputs(g)
+    want = run(g, inputs)
+    ctx = PassContext(explain=True)
+    PassManager.parse("fuse-linear,dce").run(g, ctx)
+    assert sorted(n.op.name for n in g) == ["add", "add", "linear", "matmul"]  # bias per row: not a linear bias
+    reasons = " | ".join(r.reason for r in ctx.rejections)
+    assert "does not broadcast as one value per output feature" in reasons
+    np.testing.assert_allclose(run(g, inputs)[0], want[0], rtol=1e-5)
+
+
+def test_cpu_linear_matches_reference_whichever_kernel_wins() -> None:
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((96, 64)).astype(np.float32), rng.standard_normal(96).astype(np.float32)
+    g = parse("graph @f(%x: f32[n,64]) {\n  const @w: f32[64,96] = external\n  const @b: f32[96] = external\n"
+              "  %0: f32[n,96] = matmul(%x, @w)\n  %1: f32[n,96] = add(%0, @b)\n  return %1\n}",
+              constants={"w": w.T.copy(), "b": b})
+    PassManager.parse("fuse-linear,dce").run(g)
+    exe = get_backend("cpu").compile(g)
+    assert linear_kernel(64, 96) in ("mkldnn", "aten")
+    if linear_kernel(64, 96) == "mkldnn":
+        assert "mkldnn._linear_pointwise" in exe.source and "rt.pack_linear_weight" in exe.source
+    for rows in (1, 7, 130):
+        x = rng.standard_normal((rows, 64)).astype(np.float32)
+        np.testing.assert_allclose(exe(x)[0], run(g, [x])[0], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(exe(torch.from_numpy(x))[0].numpy(), x @ w.T + b, rtol=1e-4, atol=1e-4)
