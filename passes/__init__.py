@@ -15,7 +15,7 @@ graph @f(%x: f32[2,3]) {
 }
 """
 
-from . import canonicalize, cse, dce, fold_constants, fuse_linear, infer_shapes  # noqa: F401  (registration)
+from . import canonicalize, cse, dce, fold_constants, fuse_attention, fuse_linear, infer_shapes  # noqa: F401  (registration)
 from .analysis import AnalysisManager, CostReport, register_analysis
 from .context import Instrument, PassContext, Rejection
 from .instruments import DumpToDirectory, NumericCheck, PrintIR, SkipPasses, VerifyEach

@@ -85,7 +85,7 @@ def generate(graph: Graph) -> tuple[str, list[np.ndarray]]:
             if key not in prepared:
                 prepared[key] = names.claim(f"{args[i]}_packed", f"p{len(prepared)}")
                 weight_lines.append(f"{prepared[key]} = {template.format(args[i])}")
-            args[i] = prepared[key]
+            args.append(prepared[key])  # the emitter finds it after the node's own inputs
         attrs = _render_attrs(node, symbols)
         try:
             expr = EMITTERS[node.op.name](node, args, attrs)

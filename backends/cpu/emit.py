@@ -14,7 +14,8 @@ from graphopt.ir import DType, Node
 Emitter = Callable[[Node, Sequence[str], dict[str, Any]], str]
 EMITTERS: dict[str, Emitter] = {}
 # op -> (input index, setup expression for make() given that constant's local) when the op wants a constant
-# input prepared once at load time (e.g. a weight packed for the GEMM library), or None to use it as is
+# input prepared once at load time (e.g. a weight packed for the GEMM library), or None to use it as is; the
+# prepared local is passed to the emitter as one extra argument after the node's inputs
 PREPARE: dict[str, Callable[[Node], tuple[int, str] | None]] = {}
 
 
@@ -60,25 +61,30 @@ for _op, _fn in _CALLS.items():
     emits(_op)(lambda n, a, at, _f=_fn: f"{_f}({', '.join(a)})" if _f else a[0])
 
 
-def _packed_linear(n: Node) -> bool:
+def _packed_from(n: Node) -> int | None:
+    """From how many rows this linear runs oneDNN with a packed weight (None: never), measured per shape."""
     from .kernels import linear_kernel
 
     w = n.inputs[1]
     if w.const is None or n.inputs[0].type.dtype not in (DType.F32, DType.BF16):
-        return False
+        return None
     out_f, in_f = w.type.shape
-    return linear_kernel(in_f, out_f, n.inputs[0].type.dtype.torch) == "mkldnn"
+    return linear_kernel(in_f, out_f, n.inputs[0].type.dtype.torch)
 
 
-PREPARE["linear"] = lambda n: (1, "rt.pack_linear_weight({})") if _packed_linear(n) else None
+PREPARE["linear"] = lambda n: (1, "rt.pack_linear_weight({})") if _packed_from(n) is not None else None
 
 
 @emits("linear")
 def _linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
-    bias = a[2] if len(a) > 2 else "None"
-    if _packed_linear(n):  # a[1] is the packed weight prepared in make()
-        return f"torch.ops.mkldnn._linear_pointwise({a[0]}, {a[1]}, {bias}, 'none', [], '')"
-    return f"F.linear({a[0]}, {a[1]}, {bias})"
+    bias = a[2] if len(n.inputs) > 2 else "None"
+    rows_from = _packed_from(n)
+    if rows_from is None:
+        return f"F.linear({a[0]}, {a[1]}, {bias})"
+    packed = a[len(n.inputs)]
+    if rows_from == 1:
+        return f"torch.ops.mkldnn._linear_pointwise({a[0]}, {packed}, {bias}, 'none', [], '')"
+    return f"rt.linear({a[0]}, {a[1]}, {packed}, {bias}, {rows_from})"
 
 
 @emits("div")

@@ -32,27 +32,41 @@ def pack_linear_weight(w: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(w, _ROWS)
 
 
+_ROW_STEPS = (1, 16, 64, 256)
+
+
 @functools.lru_cache(maxsize=None)
-def linear_kernel(in_features: int, out_features: int, dtype: torch.dtype = torch.float32) -> str:
-    """'mkldnn' (packed oneDNN GEMM) or 'aten' (F.linear): the faster one here for this weight shape."""
+def linear_kernel(in_features: int, out_features: int, dtype: torch.dtype = torch.float32) -> int | None:
+    """The smallest row count (of 1, 16, 64, 256) from which packed oneDNN beats `F.linear` here, or None.
+
+    Small row counts are GEMV-like, where PyTorch's own path tends to win; the generated code switches on the
+    actual row count at run time.
+    """
     if not torch.backends.mkldnn.is_available():
-        return "aten"
+        return None
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(_ROWS, in_features, generator=gen).to(dtype)
     w = torch.randn(out_features, in_features, generator=gen).to(dtype)
     b = torch.randn(out_features, generator=gen).to(dtype)
+    x = torch.randn(_ROW_STEPS[-1], in_features, generator=gen).to(dtype)
     try:
         packed = pack_linear_weight(w)
         got = torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
     except RuntimeError:  # no oneDNN kernel for this dtype on this CPU
-        return "aten"
+        return None
     want = F.linear(x, w, b)
     if not torch.allclose(got.float(), want.float(), rtol=1e-2, atol=1e-2 * float(want.abs().max())):
-        return "aten"
+        return None
+    wins = []
     with torch.inference_mode():
-        for _ in range(2):  # warm up both, then alternate so drift hits both equally
-            F.linear(x, w, b), torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
-        aten = min(_median_ms(lambda: F.linear(x, w, b)) for _ in range(2))
-        onednn = min(_median_ms(lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], ""))
-                     for _ in range(2))
-    return "mkldnn" if onednn < 0.95 * aten else "aten"
+        for rows in _ROW_STEPS:
+            xs = x[:rows].contiguous()
+            aten = lambda: F.linear(xs, w, b)  # noqa: E731
+            onednn = lambda: torch.ops.mkldnn._linear_pointwise(xs, packed, b, "none", [], "")  # noqa: E731
+            aten(), onednn()  # warm up; then alternate so drift hits both alike
+            t_aten = min(_median_ms(aten, 5) for _ in range(2))
+            t_onednn = min(_median_ms(onednn, 5) for _ in range(2))
+            wins.append(t_onednn < 0.95 * t_aten)
+    for i, rows in enumerate(_ROW_STEPS):
+        if all(wins[i:]):
+            return rows
+    return None

@@ -19,6 +19,14 @@ def pad_spatial(x: torch.Tensor, pads: Sequence[int], value: float) -> torch.Ten
     return F.pad(x, torch_pads, value=value)
 
 
+def linear(x: torch.Tensor, w: torch.Tensor, packed: torch.Tensor, b: torch.Tensor | None,
+           rows_from: int) -> torch.Tensor:
+    """F.linear for few rows (GEMV-like), oneDNN with the packed weight from `rows_from` rows (measured)."""
+    if x.numel() // x.shape[-1] >= rows_from:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+    return F.linear(x, w, b)
+
+
 def avg_pool(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int], ceil_mode: bool,
              count_include_pad: bool) -> torch.Tensor:
     """Average pooling with any ONNX pads (torch takes only symmetric pads up to half the kernel).

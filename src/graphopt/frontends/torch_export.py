@@ -57,6 +57,15 @@ def decompose(ep: Any) -> Any:
     table = torch.export.default_decompositions()
     for op in aten.keep_whole():
         table.pop(op, None)
+    # Export can record `view` on a tensor whose strides only allow `reshape` (GPT-2's Conv1D at batch > 1), and
+    # re-tracing for decomposition then fails inside torch. The graph is functional, so reshape is equivalent.
+    changed = False
+    for node in ep.graph_module.graph.nodes:
+        if node.op == "call_function" and node.target is torch.ops.aten.view.default:
+            node.target = torch.ops.aten.reshape.default
+            changed = True
+    if changed:
+        ep.graph_module.recompile()
     return ep.run_decompositions(table)
 
 

@@ -1,0 +1,115 @@
+"""fuse-attention against what real exporters produce: torch.export (core ATen) and torch.onnx, for transformers
+models with attn_implementation "eager" and "sdpa", plus grouped-query attention; and the rejection reasons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import graphopt
+from graphopt.backends import get_backend
+from graphopt.backends.reference import run
+from graphopt.ir import parse
+from graphopt.passes import PassContext, PassManager
+
+
+def _model(family: str, impl: str):  # type: ignore[no-untyped-def]
+    import transformers as T
+
+    T.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    if family == "bert":
+        cfg = T.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           vocab_size=64, max_position_embeddings=64, attn_implementation=impl)
+        return T.BertModel(cfg).eval()
+    if family == "gpt2":
+        cfg = T.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=64, n_positions=64, use_cache=False,
+                           attn_implementation=impl)
+        return T.GPT2LMHeadModel(cfg).eval()
+    cfg = T.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                        intermediate_size=64, vocab_size=64, max_position_embeddings=64, use_cache=False,
+                        attn_implementation=impl)
+    return T.LlamaForCausalLM(cfg).eval()
+
+
+def _inputs(family: str) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 64, (2, 12), generator=g)
+    if family != "bert":
+        return {"input_ids": ids}
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 8:] = 0  # padding: a real additive mask
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _fuse(graph, layers: int = 2):  # type: ignore[no-untyped-def]
+    ctx = PassContext(explain=True)
+    result = PassManager.parse("O2").run(graph, ctx)
+    ops = [n.op.name for n in graph]
+    rejected = [str(r) for r in ctx.rejections if r.pass_name == "fuse-attention"]
+    assert ops.count("scaled_dot_product_attention") == layers and "softmax" not in ops, rejected
+    stats = next(r.stats for r in result.records if r.name == "fuse-attention")
+    assert stats == {"fused": layers, "rejected": 0}
+    return graph
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_torch_export_attention_fuses_and_matches_eager(family: str, impl: str) -> None:
+    model, kwargs = _model(family, impl), _inputs(family)
+    graph = _fuse(graphopt.import_torch(model, (), kwargs))
+    exe = get_backend("cpu").compile(graph)
+    with torch.no_grad():
+        out = model(**kwargs)
+    want = (out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state).numpy()
+    got = exe(*[kwargs[v.name].numpy() for v in graph.inputs])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_onnx_export_attention_fuses_and_matches(impl: str) -> None:
+    model, kwargs = _model("bert", impl), _inputs("bert")
+    proto = torch.onnx.export(model, (kwargs["input_ids"], kwargs["attention_mask"]), dynamo=True,
+                              verbose=False).model_proto
+    original = graphopt.import_onnx(proto)
+    graph = _fuse(original.copy())
+    feeds = [kwargs[n].numpy() for n in ("input_ids", "attention_mask")]
+    np.testing.assert_allclose(get_backend("cpu").compile(graph)(*feeds)[0], run(original, feeds)[0],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_probabilities_returned_are_not_fused_and_say_why() -> None:
+    g = parse("""
+graph @attn(%q: f32[1,2,4,8], %k: f32[1,2,8,4], %v: f32[1,2,4,8]) {
+  const @s: f32[] = 0.35355339
+  %0: f32[1,2,4,4] = matmul(%q, %k)
+  %1: f32[1,2,4,4] = mul(%0, @s)
+  %2: f32[1,2,4,4] = softmax(%1)
+  %3: f32[1,2,4,8] = matmul(%2, %v)
+  return %3, %2
+}""")
+    ctx = PassContext(explain=True)
+    PassManager.parse("fuse-attention").run(g, ctx)
+    assert "softmax" in [n.op.name for n in g]
+    assert any("are a graph output" in r.reason and "%2 = softmax" in r.node for r in ctx.rejections)
+
+
+def test_scaled_scores_fuse_with_the_right_scale() -> None:
+    text = """
+graph @attn(%q: f32[1,2,4,8], %k: f32[1,2,8,4], %v: f32[1,2,4,8], %m: f32[1,1,4,4]) {
+  const @s: f32[] = 2.0
+  %0: f32[1,2,4,4] = matmul(%q, %k)
+  %1: f32[1,2,4,4] = div(%0, @s)
+  %2: f32[1,2,4,4] = add(%1, %m)
+  %3: f32[1,2,4,4] = softmax(%2)
+  %4: f32[1,2,4,8] = matmul(%3, %v)
+  return %4
+}"""
+    g = parse(text)
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]
+    PassManager.parse("fuse-attention,canonicalize,dce").run(g)
+    (sdpa,) = [n for n in g if n.op.name == "scaled_dot_product_attention"]
+    assert sdpa.attrs["scale"] == 0.5
+    np.testing.assert_allclose(run(g, xs)[0], run(parse(text), xs)[0], rtol=1e-5, atol=1e-6)
