@@ -4,7 +4,7 @@ Each block mimics an exported encoder layer (matmul, bias add, reshape/transpose
 `* 1`, duplicated subexpressions) so that every O1 pass has work. Times are medians over repeats; ratios show
 how cost grows with size (linear growth = ratio 10 per 10x nodes).
 
-    python benchmarks/ir_scale.py [--sizes 1000,10000,100000] [--repeats 3] [--out benchmarks/RESULTS.md]
+    python benchmarks/ir_scale.py [--sizes 1000,10000,100000] [--repeats 3] [--out benchmarks/IR_SCALE.md]
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def main() -> None:
     print(table)
     if args.out:
         with open(args.out, "w") as f:
-            f.write("# IR scale benchmark\n\nProduced by `python benchmarks/ir_scale.py --out benchmarks/RESULTS.md`.\n\n"
+            f.write("# IR scale benchmark\n\nProduced by `python benchmarks/ir_scale.py --out benchmarks/IR_SCALE.md`.\n\n"
                     + table + "\n")
 
 

@@ -155,6 +155,24 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from graphopt.bench import bench, write_outputs
+
+    model, ex_args, ex_kwargs, dynamic = _resolve(args.model)
+    if isinstance(model, (str, Path)):
+        raise ModelLoadError("graphopt bench needs a package.module:factory model (eager PyTorch and torch.compile "
+                             "are among the peers); for a file, use graphopt compile's report")
+    split = lambda text: [t for t in text.split(",") if t]  # noqa: E731
+    result = bench(model, ex_args or (), example_kwargs=ex_kwargs, dynamic_shapes=dynamic,
+                   targets=split(args.targets), peers=split(args.peers), pipeline=args.pipeline, threads=args.threads,
+                   repeats=args.repeats, ablate=args.ablate, name=args.name)
+    print(result.markdown())
+    if args.output:
+        for path in write_outputs(result, args.output):
+            print(f"wrote {path}")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     c = sub.add_parser("compile", help="compile a model to a saved artifact and print the report",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,6 +193,21 @@ def add_commands(sub: Any) -> None:
     r.add_argument("-o", "--output", help="write the outputs to this npz")
     r.add_argument("--overwrite", action="store_true")
     r.set_defaults(fn=_cmd_run)
+    b = sub.add_parser("bench", help="time graphopt's targets against eager, torch.compile and ONNX Runtime",
+                       description="Every variant in one process, interleaved shuffled rounds after warm-up; "
+                                   "median/p90 latency, speedup, compile time, size, fidelity, GFLOP/s vs the best "
+                                   "GEMM measured in the same run; --ablate removes one pass at a time.")
+    b.add_argument("model", help="package.module:factory returning (module, example_inputs[, kwargs[, dynamic]])")
+    b.add_argument("--targets", default="cpu,onnxruntime", help="graphopt targets (default cpu,onnxruntime)")
+    b.add_argument("--peers", default="eager,torch.compile,onnxruntime",
+                   help="baselines (default eager,torch.compile,onnxruntime)")
+    b.add_argument("-p", "--pipeline", default="O3", help="pipeline for graphopt's variants (default O3)")
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--repeats", type=int, default=50, help="timed rounds (default 50)")
+    b.add_argument("--ablate", action="store_true", help="also time the pipeline with each pass removed")
+    b.add_argument("--name", help="model name in the tables")
+    b.add_argument("-o", "--output", help="folder for result.json, result.md and result.png")
+    b.set_defaults(fn=_cmd_bench)
     s = sub.add_parser("show", help="print a model's IR (optionally after a pipeline) as text, DOT or SVG")
     s.add_argument("model", help=".onnx, .pt2, .gir, or package.module:factory")
     s.add_argument("-p", "--pipeline", default="", help="run this pipeline first")

@@ -1,0 +1,291 @@
+"""`graphopt bench`: graphopt's targets against eager PyTorch, torch.compile and ONNX Runtime, measured honestly.
+
+Every variant runs in the same process, after warm-up, in rounds that visit the variants in a shuffled order with a
+pause between them (ONNX Runtime's pool threads otherwise keep spinning and steal the cores of whatever runs next).
+Reported per variant: median and p90 latency, speedup over eager, compile time, model size, fidelity against eager
+(max abs error, cosine), and achieved GFLOP/s next to the best GEMM throughput measured in the same run. With
+`ablate=True`, each pass of the pipeline is removed in turn and the latency it bought is reported.
+
+>>> import torch, graphopt
+>>> from graphopt.bench import bench
+>>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU())
+>>> result = bench(model, (torch.randn(8, 64),), peers=("eager",), targets=("cpu",), repeats=3, progress=False)
+>>> sorted(v.name for v in result.variants)
+['eager', 'graphopt-cpu']
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["bench", "BenchResult", "Variant"]
+
+
+@dataclass
+class Variant:
+    """One way of running the model, with what it cost to build and how it did."""
+
+    name: str
+    kind: str  # "peer" or "graphopt" or "ablation"
+    run: Callable[[], Any] = field(repr=False)
+    compile_s: float = 0.0
+    size_bytes: int = 0
+    note: str = ""
+    times_ms: list[float] = field(default_factory=list, repr=False)
+    fidelity: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms) if self.times_ms else float("nan")
+
+    @property
+    def p90_ms(self) -> float:
+        return float(np.percentile(self.times_ms, 90)) if self.times_ms else float("nan")
+
+
+@dataclass
+class BenchResult:
+    model: str
+    threads: int
+    repeats: int
+    pipeline: str
+    flops: int
+    gemm_gflops: dict[str, float]
+    variants: list[Variant]
+    machine: str = field(default_factory=lambda: f"{platform.machine()} {platform.processor() or ''}".strip())
+
+    def variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
+
+    def rows(self) -> list[dict[str, Any]]:
+        eager = next((v for v in self.variants if v.name == "eager"), None)
+        best_gemm = max(self.gemm_gflops.values(), default=0.0)
+        out = []
+        for v in self.variants:
+            gflops = self.flops / (v.median_ms * 1e6) if v.times_ms and self.flops else 0.0
+            out.append({
+                "variant": v.name, "kind": v.kind, "median_ms": round(v.median_ms, 3), "p90_ms": round(v.p90_ms, 3),
+                "speedup_vs_eager": round(eager.median_ms / v.median_ms, 3) if eager and v.times_ms else None,
+                "compile_s": round(v.compile_s, 2), "size_mb": round(v.size_bytes / 1e6, 2),
+                "gflops": round(gflops, 1), "roofline": round(gflops / best_gemm, 3) if best_gemm else None,
+                "max_abs_err": v.fidelity.get("max_abs"), "cosine": v.fidelity.get("cosine"), "note": v.note,
+            })
+        return out
+
+    def to_json(self) -> str:
+        meta = {k: v for k, v in asdict(self).items() if k != "variants"}
+        return json.dumps({**meta, "rows": self.rows()}, indent=2, default=str) + "\n"
+
+    def markdown(self) -> str:
+        best = max(self.gemm_gflops.items(), key=lambda kv: kv[1], default=("none", 0.0))
+        lines = [f"**{self.model}** — {self.threads} threads, median of {self.repeats} interleaved rounds, "
+                 f"{self.flops / 1e9:.2f} GFLOP per run; best GEMM in this run: {best[1]:.0f} GFLOP/s ({best[0]}).",
+                 "",
+                 "| variant | median ms | p90 ms | vs eager | compile s | size MB | GFLOP/s | of best GEMM | max abs err "
+                 "| cosine |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in self.rows():
+            err = "" if r["max_abs_err"] is None else f"{r['max_abs_err']:.2e}"
+            cos = "" if r["cosine"] is None else f"{r['cosine']:.7f}"
+            sp = "" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.2f}x"
+            roof = "" if r["roofline"] is None else f"{100 * r['roofline']:.0f}%"
+            name = r["variant"] + (f" ({r['note']})" if r["note"] else "")
+            lines.append(f"| {name} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {sp} | {r['compile_s']:.1f} | "
+                         f"{r['size_mb']:.1f} | {r['gflops']:.1f} | {roof} | {err} | {cos} |")
+        return "\n".join(lines) + "\n"
+
+    def plot(self, path: str | Path) -> Path | None:
+        """A bar chart of median latency per variant (None when matplotlib is not installed)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return None
+        rows = [r for r in self.rows() if r["kind"] != "ablation"]
+        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
+        colors = ["#4c72b0" if r["kind"] == "graphopt" else "#999999" for r in rows]
+        ax.barh([r["variant"] for r in rows], [r["median_ms"] for r in rows], color=colors)
+        ax.invert_yaxis()
+        ax.set_xlabel("median latency, ms (lower is better)")
+        ax.set_title(f"{self.model}: {self.threads} threads")
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+def _ort_session(proto_bytes: bytes, threads: int) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(proto_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def _onnx_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], graph: Any, threads: int) -> Variant:
+    """ONNX Runtime with its own optimizations on an unoptimized export (torch.onnx; graphopt's O0 export if
+    torch.onnx fails)."""
+    t0 = time.perf_counter()
+    note = "torch.onnx export"
+    try:
+        import torch
+
+        proto = torch.onnx.export(model, args, kwargs=kwargs or None, dynamo=True, verbose=False).model_proto
+    except Exception:  # noqa: BLE001 - fall back to graphopt's own exporter on the unoptimized graph
+        from graphopt.backends.onnx_export import to_onnx
+
+        proto, note = to_onnx(graph), "graphopt O0 export"
+    data = proto.SerializeToString()
+    sess = _ort_session(data, threads)
+    positional = iter(args)
+    feeds = {}
+    for i in sess.get_inputs():  # keyword inputs by name, the rest in order
+        v = kwargs[i.name] if i.name in kwargs else next(positional)
+        feeds[i.name] = np.asarray(v.detach().numpy() if hasattr(v, "detach") else v)
+    return Variant("onnxruntime", "peer", lambda: sess.run(None, feeds), time.perf_counter() - t0, len(data), note)
+
+
+def _gemm_roofline(threads: int) -> dict[str, float]:
+    """GFLOP/s of a 128x768 @ 768x3072 GEMM through F.linear and packed oneDNN (the best CPU paths here)."""
+    import torch
+    import torch.nn.functional as F
+
+    m, k, n = 128, 768, 3072
+    x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
+    paths: dict[str, Callable[[], Any]] = {"F.linear": lambda: F.linear(x, w, b)}
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
+        paths["oneDNN packed"] = lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+    except RuntimeError:
+        pass
+    out = {}
+    with torch.inference_mode():
+        for name, fn in paths.items():
+            for _ in range(3):
+                fn()
+            times = []
+            for _ in range(15):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            out[name] = 2 * m * k * n / statistics.median(times) / 1e9
+    return out
+
+
+def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Mapping[str, Any] | None = None,
+          dynamic_shapes: Any = None, targets: Sequence[str] = ("cpu", "onnxruntime"),
+          peers: Sequence[str] = ("eager", "torch.compile", "onnxruntime"), pipeline: str = "O3", threads: int = 2,
+          repeats: int = 50, warmup: int = 3, ablate: bool = False, pause_s: float = 0.05, progress: bool = True,
+          name: str | None = None) -> BenchResult:
+    """Compile and time every variant of `model` on the example inputs; see the module docstring."""
+    import torch
+
+    import graphopt
+    from graphopt.passes import PassManager
+    from graphopt.passes.analysis import cost
+    from graphopt.report import fidelity
+
+    torch.set_num_threads(threads)
+    args, kwargs = tuple(example_inputs), dict(example_kwargs or {})
+    model.eval()
+    variants: list[Variant] = []
+    graph0 = graphopt.to_graph(model, args, example_kwargs=kwargs, dynamic_shapes=dynamic_shapes)
+    inputs = list(args) + [kwargs[v.name] for v in graph0.inputs[len(args):] if v.name in kwargs]
+    bindings = {d: int(x.shape[i]) for v, x in zip(graph0.inputs, inputs) for i, d in enumerate(v.type.shape)
+                if isinstance(d, str)}
+    flops = cost(PassManager.parse("infer-shapes").run(graph0.copy()).graph, bindings).flops
+
+    def step(what: str) -> None:
+        if progress:
+            from rich.console import Console
+
+            Console(stderr=True).log(what)
+
+    with torch.inference_mode():
+        if "eager" in peers:
+            variants.append(Variant("eager", "peer", lambda: model(*args, **kwargs), 0.0,
+                                    sum(p.numel() * p.element_size() for p in model.parameters())))
+        if "torch.compile" in peers:
+            step("torch.compile (first call compiles)")
+            t0 = time.perf_counter()
+            compiled_tc = torch.compile(model)
+            compiled_tc(*args, **kwargs)
+            variants.append(Variant("torch.compile", "peer", lambda: compiled_tc(*args, **kwargs),
+                                    time.perf_counter() - t0, variants[0].size_bytes if variants else 0))
+    if "onnxruntime" in peers:
+        step("exporting to ONNX for ONNX Runtime")
+        variants.append(_onnx_peer(model, args, kwargs, graph0, threads))
+
+    def graphopt_variant(label: str, kind: str, pipe: str, target: str) -> Variant:
+        t0 = time.perf_counter()
+        cm = graphopt.compile(graph0.copy(), pipeline=pipe, target=target)
+        call_args = list(args) + [kwargs[v.name] for v in cm.graph.inputs[len(args):] if v.name in kwargs]
+        return Variant(label, kind, lambda: cm(*call_args), time.perf_counter() - t0,
+                       sum(c.const.nbytes for c in cm.graph.constants.values()))
+
+    for target in targets:
+        step(f"graphopt {pipeline} → {target}")
+        variants.append(graphopt_variant(f"graphopt-{target}", "graphopt", pipeline, target))
+    if ablate and targets:
+        specs = [str(s) for s in PassManager.parse(pipeline).passes]
+        for spec in dict.fromkeys(specs):
+            rest = ",".join(s for s in specs if s != spec)
+            step(f"ablation: {pipeline} without {spec}")
+            variants.append(graphopt_variant(f"without {spec}", "ablation", rest, targets[0]))
+
+    with torch.inference_mode():
+        ref = variants[0].run() if variants and variants[0].name == "eager" else None
+        for v in variants:
+            if ref is not None:
+                try:
+                    v.fidelity = fidelity(v.run(), ref)
+                except ValueError as e:
+                    v.note = (v.note + "; " if v.note else "") + f"fidelity n/a: {e}"
+        step(f"timing {len(variants)} variants, {repeats} rounds")
+        for v in variants:
+            for _ in range(warmup):
+                v.run()
+        order = list(range(len(variants)))
+        rng = random.Random(0)
+        for _ in range(repeats):
+            rng.shuffle(order)
+            for i in order:
+                t = time.perf_counter()
+                variants[i].run()
+                variants[i].times_ms.append((time.perf_counter() - t) * 1e3)
+                time.sleep(pause_s)  # let ONNX Runtime's pool threads park before the next variant
+    return BenchResult(name or graph0.name, threads, repeats, pipeline, flops, _gemm_roofline(threads), variants)
+
+
+def write_outputs(result: BenchResult, folder: str | Path) -> list[Path]:
+    """result.json, result.md and result.png (when matplotlib is there) in `folder`, written atomically."""
+    from graphopt.fileio import write_text_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [write_text_atomic(folder / "result.json", result.to_json(), overwrite=True),
+             write_text_atomic(folder / "result.md", result.markdown(), overwrite=True)]
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        png = result.plot(Path(tmp) / "result.png")
+        if png is not None:
+            target = folder / "result.png"
+            png.replace(target)
+            paths.append(target)
+    return paths
