@@ -224,8 +224,12 @@ def _clamp(cx: _Ctx, n: Node, a: list[str]) -> str:
 
 @exports("gelu")
 def _gelu(cx: _Ctx, n: Node, a: list[str]) -> str:
-    dt, x = n.inputs[0].type.dtype, a[0]
-    if n.attrs["approximate"] == "tanh":
+    return _gelu_onnx(cx, a[0], n.inputs[0].type.dtype, n.attrs["approximate"])
+
+
+def _gelu_onnx(cx: _Ctx, x: str, dt: DType, approximate: str) -> str:
+    """GELU in opset-17 ops (the Gelu op arrives in opset 20)."""
+    if approximate == "tanh":
         inner = cx.emit("Mul", [cx.emit("Add", [x, cx.emit("Mul", [cx.const(0.044715, dt), cx.emit(
             "Pow", [x, cx.const(3.0, dt)])])]), cx.const(math.sqrt(2 / math.pi), dt)])
         t = cx.emit("Tanh", [inner])
@@ -251,9 +255,19 @@ exports("matmul")(_simple("MatMul"))
 @exports("linear")
 def _linear(cx: _Ctx, n: Node, a: list[str]) -> str:
     if n.inputs[0].type.rank == 2:
-        return cx.emit("Gemm", a, transB=1)
-    y = cx.emit("MatMul", [a[0], cx.emit("Transpose", [a[1]], perm=[1, 0])])
-    return cx.emit("Add", [y, a[2]]) if len(a) > 2 else y
+        y = cx.emit("Gemm", a, transB=1)
+    else:
+        y = cx.emit("MatMul", [a[0], cx.emit("Transpose", [a[1]], perm=[1, 0])])
+        y = cx.emit("Add", [y, a[2]]) if len(a) > 2 else y
+    act = n.attrs["activation"]
+    if act == "none":
+        return y
+    dt = n.outputs[0].type.dtype
+    if act in ("relu", "tanh"):
+        return cx.emit(act.capitalize(), [y])
+    if act == "silu":
+        return cx.emit("Mul", [y, cx.emit("Sigmoid", [y])])
+    return _gelu_onnx(cx, y, dt, "tanh" if act == "gelu_tanh" else "none")
 
 
 # -- layout --------------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ graph @f(%x: f32[2,3]) {
 }
 """
 
-from . import canonicalize, cse, dce, fold_constants, fuse_attention, fuse_linear, infer_shapes  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    canonicalize, cse, dce, fold_batchnorm, fold_constants, fuse_attention, fuse_linear, infer_shapes)
 from .analysis import AnalysisManager, CostReport, register_analysis
 from .context import Instrument, PassContext, Rejection
 from .instruments import DumpToDirectory, NumericCheck, PrintIR, SkipPasses, VerifyEach

@@ -1,7 +1,8 @@
-"""fuse-linear: matmul by a constant weight (+ a constant bias) → one `linear` with the weight as [out, in].
+"""fuse-linear: matmul by a constant weight (+ bias, + activation) → one `linear` with the weight as [out, in].
 
 Exporters spell a dense layer as `matmul(x, transpose(W))` (folded to a constant `W.T`) followed by `add(., b)`;
-`linear` is the op every CPU GEMM library packs weights for, and the bias rides in the GEMM's epilogue.
+`linear` is the op every CPU GEMM library packs weights for, and the bias and a following relu, gelu, silu or tanh
+ride in the GEMM's epilogue (`linear {activation=...}`), saving a pass over the output.
 
 >>> from graphopt.ir import parse
 >>> from graphopt.passes import PassManager
@@ -49,6 +50,9 @@ def _to_linear(rw: Rewriter, m: Match) -> object:
 
 
 def _bias_ok(m: Match) -> bool | str:
+    lin = next(v.producer for v in m.root.inputs if v.producer is not None and v.producer.op.name == "linear")
+    if lin.attrs["activation"] != "none":
+        return f"the linear ends in {lin.attrs['activation']}; a bias after it is not its bias"
     n = m.w.type.shape[0]
     b, out = m.b, m.root.outputs[0]
     if b.type.dtype != out.type.dtype:
@@ -64,11 +68,30 @@ def _with_bias(rw: Rewriter, m: Match) -> object:
     return rw.op("linear", [m.x, m.w, rw.const(np.ascontiguousarray(m.b.const.reshape(-1)))])
 
 
+def _no_activation_yet(m: Match) -> bool | str:
+    lin = m.root.inputs[0].producer
+    return lin.attrs["activation"] == "none" or f"the linear already ends in {lin.attrs['activation']}"
+
+
+def _with_activation(act: str) -> object:
+    def replace(rw: Rewriter, m: Match) -> object:
+        lin = m.root.inputs[0].producer
+        name = "gelu_tanh" if act == "gelu" and m.root.attrs.get("approximate") == "tanh" else act
+        return rw.op("linear", list(lin.inputs), activation=name)
+
+    return replace
+
+
+_ACTS = ("relu", "gelu", "silu", "tanh")
 FUSE_LINEAR_RULES = [
     Rule("matmul-to-linear", Pat("matmul", X, W), _to_linear, check=_weight_ok, commute=False,
          doc="matmul(x, C) with C a constant [in, out] → linear(x, C.T)"),
     Rule("linear-bias", Pat("add", Pat("linear", X, W, single_use=True), B), _with_bias, check=_bias_ok,
          doc="linear(x, W) + b → linear(x, W, b)"),
+    *(Rule(f"linear-{act}{'-bias' if bias else ''}", Pat(act, Pat("linear", X, W, *([B] if bias else []),
+                                                                 single_use=True)),
+           _with_activation(act), check=_no_activation_yet, doc=f"{act}(linear(...)) → linear(..., activation={act})")
+      for act in _ACTS for bias in (False, True)),
 ]
 
 

@@ -81,3 +81,54 @@ def test_cpu_linear_matches_reference_whichever_kernel_wins() -> None:
         x = rng.standard_normal((rows, 64)).astype(np.float32)
         np.testing.assert_allclose(exe(x)[0], run(g, [x])[0], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(exe(torch.from_numpy(x))[0].numpy(), x @ w.T + b, rtol=1e-4, atol=1e-4)
+
+
+def test_activation_after_linear_joins_its_epilogue() -> None:
+    check_pass("fuse-linear,dce", """
+graph @f(%x: f32[4,3]) {
+  const @w: f32[3,2] = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+  const @bias: f32[2] = [0.5, -0.25]
+  %0: f32[4,2] = matmul(%x, @w)
+  %1: f32[4,2] = add(%0, @bias)
+  %2: f32[4,2] = gelu(%1) {approximate="tanh"}
+  %3: f32[4,2] = relu(%2)
+  return %3
+}""", """
+graph @f(%x: f32[4,3]) {
+  const @wt: f32[2,3] = [[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]]
+  const @bias: f32[2] = [0.5, -0.25]
+  %2: f32[4,2] = linear(%x, @wt, @bias) {activation="gelu_tanh"}
+  %3: f32[4,2] = relu(%2)
+  return %3
+}""", rtol=1e-6)
+
+
+def test_a_bias_after_an_activated_linear_is_not_its_bias() -> None:
+    check_pass("fuse-linear,dce", """
+graph @f(%x: f32[4,3]) {
+  const @w: f32[2,3] = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+  const @bias: f32[2] = [0.5, -0.25]
+  %0: f32[4,2] = linear(%x, @w) {activation="relu"}
+  %1: f32[4,2] = add(%0, @bias)
+  return %1
+}""", """
+graph @f(%x: f32[4,3]) {
+  const @w: f32[2,3] = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+  const @bias: f32[2] = [0.5, -0.25]
+  %0: f32[4,2] = linear(%x, @w) {activation="relu"}
+  %1: f32[4,2] = add(%0, @bias)
+  return %1
+}""")
+
+
+def test_cpu_activated_linear_on_both_kernel_paths() -> None:
+    rng = np.random.default_rng(1)
+    w, b = rng.standard_normal((256, 128)).astype(np.float32), rng.standard_normal(256).astype(np.float32)
+    for act in ("gelu", "gelu_tanh", "relu", "silu", "tanh"):
+        g = parse("graph @f(%x: f32[n,128]) {\n  const @w: f32[256,128] = external\n  const @b: f32[256] = external\n"
+                  f"  %0: f32[n,256] = linear(%x, @w, @b) {{activation=\"{act}\"}}\n  return %0\n}}",
+                  constants={"w": w, "b": b})
+        exe = get_backend("cpu").compile(g)
+        for rows in (1, 300):  # below and above any measured packing threshold
+            x = rng.standard_normal((rows, 128)).astype(np.float32)
+            np.testing.assert_allclose(exe(x)[0], run(g, [x])[0], rtol=1e-4, atol=1e-4)

@@ -75,16 +75,26 @@ def _packed_from(n: Node) -> int | None:
 PREPARE["linear"] = lambda n: (1, "rt.pack_linear_weight({})") if _packed_from(n) is not None else None
 
 
+# the linear epilogue as the torch call for the unpacked path (the packed one uses oneDNN's post-ops)
+_TORCH_ACT = {"relu": "torch.relu({})", "gelu": "F.gelu({})", "gelu_tanh": "F.gelu({}, approximate='tanh')",
+              "silu": "F.silu({})", "tanh": "torch.tanh({})"}
+
+
 @emits("linear")
 def _linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     bias = a[2] if len(n.inputs) > 2 else "None"
+    act = at["activation"]
     rows_from = _packed_from(n)
     if rows_from is None:
-        return f"F.linear({a[0]}, {a[1]}, {bias})"
+        call = f"F.linear({a[0]}, {a[1]}, {bias})"
+        return _TORCH_ACT[act].format(call) if act != "none" else call
     packed = a[len(n.inputs)]
+    from .runtime import ONEDNN_ACTIVATIONS
+
+    attr, algo = ONEDNN_ACTIVATIONS[act]
     if rows_from == 1:
-        return f"torch.ops.mkldnn._linear_pointwise({a[0]}, {packed}, {bias}, 'none', [], '')"
-    return f"rt.linear({a[0]}, {a[1]}, {packed}, {bias}, {rows_from})"
+        return f"torch.ops.mkldnn._linear_pointwise({a[0]}, {packed}, {bias}, {attr!r}, [], {algo!r})"
+    return f"rt.linear({a[0]}, {a[1]}, {packed}, {bias}, {rows_from}, {act!r})"
 
 
 @emits("div")

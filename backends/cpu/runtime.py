@@ -19,12 +19,21 @@ def pad_spatial(x: torch.Tensor, pads: Sequence[int], value: float) -> torch.Ten
     return F.pad(x, torch_pads, value=value)
 
 
-def linear(x: torch.Tensor, w: torch.Tensor, packed: torch.Tensor, b: torch.Tensor | None,
-           rows_from: int) -> torch.Tensor:
-    """F.linear for few rows (GEMV-like), oneDNN with the packed weight from `rows_from` rows (measured)."""
+# linear's activation as oneDNN's fused post-op (attr, algorithm)
+ONEDNN_ACTIVATIONS = {"none": ("none", ""), "relu": ("relu", ""), "gelu": ("gelu", "none"),
+                      "gelu_tanh": ("gelu", "tanh"), "silu": ("swish", ""), "tanh": ("tanh", "")}
+_TORCH_ACT = {"none": lambda y: y, "relu": torch.relu, "gelu": F.gelu,
+              "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"), "silu": F.silu, "tanh": torch.tanh}
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, packed: torch.Tensor, b: torch.Tensor | None, rows_from: int,
+           activation: str = "none") -> torch.Tensor:
+    """F.linear for few rows (GEMV-like), oneDNN with the packed weight from `rows_from` rows (measured); the
+    activation runs as oneDNN's fused post-op on the packed path."""
     if x.numel() // x.shape[-1] >= rows_from:
-        return torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
-    return F.linear(x, w, b)
+        attr, algo = ONEDNN_ACTIVATIONS[activation]
+        return torch.ops.mkldnn._linear_pointwise(x, packed, b, attr, [], algo)
+    return _TORCH_ACT[activation](F.linear(x, w, b))
 
 
 def avg_pool(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int], ceil_mode: bool,

@@ -109,13 +109,25 @@ def _linear_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorTy
     return tt(dtype, x.shape[:-1] + (w.shape[0],))
 
 
-@register_op("linear", inputs=["x", "weight", "bias?"], infer=_linear_infer, flops=_matmul_flops)
-def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """x @ weight.T + bias, weight laid out [out_features, in_features] (torch.nn.functional.linear)."""
+LINEAR_ACTIVATIONS = {"none": None, "relu": ("relu", {}), "gelu": ("gelu", {"approximate": "none"}),
+                      "gelu_tanh": ("gelu", {"approximate": "tanh"}), "silu": ("silu", {}), "tanh": ("tanh", {})}
+
+
+@register_op("linear", inputs=["x", "weight", "bias?"], infer=_linear_infer, flops=_matmul_flops,
+             attrs={"activation": Attr("str", "none", choices=tuple(LINEAR_ACTIVATIONS))})
+def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, activation: str) -> np.ndarray:
+    """act(x @ weight.T + bias), weight laid out [out_features, in_features] (torch.nn.functional.linear).
+
+    `activation` is the epilogue GEMM libraries fuse (relu, gelu, gelu_tanh, silu, tanh); it is exactly the
+    separate activation op applied to the rounded linear result."""
+    from .registry import get_op
+
     y = np.matmul(_c(x), _c(weight).T)
     if bias is not None:
         y = y + _c(bias)
-    return y.astype(x.dtype, copy=False)
+    y = y.astype(x.dtype, copy=False)
+    act = LINEAR_ACTIVATIONS[activation]
+    return y if act is None else get_op(act[0]).kernel(y, **act[1])
 
 
 # -- convolution and pooling -----------------------------------------------------------------------------
