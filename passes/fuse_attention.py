@@ -21,6 +21,7 @@ from graphopt.ir import Graph, Node, Value
 from graphopt.ir.symbolic import canon, dim_mul
 
 from .context import PassContext
+from .pattern import scalar_of
 from .registry import PassResult, register_pass
 
 __all__ = ["fuse_attention"]
@@ -43,12 +44,6 @@ class _Site:
     dead: list[Node] = field(default_factory=list)
 
 
-def _scalar(v: Value) -> float | None:
-    if v.const is not None and v.const.size == 1 and v.type.dtype.is_float:
-        return float(v.const.reshape(()))
-    return None
-
-
 def _merges_heads(src: Value, dst: Value) -> bool:
     """dst = reshape(src) from [B, H, X, Y] (or [B, Hkv, reps, X, Y] for grouped KV heads) to [B*H, X, Y]."""
     s, d = src.type.shape, dst.type.shape
@@ -63,12 +58,12 @@ def _to_4d(v: Value) -> tuple[Value, float]:
     scale = 1.0
     while v.producer is not None:
         n = v.producer
-        if n.op.name == "mul" and (_scalar(n.inputs[1]) is not None or _scalar(n.inputs[0]) is not None):
-            c = _scalar(n.inputs[1])
-            scale *= c if c is not None else _scalar(n.inputs[0])  # type: ignore[operator]
+        if n.op.name == "mul" and (scalar_of(n.inputs[1]) is not None or scalar_of(n.inputs[0]) is not None):
+            c = scalar_of(n.inputs[1])
+            scale *= c if c is not None else scalar_of(n.inputs[0])  # type: ignore[operator]
             v = n.inputs[0] if c is not None else n.inputs[1]
-        elif n.op.name == "div" and _scalar(n.inputs[1]) is not None and n.attrs["rounding_mode"] == "none":
-            scale /= _scalar(n.inputs[1])  # type: ignore[operator]
+        elif n.op.name == "div" and scalar_of(n.inputs[1]) is not None and n.attrs["rounding_mode"] == "none":
+            scale /= scalar_of(n.inputs[1])  # type: ignore[operator]
             v = n.inputs[0]
         elif n.op.name == "reshape" and _merges_heads(n.inputs[0], v):
             v = n.inputs[0]
@@ -134,8 +129,8 @@ def _match(sm: Node) -> _Site:
             s, mask = n.inputs[pick], n.inputs[1 - pick]
         elif n.op.name == "reshape" and (_merges_heads(s, n.inputs[0]) or _merges_heads(n.inputs[0], s)):
             s = n.inputs[0]
-        elif n.op.name in ("mul", "div") and _scalar(n.inputs[1]) is not None:
-            c = _scalar(n.inputs[1])
+        elif n.op.name in ("mul", "div") and scalar_of(n.inputs[1]) is not None:
+            c = scalar_of(n.inputs[1])
             post = post * c if n.op.name == "mul" else post / c  # type: ignore[operator]
             s = n.inputs[0]
         else:

@@ -49,6 +49,30 @@ def _to_linear(rw: Rewriter, m: Match) -> object:
     return rw.op("linear", [m.x, rw.const(np.ascontiguousarray(m.w.const.T))])
 
 
+def _expand_ok(m: Match) -> bool | str:
+    lead, batch = m.x.type.shape[:-2], m.root.inputs[1].type.shape[:-2]
+    if tuple(lead) != tuple(batch):
+        return f"the weight is expanded to batch dims {list(batch)}, the input has {list(lead)}"
+    return _weight_ok(m)
+
+
+def _unflatten_ok(m: Match) -> bool | str:
+    x, flat, out = m.x.type, m.root.inputs[0].producer.inputs[0].type, m.root.outputs[0].type
+    if x.rank < 3 or flat.rank != 2:
+        return f"the reshape around the linear takes rank {x.rank} to {flat.rank}, not [..., in] to [rows, in]"
+    if out.shape[: x.rank - 1] != x.shape[:-1]:
+        return f"the reshape after the linear gives {list(out.shape)}, not the input's leading dims {list(x.shape[:-1])}"
+    return True
+
+
+def _unflattened(rw: Rewriter, m: Match) -> object:
+    lin = m.root.inputs[0].producer
+    y = rw.op("linear", [m.x, *lin.inputs[1:]], **lin.attrs)
+    if m.root.outputs[0].type.rank == m.x.type.rank:
+        return y
+    return rw.op("reshape", [y], **m.root.attrs)
+
+
 def _bias_ok(m: Match) -> bool | str:
     lin = next(v.producer for v in m.root.inputs if v.producer is not None and v.producer.op.name == "linear")
     if lin.attrs["activation"] != "none":
@@ -86,6 +110,13 @@ _ACTS = ("relu", "gelu", "silu", "tanh")
 FUSE_LINEAR_RULES = [
     Rule("matmul-to-linear", Pat("matmul", X, W), _to_linear, check=_weight_ok, commute=False,
          doc="matmul(x, C) with C a constant [in, out] → linear(x, C.T)"),
+    Rule("matmul-expanded-weight", Pat("matmul", X, Pat("expand", W)), _to_linear, check=_expand_ok, commute=False,
+         doc="matmul(x, expand(C)) over x's own batch dims → linear(x, C.T) (export's batched form of x @ W)"),
+    *(Rule(f"linear-unflatten{'-bias' if bias else ''}",
+           Pat("reshape", Pat("linear", Pat("reshape", X), W, *([B] if bias else []), single_use=True)),
+           _unflattened, check=_unflatten_ok,
+           doc="reshape(linear(reshape(x, [rows, in])), [..., out]) → linear(x) (linear takes [..., in])")
+      for bias in (False, True)),
     Rule("linear-bias", Pat("add", Pat("linear", X, W, single_use=True), B), _with_bias, check=_bias_ok,
          doc="linear(x, W) + b → linear(x, W, b)"),
     *(Rule(f"linear-{act}{'-bias' if bias else ''}", Pat(act, Pat("linear", X, W, *([B] if bias else []),

@@ -24,7 +24,15 @@ import numpy as np
 
 from graphopt.ir import Node, OpDef, Value, get_op
 
-__all__ = ["Pattern", "Var", "Const", "Pat", "AttrVar", "Match", "MatchFailure"]
+__all__ = ["Pattern", "Var", "Const", "Pat", "AttrVar", "Match", "MatchFailure", "scalar_of"]
+
+
+def scalar_of(value: Value) -> float | None:
+    """The float a one-element floating constant holds, in the shortest form that round-trips its dtype
+    (an f32 1e-5 reads 1e-05, not 9.999999747378752e-06), or None for anything else."""
+    if value.const is None or value.const.size != 1 or not value.type.dtype.is_float:
+        return None
+    return float(np.format_float_positional(value.const.reshape(-1)[0], unique=True))
 
 
 class MatchFailure(Exception):
@@ -34,6 +42,7 @@ class MatchFailure(Exception):
         super().__init__(reason)
         self.reason = reason
         self.node = node
+        self.progress = 0  # op nodes matched before the failure: 1 means only the root's op matched
 
 
 @dataclass
@@ -44,6 +53,7 @@ class Match:
     values: dict[str, Value] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
+    reached: int = 0  # nodes whose op matched, so far (a failed match's progress)
 
     def __getitem__(self, name: str) -> Value:
         return self.values[name]
@@ -75,7 +85,11 @@ class Pattern:
         if value.producer is None:
             raise MatchFailure(f"%{value.name} is not produced by a node")
         m = Match(value.producer)
-        self._match(value, m)
+        try:
+            self._match(value, m)
+        except MatchFailure as f:
+            f.progress = m.reached
+            raise
         return m
 
     def _bind(self, value: Value, m: Match) -> None:
@@ -152,6 +166,7 @@ class Pat(Pattern):
             raise MatchFailure(f"expected {self.op.name}, got %{value.name} (a graph input or constant)")
         if node.op is not self.op:
             raise MatchFailure(f"expected {self.op.name}, got {node.op.name} at %{value.name}", node)
+        m.reached += 1
         if self.single_use and m.nodes and (value.num_uses > 1 or value.is_graph_output):
             raise MatchFailure(f"%{value.name} ({node.op.name}) has other users; fusing would duplicate it", node)
         if len(node.inputs) != len(self.inputs):

@@ -24,6 +24,14 @@ FACTORY = textwrap.dedent('''
 
     def static():
         return _net(), (torch.randn(2, 5, 8),)
+
+    class _Attn(torch.nn.Module):
+        def forward(self, q, k, v):
+            a = torch.softmax(q @ k.transpose(-1, -2) * 0.125, -1)
+            return a @ v, torch.softmax(q @ v.transpose(-1, -2), -1) @ k, a
+
+    def attn():
+        return _Attn(), tuple(torch.randn(1, 2, 4, 8) for _ in range(3))
 ''')
 
 
@@ -61,3 +69,12 @@ def test_input_shape_that_a_static_trace_cannot_take(factory, capsys) -> None:  
     assert "unknown input" in capsys.readouterr().err
     assert main(["compile", "my_models:missing", "-o", str(factory / "c")]) == 1
     assert "cannot load factory" in capsys.readouterr().err
+
+
+def test_explain_names_each_site_and_why_it_did_not_fuse(factory, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["explain", "my_models:attn", "--pass", "fuse-attention"]) == 0
+    out = capsys.readouterr().out
+    assert "fuse-attention: fused 1, rejected 1" in out
+    assert "softmax" in out and "graph output" in out
+    assert main(["explain", "my_models:attn", "--pass", "fuse-nothing"]) == 1
+    assert "is not in pipeline 'O3'" in capsys.readouterr().err

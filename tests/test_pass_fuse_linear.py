@@ -132,3 +132,45 @@ def test_cpu_activated_linear_on_both_kernel_paths() -> None:
         for rows in (1, 300):  # below and above any measured packing threshold
             x = rng.standard_normal((rows, 128)).astype(np.float32)
             np.testing.assert_allclose(exe(x)[0], run(g, [x])[0], rtol=1e-4, atol=1e-4)
+
+
+def test_export_layouts_around_a_linear_are_absorbed() -> None:
+    # torch.export's x @ W over batch dims: expand(W) + batched matmul; and reshape → 2-D linear → reshape back.
+    check_pass("fuse-linear,dce", """
+graph @f(%x: f32[b,s,3]) {
+  const @w: f32[3,2] = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+  const @v: f32[2,4] = [[1.0, 0.0, 2.0, 1.0], [0.5, 1.0, 0.0, -1.0]]
+  const @bias: f32[4] = [0.5, 0.25, 0.0, 1.0]
+  %0: f32[b,3,2] = expand(@w) {shape=[b, 3, 2]}
+  %1: f32[b,s,2] = matmul(%x, %0)
+  %2: f32["b*s",2] = reshape(%1) {shape=["b*s", 2]}
+  %3: f32["b*s",4] = matmul(%2, @v)
+  %4: f32["b*s",4] = add(%3, @bias)
+  %5: f32[b,s,4] = reshape(%4) {shape=[b, s, 4]}
+  %6: f32[b,s,4] = gelu(%5)
+  %7: f32[b,s,2,2] = reshape(%6) {shape=[b, s, 2, 2]}
+  return %7
+}""", """
+graph @f(%x: f32[b,s,3]) {
+  const @wt: f32[2,3] = [[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]]
+  const @vt: f32[4,2] = [[1.0, 0.5], [0.0, 1.0], [2.0, 0.0], [1.0, -1.0]]
+  const @bias: f32[4] = [0.5, 0.25, 0.0, 1.0]
+  %1: f32[b,s,2] = linear(%x, @wt)
+  %5: f32[b,s,4] = linear(%1, @vt, @bias) {activation="gelu"}
+  %7: f32[b,s,2,2] = reshape(%5) {shape=[b, s, 2, 2]}
+  return %7
+}""", rtol=1e-6)
+
+
+def test_an_expand_over_other_batch_dims_is_not_a_linear() -> None:
+    g = parse("""
+graph @f(%x: f32[1,5,3]) {
+  const @w: f32[3,2] = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+  %0: f32[4,3,2] = expand(@w) {shape=[4, 3, 2]}
+  %1: f32[4,5,2] = matmul(%x, %0)
+  return %1
+}""")
+    ctx = PassContext(explain=True)
+    PassManager.parse("fuse-linear").run(g, ctx)
+    assert [n.op.name for n in g] == ["expand", "matmul"]
+    assert any("expanded to batch dims [4], the input has [1]" in r.reason for r in ctx.rejections)

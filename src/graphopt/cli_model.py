@@ -173,6 +173,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import graphopt
+    from graphopt.passes import PassContext, PassManager
+
+    model, ex_args, ex_kwargs, dynamic = _resolve(args.model)
+    graph = graphopt.to_graph(model, ex_args, example_kwargs=ex_kwargs, dynamic_shapes=dynamic)
+    specs = PassManager.parse(args.pipeline).passes
+    names = [s.name for s in specs]
+    if args.pass_name not in names:
+        raise ModelLoadError(f"pass {args.pass_name!r} is not in pipeline {args.pipeline!r} ({', '.join(names)})")
+    upto = PassManager(specs[: names.index(args.pass_name) + 1])
+    ctx = PassContext(explain=True)
+    result = upto.run(graph, ctx)
+    record = [r for r in result.records if r.name == args.pass_name][-1]
+    print(f"{args.pass_name}: " + (", ".join(f"{k} {v}" for k, v in record.stats.items()) or "nothing matched"))
+    mine = [r for r in ctx.rejections if r.pass_name == args.pass_name]
+    for r in mine:
+        print(f"  not applied at {r.node}: {r.reason}")
+    if not mine:
+        print("  no candidate site was rejected")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     c = sub.add_parser("compile", help="compile a model to a saved artifact and print the report",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,6 +231,11 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--name", help="model name in the tables")
     b.add_argument("-o", "--output", help="folder for result.json, result.md and result.png")
     b.set_defaults(fn=_cmd_bench)
+    e = sub.add_parser("explain", help="run a pipeline up to a pass and say where it applied and why not elsewhere")
+    e.add_argument("model", help=".onnx, .pt2, .gir, or package.module:factory")
+    e.add_argument("--pass", dest="pass_name", required=True, help="the pass to explain, e.g. fuse-attention")
+    e.add_argument("-p", "--pipeline", default="O3", help="the pipeline the pass runs in (default O3)")
+    e.set_defaults(fn=_cmd_explain)
     s = sub.add_parser("show", help="print a model's IR (optionally after a pipeline) as text, DOT or SVG")
     s.add_argument("model", help=".onnx, .pt2, .gir, or package.module:factory")
     s.add_argument("-p", "--pipeline", default="", help="run this pipeline first")

@@ -1,0 +1,91 @@
+"""fuse-rmsnorm: the decomposed RMSNorm (Llama, T5, ONNX exports) → one `rms_norm`.
+
+    y = x · rsqrt(mean(x²) + ε)   (or x / √(mean(x²) + ε));   out = γ · y
+
+>>> from graphopt.ir import parse
+>>> from graphopt.passes import PassManager
+>>> g = parse('''graph @f(%x: f32[2,4]) {
+...   const @two: f32[] = 2.0
+...   const @eps: f32[] = 1e-6
+...   const @w: f32[4] = [1.0, 2.0, 3.0, 4.0]
+...   %0: f32[2,4] = pow(%x, @two)
+...   %1: f32[2,1] = reduce_mean(%0) {axes=[-1], keepdims=true}
+...   %2: f32[2,1] = add(%1, @eps)
+...   %3: f32[2,1] = rsqrt(%2)
+...   %4: f32[2,4] = mul(%x, %3)
+...   %5: f32[2,4] = mul(@w, %4)
+...   return %5
+... }''')
+>>> _ = PassManager.parse("fuse-rmsnorm,dce").run(g)
+>>> [(n.op.name, len(n.inputs)) for n in g]
+[('rms_norm', 2)]
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from graphopt.ir import Graph
+
+from .context import PassContext
+from .pattern import AttrVar, Const, Match, Pat, Pattern, Var, scalar_of
+from .registry import PassResult, register_pass
+from .rewrite import Rewriter, Rule, apply_rules
+
+__all__ = ["fuse_rmsnorm", "FUSE_RMSNORM_RULES"]
+
+X, EPS = Var("x"), Const(name="eps")
+
+
+def _check(m: Match) -> bool | str:
+    rank = m.x.type.rank
+    axes = sorted(a % rank for a in (m.attrs.get("axes") or ()))
+    if not axes or axes != list(range(axes[0], rank)):
+        return f"axes {list(m.attrs.get('axes') or [])} are not the trailing axes of a rank-{rank} input"
+    if m.eps.const.size != 1 or not m.x.type.dtype.is_float:
+        return "epsilon is not a scalar or the input is not floating point"
+    return True
+
+
+def _replace(rw: Rewriter, m: Match) -> object:
+    axis = min(a % m.x.type.rank for a in m.attrs["axes"])
+    return rw.op("rms_norm", [m.x], axis=axis, eps=scalar_of(m.eps))
+
+
+def _normalized(square: str, norm: str) -> Pattern:
+    sq = Pat("pow", X, Const(2.0)) if square == "pow" else Pat("mul", X, X)
+    ms = Pat("add", Pat("reduce_mean", sq, axes=AttrVar("axes"), keepdims=True), EPS)
+    if norm == "div":
+        return Pat("div", X, Pat("sqrt", ms), rounding_mode="none")
+    return Pat("mul", X, Pat("rsqrt", ms))
+
+
+def _scale_ok(m: Match) -> bool | str:
+    rms = next(v.producer for v in m.root.inputs if v.producer is not None and v.producer.op.name == "rms_norm")
+    x = rms.inputs[0]
+    normalized = tuple(x.type.shape[rms.attrs["axis"] % x.type.rank:])
+    if len(rms.inputs) != 1:
+        return "the rms_norm already has a scale"
+    if m.g.type.dtype != x.type.dtype or tuple(m.g.type.shape) != normalized:
+        return f"@{m.g.name}: {m.g.type} is not one scale per normalized element {list(normalized)}"
+    return True
+
+
+def _absorb(rw: Rewriter, m: Match) -> object:
+    rms = next(v.producer for v in m.root.inputs if v.producer is not None and v.producer.op.name == "rms_norm")
+    return rw.op("rms_norm", [rms.inputs[0], m.g], **rms.attrs)
+
+
+FUSE_RMSNORM_RULES = [
+    *(Rule(f"rmsnorm-{sq}-{norm}", _normalized(sq, norm), _replace, check=_check)
+      for sq, norm in itertools.product(("pow", "mul"), ("div", "rsqrt"))),
+    Rule("rmsnorm-scale", Pat("mul", Pat("rms_norm", Var("x"), single_use=True), Const(name="g")), _absorb,
+         check=_scale_ok, doc="rms_norm(x) * gamma → rms_norm(x, gamma)"),
+]
+
+
+@register_pass("fuse-rmsnorm", preserves=("shapes",))
+def fuse_rmsnorm(graph: Graph, ctx: PassContext) -> PassResult:
+    """Recognise decomposed RMSNorm (mean of squares, rsqrt or 1/sqrt, then γ) and emit `rms_norm`."""
+    stats = apply_rules(graph, FUSE_RMSNORM_RULES, ctx)
+    return PassResult(changed=stats.total > 0, stats=stats.as_stats())
