@@ -259,10 +259,13 @@ def _linear(cx: _Ctx, n: Node, a: list[str]) -> str:
     else:
         y = cx.emit("MatMul", [a[0], cx.emit("Transpose", [a[1]], perm=[1, 0])])
         y = cx.emit("Add", [y, a[2]]) if len(a) > 2 else y
-    act = n.attrs["activation"]
+    return _activation(cx, y, n.attrs["activation"], n.outputs[0].type.dtype)
+
+
+def _activation(cx: _Ctx, y: str, act: str, dt: DType) -> str:
+    """A fused epilogue (linear's, conv's) as separate ONNX ops."""
     if act == "none":
         return y
-    dt = n.outputs[0].type.dtype
     if act in ("relu", "tanh"):
         return cx.emit(act.capitalize(), [y])
     if act == "silu":
@@ -395,7 +398,11 @@ def _spatial(n: Node, nd: int) -> dict[str, Any]:
             "dilations": list(at.get("dilations") or [1] * nd)}
 
 
-exports("conv")(lambda cx, n, a: cx.emit("Conv", a, group=n.attrs["groups"], **_spatial(n, n.inputs[1].type.rank - 2)))
+@exports("conv")
+def _conv(cx: _Ctx, n: Node, a: list[str]) -> str:
+    y = cx.emit("Conv", a[:3], group=n.attrs["groups"], **_spatial(n, n.inputs[1].type.rank - 2))
+    y = cx.emit("Add", [y, a[3]]) if len(a) > 3 else y
+    return _activation(cx, y, n.attrs["activation"], n.outputs[0].type.dtype)
 
 
 exports("conv_transpose")(lambda cx, n, a: cx.emit(

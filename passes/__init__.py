@@ -16,7 +16,7 @@ graph @f(%x: f32[2,3]) {
 """
 
 from . import (  # noqa: F401  (registration)
-    canonicalize, cse, dce, fold_batchnorm, fold_constants, fuse_attention, fuse_gelu, fuse_layernorm, fuse_linear,
+    canonicalize, cse, dce, fold_batchnorm, fold_constants, fuse_attention, fuse_conv, fuse_gelu, fuse_layernorm, fuse_linear,
     fuse_rmsnorm, infer_shapes)
 from .analysis import AnalysisManager, CostReport, register_analysis
 from .context import Instrument, PassContext, Rejection

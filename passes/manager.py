@@ -35,9 +35,9 @@ PRESETS: dict[str, str] = {
     "O1": "canonicalize,fold-constants,cse,dce",
     # O2/O3 grow as fusion, quantization and layout passes land.
     "O2": ("infer-shapes,canonicalize,fold-constants,cse,fold-batchnorm,fuse-layernorm,fuse-rmsnorm,fuse-gelu,"
-           "fuse-linear,fuse-attention,canonicalize,dce"),
+           "fuse-linear,fuse-conv,fuse-attention,canonicalize,dce"),
     "O3": ("infer-shapes,canonicalize,fold-constants,cse,fold-batchnorm,fuse-layernorm,fuse-rmsnorm,fuse-gelu,"
-           "fuse-linear,fuse-attention,canonicalize,dce"),
+           "fuse-linear,fuse-conv,fuse-attention,canonicalize,dce"),
 }
 
 

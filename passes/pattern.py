@@ -166,12 +166,12 @@ class Pat(Pattern):
             raise MatchFailure(f"expected {self.op.name}, got %{value.name} (a graph input or constant)")
         if node.op is not self.op:
             raise MatchFailure(f"expected {self.op.name}, got {node.op.name} at %{value.name}", node)
-        m.reached += 1
-        if self.single_use and m.nodes and (value.num_uses > 1 or value.is_graph_output):
-            raise MatchFailure(f"%{value.name} ({node.op.name}) has other users; fusing would duplicate it", node)
         if len(node.inputs) != len(self.inputs):
             raise MatchFailure(f"{node.op.name} at %{value.name} has {len(node.inputs)} inputs, the pattern "
                                f"{len(self.inputs)}", node)
+        m.reached += 1
+        if self.single_use and m.nodes and (value.num_uses > 1 or value.is_graph_output):
+            raise MatchFailure(f"%{value.name} ({node.op.name}) has other users; fusing would duplicate it", node)
         for key, want in self.attrs.items():
             have = node.attrs[key]
             if isinstance(want, AttrVar):

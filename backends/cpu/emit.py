@@ -230,18 +230,64 @@ def _sym_pads(pads: Sequence[int], nd: int) -> bool:
     return list(pads[:nd]) == list(pads[nd:])
 
 
+def _conv_geometry(n: Node) -> tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    nd = n.inputs[1].type.rank - 2
+    at = n.attrs
+    return (nd, tuple(at["strides"] or (1,) * nd), tuple(at["pads"] or (0,) * (2 * nd)),
+            tuple(at["dilations"] or (1,) * nd))
+
+
+def _conv_packed(n: Node) -> bool:
+    """Whether this conv runs oneDNN with a packed weight: 2-D, static input, symmetric pads, and measured faster."""
+    from .kernels import conv_kernel
+
+    nd, strides, pads, dil = _conv_geometry(n)
+    x, w = n.inputs[0].type, n.inputs[1]
+    if nd != 2 or w.const is None or x.dtype not in (DType.F32, DType.BF16) or not _sym_pads(pads, nd):
+        return False
+    if not all(isinstance(d, int) for d in x.shape):
+        return False
+    return conv_kernel(tuple(x.shape), tuple(w.type.shape), pads[:nd], strides, dil, n.attrs["groups"], x.dtype.torch)
+
+
+def _prepare_conv(n: Node) -> tuple[int, str] | None:
+    if not _conv_packed(n):
+        return None
+    nd, strides, pads, dil = _conv_geometry(n)
+    return (1, f"rt.pack_conv_weight({{}}, {list(pads[:nd])}, {list(strides)}, {list(dil)}, {n.attrs['groups']}, "
+               f"{list(n.inputs[0].type.shape)})")
+
+
+PREPARE["conv"] = _prepare_conv
+
+
 @emits("conv")
 def _conv(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
-    nd = n.inputs[1].type.rank - 2
-    strides = at["strides"] or (1,) * nd
-    dil = at["dilations"] or (1,) * nd
-    pads = at["pads"] or (0,) * (2 * nd)
+    nd, strides, pads, dil = _conv_geometry(n)
+    bias = a[2] if len(n.inputs) > 2 else "None"
+    act, residual = at["activation"], (a[3] if len(n.inputs) > 3 else None)
+    if _conv_packed(n):
+        from .runtime import ONEDNN_ACTIVATIONS
+
+        attr, algo = ONEDNN_ACTIVATIONS[act]
+        geometry = f"{list(pads[:nd])}, {list(strides)}, {list(dil)}, {at['groups']}"
+        packed = a[len(n.inputs)]
+        if residual is None:
+            return f"torch.ops.mkldnn._convolution_pointwise({a[0]}, {packed}, {bias}, {geometry}, {attr!r}, [], {algo!r})"
+        if act in ("none", "relu"):  # oneDNN's binary post-op takes add, then at most a relu
+            return (f"torch.ops.mkldnn._convolution_pointwise.binary({a[0]}, {residual}, {packed}, {bias}, {geometry}, "
+                    f"'add', 1.0, {act if act != 'none' else None!r}, [], '')")
+        call = (f"torch.ops.mkldnn._convolution_pointwise.binary({a[0]}, {residual}, {packed}, {bias}, {geometry}, "
+                f"'add', 1.0, None, [], '')")
+        return _TORCH_ACT[act].format(call)
     x = a[0]
     if not _sym_pads(pads, nd):
         x, pads = f"rt.pad_spatial({x}, {_tuple(pads)}, 0.0)", (0,) * (2 * nd)
-    bias = a[2] if len(a) > 2 else "None"
-    return (f"F.conv{nd}d({x}, {a[1]}, {bias}, {_tuple(strides)}, {_tuple(pads[:nd])}, {_tuple(dil)}, "
+    call = (f"F.conv{nd}d({x}, {a[1]}, {bias}, {_tuple(strides)}, {_tuple(pads[:nd])}, {_tuple(dil)}, "
             f"{at['groups']})")
+    if residual is not None:
+        call = f"({call} + {residual})"
+    return _TORCH_ACT[act].format(call) if act != "none" else call
 
 
 @emits("max_pool", "avg_pool")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["linear_kernel", "pack_linear_weight"]
+__all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight"]
 
 _ROWS = 64  # the M the benchmark (and the packed layout) assumes; the kernel takes any M
 
@@ -70,3 +70,41 @@ def linear_kernel(in_features: int, out_features: int, dtype: torch.dtype = torc
         if all(wins[i:]):
             return rows
     return None
+
+
+def pack_conv_weight(w: torch.Tensor, pads: list[int], strides: list[int], dilations: list[int], groups: int,
+                     input_size: list[int]) -> torch.Tensor:
+    """A 2-D convolution weight in oneDNN's blocked layout for inputs of `input_size` (other sizes still work)."""
+    return torch.ops.mkldnn._reorder_convolution_weight(w, pads, strides, dilations, groups, input_size)
+
+
+@functools.lru_cache(maxsize=None)
+def conv_kernel(input_size: tuple[int, ...], weight_size: tuple[int, ...], pads: tuple[int, ...],
+                strides: tuple[int, ...], dilations: tuple[int, ...], groups: int,
+                dtype: torch.dtype = torch.float32) -> bool:
+    """Whether oneDNN with a packed weight (and its fused epilogue) beats `F.conv2d` for this 2-D convolution here.
+
+    `F.conv2d` re-lays-out the weight on every call; how much that costs depends on the shape and the CPU.
+    """
+    if not torch.backends.mkldnn.is_available() or len(weight_size) != 4:
+        return False
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(weight_size, generator=gen).to(dtype)
+    b = torch.randn(weight_size[0], generator=gen).to(dtype)
+    x = torch.randn(input_size, generator=gen).to(dtype)
+    args = (list(pads), list(strides), list(dilations), groups)
+    try:
+        packed = pack_conv_weight(w, *args, list(input_size))
+        onednn = lambda: torch.ops.mkldnn._convolution_pointwise(x, packed, b, *args, "relu", [], "")  # noqa: E731
+        got = onednn()
+    except RuntimeError:  # no oneDNN kernel for this dtype or shape on this CPU
+        return False
+    aten = lambda: torch.relu(F.conv2d(x, w, b, strides, pads, dilations, groups))  # noqa: E731
+    want = aten()
+    if not torch.allclose(got.float(), want.float(), rtol=1e-2, atol=1e-2 * float(want.abs().max())):
+        return False
+    with torch.inference_mode():
+        aten(), onednn()
+        t_aten = min(_median_ms(aten, 5) for _ in range(2))
+        t_onednn = min(_median_ms(onednn, 5) for _ in range(2))
+    return t_onednn < 0.95 * t_aten

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .kernels import pack_linear_weight  # noqa: F401 - called by generated code
+from .kernels import pack_conv_weight, pack_linear_weight  # noqa: F401 - called by generated code
 
 
 def pad_spatial(x: torch.Tensor, pads: Sequence[int], value: float) -> torch.Tensor:
@@ -19,7 +19,7 @@ def pad_spatial(x: torch.Tensor, pads: Sequence[int], value: float) -> torch.Ten
     return F.pad(x, torch_pads, value=value)
 
 
-# linear's activation as oneDNN's fused post-op (attr, algorithm)
+# a linear's or conv's activation as oneDNN's fused post-op (attr, algorithm)
 ONEDNN_ACTIVATIONS = {"none": ("none", ""), "relu": ("relu", ""), "gelu": ("gelu", "none"),
                       "gelu_tanh": ("gelu", "tanh"), "silu": ("swish", ""), "tanh": ("tanh", "")}
 _TORCH_ACT = {"none": lambda y: y, "relu": torch.relu, "gelu": F.gelu,

@@ -109,24 +109,29 @@ def _linear_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorTy
     return tt(dtype, x.shape[:-1] + (w.shape[0],))
 
 
-LINEAR_ACTIVATIONS = {"none": None, "relu": ("relu", {}), "gelu": ("gelu", {"approximate": "none"}),
+# The epilogues GEMM and convolution libraries fuse (oneDNN post-ops); each is exactly the separate op applied to
+# the rounded result.
+ACTIVATIONS = {"none": None, "relu": ("relu", {}), "gelu": ("gelu", {"approximate": "none"}),
                       "gelu_tanh": ("gelu", {"approximate": "tanh"}), "silu": ("silu", {}), "tanh": ("tanh", {})}
 
 
 @register_op("linear", inputs=["x", "weight", "bias?"], infer=_linear_infer, flops=_matmul_flops,
-             attrs={"activation": Attr("str", "none", choices=tuple(LINEAR_ACTIVATIONS))})
+             attrs={"activation": Attr("str", "none", choices=tuple(ACTIVATIONS))})
 def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, activation: str) -> np.ndarray:
     """act(x @ weight.T + bias), weight laid out [out_features, in_features] (torch.nn.functional.linear).
 
     `activation` is the epilogue GEMM libraries fuse (relu, gelu, gelu_tanh, silu, tanh); it is exactly the
     separate activation op applied to the rounded linear result."""
-    from .registry import get_op
-
     y = np.matmul(_c(x), _c(weight).T)
     if bias is not None:
         y = y + _c(bias)
-    y = y.astype(x.dtype, copy=False)
-    act = LINEAR_ACTIVATIONS[activation]
+    return _activate(y.astype(x.dtype, copy=False), activation)
+
+
+def _activate(y: np.ndarray, activation: str) -> np.ndarray:
+    from .registry import get_op
+
+    act = ACTIVATIONS[activation]
     return y if act is None else get_op(act[0]).kernel(y, **act[1])
 
 
@@ -179,7 +184,12 @@ def _conv_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType
     if isinstance(x.shape[1], int) and isinstance(w.shape[1], int) and x.shape[1] != w.shape[1] * g:
         raise ShapeError(f"conv input has {x.shape[1]} channels, weight expects {w.shape[1]} x {g} groups")
     kernel = tuple(int(k) for k in w.shape[2:])
-    return tt(dtype, (x.shape[0], w.shape[0]) + _window_shape(x, kernel, attrs))
+    out = tt(dtype, (x.shape[0], w.shape[0]) + _window_shape(x, kernel, attrs))
+    if len(types) > 2 and types[2].shape != (w.shape[0],):
+        raise ShapeError(f"conv bias must have shape [{w.shape[0]}], got {types[2]}")
+    if len(types) > 3 and types[3].shape != out.shape:
+        raise ShapeError(f"conv residual must have the output's shape {list(out.shape)}, got {types[3]}")
+    return out
 
 
 def _conv_flops(i: list[ConcreteType], o: list[ConcreteType], a: Mapping[str, Any]) -> int:
@@ -204,11 +214,14 @@ def _pad_spatial(x: np.ndarray, pads: tuple[int, ...], value: float) -> np.ndarr
     return np.pad(x, widths, constant_values=value)
 
 
-@register_op("conv", inputs=["x", "weight", "bias?"], infer=_conv_infer, flops=_conv_flops,
-             attrs={**_SPATIAL, "groups": Attr("int", 1)})
-def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, strides: Any, pads: Any,
-          dilations: Any, groups: int) -> np.ndarray:
-    """N-d convolution (cross-correlation) with groups; pads are begins then ends (ONNX Conv)."""
+@register_op("conv", inputs=["x", "weight", "bias?", "residual?"], infer=_conv_infer, flops=_conv_flops,
+             attrs={**_SPATIAL, "groups": Attr("int", 1), "activation": Attr("str", "none", choices=tuple(ACTIVATIONS))})
+def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, residual: np.ndarray | None = None, *,
+          strides: Any, pads: Any, dilations: Any, groups: int, activation: str) -> np.ndarray:
+    """N-d convolution (cross-correlation) with groups; pads are begins then ends (ONNX Conv).
+
+    The epilogue convolution libraries fuse: `activation(conv + bias + residual)`, with `residual` (the skip
+    connection of a residual block) of the output's shape, each step rounded as the separate ops would."""
     nd = x.ndim - 2
     kernel = weight.shape[2:]
     strides, pads, dil = _spatial({"strides": strides, "pads": pads, "dilations": dilations}, nd)
@@ -224,7 +237,10 @@ def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, 
     y = y.reshape((n, m) + out)
     if bias is not None:
         y = y + _c(bias).reshape((1, m) + (1,) * nd)
-    return y.astype(x.dtype, copy=False)
+    y = y.astype(x.dtype, copy=False)
+    if residual is not None:
+        y = (y + residual).astype(x.dtype, copy=False)
+    return _activate(y, activation)
 
 
 def _conv_t_shape(x: TensorType, w: TensorType, attrs: Mapping[str, Any]) -> tuple[Dim, ...]:
