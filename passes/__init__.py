@@ -16,8 +16,8 @@ graph @f(%x: f32[2,3]) {
 """
 
 from . import (  # noqa: F401  (registration)
-    canonicalize, cse, dce, fold_batchnorm, fold_constants, fuse_attention, fuse_conv, fuse_gelu, fuse_layernorm, fuse_linear,
-    fuse_rmsnorm, infer_shapes)
+    canonicalize, cse, dce, eliminate_layout_ops, fold_batchnorm, fold_constants, fuse_attention, fuse_conv, fuse_gelu,
+    fuse_layernorm, fuse_linear, fuse_rmsnorm, infer_shapes, merge_parallel_linears)
 from .analysis import AnalysisManager, CostReport, register_analysis
 from .context import Instrument, PassContext, Rejection
 from .instruments import DumpToDirectory, NumericCheck, PrintIR, SkipPasses, VerifyEach

