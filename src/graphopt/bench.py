@@ -63,6 +63,7 @@ class BenchResult:
     flops: int
     gemm_gflops: dict[str, float]
     variants: list[Variant]
+    skipped: dict[str, str] = field(default_factory=dict)  # variant → why it could not be built
     machine: str = field(default_factory=lambda: f"{platform.machine()} {platform.processor() or ''}".strip())
 
     def variant(self, name: str) -> Variant:
@@ -103,6 +104,7 @@ class BenchResult:
             name = r["variant"] + (f" ({r['note']})" if r["note"] else "")
             lines.append(f"| {name} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {sp} | {r['compile_s']:.1f} | "
                          f"{r['size_mb']:.1f} | {r['gflops']:.1f} | {roof} | {err} | {cos} |")
+        lines += [f"\nNot run: **{name}** — {why}" for name, why in self.skipped.items()]
         return "\n".join(lines) + "\n"
 
     def plot(self, path: str | Path) -> Path | None:
@@ -229,9 +231,19 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
             compiled_tc(*args, **kwargs)
             variants.append(Variant("torch.compile", "peer", lambda: compiled_tc(*args, **kwargs),
                                     time.perf_counter() - t0, variants[0].size_bytes if variants else 0))
+    skipped: dict[str, str] = {}
+
+    def attempt(label: str, build: Callable[[], Variant]) -> None:
+        # One variant that cannot be built (an op a target lacks) must not cost the others their numbers.
+        try:
+            variants.append(build())
+        except Exception as e:  # noqa: BLE001 - recorded with its reason and shown in the table
+            skipped[label] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            step(f"{label}: not run ({skipped[label]})")
+
     if "onnxruntime" in peers:
         step("exporting to ONNX for ONNX Runtime")
-        variants.append(_onnx_peer(model, args, kwargs, graph0, threads))
+        attempt("onnxruntime", lambda: _onnx_peer(model, args, kwargs, graph0, threads))
 
     def graphopt_variant(label: str, kind: str, pipe: str, target: str) -> Variant:
         t0 = time.perf_counter()
@@ -242,13 +254,13 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
 
     for target in targets:
         step(f"graphopt {pipeline} → {target}")
-        variants.append(graphopt_variant(f"graphopt-{target}", "graphopt", pipeline, target))
+        attempt(f"graphopt-{target}", lambda t=target: graphopt_variant(f"graphopt-{t}", "graphopt", pipeline, t))
     if ablate and targets:
         specs = [str(s) for s in PassManager.parse(pipeline).passes]
         for spec in dict.fromkeys(specs):
             rest = ",".join(s for s in specs if s != spec)
             step(f"ablation: {pipeline} without {spec}")
-            variants.append(graphopt_variant(f"without {spec}", "ablation", rest, targets[0]))
+            attempt(f"without {spec}", lambda s=spec, r=rest: graphopt_variant(f"without {s}", "ablation", r, targets[0]))
 
     with torch.inference_mode():
         ref = variants[0].run() if variants and variants[0].name == "eager" else None
@@ -271,7 +283,8 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
                 variants[i].run()
                 variants[i].times_ms.append((time.perf_counter() - t) * 1e3)
                 time.sleep(pause_s)  # let ONNX Runtime's pool threads park before the next variant
-    return BenchResult(name or graph0.name, threads, repeats, pipeline, flops, _gemm_roofline(threads), variants)
+    return BenchResult(name or graph0.name, threads, repeats, pipeline, flops, _gemm_roofline(threads), variants,
+                       skipped)
 
 
 def write_outputs(result: BenchResult, folder: str | Path) -> list[Path]:
