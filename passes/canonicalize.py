@@ -95,6 +95,10 @@ CANONICALIZE_RULES = [
     Rule("expand-noop", Pat("expand", X), _x, same_type("x"), doc="expand to the same shape -> x"),
     Rule("slice-full", Pat("slice", X), _x, _slice_is_full, doc="slice covering everything -> x"),
     Rule("concat-single", Pat("concat", X), _x, doc="concat of one tensor -> x"),
+    # the canonical spellings later fusions match (ONNX exporters write rsqrt and silu out)
+    Rule("rsqrt", Pat("reciprocal", Pat("sqrt", X)), lambda rw, m: rw.op("rsqrt", [m.x]),
+         doc="1 / sqrt(x) -> rsqrt(x)"),
+    Rule("silu", Pat("mul", X, Pat("sigmoid", X)), lambda rw, m: rw.op("silu", [m.x]), doc="x * sigmoid(x) -> silu(x)"),
 ]
 
 

@@ -10,6 +10,11 @@ from .registry import PassResult, register_pass
 
 __all__ = ["fold_constants"]
 
+# Ops that only replicate their input. Folding one over a weight stores batch-many copies of it (and hides the
+# weight from fuse-linear); kernels broadcast for free, so big inputs are left to broadcast at run time.
+_REPLICATING = frozenset({"expand", "tile"})
+_SMALL = 4096
+
 
 @register_pass("fold-constants", preserves=("shapes",))
 def fold_constants(graph: Graph, ctx: PassContext, *, max_size: int = 1 << 24) -> PassResult:
@@ -24,6 +29,8 @@ def fold_constants(graph: Graph, ctx: PassContext, *, max_size: int = 1 << 24) -
             continue
         types = [o.type for o in node.outputs]
         if any(t is None or not t.is_static or t.numel() > max_size for t in types):
+            continue
+        if node.op.name in _REPLICATING and node.inputs[0].type.numel() > _SMALL:
             continue
         try:
             attrs = resolve_attrs(node, {})

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphopt.ir import Dim, Graph
+from graphopt.ir import Dim, Graph, Value
 from graphopt.ir.symbolic import canon, dim_mul
 
 from .context import PassContext
@@ -35,9 +35,21 @@ __all__ = ["fuse_linear", "FUSE_LINEAR_RULES"]
 X, W, B = Var("x"), Const(name="w"), Const(name="b")
 
 
+def _matrix(w: Value) -> np.ndarray:
+    """The [in, out] matrix of a constant weight; a batched one (a broadcast folded into copies) gives its first."""
+    return w.const.reshape(-1, *w.type.shape[-2:])[0]
+
+
 def _weight_ok(m: Match) -> bool | str:
     x, w = m.x, m.w
-    if w.type.rank != 2:
+    if w.type.rank > 2:  # the same matrix for every batch entry, as a folded expand(W) leaves, is still a weight
+        out = m.root.outputs[0].type.shape
+        if tuple(out) != (*x.type.shape[:-1], w.type.shape[-1]):
+            return f"weight @{w.name} {w.type} adds batch dims to the input's"
+        data = w.const.reshape(-1, *w.type.shape[-2:])
+        if not np.array_equal(data, np.broadcast_to(data[:1], data.shape)):
+            return f"weight @{w.name} {w.type} holds a different matrix per batch entry"
+    elif w.type.rank != 2:
         return f"weight @{w.name} has rank {w.type.rank}, not 2"
     if x.type.rank < 2:
         return f"input %{x.name} has rank {x.type.rank}; linear wants [..., in]"
@@ -47,7 +59,7 @@ def _weight_ok(m: Match) -> bool | str:
 
 
 def _to_linear(rw: Rewriter, m: Match) -> object:
-    return rw.op("linear", [m.x, rw.const(np.ascontiguousarray(m.w.const.T))])
+    return rw.op("linear", [m.x, rw.const(np.ascontiguousarray(_matrix(m.w).T))])
 
 
 def _expand_ok(m: Match) -> bool | str:

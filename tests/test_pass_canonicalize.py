@@ -107,3 +107,19 @@ graph @f(%x: f32[4]) {
   %2: f32[4] = relu(%x)
   return %2
 }""")
+
+
+def test_onnx_spellings_of_rsqrt_and_silu_become_the_ops() -> None:
+    check_pass("canonicalize,dce", """
+graph @f(%x: f32[4]) {
+  %0: f32[4] = sqrt(%x)
+  %1: f32[4] = reciprocal(%0)
+  %2: f32[4] = sigmoid(%x)
+  %3: f32[4] = mul(%2, %x)
+  return %1, %3
+}""", """
+graph @f(%x: f32[4]) {
+  %1: f32[4] = rsqrt(%x)
+  %3: f32[4] = silu(%x)
+  return %1, %3
+}""")

@@ -45,3 +45,11 @@ def test_bad_option_value_is_reported() -> None:
 
     with pytest.raises(PipelineError, match="option max-size of fold-constants"):
         PassManager.parse("fold-constants{max-size=big}")
+
+
+def test_a_weight_is_not_replicated_into_batch_copies() -> None:
+    g = parse("graph @f(%x: f32[4,8,128]) {\n  const @w: f32[128,64] = external\n"
+              "  %0: f32[4,128,64] = expand(@w) {shape=[4, 128, 64]}\n  %1: f32[4,8,64] = matmul(%x, %0)\n"
+              "  return %1\n}", constants={"w": np.ones((128, 64), np.float32)})
+    PassManager.parse("fold-constants").run(g)
+    assert [n.op.name for n in g] == ["expand", "matmul"] and len(g.constants) == 1
