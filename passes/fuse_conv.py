@@ -24,6 +24,7 @@ import numpy as np
 from graphopt.ir import Graph
 
 from .context import PassContext
+from .fuse_linear import no_activation_yet, with_activation
 from .pattern import Match, Pat, Var
 from .registry import PassResult, register_pass
 from .rewrite import Rewriter, Rule, apply_rules
@@ -54,27 +55,13 @@ def _with_residual(rw: Rewriter, m: Match) -> object:
     return rw.op("conv", [m.x, m.w, bias, m.skip], **conv.attrs)
 
 
-def _no_activation_yet(m: Match) -> bool | str:
-    conv = m.root.inputs[0].producer
-    return conv.attrs["activation"] == "none" or f"the conv already ends in {conv.attrs['activation']}"
-
-
-def _with_activation(act: str) -> object:
-    def replace(rw: Rewriter, m: Match) -> object:
-        conv = m.root.inputs[0].producer
-        name = "gelu_tanh" if act == "gelu" and m.root.attrs.get("approximate") == "tanh" else act
-        return rw.op("conv", list(conv.inputs), **{**conv.attrs, "activation": name})
-
-    return replace
-
-
 _OPERANDS = ((X, W), (X, W, B), (X, W, B, R))
 FUSE_CONV_RULES = [
     *(Rule(f"conv-residual{'-bias' if len(ops) > 2 else ''}", Pat("add", Pat("conv", *ops, single_use=True), SKIP),
            _with_residual, check=_residual_ok, doc="conv(x) + skip → conv(x, residual=skip)")
       for ops in _OPERANDS[:2]),
-    *(Rule(f"conv-{act}-{len(ops)}", Pat(act, Pat("conv", *ops, single_use=True)), _with_activation(act),
-           check=_no_activation_yet, doc=f"{act}(conv(...)) → conv(..., activation={act})")
+    *(Rule(f"conv-{act}-{len(ops)}", Pat(act, Pat("conv", *ops, single_use=True)), with_activation(act),
+           check=no_activation_yet, doc=f"{act}(conv(...)) → conv(..., activation={act})")
       for act in _ACTS for ops in _OPERANDS),
 ]
 

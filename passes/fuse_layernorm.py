@@ -40,7 +40,8 @@ __all__ = ["fuse_layernorm", "FUSE_LAYERNORM_RULES"]
 X, EPS = Var("x"), Const(name="eps")
 
 
-def _trailing(m: Match) -> bool | str:
+def trailing_axes_ok(m: Match) -> bool | str:
+    """A decomposed norm reduces over the trailing axes (`axes`), with a scalar float epsilon (`eps`)."""
     rank = m.x.type.rank
     axes = sorted(a % rank for a in (m.attrs.get("axes") or ()))
     if not axes or axes != list(range(axes[0], rank)):
@@ -50,9 +51,17 @@ def _trailing(m: Match) -> bool | str:
     return True
 
 
-def _replace(rw: Rewriter, m: Match) -> object:
-    axis = min(a % m.x.type.rank for a in m.attrs["axes"])
-    return rw.op("layer_norm", [m.x], axis=axis, eps=scalar_of(m.eps))
+def normalized_with(op: str) -> Callable[[Rewriter, Match], object]:
+    """Replacement: `op` (layer_norm, rms_norm) over the matched trailing axes with the matched epsilon."""
+
+    def replace(rw: Rewriter, m: Match) -> object:
+        axis = min(a % m.x.type.rank for a in m.attrs["axes"])
+        return rw.op(op, [m.x], axis=axis, eps=scalar_of(m.eps))
+
+    return replace
+
+
+_replace = normalized_with("layer_norm")
 
 
 def _normalized(square: str, norm: str) -> Pattern:
@@ -89,7 +98,7 @@ def _absorb(rw: Rewriter, m: Match) -> object:
 
 
 FUSE_LAYERNORM_RULES = [
-    *(Rule(f"layernorm-{sq}-{norm}", _normalized(sq, norm), _replace, check=_trailing)
+    *(Rule(f"layernorm-{sq}-{norm}", _normalized(sq, norm), _replace, check=trailing_axes_ok)
       for sq, norm in itertools.product(("pow", "mul"), ("div", "rsqrt"))),
     Rule("layernorm-scale", Pat("mul", Pat("layer_norm", Var("x"), single_use=True), Const(name="p")), _absorb,
          check=_param_ok("gamma"), doc="layer_norm(x) * gamma → layer_norm(x, gamma)"),

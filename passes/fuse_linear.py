@@ -20,6 +20,8 @@ ride in the GEMM's epilogue (`linear {activation=...}`), saving a pass over the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from graphopt.ir import Dim, Graph, Value
@@ -131,16 +133,19 @@ def _with_bias(rw: Rewriter, m: Match) -> object:
     return rw.op("linear", [m.x, m.w, rw.const(np.ascontiguousarray(m.b.const.reshape(-1)))])
 
 
-def _no_activation_yet(m: Match) -> bool | str:
-    lin = m.root.inputs[0].producer
-    return lin.attrs["activation"] == "none" or f"the linear already ends in {lin.attrs['activation']}"
+def no_activation_yet(m: Match) -> bool | str:
+    """Check for `act(producer(...))` rules: the producer (a linear or conv) has no epilogue yet."""
+    p = m.root.inputs[0].producer
+    return p.attrs["activation"] == "none" or f"the {p.op.name} already ends in {p.attrs['activation']}"
 
 
-def _with_activation(act: str) -> object:
+def with_activation(act: str) -> Callable[[Rewriter, Match], object]:
+    """Replacement for `act(producer(...))`: the producer again, with `act` as its epilogue."""
+
     def replace(rw: Rewriter, m: Match) -> object:
-        lin = m.root.inputs[0].producer
+        p = m.root.inputs[0].producer
         name = "gelu_tanh" if act == "gelu" and m.root.attrs.get("approximate") == "tanh" else act
-        return rw.op("linear", list(lin.inputs), activation=name)
+        return rw.op(p.op.name, list(p.inputs), **{**p.attrs, "activation": name})
 
     return replace
 
@@ -162,7 +167,7 @@ FUSE_LINEAR_RULES = [
          doc="linear(x, W) + b → linear(x, W, b)"),
     *(Rule(f"linear-{act}{'-bias' if bias else ''}", Pat(act, Pat("linear", X, W, *([B] if bias else []),
                                                                  single_use=True)),
-           _with_activation(act), check=_no_activation_yet, doc=f"{act}(linear(...)) → linear(..., activation={act})")
+           with_activation(act), check=no_activation_yet, doc=f"{act}(linear(...)) → linear(..., activation={act})")
       for act in _ACTS for bias in (False, True)),
 ]
 

@@ -28,7 +28,8 @@ import itertools
 from graphopt.ir import Graph
 
 from .context import PassContext
-from .pattern import AttrVar, Const, Match, Pat, Pattern, Var, scalar_of
+from .fuse_layernorm import normalized_with, trailing_axes_ok
+from .pattern import AttrVar, Const, Match, Pat, Pattern, Var
 from .registry import PassResult, register_pass
 from .rewrite import Rewriter, Rule, apply_rules
 
@@ -37,19 +38,8 @@ __all__ = ["fuse_rmsnorm", "FUSE_RMSNORM_RULES"]
 X, EPS = Var("x"), Const(name="eps")
 
 
-def _check(m: Match) -> bool | str:
-    rank = m.x.type.rank
-    axes = sorted(a % rank for a in (m.attrs.get("axes") or ()))
-    if not axes or axes != list(range(axes[0], rank)):
-        return f"axes {list(m.attrs.get('axes') or [])} are not the trailing axes of a rank-{rank} input"
-    if m.eps.const.size != 1 or not m.x.type.dtype.is_float:
-        return "epsilon is not a scalar or the input is not floating point"
-    return True
-
-
-def _replace(rw: Rewriter, m: Match) -> object:
-    axis = min(a % m.x.type.rank for a in m.attrs["axes"])
-    return rw.op("rms_norm", [m.x], axis=axis, eps=scalar_of(m.eps))
+_check = trailing_axes_ok
+_replace = normalized_with("rms_norm")
 
 
 def _normalized(square: str, norm: str) -> Pattern:
