@@ -496,12 +496,13 @@ def _lstm(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
         return cx.emit("Unsqueeze", [cx.emit("Concat", [i, o, f, g], axis=0), cx.ints([0])])
 
     bias = cx.emit("Concat", [reorder(b_ih), reorder(b_hh)], axis=1)
-    bf = int(n.attrs["batch_first"])
-    y, h, c = cx.emit("LSTM", [x, reorder(w_ih), reorder(w_hh), bias, "", h0, c0], 3, hidden_size=hidden,
-                      layout=bf)
-    if bf:  # layout=1 also expects and returns the states batch-first; keep the IR's [1, B, H] states
-        raise UnsupportedOpError(f"{n.describe()}: batch_first LSTM has no ONNX export yet", ops={"lstm": 1})
-    return [cx.emit("Squeeze", [y, cx.ints([1])]), h, c]
+    bf = n.attrs["batch_first"]
+    # Batch-first runs as the sequence-first LSTM between transposes: ONNX's layout=1 would also make the states
+    # batch-first, and ONNX Runtime's CPU LSTM does not implement it.
+    x = cx.emit("Transpose", [x], perm=[1, 0, 2]) if bf else x
+    y, h, c = cx.emit("LSTM", [x, reorder(w_ih), reorder(w_hh), bias, "", h0, c0], 3, hidden_size=hidden)
+    y = cx.emit("Squeeze", [y, cx.ints([1])])
+    return [cx.emit("Transpose", [y], perm=[1, 0, 2]) if bf else y, h, c]
 
 
 exports("quantize_linear")(lambda cx, n, a: cx.emit("QuantizeLinear", a, axis=n.attrs["axis"]))

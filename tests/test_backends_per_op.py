@@ -15,7 +15,6 @@ from test_ops_vs_torch import CASES
 # Ops the onnxruntime target does not run, each with the reason (a new failure outside this list fails).
 ORT_KNOWN = {
     "adaptive_avg_pool": "ONNX has only the global (output size 1) form",
-    "lstm": "batch_first LSTM export is not written yet",
     "bitwise_and": "BitwiseAnd is ONNX opset 18; graphopt exports opset 17",
     "bitwise_or": "BitwiseOr is ONNX opset 18; graphopt exports opset 17",
     "bitwise_xor": "BitwiseXor is ONNX opset 18; graphopt exports opset 17",

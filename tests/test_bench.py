@@ -36,18 +36,9 @@ def test_bench_cli_needs_a_factory(tmp_path, capsys) -> None:  # type: ignore[no
     assert "needs a package.module:factory" in capsys.readouterr().err
 
 
-class _LSTM(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lstm = torch.nn.LSTM(4, 8, batch_first=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lstm(x)[0]
-
-
 def test_a_variant_that_cannot_be_built_is_reported_not_fatal() -> None:
-    result = bench(_LSTM().eval(), (torch.randn(1, 5, 4),), peers=("eager",), targets=("cpu", "onnxruntime"),
+    result = bench(_small(), (torch.randn(2, 32),), peers=("eager",), targets=("cpu", "tensorrt-nope"),
                    pipeline="O2", repeats=2, progress=False, pause_s=0.0)
     assert [v.name for v in result.variants] == ["eager", "graphopt-cpu"]
-    assert "batch_first LSTM has no ONNX export yet" in result.skipped["graphopt-onnxruntime"]
-    assert "Not run: **graphopt-onnxruntime** — UnsupportedOpError" in result.markdown()
+    assert "tensorrt-nope" in result.skipped["graphopt-tensorrt-nope"]
+    assert "Not run: **graphopt-tensorrt-nope**" in result.markdown()
