@@ -138,8 +138,8 @@ for _ir, _ox in {"abs": "Abs", "neg": "Neg", "exp": "Exp", "log": "Log", "sqrt":
                  "cos": "Cos", "tanh": "Tanh", "sigmoid": "Sigmoid", "erf": "Erf", "floor": "Floor",
                  "ceil": "Ceil", "round": "Round", "sign": "Sign", "reciprocal": "Reciprocal", "logical_not": "Not",
                  "isnan": "IsNaN", "isinf": "IsInf", "hardswish": "HardSwish", "identity": "Identity",
-                 "dropout": "Identity",
-                 "tan": "Tan", "asin": "Asin", "acos": "Acos", "atan": "Atan", "sinh": "Sinh", "cosh": "Cosh", "asinh": "Asinh", "acosh": "Acosh", "atanh": "Atanh"}.items():
+                 "dropout": "Identity", "tan": "Tan", "asin": "Asin", "acos": "Acos", "atan": "Atan", "sinh": "Sinh",
+                 "cosh": "Cosh", "asinh": "Asinh", "acosh": "Acosh", "atanh": "Atanh"}.items():
     exports(_ir)(_simple(_ox))
 exports("einsum")(lambda cx, n, a: cx.emit("Einsum", a, equation=n.attrs["equation"]))
 

@@ -19,7 +19,23 @@ from graphopt.ir import Graph
 from .base import bind_inputs, check_coverage, from_numpy, to_numpy
 from .onnx_export import EXPORTERS, to_onnx
 
-__all__ = ["OrtBackend", "OrtExecutable"]
+__all__ = ["OrtBackend", "OrtExecutable", "session"]
+
+
+def session(model: bytes, *, threads: int | None = None, optimization: str = "all") -> Any:
+    """A CPU InferenceSession on a serialized model, its pool threads told not to spin between runs."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    # Idle pool threads otherwise spin after each run and steal cores from whatever runs next.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 class OrtExecutable:
@@ -28,19 +44,9 @@ class OrtExecutable:
     source = None
 
     def __init__(self, graph: Graph, *, threads: int | None = None, optimization: str = "all") -> None:
-        import onnxruntime as ort
-
         self.graph = graph
         self.model = to_onnx(graph)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                                         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
-        if threads:
-            opts.intra_op_num_threads = threads
-        # Idle pool threads otherwise spin after each run and steal cores from whatever runs next.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(self.model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.session = session(self.model.SerializeToString(), threads=threads, optimization=optimization)
         self.input_names = [v.name for v in graph.inputs]
 
     def __call__(self, *inputs: Any, **named: Any) -> list[Any]:

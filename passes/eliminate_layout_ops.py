@@ -22,7 +22,6 @@ generated code, and they hide patterns from later passes. Rules, applied to a fi
 
 from __future__ import annotations
 
-from graphopt.errors import UnsupportedOpError
 from graphopt.ir import Graph
 
 from .context import PassContext
@@ -37,7 +36,7 @@ _RESHAPES = ("reshape", "squeeze", "unsqueeze")
 # elementwise ops of one input whose attributes do not depend on the layout
 _UNARY = ("relu", "gelu", "silu", "sigmoid", "tanh", "exp", "log", "neg", "abs", "sqrt", "rsqrt", "erf", "cast",
           "reciprocal", "sin", "cos", "floor", "ceil", "round", "sign", "logical_not", "softplus", "elu", "leaky_relu",
-          "hardswish", "hardsigmoid", "mish")
+          "hardswish", "hardsigmoid")
 
 
 def _to_reshape(rw: Rewriter, m: Match) -> object:
@@ -69,19 +68,6 @@ def _hoisted(rw: Rewriter, m: Match) -> object:
     return rw.op(u.op.name, [m.x], **u.attrs)
 
 
-def _known(ops: tuple[str, ...]) -> tuple[str, ...]:
-    from graphopt.ir import get_op
-
-    out = []
-    for op in dict.fromkeys(ops):
-        try:
-            get_op(op)
-        except UnsupportedOpError:
-            continue
-        out.append(op)
-    return tuple(out)
-
-
 ELIMINATE_LAYOUT_RULES = [
     *(Rule(f"{outer}-of-{inner}", Pat(outer, Pat(inner, X)), _to_reshape, doc=f"{outer}({inner}(x)) → one reshape")
       for outer in _RESHAPES for inner in _RESHAPES),
@@ -89,7 +75,7 @@ ELIMINATE_LAYOUT_RULES = [
          doc="a transpose that moves only size-1 dims → reshape"),
     *(Rule(f"{lay}-{u}-{lay2}", Pat(lay2, Pat(u, Pat(lay, X), single_use=True)), _hoisted, check=_cancels,
            doc=f"{lay2}({u}({lay}(x))) → {u}(x) when the layout ops cancel")
-      for u in _known(_UNARY) for lay in ("transpose", "reshape") for lay2 in ("transpose", "reshape")),
+      for u in _UNARY for lay in ("transpose", "reshape") for lay2 in ("transpose", "reshape")),
 ]
 
 

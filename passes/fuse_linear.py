@@ -37,9 +37,17 @@ __all__ = ["fuse_linear", "FUSE_LINEAR_RULES"]
 X, W, B = Var("x"), Const(name="w"), Const(name="b")
 
 
-def _matrix(w: Value) -> np.ndarray:
-    """The [in, out] matrix of a constant weight; a batched one (a broadcast folded into copies) gives its first."""
-    return w.const.reshape(-1, *w.type.shape[-2:])[0]
+def _batched(w: Value) -> np.ndarray:
+    """A constant weight as [batch, in, out] (batch 1 for a plain [in, out] matrix)."""
+    return w.const.reshape(-1, *w.type.shape[-2:])
+
+
+def _operands_ok(x: Value, w: Value) -> bool | str:
+    if x.type.rank < 2:
+        return f"input %{x.name} has rank {x.type.rank}; linear wants [..., in]"
+    if not (x.type.dtype == w.type.dtype and x.type.dtype.is_float):
+        return f"dtypes {x.type.dtype}/{w.type.dtype}: linear takes one floating dtype"
+    return True
 
 
 def _weight_ok(m: Match) -> bool | str:
@@ -48,20 +56,16 @@ def _weight_ok(m: Match) -> bool | str:
         out = m.root.outputs[0].type.shape
         if tuple(out) != (*x.type.shape[:-1], w.type.shape[-1]):
             return f"weight @{w.name} {w.type} adds batch dims to the input's"
-        data = w.const.reshape(-1, *w.type.shape[-2:])
+        data = _batched(w)
         if not np.array_equal(data, np.broadcast_to(data[:1], data.shape)):
             return f"weight @{w.name} {w.type} holds a different matrix per batch entry"
     elif w.type.rank != 2:
         return f"weight @{w.name} has rank {w.type.rank}, not 2"
-    if x.type.rank < 2:
-        return f"input %{x.name} has rank {x.type.rank}; linear wants [..., in]"
-    if not (x.type.dtype == w.type.dtype and x.type.dtype.is_float):
-        return f"dtypes {x.type.dtype}/{w.type.dtype}: linear takes one floating dtype"
-    return True
+    return _operands_ok(x, w)
 
 
 def _to_linear(rw: Rewriter, m: Match) -> object:
-    return rw.op("linear", [m.x, rw.const(np.ascontiguousarray(_matrix(m.w).T))])
+    return rw.op("linear", [m.x, rw.const(np.ascontiguousarray(_batched(m.w)[0].T))])
 
 
 def _expand_ok(m: Match) -> bool | str:
@@ -104,10 +108,7 @@ def _unflattened(rw: Rewriter, m: Match) -> object:
 def _transposed_ok(m: Match) -> bool | str:
     if tuple(m.root.inputs[1].producer.attrs["perm"]) != (1, 0):
         return "the transpose is not a 2-D [1, 0]"
-    x, w = m.x.type, m.w.type
-    if x.rank < 2 or not (x.dtype == w.dtype and x.dtype.is_float):
-        return f"input {x} and weight {w}: linear takes [..., in] and one floating dtype"
-    return True
+    return _operands_ok(m.x, m.w)
 
 
 def _tied(rw: Rewriter, m: Match) -> object:

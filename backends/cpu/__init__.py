@@ -75,26 +75,19 @@ def _generate_fastest(graph: Graph) -> tuple[str, list[Any]]:
     plain = generate(graph)
     if not channels_last_inputs(graph) or not all(isinstance(d, int) for v in graph.inputs for d in v.type.shape):
         return plain
-    import time
-
     import torch
 
     from graphopt.backends.reference import random_inputs
 
+    from .kernels import race
+
     nhwc = generate(graph, channels_last=True)
     xs = [from_numpy(x) for x in random_inputs(graph, seed=0)]
-    best: list[tuple[float, tuple[str, list[Any]]]] = []
-    for variant in (plain, nhwc):
-        fn = compile_source(variant[0], [_tensor(w) for w in variant[1]], f"<graphopt-cpu-probe:{graph.name}>")
-        with torch.inference_mode():
-            fn(*xs)  # warm up: packs, allocator
-            times = []
-            for _ in range(5):
-                t = time.perf_counter()
-                fn(*xs)
-                times.append(time.perf_counter() - t)
-        best.append((sorted(times)[2], variant))
-    return best[1][1] if best[1][0] < 0.95 * best[0][0] else plain
+    nchw_fn, nhwc_fn = (compile_source(src, [_tensor(w) for w in ws], f"<graphopt-cpu-probe:{graph.name}>")
+                        for src, ws in (plain, nhwc))
+    with torch.inference_mode():
+        t_plain, t_nhwc = race(lambda: nchw_fn(*xs), lambda: nhwc_fn(*xs), pairs=5)
+    return nhwc if t_nhwc < 0.95 * t_plain else plain
 
 
 def _tensor(w: Any) -> Any:

@@ -52,8 +52,8 @@ _CALLS = {
     "hardsigmoid": "F.hardsigmoid", "maximum": "torch.maximum", "minimum": "torch.minimum",
     "logical_and": "torch.logical_and", "logical_or": "torch.logical_or", "logical_xor": "torch.logical_xor",
     "fmod": "torch.fmod", "remainder": "torch.remainder", "bitwise_and": "torch.bitwise_and",
-    "bitwise_or": "torch.bitwise_or", "bitwise_xor": "torch.bitwise_xor", "bitwise_not": "torch.bitwise_not", "matmul": "torch.matmul", "where": "torch.where",
-    "identity": "", "dropout": "",
+    "bitwise_or": "torch.bitwise_or", "bitwise_xor": "torch.bitwise_xor", "bitwise_not": "torch.bitwise_not",
+    "matmul": "torch.matmul", "where": "torch.where", "identity": "", "dropout": "",
     "tan": "torch.tan", "asin": "torch.asin", "acos": "torch.acos", "atan": "torch.atan", "sinh": "torch.sinh",
     "cosh": "torch.cosh", "asinh": "torch.asinh", "acosh": "torch.acosh", "atanh": "torch.atanh",
 }
@@ -274,12 +274,11 @@ def _conv(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
         packed = a[len(n.inputs)]
         if residual is None:
             return f"torch.ops.mkldnn._convolution_pointwise({a[0]}, {packed}, {bias}, {geometry}, {attr!r}, [], {algo!r})"
-        if act in ("none", "relu"):  # oneDNN's binary post-op takes add, then at most a relu
-            return (f"torch.ops.mkldnn._convolution_pointwise.binary({a[0]}, {residual}, {packed}, {bias}, {geometry}, "
-                    f"'add', 1.0, {act if act != 'none' else None!r}, [], '')")
+        # oneDNN's binary post-op takes the add and at most a relu; any other activation runs after it
+        fused = "relu" if act == "relu" else None
         call = (f"torch.ops.mkldnn._convolution_pointwise.binary({a[0]}, {residual}, {packed}, {bias}, {geometry}, "
-                f"'add', 1.0, None, [], '')")
-        return _TORCH_ACT[act].format(call)
+                f"'add', 1.0, {fused!r}, [], '')")
+        return call if act in ("none", "relu") else _TORCH_ACT[act].format(call)
     x = a[0]
     if not _sym_pads(pads, nd):
         x, pads = f"rt.pad_spatial({x}, {_tuple(pads)}, 0.0)", (0,) * (2 * nd)

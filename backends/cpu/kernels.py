@@ -13,21 +13,18 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight"]
+__all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "race"]
 
 _ROWS = 64  # the M the benchmark (and the packed layout) assumes; the kernel takes any M
 
 
-def _median_ms(fn: Callable[[], object], reps: int = 7) -> float:
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[reps // 2] * 1e3
+def _ms(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1e3
 
 
-def _race(a: Callable[[], object], b: Callable[[], object], pairs: int = 9) -> tuple[float, float]:
+def race(a: Callable[[], object], b: Callable[[], object], pairs: int = 9) -> tuple[float, float]:
     """Median ms of `a` and of `b`, timed in alternation after a warm-up, so machine drift hits both alike.
 
     A single noisy run must not flip a choice that every later call pays for (a packed GEMM that loses to
@@ -35,8 +32,8 @@ def _race(a: Callable[[], object], b: Callable[[], object], pairs: int = 9) -> t
     a(), b()
     ta, tb = [], []
     for _ in range(pairs):
-        ta.append(_median_ms(a, 1))
-        tb.append(_median_ms(b, 1))
+        ta.append(_ms(a))
+        tb.append(_ms(b))
     return sorted(ta)[pairs // 2], sorted(tb)[pairs // 2]
 
 
@@ -79,7 +76,7 @@ def linear_kernel(in_features: int, out_features: int, dtype: torch.dtype = torc
             xs = x[:rows].contiguous()
             aten = lambda: F.linear(xs, w, b)  # noqa: E731
             onednn = lambda: torch.ops.mkldnn._linear_pointwise(xs, packed, b, "none", [], "")  # noqa: E731
-            t_aten, t_onednn = _race(aten, onednn)
+            t_aten, t_onednn = race(aten, onednn)
             wins.append(t_onednn < t_aten)
     for i, rows in enumerate(_ROW_STEPS):
         if all(wins[i:]):
@@ -119,5 +116,5 @@ def conv_kernel(input_size: tuple[int, ...], weight_size: tuple[int, ...], pads:
     if not torch.allclose(got.float(), want.float(), rtol=1e-2, atol=1e-2 * float(want.abs().max())):
         return False
     with torch.inference_mode():
-        t_aten, t_onednn = _race(aten, onednn)
+        t_aten, t_onednn = race(aten, onednn)
     return t_onednn < t_aten

@@ -130,17 +130,6 @@ class BenchResult:
         return path
 
 
-def _ort_session(proto_bytes: bytes, threads: int) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(proto_bytes, opts, providers=["CPUExecutionProvider"])
-
-
 def _onnx_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], graph: Any, threads: int) -> Variant:
     """ONNX Runtime with its own optimizations on an unoptimized export (torch.onnx; graphopt's O0 export if
     torch.onnx fails)."""
@@ -155,7 +144,9 @@ def _onnx_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], graph:
 
         proto, note = to_onnx(graph), "graphopt O0 export"
     data = proto.SerializeToString()
-    sess = _ort_session(data, threads)
+    from graphopt.backends.onnxruntime import session
+
+    sess = session(data, threads=threads)
     positional = iter(args)
     feeds = {}
     for i in sess.get_inputs():  # keyword inputs by name, the rest in order
@@ -164,16 +155,18 @@ def _onnx_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], graph:
     return Variant("onnxruntime", "peer", lambda: sess.run(None, feeds), time.perf_counter() - t0, len(data), note)
 
 
-def _gemm_roofline(threads: int) -> dict[str, float]:
+def _gemm_roofline() -> dict[str, float]:
     """GFLOP/s of a 128x768 @ 768x3072 GEMM through F.linear and packed oneDNN (the best CPU paths here)."""
     import torch
     import torch.nn.functional as F
+
+    from graphopt.backends.cpu.kernels import pack_linear_weight
 
     m, k, n = 128, 768, 3072
     x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
     paths: dict[str, Callable[[], Any]] = {"F.linear": lambda: F.linear(x, w, b)}
     try:
-        packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
+        packed = pack_linear_weight(w)  # packed as the cpu target packs it
         paths["oneDNN packed"] = lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
     except RuntimeError:
         pass
@@ -286,7 +279,7 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
                 variants[i].run()
                 variants[i].times_ms.append((time.perf_counter() - t) * 1e3)
                 time.sleep(pause_s)  # let ONNX Runtime's pool threads park before the next variant
-    return BenchResult(name or graph0.name, threads, repeats, pipeline, flops, _gemm_roofline(threads), variants,
+    return BenchResult(name or graph0.name, threads, repeats, pipeline, flops, _gemm_roofline(), variants,
                        skipped)
 
 

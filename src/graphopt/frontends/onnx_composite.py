@@ -26,14 +26,19 @@ def _axes_of(cx: _Ctx, n: Any, a: list[Any], rank: int) -> list[int] | None:
     return [int(x) % rank for x in axes] if axes else None
 
 
+def _reduce_args(cx: _Ctx, n: Any, a: list[Any], x: Any) -> tuple[list[int] | None, bool, bool]:
+    """(axes, keepdims, noop) of an ONNX Reduce*: noop when empty axes mean "leave x as it is"."""
+    at = _attrs(n)
+    axes = _axes_of(cx, n, a, x.type.rank)
+    return axes, bool(at.get("keepdims", 1)), axes is None and bool(at.get("noop_with_empty_axes", 0))
+
+
 def _reduce_composite(pre: str | None, op: str, post: str | None) -> Any:
     def conv(cx: _Ctx, n: Any, a: list[Any]) -> Any:
         x = cx.tensor(a[0])
-        at = _attrs(n)
-        axes = _axes_of(cx, n, a, x.type.rank)
-        if axes is None and at.get("noop_with_empty_axes", 0):
+        axes, keep, noop = _reduce_args(cx, n, a, x)
+        if noop:
             return cx.add("identity", [x])
-        keep = bool(at.get("keepdims", 1))
         y = {"abs": lambda: cx.add("abs", [x]), "square": lambda: cx.add("mul", [x, x]), None: lambda: x}[pre]()
         y = cx.add(op, [y], axes=axes, keepdims=keep)
         if post is not None:
@@ -52,11 +57,9 @@ converter("ReduceLogSum")(_reduce_composite(None, "reduce_sum", "log"))
 @converter("ReduceLogSumExp")
 def _reduce_log_sum_exp(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
-    at = _attrs(n)
-    axes = _axes_of(cx, n, a, x.type.rank)
-    if axes is None and at.get("noop_with_empty_axes", 0):
+    axes, keep, noop = _reduce_args(cx, n, a, x)
+    if noop:
         return cx.add("identity", [x])
-    keep = bool(at.get("keepdims", 1))
     if x.type.is_static and x.type.numel() == 0:
         return cx.add("log", [cx.add("reduce_sum", [cx.add("exp", [x])], axes=axes, keepdims=keep)])
     # log(sum(exp(x - m))) + m with m the max (finite: an all -inf slice gives -inf either way)
