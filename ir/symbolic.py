@@ -4,6 +4,10 @@ Expressions are kept as canonical strings (sympy's printing of the simplified ex
 equal exactly when their strings are, hashing stays cheap, and the text form stays readable. sympy does the
 algebra; results are cached because the same few expressions recur thousands of times in a transformer.
 
+Dim text comes from model files, so it is never handed to `sympify` (which calls `eval`): `dimexpr.py` parses
+it with a small grammar straight into sympy objects, and `evaluate` walks those objects instead of compiling
+them with `lambdify`.
+
 >>> from graphopt.ir.symbolic import dim_mul, dim_add, evaluate, free_symbols
 >>> d = dim_mul("batch", "seq", 12)
 >>> d, dim_add(d, "batch*seq"), evaluate(d, {"batch": 2, "seq": 8}), sorted(free_symbols(d))
@@ -13,7 +17,6 @@ algebra; results are cached because the same few expressions recur thousands of 
 from __future__ import annotations
 
 import functools
-import math
 import operator
 import re
 from collections.abc import Mapping
@@ -21,15 +24,14 @@ from typing import Union
 
 import sympy
 
+from .dimexpr import evaluate_expr, parse_dim
+
 __all__ = ["Dim", "canon", "dim_add", "dim_sub", "dim_mul", "dim_floordiv", "dim_ceildiv", "divide",
            "evaluate", "free_symbols", "is_symbol", "to_sympy"]
 
 Dim = Union[int, str]
 
 IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-# What may appear in an expression dim; anything else is rejected before sympy sees it (no eval of input).
-_EXPR_RE = re.compile(r"[A-Za-z0-9_*+\-/() ,]+\Z")
-_FUNCS = {"floor": sympy.floor, "ceiling": sympy.ceiling, "Max": sympy.Max, "Min": sympy.Min, "Mod": sympy.Mod}
 
 
 def is_symbol(dim: object) -> bool:
@@ -39,18 +41,10 @@ def is_symbol(dim: object) -> bool:
 
 @functools.lru_cache(maxsize=65536)
 def to_sympy(dim: Dim) -> sympy.Expr:
-    """The sympy expression of a dim. Symbols are positive integers."""
+    """The sympy expression of a dim (parsed by `dimexpr`'s grammar, never evaluated). Symbols are positive ints."""
     if isinstance(dim, int):
         return sympy.Integer(dim)
-    if not _EXPR_RE.match(dim):
-        raise ValueError(f"{dim!r} is not a dim expression (ints, symbols, + - * /, floor, ceiling)")
-    names = {n: sympy.Symbol(n, integer=True, positive=True) for n in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", dim)
-             if n not in _FUNCS}
-    try:
-        expr = sympy.sympify(dim, locals={**names, **_FUNCS}, rational=True)
-    except (sympy.SympifyError, SyntaxError, TypeError) as e:
-        raise ValueError(f"cannot parse dim expression {dim!r}: {e}") from None
-    return expr
+    return parse_dim(dim)
 
 
 def from_sympy(expr: sympy.Expr) -> Dim:
@@ -60,7 +54,9 @@ def from_sympy(expr: sympy.Expr) -> Dim:
         return int(expr)
     if not expr.free_symbols:
         raise ValueError(f"dim {expr} is not an integer")
-    return str(expr).replace(" ", "")
+    text = str(expr).replace(" ", "")
+    parse_dim(text)  # what the text form cannot read back (an unknown function) fails here, not at load time
+    return text
 
 
 @functools.lru_cache(maxsize=65536)
@@ -130,19 +126,10 @@ def free_symbols(dim: Dim) -> set[str]:
     return {s.name for s in to_sympy(dim).free_symbols}
 
 
-@functools.lru_cache(maxsize=4096)
-def _compiled(dim: str):
-    expr = to_sympy(dim)
-    args = sorted(expr.free_symbols, key=lambda s: s.name)
-    fn = sympy.lambdify(args, expr, modules=[{"floor": math.floor, "ceiling": math.ceil}, "math"])
-    return [a.name for a in args], fn
-
-
 def evaluate(dim: Dim, bindings: Mapping[str, int]) -> int:
     """The int value of a dim given the symbols' sizes. KeyError names the first unbound symbol."""
     if isinstance(dim, int):
         return dim
     if IDENT_RE.match(dim):
         return int(bindings[dim])
-    names, fn = _compiled(dim)
-    return int(fn(*(int(bindings[n]) for n in names)))
+    return evaluate_expr(to_sympy(dim), bindings)

@@ -9,7 +9,21 @@ from graphopt.ir import Graph, Value
 from .context import PassContext
 from .registry import PassResult, register_pass
 
-__all__ = ["cse"]
+__all__ = ["cse", "attrs_key"]
+
+
+def attrs_key(attrs: Any) -> tuple[Any, ...]:
+    """A hashable key under which two attribute sets are equal only if they mean the same: floats by their bits,
+    since `0.0 == -0.0` (a leaky_relu slope of -0.0 flips the sign of zero) and `nan != nan`."""
+    return tuple((k, _value_key(v)) for k, v in attrs.items())
+
+
+def _value_key(v: Any) -> Any:
+    if isinstance(v, float):
+        return ("float", v.hex())
+    if isinstance(v, tuple):
+        return tuple(_value_key(x) for x in v)
+    return (type(v).__name__, v)
 
 
 @register_pass("cse", preserves=("shapes",))
@@ -36,7 +50,7 @@ def cse(graph: Graph, ctx: PassContext, *, max_const_size: int = 4096) -> PassRe
         ids = [id(v) for v in node.inputs]
         if node.op.commutative:
             ids.sort()
-        key = (node.op, tuple(node.attrs.items()), tuple(ids), tuple(o.type for o in node.outputs))
+        key = (node.op, attrs_key(node.attrs), tuple(ids), tuple(o.type for o in node.outputs))
         first = seen.get(key)
         if first is None:
             seen[key] = list(node.outputs)

@@ -45,8 +45,14 @@ def _layer(m: Match) -> object:
 
 def _check(m: Match) -> bool | str:
     layer = _layer(m)
-    if layer.op.name == "linear" and (layer.outputs[0].type.rank != 2 or layer.attrs["activation"] != "none"):
-        return "batch_norm after a linear folds only for a 2-D output without an activation"
+    # BN(act(layer(x))) is not act(BN∘layer(x)), and BN(layer(x) + skip) scales the skip too: only a bare
+    # layer's output is affine in its weights.
+    if layer.attrs["activation"] != "none":
+        return f"the {layer.op.name} ends in {layer.attrs['activation']}; batch_norm after it does not fold"
+    if len(layer.inputs) > 3:
+        return f"the {layer.op.name} adds a residual; batch_norm after it does not fold"
+    if layer.op.name == "linear" and layer.outputs[0].type.rank != 2:
+        return "batch_norm after a linear folds only for a 2-D output"
     if not m.w.type.dtype.is_float:
         return f"weights are {m.w.type.dtype}"
     return True

@@ -40,6 +40,7 @@ class _Site:
     v: Value
     mask: Value | None
     scale: float
+    mask_scale: float  # a scale applied after the mask add scales the mask too: softmax(s·(QKᵀ + M))
     out: Value  # the value the fused op replaces
     dead: list[Node] = field(default_factory=list)
 
@@ -119,14 +120,15 @@ def _match(sm: Node) -> _Site:
     if v_scale != 1.0:
         raise _Reject("V is scaled", user)
     # producer side: scores = (matmul(Q, Kᵀ) (reshaped) · scale) + mask
-    s, mask, post = x, None, 1.0
+    # Walking back from the softmax, a scale seen before the add was applied after it, to the mask as well.
+    s, mask, post, mask_scale = x, None, 1.0, 1.0
     while s.producer is not None:
         n = s.producer
         if n.op.name == "add" and mask is None:
             pick = next((i for i, v in enumerate(n.inputs) if _reaches_matmul(v)), None)
             if pick is None:
                 raise _Reject("neither operand of the score add comes from a Q·Kᵀ matmul", n)
-            s, mask = n.inputs[pick], n.inputs[1 - pick]
+            s, mask, mask_scale = n.inputs[pick], n.inputs[1 - pick], post
         elif n.op.name == "reshape" and (_merges_heads(s, n.inputs[0]) or _merges_heads(n.inputs[0], s)):
             s = n.inputs[0]
         elif n.op.name in ("mul", "div") and scalar_of(n.inputs[1]) is not None:
@@ -147,7 +149,7 @@ def _match(sm: Node) -> _Site:
         raise _Reject("Q, K and V differ in dtype or are not floating point", qk)
     if mask is not None and mask.type.dtype not in (q4.type.dtype,):
         raise _Reject(f"the mask is {mask.type.dtype}, not {q4.type.dtype}", sm)
-    return _Site(q4, kt4, v4, mask, q_scale * k_scale * post, out, guard)
+    return _Site(q4, kt4, v4, mask, q_scale * k_scale * post, mask_scale, out, guard)
 
 
 def _as_4d(graph: Graph, created: list[Node], v: Value) -> Value:
@@ -176,6 +178,10 @@ def fuse_attention(graph: Graph, ctx: PassContext) -> PassResult:
             if site.mask is not None and site.mask.type.rank < 2:  # SDPA kernels want a [.., L, S] mask
                 shape = (1,) * (2 - site.mask.type.rank) + tuple(site.mask.type.shape)
                 created.append(graph.add_node("reshape", [site.mask], {"shape": shape}))
+                site.mask = created[-1].outputs[0]
+            if site.mask is not None and site.mask_scale != 1.0:  # SDPA adds the mask after scaling Q·Kᵀ
+                factor = graph.add_constant(np.array(site.mask_scale, site.mask.type.dtype.numpy))
+                created.append(graph.add_node("mul", [site.mask, factor]))
                 site.mask = created[-1].outputs[0]
             q, kt, v = (_as_4d(graph, created, t) for t in (site.q, site.kt, site.v))
             created.append(graph.add_node("transpose", [kt], {"perm": (0, 1, 3, 2)}))

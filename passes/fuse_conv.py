@@ -36,7 +36,9 @@ _ACTS = ("relu", "gelu", "silu", "tanh")
 
 
 def _conv_of(m: Match) -> object:
-    return next(v.producer for v in m.root.inputs if v.producer is not None and v.producer.op.name == "conv")
+    """The matched conv: the add's operand that is not the skip. (When both operands are convs, the first conv
+    found is not necessarily the one the pattern bound x and w from; its bias and attributes would be wrong.)"""
+    return next(v.producer for v in m.root.inputs if v is not m.skip)
 
 
 def _residual_ok(m: Match) -> bool | str:

@@ -45,8 +45,9 @@ def _merge(graph: Graph, group: list[Node]) -> None:
     with_bias = any(len(n.inputs) > 2 for n in group)
     operands = [x, graph.add_constant(weight, dtype=x.type.dtype)]
     if with_bias:  # a linear without a bias contributes zeros
-        bias = np.concatenate([n.inputs[2].const.reshape(-1) if len(n.inputs) > 2 else np.zeros(s, dtype)
-                               for n, s in zip(group, sizes)])
+        # a bias may be a scalar or [1] (broadcast over the outputs); spell each out as [out_features]
+        bias = np.concatenate([np.broadcast_to(n.inputs[2].const.reshape(-1), (s,)) if len(n.inputs) > 2
+                               else np.zeros(s, dtype) for n, s in zip(group, sizes)])
         operands.append(graph.add_constant(bias, dtype=x.type.dtype))
     with graph.inserting_before(first, origin=first.origin):
         merged = graph.add_node("linear", operands, {"activation": first.attrs["activation"]})

@@ -211,7 +211,14 @@ class OpDef:
         reason = self.check_arity(len(types))
         if reason:
             raise ShapeError(reason)
-        out = self.infer(types, attrs)
+        try:
+            out = self.infer(types, attrs)
+        except ShapeError:
+            raise
+        except (ArithmeticError, ValueError, IndexError, KeyError, TypeError) as e:
+            # A malformed node (stride 0, an axis out of range, a wrong-length attribute) must read as a
+            # verification failure naming the node, not escape as a raw exception from the inference function.
+            raise ShapeError(f"{self.name} cannot infer its output type ({type(e).__name__}: {e})") from None
         return [out] if isinstance(out, TensorType) else list(out)
 
     def __repr__(self) -> str:
