@@ -50,7 +50,9 @@ class DimSyntaxError(ValueError):
 
 @functools.lru_cache(maxsize=65536)
 def symbol(name: str) -> sympy.Symbol:
-    """The sympy symbol of a dim name: a positive integer."""
+    """The sympy symbol of a dim name: a positive integer. Keywords and dunder names are refused."""
+    if keyword.iskeyword(name) or name.startswith("__"):
+        raise DimSyntaxError(f"{name!r} cannot name a dim")
     return sympy.Symbol(name, integer=True, positive=True)
 
 
@@ -172,11 +174,7 @@ class _Parser:
             return sympy.Integer(value)
         if kind == "name":
             self.i += 1
-            if text in _FUNCS:
-                return self.call(text)
-            if keyword.iskeyword(text) or text.startswith("__"):
-                raise DimSyntaxError(f"{text!r} cannot name a dim")
-            return symbol(text)
+            return self.call(text) if text in _FUNCS else symbol(text)
         if self.take("("):
             self.nest()
             out = self.expr()

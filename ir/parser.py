@@ -165,7 +165,10 @@ class _Parser:
                 if self.accept("]"):
                     break
                 self.expect("punct", ",")
-        return TensorType(dtype, tuple(dims))
+        try:
+            return TensorType(dtype, tuple(dims))
+        except (TypeError, ValueError) as e:
+            self._fail(str(e), tok.pos)
 
     def parse_const(self) -> None:
         self.next()

@@ -99,7 +99,8 @@ def _format_attrs(op: OpDef, attrs: Any) -> str:
 def format_graph(graph: Graph, *, max_inline: int = 64, show_uses: bool = False) -> str:
     """The graph's text form (see the module docstring)."""
     ins = ", ".join(f"{format_name(v)}: {v.type}" for v in graph.inputs)
-    lines = [f"graph @{graph.name}({ins}) {{"]
+    name = graph.name if _PLAIN_NAME.match(graph.name) else json.dumps(graph.name)
+    lines = [f"graph @{name}({ins}) {{"]
     for c in graph.constants.values():
         assert c.const is not None
         body = format_literal(c.const) if c.const.size <= max_inline else "external"

@@ -24,7 +24,7 @@ from typing import Union
 
 import sympy
 
-from .dimexpr import evaluate_expr, parse_dim
+from .dimexpr import evaluate_expr, parse_dim, symbol
 
 __all__ = ["Dim", "canon", "dim_add", "dim_sub", "dim_mul", "dim_floordiv", "dim_ceildiv", "divide",
            "evaluate", "free_symbols", "is_symbol", "to_sympy"]
@@ -62,7 +62,10 @@ def from_sympy(expr: sympy.Expr) -> Dim:
 @functools.lru_cache(maxsize=65536)
 def canon(dim: Dim) -> Dim:
     """The canonical form of a dim: ints stay ints, `seq*batch` becomes `batch*seq`, `2*4` becomes 8."""
-    if isinstance(dim, int) or IDENT_RE.match(dim):
+    if isinstance(dim, int):
+        return dim
+    if IDENT_RE.match(dim):
+        symbol(dim)  # the grammar's rules for names: no keywords, no dunders
         return dim
     return from_sympy(to_sympy(dim))
 

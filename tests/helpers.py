@@ -21,3 +21,18 @@ def check_pass(pipeline: str, before: str, expected: str, *, seed: int = 0, rtol
     for w, g in zip(want, run(graph, inputs)):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=0, equal_nan=True)
     return graph
+
+
+def check_semantics(pipeline: str, text: str, *, seed: int = 0, rtol: float = 1e-5, atol: float = 1e-6) -> Graph:
+    """The pipeline keeps `text`'s results (within float rounding) on random inputs: the differential fuzzer's
+    check, for the cases it found. Signs of zeros and infinities must match exactly."""
+    graph = parse(text)
+    graph.verify()
+    inputs = random_inputs(graph, seed=seed)
+    want = run(graph, inputs)
+    PassManager.parse(pipeline).run(graph, PassContext())
+    graph.verify()
+    for w, g in zip(want, run(graph, inputs)):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, equal_nan=True)
+        np.testing.assert_array_equal(np.signbit(g), np.signbit(w))
+    return graph

@@ -1,4 +1,6 @@
-from helpers import check_pass
+import pytest
+
+from helpers import check_pass, check_semantics
 
 
 def test_merges_identical_nodes_and_commuted_operands() -> None:
@@ -54,3 +56,18 @@ graph @f(%x: f32[2]) {
   %2: f32[2] = add(%0, %0)
   return %2
 }""")
+
+
+@pytest.mark.parametrize("op, attr", [("leaky_relu", "negative_slope"), ("clamp", "max")])
+def test_attributes_differing_in_the_sign_of_zero_are_not_merged(op: str, attr: str) -> None:
+    """Fuzz case: 0.0 == -0.0 in Python, but leaky_relu{-0.0} and {0.0} give zeros of opposite signs (1/x: ±inf)."""
+    g = check_semantics("cse,dce", f"""
+graph @f(%x: f32[8]) {{
+  const @one: f32[] = 1.0
+  %0: f32[8] = {op}(%x) {{{attr}=0.0}}
+  %1: f32[8] = {op}(%x) {{{attr}=-0.0}}
+  %2: f32[8] = div(@one, %0)
+  %3: f32[8] = div(@one, %1)
+  return %2, %3
+}}""")
+    assert [n.op.name for n in g].count(op) == 2

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import check_pass
+from helpers import check_pass, check_semantics
 
 import graphopt
 from graphopt.backends import get_backend
@@ -111,3 +111,20 @@ def test_resnet_through_O3_matches_eager() -> None:
         want = model(x).logits.numpy()
     got = compiled(x).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("order", ["%0, %1", "%1, %0"])
+def test_residual_that_is_another_conv_keeps_each_convs_bias(order: str) -> None:
+    """Fuzz case: add(conv_a, conv_b) fused into conv_b (the one without bias) must not take conv_a's bias and
+    attributes."""
+    check_semantics("fuse-conv,dce", f"""
+graph @f(%x: f32[1,2,4,4]) {{
+  const @wa: f32[2,2,1,1] = [[[[1.0]], [[0.5]]], [[[0.0]], [[-1.0]]]]
+  const @ba: f32[2] = [10.0, -10.0]
+  const @wb: f32[2,2,3,3] = external
+  %0: f32[1,2,4,4] = conv(%x, @wa, @ba)
+  %1: f32[1,2,2,2] = conv(%x, @wb)
+  %2: f32[1,2,4,4] = add({order})
+  return %2
+}}""".replace("@wb: f32[2,2,3,3] = external", "@wb: f32[2,2,1,1] = [[[[2.0]], [[0.0]]], [[[1.0]], [[1.0]]]]")
+     .replace("f32[1,2,2,2]", "f32[1,2,4,4]"))

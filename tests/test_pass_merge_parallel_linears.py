@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from helpers import check_pass
+from helpers import check_pass, check_semantics
 
 import graphopt
 from graphopt.ir import parse
@@ -62,3 +62,17 @@ def test_bert_attention_projections_merge_and_match_eager() -> None:
         want = model(input_ids=ids).last_hidden_state.numpy()
     got = compiled(input_ids=ids)[0].numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_scalar_biases_broadcast_when_merged() -> None:
+    """Fuzz case: a linear with a scalar bias (valid per the schema) contributed 1 element instead of 4."""
+    check_semantics("merge-parallel-linears,dce", """
+graph @f(%x: f32[2,3]) {
+  const @wq: f32[4,3] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
+  const @wk: f32[2,3] = [[0.5, 0.5, 0.5], [-1.0, 0.0, 1.0]]
+  const @bq: f32[] = 2.0
+  const @bk: f32[2] = [1.0, -1.0]
+  %q: f32[2,4] = linear(%x, @wq, @bq)
+  %k: f32[2,2] = linear(%x, @wk, @bk)
+  return %q, %k
+}""")
