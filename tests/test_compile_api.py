@@ -55,6 +55,59 @@ def test_tampered_artifact_is_refused(compiled, tmp_path) -> None:  # type: igno
         graphopt.load(tmp_path)
 
 
+def _resum(folder, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Recompute one file's sum in the manifest, as an attacker (or a careless tool) would."""
+    import hashlib
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sha256"][name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage", ["truncated-weights", "manifest-list", "no-target", "sha256-not-a-dict",
+                                    "shapes-garbage", "gir-garbage"])
+def test_malformed_artifacts_are_model_load_errors(compiled, tmp_path, damage: str) -> None:  # type: ignore[no-untyped-def]
+    _, _, c = compiled
+    out = c.save(tmp_path / "art")
+    manifest = json.loads((out / "manifest.json").read_text())
+    if damage == "truncated-weights":
+        w = out / "weights.safetensors"
+        w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+        _resum(out, w.name)
+    elif damage == "gir-garbage":
+        (out / "model.gir").write_bytes(b"\xff\xfe graph @")
+        _resum(out, "model.gir")
+    else:
+        if damage == "manifest-list":
+            manifest = [manifest]
+        elif damage == "no-target":
+            del manifest["target"]
+        elif damage == "sha256-not-a-dict":
+            manifest["sha256"] = "abc"
+        else:
+            manifest["shapes"] = {"w": "x"}
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(graphopt.ModelLoadError):
+        graphopt.load(out)
+
+
+def test_overwrite_replaces_only_an_artifact(compiled, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, _, c = compiled
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "thesis.tex").write_text("years of work")
+    with pytest.raises(FileExistsError, match="not a graphopt artifact .*thesis.tex"):
+        c.save(work, overwrite=True)
+    assert (work / "thesis.tex").read_text() == "years of work"
+    art = c.save(tmp_path / "art")
+    (art / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        c.save(art, overwrite=True)
+    (art / "notes.txt").unlink()
+    c.save(art, overwrite=True)
+    assert graphopt.load(art) is not None
+
+
 def test_report_has_passes_fidelity_and_latency(compiled) -> None:  # type: ignore[no-untyped-def]
     _, _, c = compiled
     rep = c.report(repeats=3)

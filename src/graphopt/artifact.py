@@ -23,10 +23,11 @@ import numpy as np
 
 from graphopt.errors import GraphoptError, ModelLoadError
 
-__all__ = ["save", "load", "FORMAT", "VERSION"]
+__all__ = ["save", "load", "check_destination", "FORMAT", "VERSION"]
 
 FORMAT = "graphopt-artifact"
 VERSION = 1
+ARTIFACT_FILES = frozenset({"manifest.json", "model.gir", "weights.safetensors", "weights.npz", "forward.py"})
 
 
 def _sha256(path: Path) -> str:
@@ -61,14 +62,52 @@ def _read_weights(path: Path) -> dict[str, np.ndarray]:
         return {n: z[f"c{i}"] for i, n in enumerate(names)}
 
 
+_MANIFEST_KEYS = {"format": str, "version": int, "target": str, "pipeline": str, "graph": str, "weights": str,
+                  "sha256": dict}
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest, checked for shape: a dict with every key of the right type (else ModelLoadError)."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path}: not JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise ModelLoadError(f"{path}: the manifest is a {type(manifest).__name__}, not a JSON object")
+    if manifest.get("format") != FORMAT:
+        raise ModelLoadError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("version") != VERSION:
+        raise ModelLoadError(f"{path}: artifact version {manifest.get('version')} is not {VERSION}")
+    for key, kind in _MANIFEST_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise ModelLoadError(f"{path}: manifest key {key!r} is missing or not a {kind.__name__}")
+    if not isinstance(manifest.get("shapes", {}), dict):
+        raise ModelLoadError(f"{path}: manifest key 'shapes' is not an object")
+    return manifest
+
+
+def check_destination(path: Path, *, overwrite: bool) -> None:
+    """Raise FileExistsError unless `save` may write `path`: absent, empty, or (with overwrite) an artifact.
+
+    overwrite replaces an artifact, never a folder of the user's: a mistyped path must not lose their work."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a folder")
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{path} is not empty; pass overwrite=True (--overwrite) to replace it")
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in ARTIFACT_FILES)
+        if foreign or not (path / "manifest.json").is_file():
+            what = f"holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}" if foreign else \
+                "has no manifest.json"
+            raise FileExistsError(f"{path} is not a graphopt artifact ({what}); overwrite=True replaces only an "
+                                  "artifact folder. Choose another path or empty it yourself")
+
+
 def save(model: Any, path: Path, *, overwrite: bool = False) -> Path:
     """Write `model` (a CompiledModel) to the folder `path`. Returns the path."""
     import graphopt
 
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder")
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path} is not empty; pass overwrite=True (--overwrite) to replace it")
+    check_destination(path, overwrite=overwrite)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
@@ -117,11 +156,7 @@ def load(path: Path, *, target: str | None = None) -> Any:
     if not manifest_path.is_file():
         raise ModelLoadError(f"{path}: not a graphopt artifact (no manifest.json)")
     try:
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format") != FORMAT:
-            raise ModelLoadError(f"{manifest_path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
-        if manifest.get("version") != VERSION:
-            raise ModelLoadError(f"{manifest_path}: artifact version {manifest.get('version')} is not {VERSION}")
+        manifest = _read_manifest(manifest_path)
         files = {name: path / name for name in (manifest["graph"], manifest["weights"])}
         for name, file in files.items():
             if file.resolve().parent != path.resolve() or not file.is_file():
@@ -133,11 +168,11 @@ def load(path: Path, *, target: str | None = None) -> Any:
             if name in consts and consts[name].size == int(np.prod(shape)):
                 consts[name] = consts[name].reshape(shape)
         graph = parse(files[manifest["graph"]].read_text(), constants=consts)
+    except ModelLoadError:
+        raise
     except GraphoptError as e:
-        if isinstance(e, ModelLoadError):
-            raise
         raise ModelLoadError(f"{path}: {e}") from None
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - any reader's failure (safetensors, zip, json) is a bad artifact
         raise ModelLoadError(f"{path}: cannot read the artifact ({type(e).__name__}: {e})") from None
     target = target or manifest["target"]
     exe = get_backend(target).compile(graph)

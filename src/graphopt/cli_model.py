@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from graphopt.artifact import check_destination
 from graphopt.errors import ModelLoadError
 
 __all__ = ["add_commands"]
@@ -91,8 +92,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     out = Path(args.output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:  # before any work
-        raise FileExistsError(f"{out} is not empty; pass --overwrite to replace it")
+    check_destination(out, overwrite=args.overwrite)  # before any work
     compiled = _compile(args)
     console = Console(stderr=True)
     with console.status("measuring fidelity and latency..."):
