@@ -124,3 +124,34 @@ def test_constants_specialize_shape_inputs() -> None:
     assert [v.name for v in graph.inputs] == ["x"] and str(graph.outputs[0].type) == "f32[3,4]"
     with pytest.raises(graphopt.ModelLoadError, match="unknown input"):
         graphopt.import_onnx(model, constants={"nope": np.array([1])})
+
+
+@pytest.mark.parametrize("elem_type", [0, 999])
+def test_bad_element_types_are_clean_errors(elem_type: int) -> None:
+    vi = [helper.make_tensor_value_info("x", elem_type, [2])]
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", vi, [helper.make_tensor_value_info("y", elem_type, [2])])
+    with pytest.raises((graphopt.ModelLoadError, graphopt.UnsupportedOpError), match="element type"):
+        graphopt.import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    init = onnx.numpy_helper.from_array(np.ones(2, np.float32), "w")
+    init.data_type = elem_type
+    vf = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])]
+    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", vf,
+                     [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])], [init])
+    with pytest.raises((graphopt.ModelLoadError, graphopt.UnsupportedOpError), match="element type|data_type"):
+        graphopt.import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+@pytest.mark.parametrize("offset, length", [("-5", "16"), ("abc", "16"), ("99999", "16"), ("0", "99999999")])
+def test_bad_external_data_offsets_are_clean_errors(tmp_path, offset: str, length: str) -> None:  # type: ignore[no-untyped-def]
+    init = onnx.numpy_helper.from_array(np.ones(4, np.float32), "w")
+    vf = [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])]
+    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", vf,
+                     [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])], [init])
+    onnx.save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"),
+                    save_as_external_data=True, location="w.bin", size_threshold=0)
+    m = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    for e in m.graph.initializer[0].external_data:
+        e.value = {"offset": offset, "length": length}.get(e.key, e.value)
+    onnx.save_model(m, str(tmp_path / "m.onnx"))
+    with pytest.raises(graphopt.ModelLoadError, match="external data"):
+        graphopt.import_onnx(tmp_path / "m.onnx")

@@ -77,11 +77,14 @@ def _external(tensor: Any, folder: Path | None) -> np.ndarray:
     if folder.resolve() not in target.parents or not target.is_file():
         raise ModelLoadError(f"initializer {tensor.name}: external data location {location!r} is outside the "
                              f"model's folder or missing; refusing to read it")
-    dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    dtype = _dtype(tensor.data_type, f"initializer {tensor.name}").numpy
     count = int(np.prod(tensor.dims)) if tensor.dims else 1
-    offset = int(info.get("offset", 0))
-    length = int(info.get("length", count * dtype.itemsize))
-    if length != count * dtype.itemsize or offset + length > target.stat().st_size:
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info.get("length", count * dtype.itemsize))
+    except ValueError:
+        raise ModelLoadError(f"initializer {tensor.name}: external data offset/length are not integers") from None
+    if offset < 0 or length != count * dtype.itemsize or offset + length > target.stat().st_size:
         raise ModelLoadError(f"initializer {tensor.name}: external data is truncated or has the wrong length")
     return np.memmap(target, dtype=dtype, mode="r", offset=offset, shape=tuple(tensor.dims))  # lazy
 
@@ -150,8 +153,8 @@ class _Ctx:
         g = self.proto.graph
         inits = {t.name for t in g.initializer}
         for t in g.initializer:
+            _dtype(t.data_type, t.name)  # before numpy_helper sees an element type it does not know
             data = self.external[t.name] if t.name in self.external else numpy_helper.to_array(t)
-            _dtype(t.data_type, t.name)
             self.env[t.name] = self.graph.add_constant(data, name=_ident(t.name))
         for vi in g.input:
             if vi.name in inits:
@@ -229,9 +232,12 @@ def _dtype(elem_type: int, where: str) -> DType:
     from onnx import TensorProto, helper
 
     try:
+        name = TensorProto.DataType.Name(elem_type)
+    except ValueError:  # not an element type at all: a corrupt or hostile file
+        raise ModelLoadError(f"{where}: {elem_type} is not an ONNX element type") from None
+    try:
         return DType.from_numpy(helper.tensor_dtype_to_np_dtype(elem_type))
     except (ValueError, KeyError):
-        name = TensorProto.DataType.Name(elem_type)
         raise UnsupportedOpError(f"{where}: ONNX element type {name} has no graphopt dtype (graphopt has "
                                  f"{', '.join(d.value for d in DType)})", ops={name: 1}) from None
 
