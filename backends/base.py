@@ -60,13 +60,22 @@ def get_backend(name: str) -> Backend:
 
 
 def check_coverage(graph: Graph, backend: Backend) -> None:
-    """Raise UnsupportedOpError naming every node whose op `backend` cannot run (all at once)."""
+    """Raise UnsupportedOpError naming every node `backend` cannot run (all at once): ops it lacks, and nodes its
+    optional `supports(node) -> reason | None` refuses (a dtype or an attribute its kernels do not take)."""
     supported = backend.supported_ops()
-    bad = [n for n in graph if n.op.name not in supported]
+    node_check = getattr(backend, "supports", None)
+    bad: list[tuple[Any, str]] = []
+    for n in graph:
+        reason = None if n.op.name in supported else "no kernel for this op"
+        if reason is None and node_check is not None:
+            reason = node_check(n)
+        if reason is not None:
+            bad.append((n, reason))
     if not bad:
         return
-    counts = Counter(n.op.name for n in bad)
-    lines = [f"  {n.describe()}" for n in bad[:20]] + ([f"  ... and {len(bad) - 20} more"] if len(bad) > 20 else [])
+    counts = Counter(n.op.name for n, _ in bad)
+    lines = [f"  {n.describe()}: {why}" for n, why in bad[:20]]
+    lines += [f"  ... and {len(bad) - 20} more"] if len(bad) > 20 else []
     raise UnsupportedOpError(
         f"target {backend.name!r} does not support {', '.join(f'{op} (x{c})' for op, c in counts.items())}:\n"
         + "\n".join(lines) + "\nUse target='reference' (runs every op) or another target.", ops=dict(counts))

@@ -64,3 +64,75 @@ def test_onnxruntime_target_matches_reference(op: str, inputs: list[np.ndarray],
     if op == "grid_sample" and inputs[0].ndim != 4:
         pytest.xfail("ONNX opset 17 GridSample is 2-D only")
     _compare(get_backend("onnxruntime").compile(g)(*inputs), reference.run(g, inputs), op)
+
+
+SWEEP_DTYPES = [DType.F32, DType.F64, DType.F16, DType.BF16, DType.I64, DType.I32, DType.I8, DType.U8, DType.BOOL]
+
+
+def _unary_graphs(dtype: DType) -> list[tuple[str, Graph, np.ndarray]]:
+    """Every registered one-input op without required attributes, on `dtype`, where the IR types it."""
+    from graphopt.ir import get_op, registered_ops
+    from graphopt.ir.ops.registry import REQUIRED
+
+    out = []
+    for name in sorted(registered_ops()):
+        op = get_op(name)
+        if len(op.inputs) != 1 or any(a.default is REQUIRED for a in op.attrs.values()):
+            continue
+        g = Graph("sweep")
+        x = g.add_input("x", TensorType(dtype, (2, 3)))
+        try:
+            node = g.add_node(name, [x])
+        except Exception:  # noqa: BLE001 - the IR refuses this dtype: nothing to compare
+            continue
+        g.set_outputs(node.outputs)
+        out.append((name, g, (np.arange(6).reshape(2, 3) % 3).astype(dtype.numpy)))
+    return out
+
+
+@pytest.mark.parametrize("dtype", SWEEP_DTYPES, ids=[d.value for d in SWEEP_DTYPES])
+def test_cpu_agrees_with_type_inference_on_every_dtype(dtype: DType) -> None:
+    """Fuzz finding: ops typed float on an integer input (gelu, silu, ...) called torch on the int tensor, and
+    bool inputs hit torch kernels that refuse bool. Whatever the IR types, the cpu target computes."""
+    failures = []
+    for name, g, a in _unary_graphs(dtype):
+        want = reference.run(g, [a])
+        try:
+            got = get_backend("cpu").compile(g)(a.copy())
+            _compare(got, want, name)
+        except Exception as e:  # noqa: BLE001 - collect all, report at once
+            failures.append(f"{name}: {type(e).__name__}: {str(e)[:120]}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("op, params", [("layer_norm", 2), ("rms_norm", 1), ("batch_norm", 4)])
+@pytest.mark.parametrize("x_dtype, p_dtype", [(DType.F32, DType.F64), (DType.BF16, DType.F32)])
+def test_norm_parameters_of_another_dtype(op: str, params: int, x_dtype: DType, p_dtype: DType) -> None:
+    rng = np.random.default_rng(0)
+    g = Graph("norm")
+    x = g.add_input("x", TensorType(x_dtype, (2, 3)))
+    consts = [g.add_constant(rng.random(3).astype(p_dtype.numpy) + 0.5) for _ in range(params)]
+    g.set_outputs([g.add(op, [x, *consts])])
+    g.verify()
+    a = rng.random((2, 3)).astype(x_dtype.numpy)
+    _compare(get_backend("cpu").compile(g)(a), reference.run(g, [a]), op)
+
+
+@pytest.mark.parametrize("starts, ends, steps", [([-1], [-2**62], [-1]), ([5], [1], [-2]), ([100], [-100], [-3]),
+                                                 ([2, 0], [0, 4], [-1, 2])])
+def test_cpu_slices_with_negative_steps(starts: list[int], ends: list[int], steps: list[int]) -> None:
+    g = Graph("slice")
+    x = g.add_input("x", TensorType(DType.F32, (7, 4)))
+    g.set_outputs([g.add("slice", [x], {"starts": starts, "ends": ends, "axes": list(range(len(starts))),
+                                         "steps": steps})])
+    a = np.arange(28, dtype=np.float32).reshape(7, 4)
+    _compare(get_backend("cpu").compile(g)(a), reference.run(g, [a]), "slice")
+
+
+def test_coverage_names_nodes_the_cpu_emitters_cannot_take() -> None:
+    from graphopt.errors import UnsupportedOpError
+    from graphopt.ir import parse
+
+    g = parse('graph @f(%x: f32[n]) {\n  %0: f32[m] = reshape(%x) {shape=[m]}  loc("blk")\n  return %0\n}')
+    with pytest.raises(UnsupportedOpError, match=r"reshape.*blk.*attribute shape uses m, which no graph input binds"):
+        get_backend("cpu").compile(g)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphopt.ir import Graph
+from graphopt.ir import Graph, Node
+from graphopt.ir.symbolic import free_symbols, is_symbol
 
 from ..base import bind_inputs, check_coverage, from_numpy, to_numpy
 from .codegen import channels_last_inputs, compile_source, generate
@@ -60,6 +61,18 @@ class CpuBackend:
 
     def supported_ops(self) -> frozenset[str]:
         return frozenset(EMITTERS)
+
+    def supports(self, node: Node) -> str | None:
+        """Why the generated code cannot run `node` (None: it can): dims no graph input binds."""
+        graph = node.graph
+        bound = {d for v in graph.inputs for d in v.type.shape if is_symbol(d)} if graph is not None else set()
+        for key, spec in node.op.attrs.items():
+            value = node.attrs[key]
+            dims = [value] if spec.kind == "dim" else list(value or ()) if spec.kind == "dims" else []
+            missing = set().union(*(free_symbols(d) for d in dims if isinstance(d, str))) - bound
+            if missing:
+                return f"attribute {key} uses {', '.join(sorted(missing))}, which no graph input binds"
+        return None
 
     def compile(self, graph: Graph, **options: Any) -> CpuExecutable:
         check_coverage(graph, self)

@@ -19,7 +19,7 @@ import numpy as np
 from graphopt.ir import DType, Graph, Node, Value
 from graphopt.ir.symbolic import free_symbols, is_symbol
 
-from .emit import EMITTERS, INFIX, PREPARE
+from .emit import EMITTERS, INFIX, PREPARE, legal_operands
 
 _RESERVED = {"torch", "F", "rt", "W", "make", "forward", "floor", "ceiling", "Max", "Min", "Mod", "inf", "nan"}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -100,10 +100,13 @@ def generate(graph: Graph, channels_last: bool = False) -> tuple[str, list[np.nd
                 weight_lines.append(f"{prepared[key]} = {template.format(args[i])}")
             args.append(prepared[key])  # the emitter finds it after the node's own inputs
         attrs = _render_attrs(node, symbols)
+        args, cast_back = legal_operands(node, args)
         try:
             expr = EMITTERS[node.op.name](node, args, attrs)
         except NotImplementedError as e:
             raise NotImplementedError(f"{node.describe()}: {e}") from None
+        if cast_back is not None:
+            expr = f"({expr}).to({cast_back})"
         outs = [names.claim(f"v{_stem(o.name)}", f"v{pos}_{i}") for i, o in enumerate(node.outputs)]
         local.update({id(o): n for o, n in zip(node.outputs, outs)})
         if node.origin != origin:

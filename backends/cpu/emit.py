@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from graphopt.ir import DType, Node
+from graphopt.ir import DType, Node, get_op
 
 Emitter = Callable[[Node, Sequence[str], dict[str, Any]], str]
 EMITTERS: dict[str, Emitter] = {}
@@ -59,6 +59,44 @@ _CALLS = {
 }
 for _op, _fn in _CALLS.items():
     emits(_op)(lambda n, a, at, _f=_fn: f"{_f}({', '.join(a)})" if _f else a[0])
+
+
+# Ops whose torch kernels exist for floating point only (torch raises "not implemented for 'Int'"), while the IR
+# types them float on an integer input; and those torch refuses for bool though the IR keeps bool (identity).
+def _ops(*names: str) -> frozenset[str]:
+    """Op names checked against the registry, so a misspelled one fails at import instead of never matching."""
+    return frozenset(get_op(name).name for name in names)
+
+
+_FLOAT_KERNELS = _ops(*{"elu", "gelu", "hardsigmoid", "hardswish", "leaky_relu", "silu", "softplus", "var",
+                            "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh", "sigmoid", "erf", "log1p",
+                            "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "reciprocal",
+                            "softmax", "log_softmax", "reduce_mean"})
+_NO_BOOL_KERNELS = _ops("abs", "ceil", "floor", "round", "trunc", "relu")
+_NORM_PARAMS = _ops("batch_norm", "layer_norm", "rms_norm")
+
+
+def legal_operands(n: Node, args: Sequence[str]) -> tuple[list[str], str | None]:
+    """The operand expressions with the casts torch needs to compute what the IR's types say, and the dtype the
+    result must be cast back to (or None). Type inference and the emitters agree through this one place."""
+    args = list(args)
+    if not n.outputs or not n.inputs:
+        return args, None
+    out, x = n.outputs[0].type.dtype, n.inputs[0].type.dtype
+    if n.op.name in _FLOAT_KERNELS and not x.is_float:
+        if out.is_float:
+            args[0] = f"{args[0]}.to({_dt(out)})"
+        else:  # an integer result (var of ints): computed in f64 and cast back, as the reference does
+            args[0] = f"{args[0]}.to(torch.float64)"
+            return args, _dt(out)
+    elif n.op.name in _NO_BOOL_KERNELS and x == DType.BOOL:
+        args[0] = f"{args[0]}.to(torch.int8)"
+        return args, _dt(out)
+    elif n.op.name in _NORM_PARAMS:  # torch wants the statistics and affine params in the input's dtype
+        for i, v in enumerate(n.inputs[1:], 1):
+            if v.type.dtype != x and v.type.dtype.is_float:
+                args[i] = f"{args[i]}.to({_dt(x)})"
+    return args, None
 
 
 def _packed_from(n: Node) -> int | None:
@@ -165,15 +203,20 @@ def _slice(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     axes = at["axes"] if at["axes"] is not None else range(len(at["starts"]))
     steps = at["steps"] if at["steps"] is not None else [1] * len(at["starts"])
     index = [":"] * rank
+    backwards = []  # torch indexing has no negative steps: those axes go through rt.slice_backwards
     for s, e, ax, st in zip(at["starts"], at["ends"], axes, steps):
         if st < 0:
-            raise NotImplementedError("negative slice steps")
+            backwards.append(f"{ax % rank}, {s}, {e}, {st}")
+            continue
         e_txt = "" if e == str(2**62) or e == 2**62 else str(e)
         s_txt = "" if s in (0, "0") else str(s)
         index[ax % rank] = f"{s_txt}:{e_txt}" + (f":{st}" if st != 1 else "")
     while index and index[-1] == ":":
         index.pop()
-    return f"{a[0]}[{', '.join(index)}]" if index else a[0]
+    expr = f"{a[0]}[{', '.join(index)}]" if index else a[0]
+    for args in backwards:
+        expr = f"rt.slice_backwards({expr}, {args})"
+    return expr
 
 
 @emits("gather")

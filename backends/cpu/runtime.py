@@ -19,6 +19,12 @@ def pad_spatial(x: torch.Tensor, pads: Sequence[int], value: float) -> torch.Ten
     return F.pad(x, torch_pads, value=value)
 
 
+def slice_backwards(x: torch.Tensor, axis: int, start: int, end: int, step: int) -> torch.Tensor:
+    """x[start:end:step] along `axis` for a negative step, with Python's (= ONNX's) clamping of the bounds."""
+    first, stop, step = slice(start, end, step).indices(x.shape[axis])
+    return x.index_select(axis, torch.arange(first, stop, step))
+
+
 # a linear's or conv's activation as oneDNN's fused post-op (attr, algorithm)
 ONEDNN_ACTIVATIONS = {"none": ("none", ""), "relu": ("relu", ""), "gelu": ("gelu", "none"),
                       "gelu_tanh": ("gelu", "tanh"), "silu": ("swish", ""), "tanh": ("tanh", "")}

@@ -14,7 +14,7 @@ from scipy import special
 
 from ..dtypes import DType, promote
 from ..types import TensorType
-from .registry import Attr, ConcreteType, register_op, same_as_input
+from .registry import Attr, ConcreteType, ShapeError, register_op, same_as_input
 from .shapes import broadcast, compute_dtype, tt
 
 _F32 = DType.F32
@@ -132,8 +132,9 @@ def _bool_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType
 
 
 def _unary(name: str, fn: Callable[..., Any], to_float: bool = True, cost: int = 1, doc: str = "",
-           attrs: Mapping[str, Attr] | None = None, result: str = "") -> None:
-    """`to_float`: integer inputs give f32 (torch.exp(int) is float); `result='bool'` for predicates."""
+           attrs: Mapping[str, Attr] | None = None, result: str = "", numeric: bool = False) -> None:
+    """`to_float`: integer inputs give f32 (torch.exp(int) is float); `result='bool'` for predicates;
+    `numeric`: bool inputs are a type error (torch and numpy define no negative or sign of a bool)."""
 
     def kernel(x: np.ndarray, **kw: Any) -> np.ndarray:
         dt = _dt(x)
@@ -144,7 +145,18 @@ def _unary(name: str, fn: Callable[..., Any], to_float: bool = True, cost: int =
         return y.astype(DType.BOOL.numpy if result == "bool" else out.numpy, copy=False)
 
     infer = _bool_infer if result == "bool" else _float_infer if to_float else same_as_input
+    if numeric:
+        infer = _numeric(infer, name)
     register_op(name, inputs=["x"], infer=infer, flops=_per_elem(cost), doc=doc, attrs=attrs)(kernel)
+
+
+def _numeric(infer: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def checked(types: list[TensorType], attrs: Mapping[str, Any]) -> Any:
+        if types[0].dtype == DType.BOOL:
+            raise ShapeError(f"{name} is not defined for bool; use logical_not")
+        return infer(types, attrs)
+
+    return checked
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -163,9 +175,9 @@ def _softplus(x: np.ndarray, beta: float, threshold: float) -> np.ndarray:
     return np.where(bx > threshold, x, np.log1p(np.exp(bx)) / beta)
 
 
-_unary("neg", np.negative, to_float=False, doc="-x")
+_unary("neg", np.negative, to_float=False, doc="-x", numeric=True)
 _unary("abs", np.abs, to_float=False, doc="|x|")
-_unary("sign", np.sign, to_float=False, doc="-1, 0 or 1 (0 for NaN inputs is not guaranteed)")
+_unary("sign", np.sign, to_float=False, numeric=True, doc="-1, 0 or 1 (0 for NaN inputs is not guaranteed)")
 _unary("relu", lambda x: np.where(x < 0, np.zeros((), x.dtype), x), to_float=False,
        doc="max(x, 0), NaN-propagating")
 _unary("exp", np.exp, cost=4, doc="e ** x")
