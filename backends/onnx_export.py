@@ -532,7 +532,9 @@ def to_onnx(graph: Graph, *, opset: int = OPSET) -> Any:
         raise UnsupportedOpError(f"no ONNX export for op(s) {', '.join(missing)}", ops={m: 1 for m in missing})
     cx = _Ctx(graph)
     names: dict[int, str] = {id(v): v.name for v in graph.inputs}
-    inits = [numpy_helper.from_array(np.asarray(c.const), c.name) for c in graph.constants.values() if c.num_uses]
+    # a constant that is a graph output (what fold-constants leaves) is an initializer too, not a dangling name
+    inits = [numpy_helper.from_array(np.asarray(c.const), c.name) for c in graph.constants.values()
+             if c.num_uses or c.output_refs]
     names.update({id(c): c.name for c in graph.constants.values()})
     for node in graph:
         args = [names[id(v)] for v in node.inputs]

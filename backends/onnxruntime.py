@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
-from graphopt.ir import Graph
+from graphopt.errors import UnsupportedOpError
+from graphopt.ir import DType, Graph
 
 from .base import bind_inputs, check_coverage, from_numpy, to_numpy
 from .onnx_export import EXPORTERS, to_onnx
+from .ort_legalize import legalize
 
 __all__ = ["OrtBackend", "OrtExecutable", "session"]
 
@@ -45,15 +48,27 @@ class OrtExecutable:
 
     def __init__(self, graph: Graph, *, threads: int | None = None, optimization: str = "all") -> None:
         self.graph = graph
-        self.model = to_onnx(graph)
-        self.session = session(self.model.SerializeToString(), threads=threads, optimization=optimization)
+        self.model = to_onnx(legalize(graph))
+        try:
+            self.session = session(self.model.SerializeToString(), threads=threads, optimization=optimization)
+        except Exception as e:  # noqa: BLE001 - ORT raises plain RuntimeError subclasses
+            raise UnsupportedOpError(f"ONNX Runtime cannot build a session for graph @{graph.name}: "
+                                     f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
+                                     ops={"onnxruntime": 1}) from None
         self.input_names = [v.name for v in graph.inputs]
+        # bf16 crosses the session boundary as f32 (see ort_legalize): exact both ways
+        self._feed_f32 = [v.type.dtype == DType.BF16 for v in graph.inputs]
+        self._bf16_out = [v.type.dtype == DType.BF16 for v in graph.outputs]
 
     def __call__(self, *inputs: Any, **named: Any) -> list[Any]:
         args = bind_inputs(self.input_names, inputs, named)
         is_torch = bool(args) and hasattr(args[0], "detach")
-        feed = {n: (to_numpy(a) if hasattr(a, "detach") else np.asarray(a)) for n, a in zip(self.input_names, args)}
+        feed = {}
+        for n, a, widen in zip(self.input_names, args, self._feed_f32):
+            a = to_numpy(a) if hasattr(a, "detach") else np.asarray(a)
+            feed[n] = a.astype(np.float32) if widen else a
         outs = self.session.run(None, feed)
+        outs = [o.astype(ml_dtypes.bfloat16) if narrow else o for o, narrow in zip(outs, self._bf16_out)]
         return [from_numpy(o) for o in outs] if is_torch else outs
 
 
