@@ -17,8 +17,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from graphopt.errors import UnsupportedOpError
+from graphopt.errors import InputError, UnsupportedOpError
 from graphopt.ir import Graph
+from graphopt.ir.binding import SYMBOL_BOUNDS, bind_shapes
 
 __all__ = ["Backend", "Executable", "register_backend", "get_backend", "available_backends", "check_coverage"]
 
@@ -84,16 +85,32 @@ def check_coverage(graph: Graph, backend: Backend) -> None:
 def bind_inputs(names: Sequence[str], inputs: Sequence[Any], named: Mapping[str, Any]) -> list[Any]:
     """Positional and keyword inputs in graph-input order; a clear error for missing or unknown names."""
     if len(inputs) > len(names):
-        raise TypeError(f"the model takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}")
+        raise InputError(f"the model takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}")
     unknown = set(named) - set(names)
     if unknown:
-        raise TypeError(f"unknown input(s) {', '.join(sorted(unknown))}; the model takes {', '.join(names)}")
+        raise InputError(f"unknown input(s) {', '.join(sorted(unknown))}; the model takes {', '.join(names)}")
+    twice = [n for n in names[:len(inputs)] if n in named]
+    if twice:
+        raise InputError(f"input(s) {', '.join(map(repr, twice))} given both by position and by name")
     out = list(inputs)
     for n in names[len(inputs):]:
         if n not in named:
-            raise TypeError(f"missing input {n!r}; the model takes {', '.join(names)}")
+            raise InputError(f"missing input {n!r}; the model takes {', '.join(names)}")
         out.append(named[n])
     return out
+
+
+def check_inputs(graph: Graph, arrays: Sequence[Any], dtypes: Sequence[Any]) -> dict[str, int]:
+    """Every target's check before it runs: dtypes (as the target's array library names them), ranks, dims and
+    symbol ranges (ir.bind_shapes). Returns the symbol bindings; InputError names what does not fit."""
+    if len(arrays) != len(graph.inputs):
+        raise InputError(f"the model takes {len(graph.inputs)} input(s) "
+                         f"({', '.join(repr(v.name) for v in graph.inputs)}), got {len(arrays)}")
+    for v, a, want in zip(graph.inputs, arrays, dtypes):
+        if a.dtype != want:
+            raise InputError(f"input {v.name!r} must be {v.type.dtype.value} ({v.type}), got {a.dtype} of shape "
+                             f"{list(a.shape)}")
+    return bind_shapes(graph.inputs, [tuple(a.shape) for a in arrays], graph.metadata.get(SYMBOL_BOUNDS))
 
 
 def from_numpy(a: Any) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 from graphopt.errors import UnsupportedOpError
 from graphopt.ir import DType, Graph
 
-from .base import bind_inputs, check_coverage, from_numpy, to_numpy
+from .base import bind_inputs, check_coverage, check_inputs, from_numpy, to_numpy
 from .onnx_export import EXPORTERS, to_onnx
 from .ort_legalize import legalize
 
@@ -57,16 +57,16 @@ class OrtExecutable:
                                      ops={"onnxruntime": 1}) from None
         self.input_names = [v.name for v in graph.inputs]
         # bf16 crosses the session boundary as f32 (see ort_legalize): exact both ways
+        self._dtypes = [v.type.dtype.numpy for v in graph.inputs]
         self._feed_f32 = [v.type.dtype == DType.BF16 for v in graph.inputs]
         self._bf16_out = [v.type.dtype == DType.BF16 for v in graph.outputs]
 
     def __call__(self, *inputs: Any, **named: Any) -> list[Any]:
         args = bind_inputs(self.input_names, inputs, named)
         is_torch = bool(args) and hasattr(args[0], "detach")
-        feed = {}
-        for n, a, widen in zip(self.input_names, args, self._feed_f32):
-            a = to_numpy(a) if hasattr(a, "detach") else np.asarray(a)
-            feed[n] = a.astype(np.float32) if widen else a
+        arrays = [to_numpy(a) if hasattr(a, "detach") else np.asarray(a) for a in args]
+        check_inputs(self.graph, arrays, self._dtypes)
+        feed = {n: a.astype(np.float32) if widen else a for n, a, widen in zip(self.input_names, arrays, self._feed_f32)}
         outs = self.session.run(None, feed)
         outs = [o.astype(ml_dtypes.bfloat16) if narrow else o for o, narrow in zip(outs, self._bf16_out)]
         return [from_numpy(o) for o in outs] if is_torch else outs

@@ -25,25 +25,10 @@ __all__ = ["run", "evaluate", "bind_symbols", "resolve_attrs", "random_inputs", 
 
 
 def bind_symbols(graph: Graph, arrays: Sequence[np.ndarray]) -> dict[str, int]:
-    """Check the arrays against the graph's input types and bind every symbolic dim to its size."""
-    if len(arrays) != len(graph.inputs):
-        raise InterpreterError(f"graph @{graph.name} takes {len(graph.inputs)} inputs "
-                               f"({', '.join('%' + v.name for v in graph.inputs)}), got {len(arrays)}")
-    bindings: dict[str, int] = {}
-    for v, a in zip(graph.inputs, arrays):
-        t = v.type
-        assert t is not None
-        if a.dtype != t.dtype.numpy:
-            raise InterpreterError(f"input %{v.name} must be {t.dtype}, got {a.dtype}")
-        if a.ndim != t.rank:
-            raise InterpreterError(f"input %{v.name} must have rank {t.rank} ({t}), got shape {a.shape}")
-        for d, n in zip(t.shape, a.shape):
-            if is_symbol(d) and bindings.setdefault(d, n) != n:
-                raise InterpreterError(f"input %{v.name}: dim {d} is {n} here but {bindings[d]} elsewhere")
-    for v, a in zip(graph.inputs, arrays):  # int and expression dims, once every symbol is bound
-        if any(not is_symbol(d) and eval_dim(d, bindings) != n for d, n in zip(v.type.shape, a.shape)):
-            raise InterpreterError(f"input %{v.name} must have shape {v.type}, got {list(a.shape)}")
-    return bindings
+    """Check the arrays against the graph's input types and bind every symbolic dim to its size (InputError)."""
+    from .base import check_inputs
+
+    return check_inputs(graph, arrays, [v.type.dtype.numpy for v in graph.inputs])
 
 
 def resolve_attrs(node: Node, bindings: Mapping[str, int]) -> dict[str, Any]:

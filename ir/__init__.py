@@ -13,6 +13,7 @@
 2
 """
 
+from .binding import bind_shapes
 from .dtypes import DType, promote
 from .graph import Graph, NodeList
 from .node import Node
@@ -39,6 +40,7 @@ __all__ = [
     "Use",
     "Value",
     "assert_graph_equal",
+    "bind_shapes",
     "format_graph",
     "get_op",
     "graph_equal",

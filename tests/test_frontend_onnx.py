@@ -155,3 +155,38 @@ def test_bad_external_data_offsets_are_clean_errors(tmp_path, offset: str, lengt
     onnx.save_model(m, str(tmp_path / "m.onnx"))
     with pytest.raises(graphopt.ModelLoadError, match="external data"):
         graphopt.import_onnx(tmp_path / "m.onnx")
+
+
+def _shape_arith_model(out_shape: list[int]) -> onnx.ModelProto:
+    """Hugging Face's attention-mask index pattern: batch_index * seq + arange(seq), with seq from Shape."""
+    from onnx import numpy_helper
+
+    def c(name: str, a: object) -> onnx.NodeProto:
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(a, np.int64)))
+
+    nodes = [helper.make_node("Shape", ["x"], ["shp"]), c("one", 1),
+             helper.make_node("Gather", ["shp", "one"], ["seq"], axis=0),
+             c("col", [[0], [1]]), helper.make_node("Mul", ["col", "seq"], ["m"]), c("row", [list(range(16))]),
+             helper.make_node("Add", ["m", "row"], ["idx"]), helper.make_node("Cast", ["idx"], ["y"], to=TensorProto.FLOAT)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("target", ["reference", "cpu", "onnxruntime"])
+def test_shape_scalar_broadcast_against_a_matrix_is_not_folded_as_vectors(target: str) -> None:
+    """New-user trial: folded as two 1-D shape vectors this gave (2,) = [0, 17] instead of a (2, 16) result."""
+    import onnxruntime as ort
+
+    m = _shape_arith_model([2, 16])
+    x = np.zeros((2, 16), np.float32)
+    want = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
+    got = graphopt.compile(m, target=target)(x)
+    np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_outputs_must_agree_with_their_declared_types() -> None:
+    with pytest.raises(graphopt.ModelLoadError, match=r"declared with shape \[2, 3\].*f32\[2,16\]"):
+        graphopt.import_onnx(_shape_arith_model([2, 3]))
+    with pytest.raises(graphopt.ModelLoadError, match="declared with rank 1"):
+        graphopt.import_onnx(_shape_arith_model([2]))

@@ -7,12 +7,12 @@ import graphopt.passes
 
 API = {
     "graphopt": ["CompiledModel", "compile", "load", "load_model", "to_graph", "frontends", "import_torch",
-                 "load_pt2", "import_onnx", "export_onnx", "GraphoptError", "InterpreterError", "ModelLoadError", "NumericMismatchError", "ParseError",
+                 "load_pt2", "import_onnx", "export_onnx", "GraphoptError", "InputError", "InterpreterError", "ModelLoadError", "NumericMismatchError", "ParseError",
                  "PassContext", "PassError", "PassManager", "PipelineError", "RewriteLimitError",
                  "UnsupportedOpError", "VerificationError", "backends", "errors", "ir", "load_pass", "passes",
                  "register_pass"],
     "graphopt.ir": ["Attr", "ConcreteType", "DType", "Dim", "Graph", "Node", "NodeList", "OpDef", "Shape",
-                    "ShapeError", "TensorType", "Use", "Value", "assert_graph_equal", "format_graph", "get_op",
+                    "ShapeError", "TensorType", "Use", "Value", "assert_graph_equal", "bind_shapes", "format_graph", "get_op",
                     "graph_equal", "parse", "promote", "register_op", "registered_ops", "same_as_input", "to_dot",
                     "to_networkx"],
     "graphopt.passes": ["ALL", "AnalysisManager", "AttrVar", "Const", "CostReport", "DumpToDirectory", "Instrument",

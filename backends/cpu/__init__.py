@@ -18,7 +18,7 @@ from typing import Any
 from graphopt.ir import Graph, Node
 from graphopt.ir.symbolic import free_symbols, is_symbol
 
-from ..base import bind_inputs, check_coverage, from_numpy, to_numpy
+from ..base import bind_inputs, check_coverage, check_inputs, from_numpy, to_numpy
 from .codegen import channels_last_inputs, compile_source, generate
 from .emit import EMITTERS
 
@@ -37,7 +37,7 @@ class CpuExecutable:
         self.source: str | None = source
         self.weights = [_tensor(w) for w in weights]
         self.input_names = [v.name for v in graph.inputs]
-        self._expect = [(v.type.dtype.torch, v.type.rank, v.name) for v in graph.inputs]
+        self._dtypes = [v.type.dtype.torch for v in graph.inputs]
         self._fn = compile_source(source, self.weights, f"<graphopt-cpu:{graph.name}>")
         self._torch = torch
 
@@ -46,10 +46,7 @@ class CpuExecutable:
         args = bind_inputs(self.input_names, inputs, named)
         as_numpy = not isinstance(args[0], torch.Tensor) if args else False
         xs = [a if isinstance(a, torch.Tensor) else from_numpy(a) for a in args]
-        for x, (dtype, rank, name) in zip(xs, self._expect):
-            if x.dtype != dtype or x.dim() != rank:
-                raise TypeError(f"input {name!r} must be {dtype} of rank {rank}, got {x.dtype} of shape "
-                                f"{list(x.shape)}")
+        check_inputs(self.graph, xs, self._dtypes)
         with torch.inference_mode():
             outs = self._fn(*xs)
         return [to_numpy(o) for o in outs] if as_numpy else outs

@@ -9,6 +9,7 @@ False
 from . import errors
 from .errors import (
     GraphoptError,
+    InputError,
     InterpreterError,
     ModelLoadError,
     NumericMismatchError,
@@ -39,6 +40,7 @@ __all__ = [
     "load_model",
     "to_graph",
     "GraphoptError",
+    "InputError",
     "InterpreterError",
     "ModelLoadError",
     "NumericMismatchError",

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import GraphoptError, ModelLoadError
+from graphopt.ir.binding import SYMBOL_BOUNDS
 
 __all__ = ["save", "load", "check_destination", "FORMAT", "VERSION"]
 
@@ -131,6 +132,7 @@ def save(model: Any, path: Path, *, overwrite: bool = False) -> Path:
             "sha256": {f: _sha256(tmp / f) for f in files},
             # safetensors stores 0-d tensors as [1]; the shapes put them back exactly
             "shapes": {name: list(v.const.shape) for name, v in g.constants.items()},
+            "symbol_bounds": g.metadata.get(SYMBOL_BOUNDS, {}),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if path.exists():
@@ -168,6 +170,13 @@ def load(path: Path, *, target: str | None = None) -> Any:
             if name in consts and consts[name].size == int(np.prod(shape)):
                 consts[name] = consts[name].reshape(shape)
         graph = parse(files[manifest["graph"]].read_text(), constants=consts)
+        bounds = manifest.get("symbol_bounds") or {}
+        if not isinstance(bounds, dict) or not all(isinstance(b, list) and len(b) == 2 and
+                                                   all(x is None or isinstance(x, int) for x in b)
+                                                   for b in bounds.values()):
+            raise ModelLoadError(f"{manifest_path}: symbol_bounds must map symbols to [min or null, max or null]")
+        if bounds:
+            graph.metadata[SYMBOL_BOUNDS] = bounds
     except ModelLoadError:
         raise
     except GraphoptError as e:

@@ -17,6 +17,7 @@ __all__ = [
     "UnsupportedOpError",
     "ModelLoadError",
     "InterpreterError",
+    "InputError",
 ]
 
 
@@ -76,3 +77,9 @@ class ModelLoadError(GraphoptError):
 
 class InterpreterError(GraphoptError):
     """The reference interpreter could not run a node (bad inputs, kernel failure)."""
+
+
+class InputError(GraphoptError, TypeError, ValueError):
+    """Inputs that do not fit the compiled model: count, name, dtype, rank, a dim, or a symbol's declared range.
+
+    A TypeError (wrong arguments, as Python calls report them) and a ValueError (wrong sizes) both."""

@@ -183,6 +183,8 @@ class _Ctx:
                     self.env[name] = v
         self.graph.set_outputs([self.tensor(self.env[o.name]) for o in g.output])
         for v, o in zip(self.graph.outputs, g.output):
+            _check_declared(v, o)
+        for v, o in zip(self.graph.outputs, g.output):
             if v.producer is not None and v.name != _ident(o.name) and _ident(o.name) not in self.graph._values:
                 self.graph.rename(v, _ident(o.name))
         return self.graph
@@ -226,6 +228,26 @@ class _Ctx:
 
     def const(self, value: Any, dtype: DType) -> Value:
         return self.graph.add_constant(np.asarray(value, dtype=dtype.numpy))
+
+
+def _check_declared(v: Value, declared: Any) -> None:
+    """The imported output must have the element type, rank and static sizes the ONNX file declares: a
+    disagreement means the import computed something else, and that must not pass silently."""
+    tt = declared.type.tensor_type
+    if not declared.type.HasField("tensor_type"):
+        return
+    want: list[str] = []
+    if tt.elem_type and _dtype(tt.elem_type, declared.name) != v.type.dtype:
+        want.append(f"element type {_dtype(tt.elem_type, declared.name).value}")
+    if tt.HasField("shape"):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if len(dims) != v.type.rank:
+            want.append(f"rank {len(dims)}")
+        elif any(d is not None and isinstance(h, int) and d != h for d, h in zip(dims, v.type.shape)):
+            want.append(f"shape {['?' if d is None else d for d in dims]}")
+    if want:
+        raise ModelLoadError(f"graph output {declared.name!r} is declared with {' and '.join(want)}, but the "
+                             f"imported graph computes {v.type}; refusing a graph that disagrees with its file")
 
 
 def _dtype(elem_type: int, where: str) -> DType:
@@ -276,14 +298,28 @@ for _ox, _ir in {"Abs": "abs", "Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt":
     converter(_ox)(_simple(_ir))
 
 
+def _known_shape(x: Any) -> tuple[int, ...] | None:
+    if isinstance(x, _Known):
+        return x.shape
+    if isinstance(x, Value) and x.const is not None:
+        return tuple(x.const.shape)
+    return None
+
+
 def _fold_binary(cx: _Ctx, n: Any, a: list[Any], fn: Callable[[Any, Any], Any], op: str) -> Any:
+    """Shape arithmetic on known shape vectors folds to a known vector — only while both operands are scalars or
+    1-D. A shape scalar broadcast against a matrix (`batch_index * seq + arange(seq)` in attention masks) is a
+    tensor computation: folding it as two vectors gave a [2] result for a [2, 16] one."""
     ka, kb = cx.known(a[0]), cx.known(a[1])
-    if (isinstance(a[0], _Known) or isinstance(a[1], _Known)) and ka is not None and kb is not None:
+    sa, sb = _known_shape(a[0]), _known_shape(a[1])
+    if (isinstance(a[0], _Known) or isinstance(a[1], _Known)) and ka is not None and kb is not None \
+            and sa is not None and sb is not None and len(sa) <= 1 and len(sb) <= 1:
+        shape = tuple(np.broadcast_shapes(sa, sb))
         if len(ka) == 1:
             ka = ka * len(kb)
         if len(kb) == 1:
             kb = kb * len(ka)
-        return _Known([fn(x, y) for x, y in zip(ka, kb)])
+        return _Known([fn(x, y) for x, y in zip(ka, kb)], shape)
     return _variadic(cx, a, op)
 
 
@@ -482,14 +518,15 @@ def _unsqueeze(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 @converter("Squeeze")
 def _squeeze(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     axes = _need(cx, a[1], "Squeeze axes") if len(a) > 1 and a[1] is not None else None
-    if isinstance(a[0], _Known):
+    if isinstance(a[0], _Known) and a[0].shape == (1,):
         return _Known(a[0].dims, ())
     return cx.add("squeeze", [a[0]], axes=axes)
 
 
 @converter("Concat")
 def _concat(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    if any(isinstance(x, _Known) for x in a) and all(cx.known(x) is not None for x in a):
+    if any(isinstance(x, _Known) for x in a) and all(cx.known(x) is not None and _known_shape(x) is not None
+                                                     and len(_known_shape(x)) == 1 for x in a):  # type: ignore[arg-type]
         return _Known([d for x in a for d in cx.known(x)])  # type: ignore[union-attr]
     return cx.add("concat", a, axis=_attrs(n)["axis"])
 
@@ -497,7 +534,8 @@ def _concat(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 @converter("Gather")
 def _gather(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     axis = _attrs(n).get("axis", 0)
-    if isinstance(a[0], _Known):
+    idx_shape = _known_shape(a[1])
+    if isinstance(a[0], _Known) and idx_shape is not None and len(idx_shape) <= 1:  # scalar or 1-D: stays a shape
         idx = _need(cx, a[1], "the index into a shape")
         picked = [a[0].dims[i] for i in idx]
         scalar = isinstance(a[1], Value) and a[1].type.rank == 0

@@ -26,6 +26,7 @@ import numpy as np
 from graphopt.backends.base import to_numpy
 from graphopt.errors import ModelLoadError, UnsupportedOpError
 from graphopt.ir import DType, Graph, TensorType, Value
+from graphopt.ir.binding import SYMBOL_BOUNDS
 from graphopt.ir.symbolic import from_sympy
 
 from . import aten
@@ -123,6 +124,10 @@ def _source(node: Any) -> str:
     return lines[-1] if lines else ""
 
 
+def _finite(x: Any) -> int | None:
+    return int(x) if getattr(x, "is_Integer", False) or isinstance(x, int) else None
+
+
 class _Converter:
     def __init__(self, ep: Any, name: str, dynamic_shapes: Any) -> None:
         self.ep = ep
@@ -207,7 +212,24 @@ class _Converter:
                 outs = [self.env[a] for a in node.args[0] if a is not None]
                 user = [v for v in outs if isinstance(v, Value)][-len(sig.user_outputs):]
                 self.graph.set_outputs(user)
+        bounds = self._symbol_bounds()
+        if bounds:
+            self.graph.metadata[SYMBOL_BOUNDS] = bounds
         return self.graph
+
+    def _symbol_bounds(self) -> dict[str, list[int | None]]:
+        """The Dim(min=, max=) ranges the user declared, by graphopt symbol name; torch.export's own default
+        lower bound of 2 (its 0/1 specialization) is not a limit of the compiled graph and is left out."""
+        out: dict[str, list[int | None]] = {}
+        for sym, rng in getattr(self.ep, "range_constraints", {}).items():
+            name = self.symbols.get(sym)
+            if name is None:
+                continue
+            lo, hi = _finite(rng.lower), _finite(rng.upper)  # torch's int_oo / -int_oo: no bound
+            lo = lo if lo is not None and lo > 2 else None
+            if lo is not None or hi is not None:
+                out[str(name)] = [lo, hi]
+        return out
 
     def _check_supported(self) -> None:
         missing: Counter[str] = Counter()
