@@ -21,7 +21,8 @@ from graphopt.errors import InputError, UnsupportedOpError
 from graphopt.ir import Graph
 from graphopt.ir.binding import SYMBOL_BOUNDS, bind_shapes
 
-__all__ = ["Backend", "Executable", "register_backend", "get_backend", "available_backends", "check_coverage"]
+__all__ = ["Backend", "Executable", "register_backend", "get_backend", "available_backends", "check_coverage",
+           "weight_tensor"]
 
 
 class Executable(Protocol):
@@ -124,6 +125,27 @@ def from_numpy(a: Any) -> Any:
     if a.dtype.name == "bfloat16":
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
+
+
+def weight_tensor(a: Any) -> Any:
+    """numpy → torch for a graph constant, sharing its memory even though the graph's view is read-only.
+
+    Compiling must not double a model's memory: the generated code never writes to a weight (every op it emits
+    is out of place; runtime helpers clone before an in-place update), so torch's warning about non-writable
+    arrays does not apply. Non-contiguous constants (folded transposes) are copied once, contiguous."""
+    import warnings
+
+    import numpy as np
+    import torch
+
+    a = np.asarray(a)
+    if not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        if a.dtype.name == "bfloat16":
+            return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(a)
 
 
 def to_numpy(t: Any) -> Any:

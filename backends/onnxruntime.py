@@ -22,10 +22,10 @@ from .base import bind_inputs, check_coverage, check_inputs, from_numpy, to_nump
 from .onnx_export import EXPORTERS, to_onnx
 from .ort_legalize import legalize
 
-__all__ = ["OrtBackend", "OrtExecutable", "session"]
+__all__ = ["OrtBackend", "OrtExecutable", "session", "EXTERNAL_DATA_ABOVE"]
 
 
-def session(model: bytes, *, threads: int | None = None, optimization: str = "all") -> Any:
+def session(model: bytes | str, *, threads: int | None = None, optimization: str = "all") -> Any:
     """A CPU InferenceSession on a serialized model, its pool threads told not to spin between runs."""
     import onnxruntime as ort
 
@@ -41,16 +41,42 @@ def session(model: bytes, *, threads: int | None = None, optimization: str = "al
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
+# protobuf cannot serialize a message of 2 GiB or more; above this many bytes of weights the model goes to a
+# temporary folder with its weights as ONNX external data, and the session loads it from there
+EXTERNAL_DATA_ABOVE = 1 << 30
+
+
+def _serialized(model: Any, external_data_above: int) -> bytes | str:
+    """The model as bytes, or (weights above the limit) the path of a temporary file with external data."""
+    weights = sum(len(t.raw_data) for t in model.graph.initializer)
+    if weights <= external_data_above:
+        return model.SerializeToString()
+    import atexit
+    import shutil
+    import tempfile
+
+    import onnx
+
+    folder = tempfile.mkdtemp(prefix="graphopt-ort-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # ORT maps the weights file while the session lives
+    path = f"{folder}/model.onnx"
+    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin",
+                    size_threshold=1024)
+    return path
+
+
 class OrtExecutable:
     """An InferenceSession over the exported graph. numpy in gives numpy out; torch tensors give tensors."""
 
     source = None
 
-    def __init__(self, graph: Graph, *, threads: int | None = None, optimization: str = "all") -> None:
+    def __init__(self, graph: Graph, *, threads: int | None = None, optimization: str = "all",
+                 external_data_above: int = EXTERNAL_DATA_ABOVE) -> None:
         self.graph = graph
         self.model = to_onnx(legalize(graph))
         try:
-            self.session = session(self.model.SerializeToString(), threads=threads, optimization=optimization)
+            self.session = session(_serialized(self.model, external_data_above), threads=threads,
+                                   optimization=optimization)
         except Exception as e:  # noqa: BLE001 - ORT raises plain RuntimeError subclasses
             raise UnsupportedOpError(f"ONNX Runtime cannot build a session for graph @{graph.name}: "
                                      f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",

@@ -164,15 +164,16 @@ class PassManager:
 
     @staticmethod
     def _run_one(spec: PassSpec, graph: Graph, ctx: PassContext) -> PassResult:
-        before = ", ".join(ctx.passes_run) or "none"
         try:
             fn = spec.info.instantiate(dict(spec.options))
             result = fn(graph, ctx)
         except PassError:
             raise
-        except GraphoptError as e:
+        except GraphoptError as e:  # the history is joined only here: per pass it made long pipelines quadratic
+            before = ", ".join(ctx.passes_run) or "none"
             raise PassError(f"pass {spec.name!r} failed: {e}\n  passes run before it: {before}") from e
         except Exception as e:
+            before = ", ".join(ctx.passes_run) or "none"
             raise PassError(f"pass {spec.name!r} crashed with {type(e).__name__}: {e}\n  passes run before it: "
                             f"{before}\n  reproduce with: graphopt opt MODEL --pipeline '{spec}' "
                             "--print-ir-before") from e

@@ -137,3 +137,23 @@ def test_unknown_target_and_coverage_errors(compiled) -> None:  # type: ignore[n
     if g is not None:
         with pytest.raises(graphopt.UnsupportedOpError, match="scale_by"):
             graphopt.compile(g, target="cpu")
+
+
+def test_huge_declared_inputs_are_not_drawn_at_compile_time() -> None:
+    """Was: graphopt.compile drew full-size random example inputs (here 40 GB) before anyone asked for a report."""
+    g = graphopt.ir.parse('graph @f(%x: f32[100000,100000]) {\n  %0: f32[100000,100000] = relu(%x)\n  return %0\n}')
+    c = graphopt.compile(g, target="reference")
+    assert c.report(measure=False).nodes_after == 1
+
+
+def test_onnxruntime_target_writes_large_weights_as_external_data() -> None:
+    """Above protobuf's 2 GiB the session must load from a file with external data; forced here with a low limit."""
+    from graphopt.backends.onnxruntime import OrtExecutable
+
+    g = graphopt.ir.parse('graph @f(%x: f32[2,64]) {\n  const @w: f32[32,64] = external\n'
+                          '  %0: f32[2,32] = linear(%x, @w)\n  return %0\n}',
+                          constants={"w": np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)})
+    x = np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)
+    small = OrtExecutable(g, external_data_above=1 << 30)(x)[0]
+    external = OrtExecutable(g, external_data_above=1024)(x)[0]
+    np.testing.assert_array_equal(small, external)

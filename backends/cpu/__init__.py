@@ -18,7 +18,7 @@ from typing import Any
 from graphopt.ir import Graph, Node
 from graphopt.ir.symbolic import free_symbols, is_symbol
 
-from ..base import bind_inputs, check_coverage, check_inputs, from_numpy, to_numpy
+from ..base import bind_inputs, check_coverage, check_inputs, from_numpy, to_numpy, weight_tensor
 from .codegen import channels_last_inputs, compile_source, generate
 from .emit import EMITTERS
 
@@ -101,7 +101,6 @@ def _generate_fastest(graph: Graph) -> tuple[str, list[Any]]:
 
 
 def _tensor(w: Any) -> Any:
-    import numpy as np
     import torch
 
-    return w if isinstance(w, torch.Tensor) else from_numpy(np.array(w, copy=True))
+    return w if isinstance(w, torch.Tensor) else weight_tensor(w)

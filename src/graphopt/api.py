@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     t2 = time.perf_counter()
     exe = backend.compile(result.graph)
     t3 = time.perf_counter()
-    examples = _examples(original, example_inputs, example_kwargs)
+    examples = _lazy_examples(original, example_inputs, example_kwargs)
     eager = model if hasattr(model, "forward") and hasattr(model, "eval") else None
     return CompiledModel(result.graph, exe, target=target, pipeline=pipeline, result=result, original=original,
                          eager=eager, example_inputs=examples,
@@ -107,12 +107,20 @@ def _examples(graph: Graph, args: Sequence[Any] | None, kwargs: Mapping[str, Any
     return random_inputs(graph, {s: 8 for v in graph.inputs for s in v.type.symbols})
 
 
+def _lazy_examples(graph: Graph, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
+                   ) -> Callable[[], list[np.ndarray]]:
+    """Example inputs drawn only when a report asks for them: a model declared with huge inputs must not
+    allocate them at compile time."""
+    return lambda: _examples(graph, args, kwargs)
+
+
 class CompiledModel:
     """A compiled graph plus what is needed to explain it: the pipeline records, the original graph, timings."""
 
     def __init__(self, graph: Graph, executable: Any, *, target: str, pipeline: str,
                  result: PipelineResult | None = None, original: Graph | None = None, eager: Any = None,
-                 example_inputs: list[np.ndarray] | None = None, timings: dict[str, float] | None = None) -> None:
+                 example_inputs: list[np.ndarray] | Callable[[], list[np.ndarray]] | None = None,
+                 timings: dict[str, float] | None = None) -> None:
         self.graph = graph
         self.executable = executable
         self.target = target
@@ -120,8 +128,19 @@ class CompiledModel:
         self.result = result
         self.original = original
         self.eager = eager
-        self.example_inputs = example_inputs or []
+        self._examples = example_inputs if example_inputs is not None else []
         self.timings = timings or {}
+
+    @property
+    def example_inputs(self) -> list[np.ndarray]:
+        """The inputs the report measures on (the ones traced with, else random ones drawn on first use)."""
+        if callable(self._examples):
+            self._examples = self._examples()
+        return self._examples
+
+    @example_inputs.setter
+    def example_inputs(self, value: list[np.ndarray]) -> None:
+        self._examples = value
 
     @property
     def source(self) -> str | None:

@@ -138,7 +138,7 @@ def build_report(model: Any, *, repeats: int = 20, measure: bool = True) -> Repo
                  "nodes_after": r.nodes_after, "stats": dict(r.stats)} for r in records],
         timings=dict(model.timings),
     )
-    if not model.example_inputs or not measure:
+    if not measure or not model.example_inputs:
         return rep
     xs = model.example_inputs
     if model.eager is not None:
