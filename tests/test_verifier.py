@@ -72,3 +72,28 @@ def test_add_refuses_inputs_of_other_graphs() -> None:
     x = other.add_input("x", TensorType(DType.F32, (2,)))
     with pytest.raises(VerificationError, match="belongs to another graph"):
         g.add("relu", [x])
+
+
+_MALFORMED_ATTRS = ["strides=[0, 0]", "strides=[-1, 1]", "pads=[1]", "dilations=[0, 0]", "groups=0", "groups=3",
+                    "strides=[1]", "pads=[-5, 0, 0, 0]", "dilations=[99, 99]", ""]
+_MALFORMED_OPS = ["softmax(%0) {axis=7}", "transpose(%0) {perm=[0, 0, 1, 2]}", "reshape(%0) {shape=[7]}",
+                  "gather(%0, %i) {axis=9}", "concat(%0, %0) {axis=-9}", "slice(%0) {starts=[0], ends=[1], axes=[9]}",
+                  "squeeze(%0) {axes=[1]}", "reduce_sum(%0) {axes=[5]}", "expand(%0) {shape=[3, 3]}",
+                  "split(%0) {axis=1, sizes=[5]}", "tile(%0) {repeats=[1]}", "pad(%0) {pads=[1, 1]}",
+                  "unsqueeze(%0) {axes=[9]}", "topk(%0) {k=99}", "relu(%0)"]
+
+
+@pytest.mark.parametrize("attr", _MALFORMED_ATTRS)
+def test_malformed_nodes_are_graphopt_errors_never_raw_exceptions(attr: str) -> None:
+    """Fuzz finding: ZeroDivisionError (stride 0), ValueError, IndexError and KeyError escaped verify/parse."""
+    import numpy as np
+
+    from graphopt.errors import GraphoptError
+
+    for op in _MALFORMED_OPS:
+        text = ("graph @f(%x: f32[1,2,5,5], %i: i64[3]) {\n  const @w: f32[2,2,3,3] = external\n"
+                f"  %0: f32[1,2,3,3] = conv(%x, @w) {{{attr}}}\n  %1: f32[1,2,3,3] = {op}\n  return %1\n}}")
+        try:
+            parse(text.replace(" {}", ""), constants={"w": np.zeros((2, 2, 3, 3), np.float32)}).verify()
+        except GraphoptError:
+            pass
