@@ -548,8 +548,10 @@ def to_onnx(graph: Graph, *, opset: int = OPSET) -> Any:
             names[id(v)] = o
     # ONNX graph outputs need their own names; an Identity gives each one (also when an input is returned).
     outputs = []
+    taken = {v.name for v in graph.inputs} | set(graph.constants) | {o for n in cx.nodes for o in n.output}
     for i, v in enumerate(graph.outputs):
-        name = f"output_{i}"
+        name = v.name if v.name not in taken and not v.name.isdigit() else f"output_{i}"  # keep the model's names
+        taken.add(name)
         cx.emit("Identity", [names[id(v)]], [name])
         outputs.append(helper.make_tensor_value_info(name, _onnx_dtype(v.type.dtype),
                                                      [d if isinstance(d, int) else str(d) for d in v.type.shape]))

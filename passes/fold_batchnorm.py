@@ -67,7 +67,8 @@ def _fold(rw: Rewriter, m: Match) -> object:
     w_new = (w * scale.reshape(shape)).astype(m.w.const.dtype)
     b_old = layer.inputs[2].const.astype(np.float64) if len(layer.inputs) > 2 else 0.0
     b_new = ((b_old - m.mean.const) * scale + m.beta.const).astype(m.w.const.dtype)
-    return rw.op(layer.op.name, [m.x, rw.const(w_new), rw.const(b_new)], **layer.attrs)
+    bias_like = layer.inputs[2] if len(layer.inputs) > 2 else m.beta
+    return rw.op(layer.op.name, [m.x, rw.const(w_new, like=m.w), rw.const(b_new, like=bias_like)], **layer.attrs)
 
 
 def _rules() -> list[Rule]:

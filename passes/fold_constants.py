@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from graphopt.backends.reference import evaluate, resolve_attrs
-from graphopt.ir import Graph
+from graphopt.ir import Graph, Node, Value
 
 from .context import PassContext
 from .registry import PassResult, register_pass
@@ -39,10 +39,16 @@ def fold_constants(graph: Graph, ctx: PassContext, *, max_size: int = 1 << 24) -
         results = evaluate(node, [v.const for v in node.inputs], attrs)  # type: ignore[misc]
         inputs = list(node.inputs)
         for out, data in zip(node.outputs, results):
-            out.replace_all_uses_with(graph.add_constant(data, graph.fresh_name(out.name + "_folded")))
+            out.replace_all_uses_with(graph.add_constant(data, graph.fresh_name(_folded_name(node, out))))
         graph.remove_node(node)
         for c in inputs:
             if c.is_dead and c.name in graph.constants:
                 graph.remove_constant(c)
         folded += 1
     return PassResult(changed=folded > 0, stats={"folded": folded})
+
+
+def _folded_name(node: Node, out: Value) -> str:
+    """A folded weight is named after the parameter it came from (`query.weight.folded`), not `c_17`."""
+    sources = [v for v in node.inputs if v.const is not None and v.const.size > 1]
+    return sources[0].name.split(".folded")[0] + ".folded" if sources else out.name + "_folded"

@@ -65,7 +65,7 @@ def _weight_ok(m: Match) -> bool | str:
 
 
 def _to_linear(rw: Rewriter, m: Match) -> object:
-    return rw.op("linear", [m.x, rw.const(np.ascontiguousarray(_batched(m.w)[0].T))])
+    return rw.op("linear", [m.x, rw.const(np.ascontiguousarray(_batched(m.w)[0].T), like=m.w)])
 
 
 def _expand_ok(m: Match) -> bool | str:
@@ -131,7 +131,7 @@ def _bias_ok(m: Match) -> bool | str:
 
 
 def _with_bias(rw: Rewriter, m: Match) -> object:
-    return rw.op("linear", [m.x, m.w, rw.const(np.ascontiguousarray(m.b.const.reshape(-1)))])
+    return rw.op("linear", [m.x, m.w, rw.const(np.ascontiguousarray(m.b.const.reshape(-1)), like=m.b)])
 
 
 def no_activation_yet(m: Match) -> bool | str:

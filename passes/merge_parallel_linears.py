@@ -29,6 +29,7 @@ from graphopt.ir import Graph, Node
 
 from .context import PassContext
 from .registry import PassResult, register_pass
+from .rewrite import param_name
 
 __all__ = ["merge_parallel_linears"]
 
@@ -43,12 +44,14 @@ def _merge(graph: Graph, group: list[Node]) -> None:
     dtype = x.type.dtype.numpy
     weight = np.concatenate([n.inputs[1].const for n in group])
     with_bias = any(len(n.inputs) > 2 for n in group)
-    operands = [x, graph.add_constant(weight, dtype=x.type.dtype)]
+    merged_name = graph.fresh_name(param_name(first.inputs[1]) + ".merged")  # q.weight.merged for Q, K, V
+    operands = [x, graph.add_constant(weight, name=merged_name, dtype=x.type.dtype)]
     if with_bias:  # a linear without a bias contributes zeros
         # a bias may be a scalar or [1] (broadcast over the outputs); spell each out as [out_features]
         bias = np.concatenate([np.broadcast_to(n.inputs[2].const.reshape(-1), (s,)) if len(n.inputs) > 2
                                else np.zeros(s, dtype) for n, s in zip(group, sizes)])
-        operands.append(graph.add_constant(bias, dtype=x.type.dtype))
+        bias_name = param_name(first.inputs[2]) if len(first.inputs) > 2 else merged_name + "_bias"
+        operands.append(graph.add_constant(bias, name=graph.fresh_name(bias_name + ".merged"), dtype=x.type.dtype))
     with graph.inserting_before(first, origin=first.origin):
         merged = graph.add_node("linear", operands, {"activation": first.attrs["activation"]})
         parts = graph.add_node("split", merged.outputs, {"axis": -1, "sizes": sizes})

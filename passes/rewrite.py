@@ -32,7 +32,7 @@ from graphopt.ir import DType, Graph, Node, Value
 from .context import PassContext
 from .pattern import Const, Match, MatchFailure, Pattern, Var
 
-__all__ = ["Rule", "Rewriter", "apply_rules", "RewriteStats", "same_type", "erase_if_dead"]
+__all__ = ["Rule", "Rewriter", "param_name", "apply_rules", "RewriteStats", "same_type", "erase_if_dead"]
 
 Replacement = Callable[["Rewriter", Match], "Value | Sequence[Value] | None"]
 Check = Callable[[Match], "bool | str | None"]
@@ -70,6 +70,11 @@ def same_type(name: str) -> Check:
     return check
 
 
+def param_name(v: Value) -> str:
+    """The parameter name a derived weight descends from: `q.weight` for `q.weight.folded_1`."""
+    return v.name.split(".folded")[0]
+
+
 class Rewriter:
     """Builds replacement nodes before the matched root. Created nodes inherit the root's origin."""
 
@@ -84,9 +89,11 @@ class Rewriter:
         self.created.append(node)
         return node.outputs[0] if len(node.outputs) == 1 else node.outputs
 
-    def const(self, data: Any, dtype: DType | None = None) -> Value:
-        """Add a constant."""
-        return self.graph.add_constant(np.asarray(data), dtype=dtype)
+    def const(self, data: Any, dtype: DType | None = None, *, like: Value | None = None, suffix: str = "") -> Value:
+        """Add a constant; `like` names it after the weight it was made from (`like.name` + `suffix`), so a
+        fused model's weights keep their parameter names instead of `c_17`."""
+        name = self.graph.fresh_name(param_name(like) + suffix) if like is not None else None
+        return self.graph.add_constant(np.asarray(data), name=name, dtype=dtype)
 
 
 @dataclass

@@ -28,7 +28,11 @@ __all__ = ["compile", "CompiledModel", "load_model", "to_graph"]
 
 def to_graph(model: Any, example_inputs: Sequence[Any] | None = None, *, example_kwargs: Mapping[str, Any] | None = None,
              dynamic_shapes: Any = None) -> Graph:
-    """Import anything graphopt accepts: nn.Module, ExportedProgram, .onnx/.pt2 path, ModelProto, Graph."""
+    """Import anything graphopt accepts: nn.Module, ExportedProgram, .onnx/.pt2/.gir path, ModelProto, Graph.
+
+    `example_inputs` may be a tuple, one tensor, or a dict of keyword inputs (how Hugging Face models are called),
+    as `torch.onnx.export` takes them."""
+    example_inputs, example_kwargs = _calling_convention(example_inputs, example_kwargs)
     if isinstance(model, Graph):
         return model
     if isinstance(model, (str, os.PathLike)):
@@ -66,6 +70,18 @@ def to_graph(model: Any, example_inputs: Sequence[Any] | None = None, *, example
                     "path, onnx.ModelProto or graphopt Graph")
 
 
+def _calling_convention(args: Any, kwargs: Mapping[str, Any] | None) -> tuple[Any, Mapping[str, Any] | None]:
+    """(args, kwargs) from what users pass: a dict is keyword inputs, a lone tensor or array is one input."""
+    if isinstance(args, Mapping):
+        overlap = set(args) & set(kwargs or {})
+        if overlap:
+            raise TypeError(f"input(s) {', '.join(sorted(overlap))} given both in example_inputs and example_kwargs")
+        return (), {**args, **(kwargs or {})}
+    if hasattr(args, "shape") and hasattr(args, "dtype"):  # a torch tensor or numpy array, not a tuple of them
+        return (args,), kwargs
+    return args, kwargs
+
+
 def compile(  # noqa: A001 - the public name users expect, as torch.compile
     model: Any,
     example_inputs: Sequence[Any] | None = None,
@@ -79,6 +95,7 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     import time
 
     t0 = time.perf_counter()
+    example_inputs, example_kwargs = _calling_convention(example_inputs, example_kwargs)
     original = to_graph(model, example_inputs, example_kwargs=example_kwargs, dynamic_shapes=dynamic_shapes)
     t1 = time.perf_counter()
     backend = get_backend(target)
@@ -152,7 +169,10 @@ class CompiledModel:
         return [v.name for v in self.graph.inputs]
 
     def __call__(self, *inputs: Any, **named: Any) -> Any:
-        """Torch tensors in give tensors out, numpy arrays give arrays; one output is returned bare."""
+        """Torch tensors in give tensors out, numpy arrays give arrays; one output is returned bare. A single dict
+        argument is taken as inputs by name (`compiled(tokenizer(...))`)."""
+        if len(inputs) == 1 and isinstance(inputs[0], Mapping) and not named:
+            inputs, named = (), dict(inputs[0])
         outs = self.executable(*inputs, **named)
         return outs[0] if len(outs) == 1 else tuple(outs)
 

@@ -127,7 +127,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import io
 
         buf = io.BytesIO()
-        np.savez(buf, **{f"output_{i}": np.asarray(o) for i, o in enumerate(outs)})
+        np.savez(buf, **{v.name: np.asarray(o) for v, o in zip(compiled.graph.outputs, outs)})  # names as printed
         write_bytes_atomic(args.output, buf.getvalue(), overwrite=args.overwrite)
     return 0
 

@@ -145,6 +145,8 @@ class _Converter:
         names: dict[Any, Any] = {}
         taken: set[str] = set()
         for pos, arg in enumerate(sig.user_inputs):
+            if not isinstance(arg, str):  # a constant argument (return_dict=False, a None mask): specialized away
+                continue
             val = placeholders[arg].meta.get("val")
             spec = _spec_for(dynamic_shapes, arg, pos)
             for axis, d in enumerate(getattr(val, "shape", ())):
@@ -204,6 +206,8 @@ class _Converter:
                     self.env[node] = self.graph.add_constant(arr, name=spec.target)
                 elif node.name in sig.user_inputs:
                     self.env[node] = self.graph.add_input(node.name, self.ttype(node.meta["val"]))
+                elif spec is not None and hasattr(spec.arg, "value"):  # a constant in the call, as torch.export
+                    self.env[node] = spec.arg.value                   # specializes it (None, return_dict=False)
                 else:
                     raise ModelLoadError(f"placeholder {node.name} is neither a user input nor a known weight")
             elif node.op == "call_function":
@@ -212,10 +216,29 @@ class _Converter:
                 outs = [self.env[a] for a in node.args[0] if a is not None]
                 user = [v for v in outs if isinstance(v, Value)][-len(sig.user_outputs):]
                 self.graph.set_outputs(user)
+                self._name_outputs()
         bounds = self._symbol_bounds()
         if bounds:
             self.graph.metadata[SYMBOL_BOUNDS] = bounds
         return self.graph
+
+    def _name_outputs(self) -> None:
+        """Outputs take the names of the model's output structure (`last_hidden_state`, `logits`, `output_0`)."""
+        import torch.utils._pytree as pytree
+
+        try:
+            spec = self.ep.call_spec.out_spec
+            tree = pytree.tree_unflatten(list(range(spec.num_leaves)), spec)
+            paths = [pytree.keystr(path) for path, _ in pytree.tree_flatten_with_path(tree)[0]]
+        except Exception:  # noqa: BLE001 - an output structure torch cannot describe keeps the SSA names
+            return
+        if len(paths) != len(self.graph.outputs):
+            return
+        for v, path in zip(self.graph.outputs, paths):
+            name = "".join(c if c.isalnum() or c == "_" else "_" for c in path).strip("_") or "output"
+            name = f"output_{name}" if name[0].isdigit() else name
+            if v.producer is not None and name not in self.graph._values:
+                self.graph.rename(v, name)
 
     def _symbol_bounds(self) -> dict[str, list[int | None]]:
         """The Dim(min=, max=) ranges the user declared, by graphopt symbol name; torch.export's own default
