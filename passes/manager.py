@@ -211,7 +211,7 @@ def _split_top(text: str) -> list[str]:
 
 
 _ENTRY = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9\-]*)\s*(?:\{(.*)\})?\s*\Z", re.S)
-_OPTION = re.compile(r'\s*([A-Za-z0-9\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s"]+)')
+_OPTION = re.compile(r'\s*([A-Za-z0-9_\-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s"]+)')
 
 
 def _parse_options(info: PassInfo, body: str) -> tuple[tuple[str, Any], ...]:

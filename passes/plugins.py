@@ -44,7 +44,7 @@ def load_pass(spec: str) -> PassInfo:
         if module_name.endswith(".py"):
             module = _import_file(module_name)
         else:
-            module = importlib.import_module(module_name)
+            module = _import_from_cwd_too(module_name)
     except (ImportError, OSError) as e:
         raise PipelineError(f"cannot import {module_name!r} for pass {spec!r}: {e}") from e
     try:
@@ -52,6 +52,17 @@ def load_pass(spec: str) -> PassInfo:
     except AttributeError:
         raise PipelineError(f"module {module_name!r} has no attribute {attr!r}") from None
     return _register(obj, attr)
+
+
+def _import_from_cwd_too(name: str) -> Any:
+    """Import `name`, also from the current folder (as `python -m` and the CLI's model factories do)."""
+    import os
+    import sys
+
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)  # after installed packages: a local file never shadows a real module
+    return importlib.import_module(name)
 
 
 def _import_file(path: str) -> Any:
@@ -72,5 +83,10 @@ def load_entry_points() -> list[str]:
     """Load every pass advertised in the `graphopt.passes` entry-point group. Returns their names."""
     names = []
     for ep in entry_points(group="graphopt.passes"):
-        names.append(_register(ep.load(), ep.name).name)
+        try:
+            obj = ep.load()
+        except Exception as e:  # noqa: BLE001 - a broken plugin is named, not a traceback from deep in importlib
+            raise PipelineError(f"the graphopt.passes entry point {ep.name!r} ({ep.value}) failed to load: "
+                                f"{type(e).__name__}: {e}") from e
+        names.append(_register(obj, ep.name).name)
     return names

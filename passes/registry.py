@@ -98,6 +98,9 @@ class PassInfo:
         try:
             return self.options[key]
         except KeyError:
+            if key.replace("_", "-") in self.options:  # the Python spelling of the option
+                raise PipelineError(f"pass {self.name!r} has no option {key!r}; did you mean "
+                                    f"{key.replace('_', '-')!r}? (options are kebab-case)") from None
             hint = difflib.get_close_matches(key, list(self.options), n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else ""
             known = ", ".join(self.options) or "none"
@@ -151,7 +154,7 @@ def register_pass(
         _PASSES[name] = PassInfo(
             name=name,
             target=target,
-            doc=text.strip().split("\n")[0],
+            doc=" ".join(text.strip().split("\n\n")[0].split()),  # the first paragraph: whole sentences
             options=_options_of(target, is_class),
             preserves=preserves if isinstance(preserves, str) else frozenset(preserves),
             inplace=inplace,
@@ -166,12 +169,7 @@ def register_pass(
 def get_pass(name: str) -> PassInfo:
     """The pass registered as `name`. Looks in the `graphopt.passes` entry points before giving up."""
     if name not in _PASSES:
-        from .plugins import load_entry_points
-
-        global _entry_points_loaded
-        if not _entry_points_loaded:
-            _entry_points_loaded = True
-            load_entry_points()
+        _load_entry_points_once()
     try:
         return _PASSES[name]
     except KeyError:
@@ -182,5 +180,15 @@ def get_pass(name: str) -> PassInfo:
 
 
 def registered_passes() -> dict[str, PassInfo]:
-    """A snapshot of every registered pass, by name."""
+    """A snapshot of every registered pass, by name, with the `graphopt.passes` entry points loaded."""
+    _load_entry_points_once()
     return dict(sorted(_PASSES.items()))
+
+
+def _load_entry_points_once() -> None:
+    global _entry_points_loaded
+    if not _entry_points_loaded:
+        _entry_points_loaded = True
+        from .plugins import load_entry_points
+
+        load_entry_points()

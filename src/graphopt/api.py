@@ -23,7 +23,7 @@ from graphopt.ir import Graph
 from graphopt.passes import PassManager
 from graphopt.passes.manager import PipelineResult
 
-__all__ = ["compile", "CompiledModel", "load_model", "to_graph"]
+__all__ = ["compile", "CompiledModel", "load_model", "read_gir", "to_graph"]
 
 
 def to_graph(model: Any, example_inputs: Sequence[Any] | None = None, *, example_kwargs: Mapping[str, Any] | None = None,
@@ -46,11 +46,7 @@ def to_graph(model: Any, example_inputs: Sequence[Any] | None = None, *, example
 
             return load_pt2(path)
         if path.suffix == ".gir":
-            from graphopt.ir import parse
-
-            if not path.is_file():
-                raise ModelLoadError(f"{path}: no such file")
-            return parse(path.read_text())
+            return read_gir(path)
         raise ModelLoadError(f"{path}: unknown model format {path.suffix!r} (expected .onnx, .pt2 or .gir)")
     if type(model).__name__ == "ModelProto":
         from graphopt.frontends.onnx_import import import_onnx
@@ -68,6 +64,32 @@ def to_graph(model: Any, example_inputs: Sequence[Any] | None = None, *, example
         return import_torch(model, example_inputs or (), example_kwargs, dynamic_shapes)
     raise TypeError(f"cannot compile a {type(model).__name__}; pass an nn.Module, ExportedProgram, .onnx/.pt2 "
                     "path, onnx.ModelProto or graphopt Graph")
+
+
+def read_gir(path: str | os.PathLike[str], weights: str | os.PathLike[str] | None = None) -> Graph:
+    """An IR text file; constants printed as `external` are read from `weights` (default: the .npz beside it,
+    `model.gir` → `model.npz`), with allow_pickle=False."""
+    from graphopt.ir import parse
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{path}: not IR text (not UTF-8); for .onnx/.pt2 files name them by their "
+                             "extension") from None
+    npz = Path(weights) if weights is not None else path.with_suffix(".npz")
+    constants: dict[str, np.ndarray] = {}
+    if npz.is_file():
+        try:
+            with np.load(npz, allow_pickle=False) as data:
+                constants = {k: data[k] for k in data.files}
+        except (ValueError, OSError) as e:
+            raise ModelLoadError(f"{npz}: cannot read the weights ({e})") from None
+    elif weights is not None:
+        raise ModelLoadError(f"{npz}: no such weights file")
+    return parse(text, constants)
 
 
 def _calling_convention(args: Any, kwargs: Mapping[str, Any] | None) -> tuple[Any, Mapping[str, Any] | None]:

@@ -27,6 +27,7 @@ from graphopt.passes import (
     NumericCheck,
     PassContext,
     PassManager,
+    PRESETS,
     PrintIR,
     VerifyEach,
     load_pass,
@@ -36,21 +37,17 @@ from graphopt.passes import (
 __all__ = ["main"]
 
 
-def _load_graph(path: Path, weights: Path | None) -> Graph:
-    if not path.is_file():
-        raise GraphoptError(f"no such IR file: {path}")
-    weights = weights or path.with_suffix(".npz")
-    constants = {}
-    if weights.is_file():
-        with np.load(weights, allow_pickle=False) as data:
-            constants = {k: data[k] for k in data.files}
-    return parse(path.read_text(), constants)
+def _load_graph(model: str, weights: str | None) -> Graph:
+    """MODEL as a graph: IR text with its weights beside it, or any model file `graphopt compile` takes."""
+    from graphopt.api import read_gir, to_graph
+
+    if Path(model).suffix == ".gir":
+        return read_gir(model, weights)
+    return to_graph(model)
 
 
 def _cmd_opt(args: argparse.Namespace) -> int:
-    for spec in args.load_pass:
-        load_pass(spec)
-    graph = _load_graph(Path(args.model), Path(args.weights) if args.weights else None)
+    graph = _load_graph(args.model, args.weights)
     pm = PassManager.parse(args.pipeline)
     instruments = []
     if args.verify_each:
@@ -83,12 +80,18 @@ def _cmd_opt(args: argparse.Namespace) -> int:
 
 
 def _cmd_passes(args: argparse.Namespace) -> int:
-    for spec in args.load_pass:
-        load_pass(spec)
-    for name, info in registered_passes().items():
-        print(f"{name:22s} {info.doc}")
+    import textwrap
+
+    for name, info in registered_passes().items():  # graphopt's own, --load-pass ones and entry-point plugins
+        lines = textwrap.wrap(info.doc, 94) or [""]
+        print(f"{name:24s} {lines[0]}")
+        for line in lines[1:]:
+            print(f"{'':24s} {line}")
         for opt in info.options.values():
-            print(f"{'':22s}   {opt.name}: {opt.type.__name__} = {opt.default!r}")
+            print(f"{'':24s}   {opt.name}: {opt.type.__name__} = {opt.default!r}")
+    print("\npresets:")
+    for name, text in PRESETS.items():
+        print(f"  {name:22s} {text or '(no passes)'}")
     return 0
 
 
@@ -96,13 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="graphopt", description="A compiler-style graph optimizer for DL models.")
     sub = p.add_subparsers(dest="command", required=True)
     opt = sub.add_parser("opt", help="optimize an IR text file with a pass pipeline")
-    opt.add_argument("model", help="IR text file (.gir)")
+    opt.add_argument("model", help="IR text file (.gir, weights from MODEL.npz beside it), or .onnx/.pt2")
     opt.add_argument("-p", "--pipeline", default="O1", help="pass pipeline text or preset (default O1)")
     opt.add_argument("-o", "--output", help="write the optimized IR here instead of stdout")
     opt.add_argument("--overwrite", action="store_true", help="allow replacing an existing --output file")
     opt.add_argument("--weights", help="npz with the data of `external` constants (default: MODEL.npz)")
-    opt.add_argument("--load-pass", action="append", default=[], metavar="MODULE:FUNCTION",
-                     help="register a custom pass before parsing the pipeline (repeatable)")
+    add_load_pass(opt)
     opt.add_argument("--verify-each", action="store_true", help="verify the IR after every changing pass")
     opt.add_argument("--numeric-check", action="store_true",
                      help="run the reference interpreter after every changing pass and name the first that drifts")
@@ -114,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     opt.add_argument("-q", "--quiet", action="store_true", help="do not print the optimized IR")
     opt.set_defaults(fn=_cmd_opt)
     passes = sub.add_parser("passes", help="list every registered pass with its options")
-    passes.add_argument("--load-pass", action="append", default=[], metavar="MODULE:FUNCTION")
+    add_load_pass(passes)
     passes.set_defaults(fn=_cmd_passes)
     from .cli_model import add_commands
 
@@ -122,11 +124,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_load_pass(parser: argparse.ArgumentParser) -> None:
+    """--load-pass, on every command that takes a pipeline (and `passes`, to list them)."""
+    parser.add_argument("--load-pass", action="append", default=[], metavar="MODULE:FUNCTION",
+                        help="register a custom pass first: module:function or path/to/file.py:function "
+                             "(repeatable; modules in the current folder are found)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every user error ends in one `graphopt: error: ...` line and exit status 1; no tracebacks."""
     args = _parser().parse_args(argv)
     try:
+        for spec in getattr(args, "load_pass", []):
+            load_pass(spec)
         return int(args.fn(args))
-    except (GraphoptError, FileExistsError) as e:
+    except (GraphoptError, OSError, ValueError) as e:
+        if isinstance(e, BrokenPipeError):  # `graphopt show ... | head`: the reader left; nothing to report
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
         print(f"graphopt: error: {e}", file=sys.stderr)
         return 1
 

@@ -1,4 +1,4 @@
-"""`graphopt compile | run | show`: the model-level commands (see cli.py for `opt` and `passes`).
+"""Compile, run, show, explain and benchmark models.
 
 MODEL is a .onnx file, a .pt2 file, a .gir IR file, or `package.module:factory` where factory() returns
 `(module, example_inputs[, example_kwargs[, dynamic_shapes]])`; with dynamic_shapes (torch.export Dims) the
@@ -197,6 +197,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
+    from .cli import add_load_pass
+
     c = sub.add_parser("compile", help="compile a model to a saved artifact and print the report",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("model", help=".onnx, .pt2, .gir, or package.module:factory")
@@ -207,6 +209,7 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x128",
                    help="shape of an input for the report's example inputs (binds symbolic dims)")
     c.add_argument("--repeats", type=int, default=20, help="latency repeats in the report (default 20)")
+    add_load_pass(c)
     c.set_defaults(fn=_cmd_compile)
     r = sub.add_parser("run", help="run a compiled artifact on inputs from an npz (or random ones)")
     r.add_argument("artifact", help="folder written by graphopt compile")
@@ -230,14 +233,17 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--ablate", action="store_true", help="also time the pipeline with each pass removed")
     b.add_argument("--name", help="model name in the tables")
     b.add_argument("-o", "--output", help="folder for result.json, result.md and result.png")
+    add_load_pass(b)
     b.set_defaults(fn=_cmd_bench)
     e = sub.add_parser("explain", help="run a pipeline up to a pass and say where it applied and why not elsewhere")
     e.add_argument("model", help=".onnx, .pt2, .gir, or package.module:factory")
     e.add_argument("--pass", dest="pass_name", required=True, help="the pass to explain, e.g. fuse-attention")
     e.add_argument("-p", "--pipeline", default="O3", help="the pipeline the pass runs in (default O3)")
+    add_load_pass(e)
     e.set_defaults(fn=_cmd_explain)
     s = sub.add_parser("show", help="print a model's IR (optionally after a pipeline) as text, DOT or SVG")
     s.add_argument("model", help=".onnx, .pt2, .gir, or package.module:factory")
     s.add_argument("-p", "--pipeline", default="", help="run this pipeline first")
     s.add_argument("--format", choices=("text", "dot", "svg"), default="text")
+    add_load_pass(s)
     s.set_defaults(fn=_cmd_show)
