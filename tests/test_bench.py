@@ -42,3 +42,16 @@ def test_a_variant_that_cannot_be_built_is_reported_not_fatal() -> None:
     assert [v.name for v in result.variants] == ["eager", "graphopt-cpu"]
     assert "tensorrt-nope" in result.skipped["graphopt-tensorrt-nope"]
     assert "Not run: **graphopt-tensorrt-nope**" in result.markdown()
+
+
+def test_a_failed_torch_onnx_export_is_reported_not_silently_swapped(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """New-user trial: without onnxscript the ONNX Runtime baseline silently became graphopt's own export."""
+    def broken(*a, **k):  # type: ignore[no-untyped-def]
+        raise ModuleNotFoundError("No module named 'onnxscript'")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    result = bench(_small(), (torch.randn(2, 32),), peers=("eager", "onnxruntime"), targets=(), pipeline="O2",
+                   repeats=2, progress=False, pause_s=0.0)
+    assert "onnxscript" in result.skipped["onnxruntime"]
+    assert [v.name for v in result.variants] == ["eager", "onnxruntime (graphopt O0 export)"]
+    assert "Not run: **onnxruntime** — ModuleNotFoundError" in result.markdown()
