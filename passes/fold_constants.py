@@ -6,6 +6,7 @@ from graphopt.backends.reference import evaluate, resolve_attrs
 from graphopt.ir import Graph, Node, Value
 
 from .context import PassContext
+from .cse import attrs_key
 from .registry import PassResult, register_pass
 
 __all__ = ["fold_constants"]
@@ -24,8 +25,21 @@ def fold_constants(graph: Graph, ctx: PassContext, *, max_size: int = 1 << 24) -
     Results are computed by the same kernels the reference interpreter uses, so folding is exact.
     """
     folded = 0
+    # the same op on the same constants folds to the same constant: a parameter shared by every layer (ALBERT)
+    # is transposed once per use in the export, and must stay one weight, not one copy per layer
+    done = _FoldTable()
     for node in graph:
         if not node.op.pure or not all(v.is_constant for v in node.inputs):
+            continue
+        key = (node.op, attrs_key(node.attrs), tuple(id(v) for v in node.inputs))
+        earlier = done.get(key)
+        if earlier and all(o.type == d.type and d.graph is graph for o, d in zip(node.outputs, earlier)):
+            inputs = list(node.inputs)
+            for out, same in zip(node.outputs, earlier):
+                out.replace_all_uses_with(same)
+            graph.remove_node(node)
+            done.drop_dead(graph, inputs)
+            folded += 1
             continue
         types = [o.type for o in node.outputs]
         if any(t is None or not t.is_static or t.numel() > max_size for t in types):
@@ -38,12 +52,13 @@ def fold_constants(graph: Graph, ctx: PassContext, *, max_size: int = 1 << 24) -
             continue  # symbolic attributes: the size is only known at run time
         results = evaluate(node, [v.const for v in node.inputs], attrs)  # type: ignore[misc]
         inputs = list(node.inputs)
-        for out, data in zip(node.outputs, results):
-            out.replace_all_uses_with(graph.add_constant(data, graph.fresh_name(_folded_name(node, out))))
+        made = tuple(graph.add_constant(data, graph.fresh_name(_folded_name(node, out)))
+                     for out, data in zip(node.outputs, results))
+        for out, c in zip(node.outputs, made):
+            out.replace_all_uses_with(c)
+        done.put(key, inputs, made)
         graph.remove_node(node)
-        for c in inputs:
-            if c.is_dead and c.name in graph.constants:
-                graph.remove_constant(c)
+        done.drop_dead(graph, inputs)
         folded += 1
     return PassResult(changed=folded > 0, stats={"folded": folded})
 
@@ -52,3 +67,28 @@ def _folded_name(node: Node, out: Value) -> str:
     """A folded weight is named after the parameter it came from (`query.weight.folded`), not `c_17`."""
     sources = [v for v in node.inputs if v.const is not None and v.const.size > 1]
     return sources[0].name.split(".folded")[0] + ".folded" if sources else out.name + "_folded"
+
+
+class _FoldTable:
+    """Folded results by (op, attributes, input ids). An entry goes when one of its inputs is removed, so a new
+    constant that reuses a freed id never finds another's result — and no removed weight is kept alive."""
+
+    def __init__(self) -> None:
+        self.results: dict[tuple[object, ...], tuple[Value, ...]] = {}
+        self.by_input: dict[int, list[tuple[object, ...]]] = {}
+
+    def get(self, key: tuple[object, ...]) -> tuple[Value, ...]:
+        return self.results.get(key, ())
+
+    def put(self, key: tuple[object, ...], inputs: list[Value], made: tuple[Value, ...]) -> None:
+        self.results[key] = made
+        for v in inputs:
+            self.by_input.setdefault(id(v), []).append(key)
+
+    def drop_dead(self, graph: Graph, inputs: list[Value]) -> None:
+        """Remove the inputs nobody reads any more, and forget the folds that used them."""
+        for c in inputs:
+            if c.is_dead and c.name in graph.constants:
+                graph.remove_constant(c)
+                for key in self.by_input.pop(id(c), ()):
+                    self.results.pop(key, None)

@@ -65,7 +65,8 @@ def _weight_ok(m: Match) -> bool | str:
 
 
 def _to_linear(rw: Rewriter, m: Match) -> object:
-    return rw.op("linear", [m.x, rw.const(np.ascontiguousarray(_batched(m.w)[0].T), like=m.w)])
+    weight = rw.derived(m.w, "linear-weight", lambda: np.ascontiguousarray(_batched(m.w)[0].T))
+    return rw.op("linear", [m.x, weight])
 
 
 def _expand_ok(m: Match) -> bool | str:
@@ -131,7 +132,8 @@ def _bias_ok(m: Match) -> bool | str:
 
 
 def _with_bias(rw: Rewriter, m: Match) -> object:
-    return rw.op("linear", [m.x, m.w, rw.const(np.ascontiguousarray(m.b.const.reshape(-1)), like=m.b)])
+    bias = rw.derived(m.b, "linear-bias", lambda: np.ascontiguousarray(m.b.const.reshape(-1)))
+    return rw.op("linear", [m.x, m.w, bias])
 
 
 def no_activation_yet(m: Match) -> bool | str:

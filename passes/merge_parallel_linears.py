@@ -25,7 +25,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from graphopt.ir import Graph, Node
+from graphopt.ir import Graph, Node, Value
 
 from .context import PassContext
 from .registry import PassResult, register_pass
@@ -38,26 +38,35 @@ def _mergeable(n: Node) -> bool:
     return n.op.name == "linear" and all(v.const is not None for v in n.inputs[1:])
 
 
-def _merge(graph: Graph, group: list[Node]) -> None:
+def _merge(graph: Graph, group: list[Node], made: dict[tuple[int, ...], list[Value]]) -> None:
     x, first = group[0].inputs[0], group[0]
     sizes = [n.inputs[1].type.shape[0] for n in group]
-    dtype = x.type.dtype.numpy
-    weight = np.concatenate([n.inputs[1].const for n in group])
-    with_bias = any(len(n.inputs) > 2 for n in group)
-    merged_name = graph.fresh_name(param_name(first.inputs[1]) + ".merged")  # q.weight.merged for Q, K, V
-    operands = [x, graph.add_constant(weight, name=merged_name, dtype=x.type.dtype)]
-    if with_bias:  # a linear without a bias contributes zeros
-        # a bias may be a scalar or [1] (broadcast over the outputs); spell each out as [out_features]
-        bias = np.concatenate([np.broadcast_to(n.inputs[2].const.reshape(-1), (s,)) if len(n.inputs) > 2
-                               else np.zeros(s, dtype) for n, s in zip(group, sizes)])
-        bias_name = param_name(first.inputs[2]) if len(first.inputs) > 2 else merged_name + "_bias"
-        operands.append(graph.add_constant(bias, name=graph.fresh_name(bias_name + ".merged"), dtype=x.type.dtype))
+    # layers sharing their Q/K/V weights (ALBERT) share the merged weight too: one copy, not one per layer
+    key = tuple(id(v) for n in group for v in n.inputs[1:]) + tuple(len(n.inputs) for n in group)
+    if key not in made:
+        made[key] = _merged_constants(graph, group, sizes)
+    operands = [x, *made[key]]
     with graph.inserting_before(first, origin=first.origin):
         merged = graph.add_node("linear", operands, {"activation": first.attrs["activation"]})
         parts = graph.add_node("split", merged.outputs, {"axis": -1, "sizes": sizes})
     for n, part in zip(group, parts.outputs):
         n.outputs[0].replace_all_uses_with(part)
     graph.remove_nodes(group)
+
+
+def _merged_constants(graph: Graph, group: list[Node], sizes: list[int]) -> list[Value]:
+    """The concatenated weight (and bias, zeros for linears without one) of `group`, named after the first."""
+    first, dtype = group[0], group[0].inputs[0].type.dtype
+    weight = np.concatenate([n.inputs[1].const for n in group])
+    merged_name = graph.fresh_name(param_name(first.inputs[1]) + ".merged")  # q.weight.merged for Q, K, V
+    out = [graph.add_constant(weight, name=merged_name, dtype=dtype)]
+    if any(len(n.inputs) > 2 for n in group):
+        # a bias may be a scalar or [1] (broadcast over the outputs); spell each out as [out_features]
+        bias = np.concatenate([np.broadcast_to(n.inputs[2].const.reshape(-1), (s,)) if len(n.inputs) > 2
+                               else np.zeros(s, dtype.numpy) for n, s in zip(group, sizes)])
+        bias_name = param_name(first.inputs[2]) if len(first.inputs) > 2 else merged_name + "_bias"
+        out.append(graph.add_constant(bias, name=graph.fresh_name(bias_name + ".merged"), dtype=dtype))
+    return out
 
 
 @register_pass("merge-parallel-linears", preserves=("shapes",))
@@ -68,12 +77,13 @@ def merge_parallel_linears(graph: Graph, ctx: PassContext) -> PassResult:
         if _mergeable(n):
             groups[(id(n.inputs[0]), n.attrs["activation"])].append(n)
     merged = done = 0
+    made: dict[tuple[int, ...], list[Value]] = {}
     for group in groups.values():
         if len(group) < 2:
             continue
         if len({n.inputs[1].type.dtype for n in group} | {group[0].inputs[0].type.dtype}) != 1:
             ctx.reject("merge-parallel-linears", group[0], "the linears' weights differ in dtype")
             continue
-        _merge(graph, group)
+        _merge(graph, group, made)
         merged, done = merged + len(group), done + 1
     return PassResult(changed=merged > 0, stats={"linears-merged": merged, "groups": done})

@@ -78,10 +78,11 @@ def param_name(v: Value) -> str:
 class Rewriter:
     """Builds replacement nodes before the matched root. Created nodes inherit the root's origin."""
 
-    def __init__(self, graph: Graph, root: Node) -> None:
+    def __init__(self, graph: Graph, root: Node, memo: dict[Any, tuple[Value, Value]] | None = None) -> None:
         self.graph = graph
         self.root = root
         self.created: list[Node] = []
+        self.memo = memo if memo is not None else {}  # shared by every rewrite of one apply_rules run
 
     def op(self, op: str, inputs: Sequence[Value], **attrs: Any) -> Any:
         """Add a node; returns its output value (a tuple for multi-output ops)."""
@@ -94,6 +95,15 @@ class Rewriter:
         fused model's weights keep their parameter names instead of `c_17`."""
         name = self.graph.fresh_name(param_name(like) + suffix) if like is not None else None
         return self.graph.add_constant(np.asarray(data), name=name, dtype=dtype)
+
+    def derived(self, source: Value, how: str, make: Callable[[], Any]) -> Value:
+        """The constant `make()` computes from `source` (a transposed weight, a reshaped bias), made once per
+        source and `how` in this run: a weight shared by several layers stays one weight."""
+        key = (id(source), how)
+        hit = self.memo.get(key)  # (source, derived): holding the source keeps its id from being reused
+        if hit is None or hit[0] is not source or hit[1].graph is not self.graph:
+            hit = self.memo[key] = (source, self.const(make(), like=source))
+        return hit[1]
 
 
 @dataclass
@@ -186,6 +196,7 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], ctx: PassContext | None = N
     ctx = ctx if ctx is not None else PassContext()
     index = _RuleIndex(rules)
     stats = RewriteStats()
+    memo: dict[Any, tuple[Value, Value]] = {}
     limit = max_rewrites if max_rewrites is not None else 10 * len(graph) + 1000
     worklist: deque[Node] = deque(graph)
     queued = {id(n) for n in worklist}
@@ -195,7 +206,7 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], ctx: PassContext | None = N
         if node.is_erased or node.graph is not graph:
             continue
         for rule, pattern in index.candidates(node):
-            new_nodes = _try_rule(graph, node, rule, pattern, ctx, stats)
+            new_nodes = _try_rule(graph, node, rule, pattern, ctx, stats, memo)
             if new_nodes is None:
                 continue
             if stats.total > limit:
@@ -211,8 +222,8 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], ctx: PassContext | None = N
     return stats
 
 
-def _try_rule(graph: Graph, node: Node, rule: Rule, pattern: Pattern, ctx: PassContext, stats: RewriteStats
-              ) -> list[Node] | None:
+def _try_rule(graph: Graph, node: Node, rule: Rule, pattern: Pattern, ctx: PassContext, stats: RewriteStats,
+              memo: dict[Any, tuple[Value, Value]]) -> list[Node] | None:
     """Match, check and apply one rule at `node`. Returns the nodes to revisit, or None if it did not apply."""
     try:
         m = pattern.match(node.outputs[0])
@@ -229,7 +240,7 @@ def _try_rule(graph: Graph, node: Node, rule: Rule, pattern: Pattern, ctx: PassC
             stats.rejected += 1
             ctx.reject(rule.name, node, verdict if isinstance(verdict, str) else "the rule's check failed")
             return None
-    rw = Rewriter(graph, node)
+    rw = Rewriter(graph, node, memo)
     with graph.inserting_before(node):
         result = rule.replace(rw, m)
     if result is None:

@@ -1,8 +1,10 @@
+import pytest
 import numpy as np
 import torch
 
 from helpers import check_pass
 
+import graphopt
 from graphopt.backends import get_backend
 from graphopt.backends.cpu.kernels import linear_kernel
 from graphopt.backends.reference import random_inputs, run
@@ -168,3 +170,20 @@ graph @f(%x: f32[1,5,3]) {
     PassManager.parse("fuse-linear").run(g, ctx)
     assert [n.op.name for n in g] == ["expand", "matmul"]
     assert any("expanded to batch dims [4], the input has [1]" in r.reason for r in ctx.rejections)
+
+
+@pytest.mark.parametrize("pipeline", ["O1", "O2", "O3"])
+def test_shared_parameters_stay_shared(pipeline: str) -> None:
+    """New-user trial: ALBERT's shared layer was stored once per layer (0.63 MB of parameters, 6.4 MB artifact).
+    Folding, fuse-linear and merge-parallel-linears each made a copy per use of one shared weight."""
+    import transformers as T
+
+    cfg = T.AlbertConfig(hidden_size=64, num_hidden_layers=6, num_attention_heads=2, intermediate_size=128,
+                         vocab_size=100, embedding_size=32)
+    model = T.AlbertModel(cfg).eval()
+    ids = torch.randint(0, 100, (1, 16))
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    c = graphopt.compile(model, (ids,), pipeline=pipeline)
+    assert sum(v.const.nbytes for v in c.graph.constants.values()) <= 1.05 * params
+    np.testing.assert_allclose(c(ids)[0].detach().numpy(), model(ids).last_hidden_state.detach().numpy(),
+                               atol=1e-5)
