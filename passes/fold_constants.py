@@ -11,9 +11,9 @@ from .registry import PassResult, register_pass
 
 __all__ = ["fold_constants"]
 
-# Ops that only replicate their input. Folding one over a weight stores batch-many copies of it (and hides the
-# weight from fuse-linear); kernels broadcast for free, so big inputs are left to broadcast at run time.
-_REPLICATING = frozenset({"expand", "tile"})
+# A fold whose result outgrows its inputs (expand/tile of a weight, a `full` of zeros, a broadcast) stores what the
+# kernels compute for free at run time — batch-many copies of a weight hide it from fuse-linear, too. Up to this
+# many elements it is folded anyway (shape arithmetic, small masks).
 _SMALL = 4096
 
 
@@ -44,8 +44,9 @@ def fold_constants(graph: Graph, ctx: PassContext, *, max_size: int = 1 << 24) -
         types = [o.type for o in node.outputs]
         if any(t is None or not t.is_static or t.numel() > max_size for t in types):
             continue
-        if node.op.name in _REPLICATING and node.inputs[0].type.numel() > _SMALL:
-            continue
+        out_size = sum(t.numel() for t in types)
+        if out_size > _SMALL and out_size > sum(v.const.size for v in node.inputs):  # type: ignore[union-attr]
+            continue  # cheap to compute, costly to store: a [batch, heads, seq, seq] zero mask stays a `full`
         try:
             attrs = resolve_attrs(node, {})
         except KeyError:

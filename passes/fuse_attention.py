@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphopt.ir import Graph, Node, Value
+from graphopt.ir import Dim, Graph, Node, Value
 from graphopt.ir.symbolic import canon, dim_mul
 
 from .context import PassContext
@@ -43,6 +43,7 @@ class _Site:
     mask_scale: float  # a scale applied after the mask add scales the mask too: softmax(s·(QKᵀ + M))
     out: Value  # the value the fused op replaces
     dead: list[Node] = field(default_factory=list)
+    heads: tuple[Dim, Dim] | None = None  # (batch, heads) to split a [batch*heads, seq, dim] V into
 
 
 def _merges_heads(src: Value, dst: Value) -> bool:
@@ -112,11 +113,18 @@ def _match(sm: Node) -> _Site:
         raise _Reject(f"the attention probabilities %{p.name} have {len(p.users)} users (need exactly one, the ·V "
                       "matmul)", sm)
     user = p.users[0]
+    heads: tuple[Dim, Dim] | None = None  # (batch, heads) when P·V runs with batch and heads merged
     if user.op.name == "reshape" and _merges_heads(p, user.outputs[0]) and len(user.outputs[0].users) == 1:
+        heads = tuple(p.type.shape[:2]) if p.type.rank == 4 else None  # type: ignore[assignment]
         user = user.outputs[0].users[0]
     if user.op.name != "matmul" or user.inputs[1] is p:
         raise _Reject(f"the probabilities feed {user.op.name}, not the left side of a matmul with V", user)
-    v4, v_scale = _to_4d(user.inputs[1])
+    v_in = user.inputs[1]
+    if heads is not None and v_in.type.rank == 3 and canon(dim_mul(*heads)) == canon(v_in.type.shape[0]):
+        # nn.MultiheadAttention lays V out as [batch*heads, seq, dim] (b-major, as P was merged): split it back
+        v4, v_scale = v_in, 1.0
+    else:
+        v4, v_scale = _to_4d(v_in)
     if v_scale != 1.0:
         raise _Reject("V is scaled", user)
     # producer side: scores = (matmul(Q, Kᵀ) (reshaped) · scale) + mask
@@ -149,14 +157,17 @@ def _match(sm: Node) -> _Site:
         raise _Reject("Q, K and V differ in dtype or are not floating point", qk)
     if mask is not None and mask.type.dtype not in (q4.type.dtype,):
         raise _Reject(f"the mask is {mask.type.dtype}, not {q4.type.dtype}", sm)
-    return _Site(q4, kt4, v4, mask, q_scale * k_scale * post, mask_scale, out, guard)
+    return _Site(q4, kt4, v4, mask, q_scale * k_scale * post, mask_scale, out, guard, heads)
 
 
-def _as_4d(graph: Graph, created: list[Node], v: Value) -> Value:
+def _as_4d(graph: Graph, created: list[Node], v: Value, heads: tuple[Dim, Dim] | None = None) -> Value:
     if v.type.rank == 4:
         return v
-    b, *heads, x, y = v.type.shape
-    created.append(graph.add_node("reshape", [v], {"shape": (b, dim_mul(*heads), x, y)}))
+    if v.type.rank == 3 and heads is not None:
+        created.append(graph.add_node("reshape", [v], {"shape": (*heads, *v.type.shape[1:])}))
+        return created[-1].outputs[0]
+    b, *heads_, x, y = v.type.shape
+    created.append(graph.add_node("reshape", [v], {"shape": (b, dim_mul(*heads_), x, y)}))
     return created[-1].outputs[0]
 
 
@@ -183,7 +194,8 @@ def fuse_attention(graph: Graph, ctx: PassContext) -> PassResult:
                 factor = graph.add_constant(np.array(site.mask_scale, site.mask.type.dtype.numpy))
                 created.append(graph.add_node("mul", [site.mask, factor]))
                 site.mask = created[-1].outputs[0]
-            q, kt, v = (_as_4d(graph, created, t) for t in (site.q, site.kt, site.v))
+            q, kt = (_as_4d(graph, created, t) for t in (site.q, site.kt))
+            v = _as_4d(graph, created, site.v, site.heads)
             created.append(graph.add_node("transpose", [kt], {"perm": (0, 1, 3, 2)}))
             args = [q, created[-1].outputs[0], v] + ([site.mask] if site.mask is not None else [])
             created.append(graph.add_node("scaled_dot_product_attention", args,

@@ -130,7 +130,7 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     examples = _lazy_examples(original, example_inputs, example_kwargs)
     eager = model if hasattr(model, "forward") and hasattr(model, "eval") else None
     return CompiledModel(result.graph, exe, target=target, pipeline=pipeline, result=result, original=original,
-                         eager=eager, example_inputs=examples,
+                         eager=eager, example_inputs=examples, eager_constants=_constants(example_kwargs),
                          timings={"import_s": t1 - t0, "passes_s": t2 - t1, "codegen_s": t3 - t2})
 
 
@@ -146,6 +146,11 @@ def _examples(graph: Graph, args: Sequence[Any] | None, kwargs: Mapping[str, Any
     return random_inputs(graph, {s: 8 for v in graph.inputs for s in v.type.symbols})
 
 
+def _constants(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments that are not tensors: torch.export specializes them, and eager must get them too."""
+    return {k: v for k, v in (kwargs or {}).items() if not hasattr(v, "shape")}
+
+
 def _lazy_examples(graph: Graph, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
                    ) -> Callable[[], list[np.ndarray]]:
     """Example inputs drawn only when a report asks for them: a model declared with huge inputs must not
@@ -159,7 +164,7 @@ class CompiledModel:
     def __init__(self, graph: Graph, executable: Any, *, target: str, pipeline: str,
                  result: PipelineResult | None = None, original: Graph | None = None, eager: Any = None,
                  example_inputs: list[np.ndarray] | Callable[[], list[np.ndarray]] | None = None,
-                 timings: dict[str, float] | None = None) -> None:
+                 timings: dict[str, float] | None = None, eager_constants: Mapping[str, Any] | None = None) -> None:
         self.graph = graph
         self.executable = executable
         self.target = target
@@ -168,6 +173,7 @@ class CompiledModel:
         self.original = original
         self.eager = eager
         self._examples = example_inputs if example_inputs is not None else []
+        self.eager_constants = dict(eager_constants or {})  # non-tensor keyword arguments of the traced call
         self.timings = timings or {}
 
     @property

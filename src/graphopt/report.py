@@ -148,6 +148,7 @@ def build_report(model: Any, *, repeats: int = 20, measure: bool = True) -> Repo
         names = [v.name for v in orig.inputs]
         kwargs = dict(zip(names, targs)) if _takes_kwargs(model.eager, names) else {}
         args = () if kwargs else tuple(targs)
+        kwargs.update(model.eager_constants)  # the call's constants the trace specialized (need_weights=False)
 
         def eager() -> Any:
             with torch.inference_mode():

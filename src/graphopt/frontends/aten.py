@@ -14,6 +14,8 @@ True
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +26,7 @@ __all__ = ["converter", "convert", "is_supported", "is_supported_name", "op_name
 Converter = Callable[..., Any]
 _TABLE: dict[str, Converter] = {}
 _BIG = 2**62  # the IR's "to the end" slice bound
+_MATERIALIZE = 4096  # fills up to this many elements become constants
 
 
 class _Unavailable:
@@ -414,7 +417,9 @@ def _fill_dtype(value: Any, dtype: Any) -> DType:
 def _full(cx: Any, shape: Sequence[Any], value: Any, dt: DType) -> Value:
     import numpy as np
 
-    if all(isinstance(d, int) for d in shape):
+    # small fills become constants (folding sees them); big ones stay a `full` op: cheap to compute, and stored
+    # they bloat the artifact (nn.MultiheadAttention's [batch, heads, seq, seq] zeros were 8.5 MB)
+    if all(isinstance(d, int) for d in shape) and math.prod(shape) <= _MATERIALIZE:
         return cx.const(np.full(shape, value, dtype=dt.numpy), dt)
     return cx.add("full", [], shape=list(shape), value=float(value), dtype=dt)
 
