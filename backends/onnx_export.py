@@ -505,6 +505,25 @@ def _lstm(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
     return [cx.emit("Transpose", [y], perm=[1, 0, 2]) if bf else y, h, c]
 
 
+@exports("gru")
+def _gru(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
+    x, h0, w_ih, w_hh, b_ih, b_hh = a
+    hidden = n.inputs[3].type.shape[1]
+
+    def reorder(w: str) -> str:  # torch gates r,z,n -> ONNX z,r,h, with a leading num_directions axis
+        r, z, h = cx.emit("Split", [w, cx.ints([hidden] * 3)], 3, axis=0)
+        return cx.emit("Unsqueeze", [cx.emit("Concat", [z, r, h], axis=0), cx.ints([0])])
+
+    bias = cx.emit("Concat", [reorder(b_ih), reorder(b_hh)], axis=1)
+    bf = n.attrs["batch_first"]
+    x = cx.emit("Transpose", [x], perm=[1, 0, 2]) if bf else x  # sequence-first between transposes, as for lstm
+    # linear_before_reset=1: the reset gate scales (R_h·h + Rb_h), as torch.nn.GRU computes it
+    y, h = cx.emit("GRU", [x, reorder(w_ih), reorder(w_hh), bias, "", h0], 2, hidden_size=hidden,
+                   linear_before_reset=1)
+    y = cx.emit("Squeeze", [y, cx.ints([1])])
+    return [cx.emit("Transpose", [y], perm=[1, 0, 2]) if bf else y, h]
+
+
 exports("quantize_linear")(lambda cx, n, a: cx.emit("QuantizeLinear", a, axis=n.attrs["axis"]))
 exports("dequantize_linear")(lambda cx, n, a: cx.emit("DequantizeLinear", a, axis=n.attrs["axis"]))
 

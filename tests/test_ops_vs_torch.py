@@ -277,6 +277,17 @@ def _lstm_case() -> Case:
     return ("lstm", [x, h0, c0, *params], {"batch_first": True}, ref)
 
 
+def _gru_case(batch_first: bool) -> Case:
+    gru = torch.nn.GRU(4, 3, batch_first=batch_first)
+    x, h0 = (f32(2, 5, 4) if batch_first else f32(5, 2, 4)), f32(1, 2, 3)
+    params = [p.detach().numpy() for p in (gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)]
+
+    def ref(x: torch.Tensor, h: torch.Tensor, *_: Any) -> Any:
+        return gru(x, h)
+
+    return ("gru", [x, h0, *params], {"batch_first": batch_first}, ref)
+
+
 def _quant_cases() -> list[Case]:
     x = f32(2, 3, 4) * 3
     scale, zp = np.array(0.05, np.float32), np.array(3, np.int8)
@@ -292,7 +303,7 @@ def _quant_cases() -> list[Case]:
     ]
 
 
-CASES += [_lstm_case(), *_quant_cases()]
+CASES += [_lstm_case(), _gru_case(True), _gru_case(False), *_quant_cases()]
 
 # Ops whose semantics a torch function cannot state on its own; tested elsewhere.
 NOT_TORCH = {"scale_by", "swish_beta"}  # registered by a doctest and by the README

@@ -456,6 +456,45 @@ def _lstm(x: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_ih: np.ndarray, w_hh:
     return y.astype(x.dtype), h[None].astype(x.dtype), c[None].astype(x.dtype)
 
 
+def _gru_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
+    x, h0, w_ih, w_hh = types[:4]
+    dtype = _same_dtype("gru", *types)
+    hidden = w_hh.shape[1]
+    if x.rank != 3 or w_ih.rank != 2 or w_hh.rank != 2:
+        raise ShapeError("gru needs x[T,B,I] (or [B,T,I] with batch_first), w_ih[3H,I], w_hh[3H,H]")
+    if isinstance(hidden, int) and w_hh.shape[0] != 3 * hidden:
+        raise ShapeError(f"w_hh must be [3H, H], got {w_hh}")
+    _check_k(x.shape[2], w_ih.shape[1], "gru input size")
+    return [tt(dtype, (x.shape[0], x.shape[1], hidden)), h0]
+
+
+@register_op("gru", inputs=["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"], outputs=["y", "h_n"],
+             infer=_gru_infer, attrs={"batch_first": Attr("bool", False)},
+             flops=lambda i, o, a: 2 * o[0].numel * (i[2].shape[1] + i[3].shape[1]) * 3)
+def _gru(x: np.ndarray, h0: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, *,
+         batch_first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One unidirectional GRU layer, gates ordered r, z, n (torch.nn.GRU: the reset gate scales W_hn·h + b_hn).
+    h0 is [1, B, H]."""
+    from scipy.special import expit
+
+    seq = _c(x).swapaxes(0, 1) if batch_first else _c(x)
+    h = _c(h0)[0]
+    xs = seq @ _c(w_ih).T + _c(b_ih)  # input projections for all steps at once
+    wh, bh = _c(w_hh).T, _c(b_hh)
+    ys = []
+    for t in range(seq.shape[0]):
+        xr, xz, xn = np.split(xs[t], 3, axis=-1)
+        hr, hz, hn = np.split(h @ wh + bh, 3, axis=-1)
+        r, z = expit(xr + hr), expit(xz + hz)
+        n = np.tanh(xn + r * hn)
+        h = (1 - z) * n + z * h
+        ys.append(h)
+    y = np.stack(ys)
+    if batch_first:
+        y = y.swapaxes(0, 1)
+    return y.astype(x.dtype), h[None].astype(x.dtype)
+
+
 # -- attention -------------------------------------------------------------------------------------------
 def _sdpa_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     q, k, v = types[:3]

