@@ -127,3 +127,20 @@ def test_gru_stays_whole_and_matches_eager(target: str) -> None:
     c = graphopt.compile(net, (x,), target=target)
     assert [n.op.name for n in c.graph].count("gru") == 2 and len(c.graph) < 12
     torch.testing.assert_close(c(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [{"scale_factor": 2, "align_corners": False}, {"size": (13, 7), "align_corners": True},
+                                    {"scale_factor": 1.7, "align_corners": False}])
+@pytest.mark.parametrize("target", ["cpu", "onnxruntime", "reference"])
+def test_bicubic_interpolate_is_two_matmuls(kwargs: dict, target: str) -> None:  # type: ignore[type-arg]
+    """New-user trial: bicubic F.interpolate was decomposed into index arithmetic (0.12x eager)."""
+    import torch.nn.functional as F
+
+    class Up(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x, mode="bicubic", **kwargs)
+
+    x = torch.randn(2, 3, 24, 20)
+    c = graphopt.compile(Up(), (x,), target=target)
+    assert len(c.graph) == 2
+    torch.testing.assert_close(c(x), Up()(x), atol=1e-4, rtol=1e-4)

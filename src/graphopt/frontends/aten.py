@@ -41,10 +41,11 @@ UNAVAILABLE = _Unavailable()
 
 def keep_whole() -> list[Any]:
     """ATen ops not to decompose: decomposing LSTM/GRU unrolls them over a fixed length (a GRU unrolled per step
-    ran 0.31x eager); the IR has lstm and gru ops."""
+    ran 0.31x eager), and bicubic upsampling into per-pixel index arithmetic (0.12x eager); the IR has lstm and
+    gru ops, and a static resize becomes one matmul per axis."""
     import torch
 
-    return [torch.ops.aten.lstm.input, torch.ops.aten.gru.input]
+    return [torch.ops.aten.lstm.input, torch.ops.aten.gru.input, torch.ops.aten.upsample_bicubic2d.vec]
 
 
 def op_name(target: Any) -> str:
@@ -648,6 +649,29 @@ def _gru(cx: Any, node: Any, x: Value, h0: Value, params: Sequence[Value], has_b
         y, h = cx.add("gru", [y, h, w_ih, w_hh, *bias], batch_first=batch_first)
         hs.append(h)
     return y, (hs[0] if num_layers == 1 else cx.add("concat", hs, axis=0))
+
+
+@converter("aten.upsample_bicubic2d.vec")
+def _upsample_bicubic(cx: Any, node: Any, x: Value, output_size: Sequence[Any] | None, align_corners: bool,
+                      scale_factors: Sequence[float] | None) -> Value:
+    """Bicubic F.interpolate as y = M_h · x · M_wᵀ, each M from torch's formulas (A = -0.75, borders clamped)."""
+    import numpy as np
+
+    from .resize_math import cubic_coeffs, resize_matrix
+
+    n_in = x.type.shape[2:]
+    if not all(isinstance(d, int) for d in n_in):
+        raise NotImplementedError("bicubic interpolation over symbolic spatial sizes")
+    if output_size is not None:
+        n_out = [int(d) for d in output_size]
+        scales = [o / i for o, i in zip(n_out, n_in)]
+    else:
+        scales = [float(f) for f in scale_factors]  # type: ignore[union-attr]
+        n_out = [int(math.floor(i * f)) for i, f in zip(n_in, scales)]
+    ctm = "align_corners" if align_corners else "half_pixel"
+    m_h, m_w = (resize_matrix(i, o, f, cubic_coeffs(-0.75, False), ctm=ctm)[0] for i, o, f in zip(n_in, n_out, scales))
+    y = cx.add("matmul", [cx.const(m_h, x.type.dtype), x])
+    return cx.add("matmul", [y, cx.const(np.ascontiguousarray(m_w.T), x.type.dtype)])
 
 
 @converter("operator.getitem")
