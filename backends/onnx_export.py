@@ -160,7 +160,16 @@ exports("relu")(lambda cx, n, a: cx.emit("Relu", a) if n.inputs[0].type.dtype.is
     "Max", [a[0], cx.const(0, n.inputs[0].type.dtype)]))
 exports("hardsigmoid")(_simple("HardSigmoid", alpha=1 / 6, beta=0.5))
 exports("elu")(lambda cx, n, a: cx.emit("Elu", a, alpha=n.attrs["alpha"]))
-exports("leaky_relu")(lambda cx, n, a: cx.emit("LeakyRelu", a, alpha=n.attrs["negative_slope"]))
+@exports("leaky_relu")
+def _leaky_relu(cx: _Ctx, n: Node, a: list[str]) -> str:
+    slope = n.attrs["negative_slope"]
+    if math.copysign(1.0, slope) > 0:
+        return cx.emit("LeakyRelu", a, alpha=slope)
+    # ONNX returns x for x >= 0, torch (the IR) x * slope unless x > 0: at x = 0 a negative (or -0.0) slope gives
+    # -0.0, and 1/x tells +inf from -inf. Spelled out so ONNX Runtime agrees (found by `graphopt fuzz`).
+    dt = n.inputs[0].type.dtype
+    positive = cx.emit("Greater", [a[0], cx.const(0, dt)])
+    return cx.emit("Where", [positive, a[0], cx.emit("Mul", [a[0], cx.const(slope, dt)])])
 exports("rsqrt")(lambda cx, n, a: cx.emit("Reciprocal", [cx.emit("Sqrt", a)]))
 exports("silu")(lambda cx, n, a: cx.emit("Mul", [a[0], cx.emit("Sigmoid", a)]))
 exports("log1p")(lambda cx, n, a: cx.emit("Log", [cx.emit("Add", [a[0], cx.const(1, n.inputs[0].type.dtype)])]))

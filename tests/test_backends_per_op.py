@@ -176,3 +176,15 @@ def test_onnxruntime_refuses_f64_conv_by_name_and_returns_constant_outputs() -> 
     g = parse('graph @f(%x: f32[2]) {\n  const @c: f32[2] = [1.0, 2.0]\n  %0: f32[2] = relu(%x)\n  return %0, @c\n}')
     out = get_backend("onnxruntime").compile(g)(np.array([-1.0, 1.0], np.float32))
     np.testing.assert_array_equal(out[1], [1.0, 2.0])
+
+
+def test_leaky_relu_with_a_negative_zero_slope_keeps_the_sign_of_zero_on_onnxruntime() -> None:
+    """Found by `graphopt fuzz`: ONNX's LeakyRelu gives x at x = 0, torch's 0 * slope (-0.0 for slope -0.0)."""
+    g = Graph("lr")
+    x = g.add_input("x", TensorType(DType.F32, (3,)))
+    one = g.add_constant(np.float32(1.0))
+    g.set_outputs([g.add("div", [one, g.add("leaky_relu", [x], {"negative_slope": -0.0})])])
+    a = np.array([0.0, 2.0, -1.0], np.float32)
+    got, want = get_backend("onnxruntime").compile(g)(a)[0], reference.run(g, [a])[0]
+    np.testing.assert_array_equal(got, want)
+    assert got[0] == -np.inf

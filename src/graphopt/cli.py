@@ -95,6 +95,15 @@ def _cmd_passes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fuzz(args: argparse.Namespace) -> int:
+    from .fuzz import fuzz
+
+    pipelines = args.pipelines.split(";") if args.pipelines else None
+    report = fuzz(args.graphs, args.seed, pipelines=pipelines, targets=args.targets.split(","), size=args.size)
+    print(report.summary())
+    return 1 if report.counts["mismatch"] or report.counts["crash"] else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="graphopt", description="A compiler-style graph optimizer for DL models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -118,6 +127,16 @@ def _parser() -> argparse.ArgumentParser:
     passes = sub.add_parser("passes", help="list every registered pass with its options")
     add_load_pass(passes)
     passes.set_defaults(fn=_cmd_passes)
+    fz = sub.add_parser("fuzz", help="differential fuzzing: random graphs through every pass and target vs the "
+                                     "reference interpreter; exits 1 on a mismatch or crash")
+    fz.add_argument("--graphs", type=int, default=200, help="how many random graphs (default 200)")
+    fz.add_argument("--seed", type=int, default=0, help="first seed; graph i uses seed+i (default 0)")
+    fz.add_argument("--pipelines", help="comma-separated pipelines to try, ';' between them (default: every pass "
+                                        "alone, O1, O2, O3, O2,O2)")
+    fz.add_argument("--targets", default="reference,cpu,onnxruntime")
+    fz.add_argument("--size", type=int, default=12, help="construction steps per graph (default 12)")
+    add_load_pass(fz)
+    fz.set_defaults(fn=_cmd_fuzz)
     from .cli_model import add_commands
 
     add_commands(sub)

@@ -1,0 +1,284 @@
+"""Differential fuzzing: random valid graphs through every pass and pipeline on every target, against the reference.
+
+Each graph is built from a seed (so every finding reproduces from `graphopt fuzz --seed S --graphs 1`), with ops
+chosen where passes have work to do: elementwise chains, broadcasts, reductions, layout ops that cancel, linears
+and convolutions with constant weights, batch norms, attention written in the orders exporters use, and float
+attributes like -0.0 that compare equal to 0.0. The reference interpreter on the untouched graph is the truth; a
+run is `ok` (matches within float rounding, NaN and infinities in the same places), `refused` (a GraphoptError:
+a clean refusal), `mismatch` (a silently wrong answer — a miscompile), or `crash` (any other exception).
+
+>>> report = fuzz(graphs=3, seed=0, pipelines=["O1"], targets=["reference"])
+>>> report.counts["mismatch"], report.counts["crash"]
+(0, 0)
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from graphopt.errors import GraphoptError
+from graphopt.ir import DType, Graph, TensorType, Value
+
+__all__ = ["fuzz", "random_graph", "FuzzReport", "Finding"]
+
+_UNARY = ["relu", "neg", "exp", "tanh", "sigmoid", "abs", "gelu", "silu", "sqrt", "erf", "reciprocal", "identity",
+          "floor", "sin", "log1p"]
+_BINARY = ["add", "sub", "mul", "div", "maximum", "minimum"]
+
+
+@dataclass
+class Finding:
+    """One run that did not end `ok` or `refused`: enough to reproduce it."""
+
+    seed: int
+    pipeline: str
+    target: str
+    kind: str  # mismatch | crash
+    detail: str
+    graph: str
+
+    def __str__(self) -> str:
+        return (f"[{self.kind}] seed {self.seed}, pipeline {self.pipeline!r}, target {self.target}: {self.detail}\n"
+                f"  reproduce: graphopt fuzz --seed {self.seed} --graphs 1 --pipelines '{self.pipeline}' "
+                f"--targets {self.target}")
+
+
+@dataclass
+class FuzzReport:
+    graphs: int = 0
+    runs: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    by_run: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (pipeline, target, kind)
+    findings: list[Finding] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"{self.graphs} graphs, {self.runs} runs: " + ", ".join(f"{k} {self.counts[k]}" for k in
+                                                                          ("ok", "refused", "mismatch", "crash"))]
+        for f in self.findings[:20]:
+            lines.append(str(f))
+        return "\n".join(lines)
+
+
+class _Builder:
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.g = Graph("fuzz")
+        self.values: list[Value] = []
+
+    def pick(self, rank: int | None = None) -> Value:
+        pool = [v for v in self.values if rank is None or v.type.rank == rank]
+        return self.rng.choice(pool or self.values)
+
+    def const(self, shape: tuple[int, ...], scale: float = 1.0) -> Value:
+        data = np.asarray(np.random.default_rng(self.rng.randrange(1 << 30)).standard_normal(shape) * scale,
+                          np.float32)
+        return self.g.add_constant(data)
+
+    def scalar(self, value: float) -> Value:
+        return self.g.add_constant(np.float32(value))
+
+    def add(self, op: str, inputs: list[Value], attrs: dict[str, Any] | None = None) -> Value | None:
+        try:
+            v = self.g.add(op, inputs, attrs or {})
+        except GraphoptError:
+            return None  # the IR refuses this combination (a shape mismatch): draw again
+        if isinstance(v, tuple):
+            v = v[0]
+        self.values.append(v)
+        return v
+
+
+def _step(b: _Builder) -> None:
+    r = b.rng
+    kind = r.choice(["unary", "unary", "binary", "binary", "scalar", "reduce", "softmax", "layout", "linear",
+                     "conv", "attention", "slope", "cast", "concat"])
+    x = b.pick()
+    if kind == "unary":
+        b.add(r.choice(_UNARY), [x])
+    elif kind == "binary":
+        y = b.pick(x.type.rank)
+        if y.type.shape != x.type.shape and r.random() < 0.5:  # a broadcast against a row
+            y = b.const((x.type.shape[-1],) if x.type.rank and isinstance(x.type.shape[-1], int) else ())
+        b.add(r.choice(_BINARY), [x, y] if r.random() < 0.5 else [y, x])
+    elif kind == "scalar":
+        c = b.scalar(r.choice([0.0, -0.0, 1.0, 0.5, -2.0, 3.0]))
+        b.add(r.choice(["add", "mul", "sub", "div"]), [x, c] if r.random() < 0.7 else [c, x])
+    elif kind == "reduce" and x.type.rank:
+        b.add(r.choice(["reduce_sum", "reduce_mean", "reduce_max"]), [x],
+              {"axes": [r.randrange(x.type.rank)], "keepdims": r.random() < 0.5})
+    elif kind == "softmax" and x.type.rank:
+        b.add("softmax", [x], {"axis": -1})
+    elif kind == "layout" and x.type.rank >= 2:
+        perm = list(range(x.type.rank))
+        perm[-1], perm[-2] = perm[-2], perm[-1]
+        t = b.add("transpose", [x], {"perm": perm})
+        if t is not None and r.random() < 0.5:
+            b.add("transpose", [t], {"perm": perm})
+    elif kind == "linear" and x.type.rank >= 2 and isinstance(x.type.shape[-1], int):
+        n_in, n_out = x.type.shape[-1], r.choice([3, 4, 8])
+        w = b.const((n_in, n_out), 0.5)
+        h = b.add("matmul", [x, w])
+        if h is not None and r.random() < 0.6:
+            h = b.add("add", [h, b.const((n_out,))])
+        if h is not None and r.random() < 0.5:
+            b.add(r.choice(["relu", "gelu", "tanh"]), [h])
+    elif kind == "conv":
+        _conv_block(b)
+    elif kind == "attention":
+        _attention(b)
+    elif kind == "slope":  # twins differing only in the sign of a zero attribute, made visible by 1/x
+        for slope in (0.0, r.choice([-0.0, 0.1])):
+            y = b.add("leaky_relu", [x], {"negative_slope": slope})
+            if y is not None:
+                b.add("div", [b.scalar(1.0), y])
+    elif kind == "cast":
+        b.add("cast", [x], {"dtype": r.choice([DType.F64, DType.F16, DType.F32])})
+    elif kind == "concat":
+        y = b.pick(x.type.rank)
+        if y.type.rank and y.type.dtype == x.type.dtype:
+            b.add("concat", [x, y], {"axis": 0})
+
+
+def _conv_block(b: _Builder) -> None:
+    r = b.rng
+    x = b.g.add_input(f"img{len(b.g.inputs)}", TensorType(DType.F32, (1, 2, 5, 5)))
+    h = b.add("conv", [x, b.const((2, 2, 3, 3), 0.5), b.const((2,))], {"pads": [1, 1, 1, 1]})
+    if h is None:
+        return
+    if r.random() < 0.5:
+        other = b.add("conv", [x, b.const((2, 2, 1, 1))], {}) if r.random() < 0.5 else x
+        if other is not None:
+            h = b.add("add", [h, other] if r.random() < 0.5 else [other, h]) or h
+    if r.random() < 0.6:
+        h = b.add("relu", [h]) or h
+    if r.random() < 0.6:
+        var = b.g.add_constant(np.abs(np.random.default_rng(r.randrange(1 << 30)).standard_normal(2)).astype(
+            np.float32) + 0.5)
+        b.add("batch_norm", [h, b.const((2,)), b.const((2,)), b.const((2,)), var], {"eps": 1e-5})
+
+
+def _attention(b: _Builder) -> None:
+    """softmax(QKᵀ·s + M)·V in the orders exporters write it — and the one SDPA cannot (the scale after the add)."""
+    r = b.rng
+    q, k, v = (b.g.add_input(f"{n}{len(b.g.inputs)}", TensorType(DType.F32, (1, 2, 4, 8))) for n in "qkv")
+    kt = b.add("transpose", [k], {"perm": [0, 1, 3, 2]})
+    s = b.add("matmul", [q, kt]) if kt is not None else None
+    if s is None:
+        return
+    scale = b.scalar(r.choice([0.125, 0.5, 2.0]))
+    mask = b.const((1, 1, 4, 4))
+    if r.random() < 0.5:
+        s = b.add(r.choice(["mul", "div"]), [s, scale])
+        s = b.add("add", [s, mask]) if s is not None else None
+    else:
+        s = b.add("add", [s, mask])
+        s = b.add("mul", [s, scale]) if s is not None else None
+    p = b.add("softmax", [s], {"axis": -1}) if s is not None else None
+    if p is not None:
+        b.add("matmul", [p, v])
+
+
+def random_graph(seed: int, size: int = 12) -> Graph:
+    """A random valid graph from `seed` (the same seed gives the same graph)."""
+    rng = random.Random(seed)
+    b = _Builder(rng)
+    for i in range(rng.randint(1, 2)):
+        shape = rng.choice([(2, 3), (2, 4, 3), ("batch", 3), (3,)])
+        b.values.append(b.g.add_input(f"x{i}", TensorType(DType.F32, shape)))
+    for _ in range(size):
+        _step(b)
+    produced = [v for v in b.values if v.producer is not None] or b.values
+    b.g.set_outputs(list(dict.fromkeys(rng.sample(produced[-6:], min(len(produced[-6:]), rng.randint(1, 3))))))
+    from graphopt.passes import PassManager
+
+    PassManager.parse("dce").run(b.g)
+    return b.g
+
+
+def _inputs(graph: Graph, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for v in graph.inputs:
+        shape = tuple(d if isinstance(d, int) else 2 for d in v.type.shape)
+        a = rng.standard_normal(shape) * 2
+        a[rng.random(shape) < 0.05] = 0.0  # zeros exercise the sign of zero and division
+        out.append(a.astype(v.type.dtype.numpy))
+    return out
+
+
+def _same(got: Sequence[Any], want: Sequence[np.ndarray]) -> str | None:
+    if len(got) != len(want):
+        return f"{len(got)} outputs, expected {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        g = np.asarray(g.detach().numpy() if hasattr(g, "detach") else g)
+        if g.shape != w.shape or g.dtype != w.dtype:
+            return f"output {i} is {g.dtype}{list(g.shape)}, expected {w.dtype}{list(w.shape)}"
+        gf, wf = g.astype(np.float64), w.astype(np.float64)
+        tol = 1e-2 if w.dtype == np.float16 else 1e-4
+        if not np.array_equal(np.isnan(gf), np.isnan(wf)) or not np.array_equal(np.where(np.isinf(gf), gf, 0),
+                                                                                np.where(np.isinf(wf), wf, 0)):
+            return f"output {i}: NaN or infinities differ"
+        finite = np.isfinite(wf) & np.isfinite(gf)
+        with np.errstate(invalid="ignore"):
+            err = np.abs(gf - wf)[finite]
+        if err.size and (err > tol * (1 + np.abs(wf[finite]))).any():
+            return f"output {i}: max abs error {err.max():.3g}"
+    return None
+
+
+def _run_one(graph: Graph, pipeline: str, target: str, xs: list[np.ndarray], want: list[np.ndarray]
+             ) -> tuple[str, str]:
+    import graphopt
+
+    try:
+        compiled = graphopt.compile(graph.copy(), pipeline=pipeline, target=target)
+        out = compiled.executable(*[x.copy() for x in xs])
+    except GraphoptError as e:
+        return "refused", str(e).splitlines()[0]
+    except Exception as e:  # noqa: BLE001 - a crash is what the fuzzer reports
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        return "crash", f"{type(e).__name__}: {str(e)[:200]} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
+    problem = _same(out, want)
+    return ("mismatch", problem) if problem else ("ok", "")
+
+
+def fuzz(graphs: int = 100, seed: int = 0, *, pipelines: Sequence[str] | None = None,
+         targets: Sequence[str] = ("reference", "cpu", "onnxruntime"), size: int = 12,
+         progress: Callable[[int], None] | None = None) -> FuzzReport:
+    """Run `graphs` random graphs (seeds seed, seed+1, ...) through every pipeline on every target.
+
+    Pipelines default to every registered pass alone plus O1, O2, O3 and the doubled O2,O2 (passes meeting their
+    own output). Reference outputs come from the untouched graph on the reference interpreter."""
+    from graphopt.backends.reference import run
+    from graphopt.passes import registered_passes
+
+    if pipelines is None:
+        pipelines = [*registered_passes(), "O1", "O2", "O3", "O2,O2"]
+    report = FuzzReport()
+    for s in range(seed, seed + graphs):
+        g = random_graph(s, size)
+        xs = _inputs(g, s)
+        try:
+            want = run(g, xs)
+        except GraphoptError:
+            continue  # the reference cannot run it (an overflow-free draw failed): not a finding
+        report.graphs += 1
+        text = g.format(max_inline=-1)
+        for pipeline in pipelines:
+            for target in targets:
+                kind, detail = _run_one(g, pipeline, target, xs, want)
+                report.runs += 1
+                report.counts[kind] += 1
+                report.by_run[(pipeline, target, kind)] += 1
+                if kind in ("mismatch", "crash"):
+                    report.findings.append(Finding(s, pipeline, target, kind, detail, text))
+        if progress is not None:
+            progress(s)
+    return report
