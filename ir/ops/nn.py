@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -419,21 +419,27 @@ def _rms_norm(x: np.ndarray, scale: np.ndarray | None = None, *, axis: int, eps:
 
 
 # -- recurrent -------------------------------------------------------------------------------------------
-def _lstm_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
-    x, h0, c0, w_ih, w_hh = types[:5]
-    dtype = _same_dtype("lstm", *types)
-    hidden = w_hh.shape[1]
-    if x.rank != 3 or w_ih.rank != 2 or w_hh.rank != 2:
-        raise ShapeError("lstm needs x[T,B,I] (or [B,T,I] with batch_first), w_ih[4H,I], w_hh[4H,H]")
-    if isinstance(hidden, int) and w_hh.shape[0] != 4 * hidden:
-        raise ShapeError(f"w_hh must be [4H, H], got {w_hh}")
-    _check_k(x.shape[2], w_ih.shape[1], "lstm input size")
-    y = (x.shape[0], x.shape[1], hidden)
-    return [tt(dtype, y), h0, c0]
+def _recurrent_infer(name: str, gates: int) -> Callable[[list[TensorType], Mapping[str, Any]], list[TensorType]]:
+    """Types of an lstm (4 gates; states h, c) or gru (3 gates; state h): inputs x, *states, w_ih, w_hh, biases."""
+    states = 2 if gates == 4 else 1
+
+    def infer(types: list[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
+        x, w_ih, w_hh = types[0], types[1 + states], types[2 + states]
+        dtype = _same_dtype(name, *types)
+        hidden = w_hh.shape[1]
+        if x.rank != 3 or w_ih.rank != 2 or w_hh.rank != 2:
+            raise ShapeError(f"{name} needs x[T,B,I] (or [B,T,I] with batch_first), w_ih[{gates}H,I], "
+                             f"w_hh[{gates}H,H]")
+        if isinstance(hidden, int) and w_hh.shape[0] != gates * hidden:
+            raise ShapeError(f"w_hh must be [{gates}H, H], got {w_hh}")
+        _check_k(x.shape[2], w_ih.shape[1], f"{name} input size")
+        return [tt(dtype, (x.shape[0], x.shape[1], hidden)), *types[1:1 + states]]
+
+    return infer
 
 
 @register_op("lstm", inputs=["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"], outputs=["y", "h_n", "c_n"],
-             infer=_lstm_infer, attrs={"batch_first": Attr("bool", False)},
+             infer=_recurrent_infer("lstm", 4), attrs={"batch_first": Attr("bool", False)},
              flops=lambda i, o, a: 2 * o[0].numel * (i[3].shape[1] + i[4].shape[1]) * 4)
 def _lstm(x: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray,
           b_hh: np.ndarray, *, batch_first: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -456,20 +462,8 @@ def _lstm(x: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_ih: np.ndarray, w_hh:
     return y.astype(x.dtype), h[None].astype(x.dtype), c[None].astype(x.dtype)
 
 
-def _gru_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
-    x, h0, w_ih, w_hh = types[:4]
-    dtype = _same_dtype("gru", *types)
-    hidden = w_hh.shape[1]
-    if x.rank != 3 or w_ih.rank != 2 or w_hh.rank != 2:
-        raise ShapeError("gru needs x[T,B,I] (or [B,T,I] with batch_first), w_ih[3H,I], w_hh[3H,H]")
-    if isinstance(hidden, int) and w_hh.shape[0] != 3 * hidden:
-        raise ShapeError(f"w_hh must be [3H, H], got {w_hh}")
-    _check_k(x.shape[2], w_ih.shape[1], "gru input size")
-    return [tt(dtype, (x.shape[0], x.shape[1], hidden)), h0]
-
-
 @register_op("gru", inputs=["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"], outputs=["y", "h_n"],
-             infer=_gru_infer, attrs={"batch_first": Attr("bool", False)},
+             infer=_recurrent_infer("gru", 3), attrs={"batch_first": Attr("bool", False)},
              flops=lambda i, o, a: 2 * o[0].numel * (i[2].shape[1] + i[3].shape[1]) * 3)
 def _gru(x: np.ndarray, h0: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, *,
          batch_first: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -606,49 +606,36 @@ def _adaptive_avg_pool(cx: Any, node: Any, x: Value, output_size: Sequence[int])
 @converter("aten.lstm.input")
 def _lstm(cx: Any, node: Any, x: Value, hx: Sequence[Value], params: Sequence[Value], has_biases: bool,
           num_layers: int, dropout: float, train: bool, bidirectional: bool, batch_first: bool) -> Any:
-    import numpy as np
-
-    if bidirectional:
-        raise NotImplementedError("bidirectional LSTM")
-    per = 4 if has_biases else 2
-    if len(params) != per * num_layers or getattr(hx[0].type, "shape", (0,))[0] != num_layers:
+    if len(params) != (4 if has_biases else 2) * num_layers or getattr(hx[0].type, "shape", (0,))[0] != num_layers:
         raise NotImplementedError("LSTM with projections (proj_size)")
-    h0, c0 = hx
-    hs, cs = [], []
-    y = x
-    for layer in range(num_layers):
-        w_ih, w_hh, *bias = params[per * layer: per * layer + per]
-        if not bias:
-            zeros = cx.const(np.zeros(w_ih.type.shape[0]), x.type.dtype)
-            bias = [zeros, zeros]
-        pick = [cx.add("slice", [s], starts=[layer], ends=[layer + 1], axes=[0]) for s in (h0, c0)]
-        y, h, c = cx.add("lstm", [y, *pick, w_ih, w_hh, *bias], batch_first=batch_first)
-        hs.append(h)
-        cs.append(c)
-    if num_layers == 1:
-        return y, hs[0], cs[0]
-    return y, cx.add("concat", hs, axis=0), cx.add("concat", cs, axis=0)
+    return _recurrent(cx, "lstm", x, list(hx), params, has_biases, num_layers, bidirectional, batch_first)
 
 
 @converter("aten.gru.input")
 def _gru(cx: Any, node: Any, x: Value, h0: Value, params: Sequence[Value], has_biases: bool, num_layers: int,
          dropout: float, train: bool, bidirectional: bool, batch_first: bool) -> Any:
+    return _recurrent(cx, "gru", x, [h0], params, has_biases, num_layers, bidirectional, batch_first)
+
+
+def _recurrent(cx: Any, op: str, x: Value, states: list[Value], params: Sequence[Value], has_biases: bool,
+               num_layers: int, bidirectional: bool, batch_first: bool) -> Any:
+    """A stack of `op` layers (the IR's lstm/gru run one layer each); states are [layers, B, H] per kind."""
     import numpy as np
 
     if bidirectional:
-        raise NotImplementedError("bidirectional GRU")
+        raise NotImplementedError(f"bidirectional {op.upper()}")
     per = 4 if has_biases else 2
-    hs = []
-    y = x
+    y, finals = x, [[] for _ in states]  # type: ignore[var-annotated]
     for layer in range(num_layers):
         w_ih, w_hh, *bias = params[per * layer: per * layer + per]
         if not bias:
             zeros = cx.const(np.zeros(w_ih.type.shape[0]), x.type.dtype)
             bias = [zeros, zeros]
-        h = cx.add("slice", [h0], starts=[layer], ends=[layer + 1], axes=[0])
-        y, h = cx.add("gru", [y, h, w_ih, w_hh, *bias], batch_first=batch_first)
-        hs.append(h)
-    return y, (hs[0] if num_layers == 1 else cx.add("concat", hs, axis=0))
+        picked = [cx.add("slice", [s], starts=[layer], ends=[layer + 1], axes=[0]) for s in states]
+        y, *new = cx.add(op, [y, *picked, w_ih, w_hh, *bias], batch_first=batch_first)
+        for kind, v in zip(finals, new):
+            kind.append(v)
+    return (y, *(vs[0] if num_layers == 1 else cx.add("concat", vs, axis=0) for vs in finals))
 
 
 @converter("aten.upsample_bicubic2d.vec")
