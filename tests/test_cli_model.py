@@ -78,3 +78,11 @@ def test_explain_names_each_site_and_why_it_did_not_fuse(factory, capsys) -> Non
     assert "softmax" in out and "graph output" in out
     assert main(["explain", "my_models:attn", "--pass", "fuse-nothing"]) == 1
     assert "is not in pipeline 'O3'" in capsys.readouterr().err
+
+
+def test_compile_twice_with_overwrite_replaces_its_own_artifact(factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The README's first command is run again on the same folder: its report.json must not block --overwrite."""
+    out = tmp_path / "art"
+    for _ in range(2):
+        assert main(["compile", "my_models:static", "-o", str(out), "--overwrite", "--repeats", "1"]) == 0
+    assert (out / "report.json").is_file()

@@ -28,7 +28,8 @@ __all__ = ["save", "load", "check_destination", "FORMAT", "VERSION"]
 
 FORMAT = "graphopt-artifact"
 VERSION = 1
-ARTIFACT_FILES = frozenset({"manifest.json", "model.gir", "weights.safetensors", "weights.npz", "forward.py"})
+ARTIFACT_FILES = frozenset({"manifest.json", "model.gir", "weights.safetensors", "weights.npz", "forward.py",
+                            "report.json"})  # report.json: what `graphopt compile` adds
 
 
 def _sha256(path: Path) -> str:
