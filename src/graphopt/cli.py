@@ -96,10 +96,19 @@ def _cmd_passes(args: argparse.Namespace) -> int:
 
 
 def _cmd_fuzz(args: argparse.Namespace) -> int:
-    from .fuzz import fuzz
+    from .fuzz import fuzz, replay
 
     pipelines = args.pipelines.split(";") if args.pipelines else None
-    report = fuzz(args.graphs, args.seed, pipelines=pipelines, targets=args.targets.split(","), size=args.size)
+    if args.replay:
+        bad = 0
+        for pipeline in pipelines or ["O2"]:
+            for target in args.targets.split(","):
+                kind, detail = replay(args.replay, pipeline, target, args.seed)
+                print(f"{pipeline} on {target}: {kind}{': ' + detail if detail else ''}")
+                bad += kind in ("mismatch", "crash")
+        return 1 if bad else 0
+    report = fuzz(args.graphs, args.seed, pipelines=pipelines, targets=args.targets.split(","), size=args.size,
+                  reproducers=args.reproducers)
     print(report.summary())
     return 1 if report.counts["mismatch"] or report.counts["crash"] else 0
 
@@ -135,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
                                         "alone, O1, O2, O3, O2,O2)")
     fz.add_argument("--targets", default="reference,cpu,onnxruntime")
     fz.add_argument("--size", type=int, default=12, help="construction steps per graph (default 12)")
+    fz.add_argument("--reproducers", default="fuzz-findings", metavar="DIR",
+                    help="bisect and shrink each finding and write it here as a .gir (default fuzz-findings/)")
+    fz.add_argument("--replay", metavar="FILE.gir", help="run one written reproducer again instead of fuzzing")
     add_load_pass(fz)
     fz.set_defaults(fn=_cmd_fuzz)
     from .cli_model import add_commands

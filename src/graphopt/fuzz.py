@@ -26,7 +26,7 @@ import numpy as np
 from graphopt.errors import GraphoptError
 from graphopt.ir import DType, Graph, TensorType, Value
 
-__all__ = ["fuzz", "random_graph", "FuzzReport", "Finding"]
+__all__ = ["fuzz", "random_graph", "check", "bisect", "shrink", "replay", "FuzzReport", "Finding"]
 
 _UNARY = ["relu", "neg", "exp", "tanh", "sigmoid", "abs", "gelu", "silu", "sqrt", "erf", "reciprocal", "identity",
           "floor", "sin", "log1p"]
@@ -35,7 +35,7 @@ _BINARY = ["add", "sub", "mul", "div", "maximum", "minimum"]
 
 @dataclass
 class Finding:
-    """One run that did not end `ok` or `refused`: enough to reproduce it."""
+    """One run that did not end `ok` or `refused`: enough to reproduce it, bisected and shrunk when asked."""
 
     seed: int
     pipeline: str
@@ -43,11 +43,19 @@ class Finding:
     kind: str  # mismatch | crash
     detail: str
     graph: str
+    first_bad: str = ""  # the first pass whose prefix of the pipeline fails ("" before bisection; "(none)": target)
+    reproducer: str = ""  # path of the shrunk .gir written for it
 
     def __str__(self) -> str:
-        return (f"[{self.kind}] seed {self.seed}, pipeline {self.pipeline!r}, target {self.target}: {self.detail}\n"
-                f"  reproduce: graphopt fuzz --seed {self.seed} --graphs 1 --pipelines '{self.pipeline}' "
-                f"--targets {self.target}")
+        text = f"[{self.kind}] seed {self.seed}, pipeline {self.pipeline!r}, target {self.target}: {self.detail}"
+        if self.first_bad:
+            text += (f"\n  first failing pass: {self.first_bad}" if self.first_bad != "(none)" else
+                     f"\n  fails with no pass at all: a bug of the {self.target} target")
+        if self.reproducer:
+            return text + (f"\n  reproduce: graphopt fuzz --replay {self.reproducer} --seed {self.seed} --pipelines "
+                           f"'{self.pipeline}' --targets {self.target}")
+        return text + (f"\n  reproduce: graphopt fuzz --seed {self.seed} --graphs 1 --pipelines '{self.pipeline}' "
+                       f"--targets {self.target}")
 
 
 @dataclass
@@ -249,12 +257,91 @@ def _run_one(graph: Graph, pipeline: str, target: str, xs: list[np.ndarray], wan
     return ("mismatch", problem) if problem else ("ok", "")
 
 
+def check(graph: Graph, pipeline: str, target: str, seed: int) -> tuple[str, str]:
+    """(kind, detail) of one run of `graph` through `pipeline` on `target`, inputs drawn from `seed`."""
+    from graphopt.backends.reference import run
+
+    xs = _inputs(graph, seed)
+    try:
+        want = run(graph, xs)
+    except GraphoptError as e:
+        return "refused", f"the reference cannot run the graph: {e}"
+    return _run_one(graph, pipeline, target, xs, want)
+
+
+def bisect(graph: Graph, pipeline: str, target: str, seed: int) -> str:
+    """The first pass of `pipeline` after which the run fails ("(none)": it fails with no pass, on the target)."""
+    from graphopt.passes import PassManager
+
+    specs = [str(p) for p in PassManager.parse(pipeline).passes]
+    for k in range(len(specs) + 1):
+        if check(graph, ",".join(specs[:k]), target, seed)[0] in ("mismatch", "crash"):
+            return specs[k - 1] if k else "(none)"
+    return pipeline  # only the whole pipeline fails (nondeterminism): name it all
+
+
+def shrink(graph: Graph, pipeline: str, target: str, seed: int, kind: str, *, budget: int = 300) -> Graph:
+    """A smaller graph that still fails the same way: drop outputs, then cut nodes (each node's result becomes a
+    graph input, or the node is bypassed by an input of its type), keeping every step that still fails."""
+    def fails(g: Graph) -> bool:
+        try:
+            g.verify()
+        except GraphoptError:
+            return False
+        return check(g, pipeline, target, seed)[0] == kind
+
+    best = graph.copy()
+    tries = 0
+    for out in list(best.outputs):  # one failing output is enough
+        trial = best.copy()
+        trial.set_outputs([trial.value(out.name)])
+        tries += 1
+        if fails(trial):
+            best = trial
+            break
+    changed = True
+    while changed and tries < budget:
+        changed = False
+        for node in list(best):
+            for variant in _cuts(best, node):
+                tries += 1
+                if fails(variant):
+                    best, changed = variant, True
+                    break
+            if changed or tries >= budget:
+                break
+    return best
+
+
+def _cuts(graph: Graph, node: Any) -> list[Graph]:
+    """`graph` with `node` removed: its outputs read from new graph inputs, or bypassed by a same-typed input."""
+    from graphopt.passes import PassManager
+
+    out = []
+    for how in ("input", "bypass"):
+        g = graph.copy()
+        n = next(m for m in g if m.outputs[0].name == node.outputs[0].name)
+        if how == "input":
+            for o in n.outputs:
+                o.replace_all_uses_with(g.add_input(g.fresh_name("cut"), o.type))  # type: ignore[arg-type]
+        else:
+            same = [v for v in n.inputs if v.type == n.outputs[0].type and len(n.outputs) == 1]
+            if not same:
+                continue
+            n.outputs[0].replace_all_uses_with(same[0])
+        PassManager.parse("dce").run(g)
+        g.inputs[:] = [v for v in g.inputs if v.num_uses or v.is_graph_output]
+        out.append(g)
+    return out
+
+
 def fuzz(graphs: int = 100, seed: int = 0, *, pipelines: Sequence[str] | None = None,
          targets: Sequence[str] = ("reference", "cpu", "onnxruntime"), size: int = 12,
-         progress: Callable[[int], None] | None = None) -> FuzzReport:
+         progress: Callable[[int], None] | None = None, reproducers: str | None = None) -> FuzzReport:
     """Run `graphs` random graphs (seeds seed, seed+1, ...) through every pipeline on every target.
 
-    Pipelines default to every pass of graphopt's alone plus O1, O2, O3 and the doubled O2,O2 (passes meeting
+    With `reproducers` (a folder), each finding is bisected to its first failing pass, shrunk, and written there
+    as a self-contained .gir with the command that replays it. Pipelines default to every pass of graphopt's alone plus O1, O2, O3 and the doubled O2,O2 (passes meeting
     their own output). Reference outputs come from the untouched graph on the reference interpreter."""
     from graphopt.backends.reference import run
     from graphopt.passes import registered_passes
@@ -279,7 +366,31 @@ def fuzz(graphs: int = 100, seed: int = 0, *, pipelines: Sequence[str] | None = 
                 report.counts[kind] += 1
                 report.by_run[(pipeline, target, kind)] += 1
                 if kind in ("mismatch", "crash"):
-                    report.findings.append(Finding(s, pipeline, target, kind, detail, text))
+                    finding = Finding(s, pipeline, target, kind, detail, text)
+                    if reproducers is not None:
+                        _reproduce(finding, g, reproducers)
+                    report.findings.append(finding)
         if progress is not None:
             progress(s)
     return report
+
+
+def _reproduce(finding: Finding, graph: Graph, folder: str) -> None:
+    from pathlib import Path
+
+    from graphopt.fileio import write_text_atomic
+
+    finding.first_bad = bisect(graph, finding.pipeline, finding.target, finding.seed)
+    small = shrink(graph, finding.pipeline, finding.target, finding.seed, finding.kind)
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in finding.pipeline)[:40]
+    path = Path(folder) / f"fuzz-{finding.seed}-{safe}-{finding.target}.gir"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, small.format(max_inline=1 << 30) + "\n", overwrite=True)  # weights inline: one file
+    finding.reproducer = str(path)
+
+
+def replay(path: str, pipeline: str, target: str, seed: int) -> tuple[str, str]:
+    """Run a reproducer written by `fuzz(..., reproducers=...)` again: (kind, detail)."""
+    from graphopt.api import read_gir
+
+    return check(read_gir(path), pipeline, target, seed)
