@@ -17,12 +17,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from graphopt.arrays import from_numpy, to_numpy, weight_tensor  # noqa: F401 - re-exported for targets
 from graphopt.errors import InputError, UnsupportedOpError
 from graphopt.ir import Graph
-from graphopt.ir.binding import SYMBOL_BOUNDS, bind_shapes
 
 __all__ = ["Backend", "Executable", "register_backend", "get_backend", "available_backends", "check_coverage",
-           "weight_tensor"]
+           "bind_inputs", "from_numpy", "to_numpy", "weight_tensor"]
 
 
 class Executable(Protocol):
@@ -99,61 +99,3 @@ def bind_inputs(names: Sequence[str], inputs: Sequence[Any], named: Mapping[str,
             raise InputError(f"missing input {n!r}; the model takes {', '.join(names)}")
         out.append(named[n])
     return out
-
-
-def check_inputs(graph: Graph, arrays: Sequence[Any], dtypes: Sequence[Any]) -> dict[str, int]:
-    """Every target's check before it runs: dtypes (as the target's array library names them), ranks, dims and
-    symbol ranges (ir.bind_shapes). Returns the symbol bindings; InputError names what does not fit."""
-    if len(arrays) != len(graph.inputs):
-        raise InputError(f"the model takes {len(graph.inputs)} input(s) "
-                         f"({', '.join(repr(v.name) for v in graph.inputs)}), got {len(arrays)}")
-    for v, a, want in zip(graph.inputs, arrays, dtypes):
-        if a.dtype != want:
-            raise InputError(f"input {v.name!r} must be {v.type.dtype.value} ({v.type}), got {a.dtype} of shape "
-                             f"{list(a.shape)}")
-    return bind_shapes(graph.inputs, [tuple(a.shape) for a in arrays], graph.metadata.get(SYMBOL_BOUNDS))
-
-
-def from_numpy(a: Any) -> Any:
-    """numpy → torch without a copy where possible (bf16 via its bit pattern; read-only arrays are copied)."""
-    import numpy as np
-    import torch
-
-    a = np.asarray(a)
-    if not a.flags.writeable or not a.flags.c_contiguous:
-        a = np.ascontiguousarray(a).copy()
-    if a.dtype.name == "bfloat16":
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
-
-
-def weight_tensor(a: Any) -> Any:
-    """numpy → torch for a graph constant, sharing its memory even though the graph's view is read-only.
-
-    Compiling must not double a model's memory: the generated code never writes to a weight (every op it emits
-    is out of place; runtime helpers clone before an in-place update), so torch's warning about non-writable
-    arrays does not apply. Non-contiguous constants (folded transposes) are copied once, contiguous."""
-    import warnings
-
-    import numpy as np
-    import torch
-
-    a = np.asarray(a)
-    if not a.flags.c_contiguous:
-        a = np.ascontiguousarray(a)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        if a.dtype.name == "bfloat16":
-            return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-        return torch.from_numpy(a)
-
-
-def to_numpy(t: Any) -> Any:
-    """torch → numpy (bf16 as ml_dtypes.bfloat16)."""
-    import ml_dtypes
-    import torch
-
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()

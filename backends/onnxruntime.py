@@ -17,8 +17,9 @@ import numpy as np
 
 from graphopt.errors import UnsupportedOpError
 from graphopt.ir import DType, Graph
+from graphopt.ir.binding import bind_arrays
 
-from .base import bind_inputs, check_coverage, check_inputs, from_numpy, to_numpy
+from .base import bind_inputs, check_coverage, from_numpy, to_numpy
 from .onnx_export import EXPORTERS, to_onnx
 from .ort_legalize import legalize
 
@@ -91,7 +92,7 @@ class OrtExecutable:
         args = bind_inputs(self.input_names, inputs, named)
         is_torch = bool(args) and hasattr(args[0], "detach")
         arrays = [to_numpy(a) if hasattr(a, "detach") else np.asarray(a) for a in args]
-        check_inputs(self.graph, arrays, self._dtypes)
+        bind_arrays(self.graph, arrays, self._dtypes)
         feed = {n: a.astype(np.float32) if widen else a for n, a, widen in zip(self.input_names, arrays, self._feed_f32)}
         outs = self.session.run(None, feed)
         outs = [o.astype(ml_dtypes.bfloat16) if narrow else o for o, narrow in zip(outs, self._bf16_out)]

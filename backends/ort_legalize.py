@@ -22,6 +22,7 @@ from typing import Any
 
 from graphopt.errors import UnsupportedOpError
 from graphopt.ir import DType, Graph, Node, TensorType, Value
+from graphopt.ir.node import attrs_key
 
 __all__ = ["legalize", "ort_refuses"]
 
@@ -31,8 +32,6 @@ _PROBES: dict[tuple[Any, ...], str | None] = {}
 
 
 def _signature(node: Node) -> tuple[Any, ...]:
-    from graphopt.passes.cse import attrs_key
-
     ins = tuple((v.type, v.const.tobytes() if v.const is not None and v.const.size <= _SMALL_CONST else None)
                 for v in node.inputs)
     return (node.op.name, attrs_key(node.attrs), ins, tuple(o.type for o in node.outputs))

@@ -24,7 +24,7 @@ from graphopt.errors import InputError
 from .symbolic import evaluate, free_symbols, is_symbol
 from .value import Value
 
-__all__ = ["bind_shapes", "SYMBOL_BOUNDS"]
+__all__ = ["bind_shapes", "bind_arrays", "SYMBOL_BOUNDS"]
 
 SYMBOL_BOUNDS = "symbol_bounds"  # Graph.metadata key: {symbol: [min, max or None]} (torch.export's Dim ranges)
 
@@ -71,3 +71,16 @@ def bind_shapes(inputs: Sequence[Value], shapes: Sequence[Sequence[int]],
             raise InputError(f"input {src!r} dim {axis} ({sym}) is {n}, outside the range the model was compiled "
                              f"for: {rng}")
     return bindings
+
+
+def bind_arrays(graph: Any, arrays: Sequence[Any], dtypes: Sequence[Any]) -> dict[str, int]:
+    """Every target's check before it runs: the count, dtypes (as the target's array library names them), ranks,
+    dims and symbol ranges. Returns the symbol bindings; InputError names what does not fit."""
+    if len(arrays) != len(graph.inputs):
+        raise InputError(f"the model takes {len(graph.inputs)} input(s) "
+                         f"({', '.join(repr(v.name) for v in graph.inputs)}), got {len(arrays)}")
+    for v, a, want in zip(graph.inputs, arrays, dtypes):
+        if a.dtype != want:
+            raise InputError(f"input {v.name!r} must be {v.type.dtype.value} ({v.type}), got {a.dtype} of shape "
+                             f"{list(a.shape)}")
+    return bind_shapes(graph.inputs, [tuple(a.shape) for a in arrays], graph.metadata.get(SYMBOL_BOUNDS))

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .ops.registry import OpDef
 
-__all__ = ["Node"]
+__all__ = ["Node", "attrs_key"]
 
 
 class Node:
@@ -117,3 +117,17 @@ class Node:
 
     def __repr__(self) -> str:
         return f"Node({self.describe()})"
+
+
+def attrs_key(attrs: Any) -> tuple[Any, ...]:
+    """A hashable key under which two attribute sets are equal only if they mean the same: floats by their bits,
+    since `0.0 == -0.0` (a leaky_relu slope of -0.0 flips the sign of zero) and `nan != nan`."""
+    return tuple((k, _value_key(v)) for k, v in attrs.items())
+
+
+def _value_key(v: Any) -> Any:
+    if isinstance(v, float):
+        return ("float", v.hex())
+    if isinstance(v, tuple):
+        return tuple(_value_key(x) for x in v)
+    return (type(v).__name__, v)

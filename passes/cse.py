@@ -5,25 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from graphopt.ir import Graph, Value
+from graphopt.ir.node import attrs_key
 
 from .context import PassContext
 from .registry import PassResult, register_pass
 
-__all__ = ["cse", "attrs_key"]
-
-
-def attrs_key(attrs: Any) -> tuple[Any, ...]:
-    """A hashable key under which two attribute sets are equal only if they mean the same: floats by their bits,
-    since `0.0 == -0.0` (a leaky_relu slope of -0.0 flips the sign of zero) and `nan != nan`."""
-    return tuple((k, _value_key(v)) for k, v in attrs.items())
-
-
-def _value_key(v: Any) -> Any:
-    if isinstance(v, float):
-        return ("float", v.hex())
-    if isinstance(v, tuple):
-        return tuple(_value_key(x) for x in v)
-    return (type(v).__name__, v)
+__all__ = ["cse"]
 
 
 @register_pass("cse", preserves=("shapes",))

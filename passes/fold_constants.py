@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from graphopt.backends.reference import evaluate, resolve_attrs
 from graphopt.ir import Graph, Node, Value
+from graphopt.ir.interpreter import evaluate, resolve_attrs
+from graphopt.ir.node import attrs_key
 
 from .context import PassContext
-from .cse import attrs_key
 from .registry import PassResult, register_pass
 
 __all__ = ["fold_constants"]

@@ -122,7 +122,7 @@ class NumericCheck(Instrument):
         self._expected: list[np.ndarray] = []
 
     def enter_pipeline(self, graph: Graph, ctx: PassContext) -> None:
-        from graphopt.backends.reference import random_inputs, run
+        from graphopt.ir.interpreter import random_inputs, run
 
         if self.inputs is None:
             self.inputs = random_inputs(graph, self.bindings, self.seed)
@@ -130,7 +130,7 @@ class NumericCheck(Instrument):
 
     def after_pass(self, spec: PassSpec, graph: Graph, result: PassResult, record: PassRecord,
                    ctx: PassContext) -> None:
-        from graphopt.backends.reference import run
+        from graphopt.ir.interpreter import run
 
         if not result.changed:
             self.max_error[spec.name] = self.max_error.get(spec.name, 0.0)

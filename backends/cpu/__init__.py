@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from graphopt.ir import Graph, Node
+from graphopt.ir.binding import bind_arrays
 from graphopt.ir.symbolic import free_symbols, is_symbol
 
-from ..base import bind_inputs, check_coverage, check_inputs, from_numpy, to_numpy, weight_tensor
+from ..base import bind_inputs, check_coverage, from_numpy, to_numpy, weight_tensor
 from .codegen import channels_last_inputs, compile_source, generate
 from .emit import EMITTERS
 
@@ -46,7 +47,7 @@ class CpuExecutable:
         args = bind_inputs(self.input_names, inputs, named)
         as_numpy = not isinstance(args[0], torch.Tensor) if args else False
         xs = [a if isinstance(a, torch.Tensor) else from_numpy(a) for a in args]
-        check_inputs(self.graph, xs, self._dtypes)
+        bind_arrays(self.graph, xs, self._dtypes)
         with torch.inference_mode():
             outs = self._fn(*xs)
         return [to_numpy(o) for o in outs] if as_numpy else outs

@@ -20,16 +20,37 @@ from .errors import (
     UnsupportedOpError,
     VerificationError,
 )
-from . import ir  # noqa: E402
-from . import passes  # noqa: E402
-from . import backends  # noqa: E402
-from .passes import PassContext, PassManager, load_pass, register_pass  # noqa: E402
-from . import frontends  # noqa: E402
-from .frontends import import_onnx, import_torch, load_pt2  # noqa: E402
-from .backends.onnx_export import export_onnx  # noqa: E402
-from .api import CompiledModel, compile, load_model, to_graph  # noqa: E402
 
-load = load_model
+# Everything else loads on first use (PEP 562), so `import graphopt.ir` costs the IR alone — no torch, onnx,
+# passes, backends or frontends — and the layers below stay importable on their own.
+_LAZY = {
+    "ir": ("graphopt.ir", None), "passes": ("graphopt.passes", None), "backends": ("graphopt.backends", None),
+    "frontends": ("graphopt.frontends", None),
+    "PassContext": ("graphopt.passes", "PassContext"), "PassManager": ("graphopt.passes", "PassManager"),
+    "load_pass": ("graphopt.passes", "load_pass"), "register_pass": ("graphopt.passes", "register_pass"),
+    "import_onnx": ("graphopt.frontends", "import_onnx"), "import_torch": ("graphopt.frontends", "import_torch"),
+    "load_pt2": ("graphopt.frontends", "load_pt2"), "export_onnx": ("graphopt.backends.onnx_export", "export_onnx"),
+    "CompiledModel": ("graphopt.api", "CompiledModel"), "compile": ("graphopt.api", "compile"),
+    "load_model": ("graphopt.api", "load_model"), "load": ("graphopt.api", "load_model"),
+    "to_graph": ("graphopt.api", "to_graph"),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'graphopt' has no attribute {name!r}")
+    import importlib
+
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

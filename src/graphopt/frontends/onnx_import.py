@@ -210,7 +210,7 @@ class _Ctx:
 
     def add(self, op: str, inputs: list[Any], **attrs: Any) -> Any:
         """Add an IR node; small all-constant results (shape arithmetic) are evaluated right away."""
-        from graphopt.backends.reference import evaluate, resolve_attrs
+        from graphopt.ir.interpreter import evaluate, resolve_attrs
 
         node = self.graph.add_node(op, [self.tensor(x) for x in inputs], attrs)
         outs = node.outputs

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from graphopt.backends.base import to_numpy
+from graphopt.arrays import to_numpy
 from graphopt.errors import ModelLoadError, UnsupportedOpError
 from graphopt.ir import DType, Graph, TensorType, Value
 from graphopt.ir.binding import SYMBOL_BOUNDS
