@@ -163,10 +163,11 @@ exports("elu")(lambda cx, n, a: cx.emit("Elu", a, alpha=n.attrs["alpha"]))
 @exports("leaky_relu")
 def _leaky_relu(cx: _Ctx, n: Node, a: list[str]) -> str:
     slope = n.attrs["negative_slope"]
-    if math.copysign(1.0, slope) > 0:
+    if slope > 0:
         return cx.emit("LeakyRelu", a, alpha=slope)
     # ONNX returns x for x >= 0, torch (the IR) x * slope unless x > 0: at x = 0 a negative (or -0.0) slope gives
-    # -0.0, and 1/x tells +inf from -inf. Spelled out so ONNX Runtime agrees (found by `graphopt fuzz`).
+    # -0.0, and 1/x tells +inf from -inf; and ONNX Runtime turns a slope of 0 into Relu, whose negative inputs
+    # give +0.0, not x * 0 = -0.0. Spelled out so ONNX Runtime agrees (both found by `graphopt fuzz`).
     dt = n.inputs[0].type.dtype
     positive = cx.emit("Greater", [a[0], cx.const(0, dt)])
     return cx.emit("Where", [positive, a[0], cx.emit("Mul", [a[0], cx.const(slope, dt)])])
@@ -365,7 +366,14 @@ def _reduce(onnx_op: str) -> Exporter:
         keep = int(n.attrs["keepdims"])
         if onnx_op == "ReduceSum":
             return cx.emit(onnx_op, [a[0]] + ([cx.ints(axes)] if axes is not None else []), keepdims=keep)
-        return cx.emit(onnx_op, a, axes=list(axes) if axes is not None else None, keepdims=keep)
+        y = cx.emit(onnx_op, a, axes=list(axes) if axes is not None else None, keepdims=keep)
+        dt = n.inputs[0].type.dtype
+        if onnx_op in ("ReduceMax", "ReduceMin") and dt.is_float:
+            # ONNX Runtime's ReduceMax/Min skip NaN; torch and the IR propagate it (found by `graphopt fuzz`)
+            nan = cx.emit("Cast", [cx.emit("IsNaN", [a[0]])], to=_onnx_dtype(DType.F32))
+            any_nan = cx.emit("ReduceMax", [nan], axes=list(axes) if axes is not None else None, keepdims=keep)
+            y = cx.emit("Where", [cx.emit("Greater", [any_nan, cx.const(0.0, np.float32)]), cx.const(np.nan, dt), y])
+        return y
 
     return fn
 

@@ -167,7 +167,8 @@ def _gelu(x: np.ndarray, approximate: str) -> np.ndarray:
     if approximate == "tanh":
         c = np.sqrt(2.0 / np.pi).astype(x.dtype)
         return 0.5 * x * (1.0 + np.tanh(c * (x + 0.044715 * x * x * x)))
-    return 0.5 * x * (1.0 + special.erf(x / np.sqrt(2.0).astype(x.dtype)))
+    # + 0.0: torch's erf GELU gives +0.0 at x = -0.0 (its tanh form keeps -0.0); found by `graphopt fuzz`
+    return 0.5 * x * (1.0 + special.erf(x / np.sqrt(2.0).astype(x.dtype))) + 0.0
 
 
 def _softplus(x: np.ndarray, beta: float, threshold: float) -> np.ndarray:
