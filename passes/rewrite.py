@@ -163,6 +163,7 @@ class _RuleIndex:
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.by_key: dict[tuple[Any, ...], list[tuple[int, Rule, Pattern]]] = {}
         self.by_op: dict[str, list[tuple[int, Rule, Pattern]]] = {}
+        self.cache: dict[tuple[Any, ...], list[tuple[Rule, Pattern]]] = {}
         order = 0
         for rule in sorted(rules, key=lambda r: -r.benefit):
             for variant in rule.variants:
@@ -179,15 +180,17 @@ class _RuleIndex:
             return []
         if len(node.inputs) > _MAX_KEYED_INPUTS:
             return [(r, p) for _, r, p in entries]
-        options = []
-        for v in node.inputs:
-            have = v.producer.op.name if v.producer is not None else "<const>" if v.const is not None else _ANY
-            options.append((_ANY,) if have is _ANY else (_ANY, have))
-        found: list[tuple[int, Rule, Pattern]] = []
-        for combo in itertools.product(*options):
-            found += self.by_key.get((node.op.name, len(node.inputs), *combo), ())
-        found.sort(key=lambda e: e[0])
-        return [(r, p) for _, r, p in found]
+        have = tuple(v.producer.op.name if v.producer is not None else "<const>" if v.const is not None else _ANY
+                     for v in node.inputs)
+        key = (node.op.name, have)
+        if key not in self.cache:  # the same few (op, producers) shapes recur at every layer
+            options = [(_ANY,) if h is _ANY else (_ANY, h) for h in have]
+            found: list[tuple[int, Rule, Pattern]] = []
+            for combo in itertools.product(*options):
+                found += self.by_key.get((node.op.name, len(have), *combo), ())
+            found.sort(key=lambda e: e[0])
+            self.cache[key] = [(r, p) for _, r, p in found]
+        return self.cache[key]
 
 
 def apply_rules(graph: Graph, rules: Sequence[Rule], ctx: PassContext | None = None, *,
