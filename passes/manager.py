@@ -15,6 +15,7 @@ Values are bare words (`1048576`, `true`, `a,b` for lists) or double-quoted stri
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import time
@@ -131,7 +132,21 @@ class PassManager:
         return PassManager(self.passes[:index] + self.passes[index + 1:])
 
     def run(self, graph: Graph, ctx: PassContext | None = None) -> PipelineResult:
-        """Run every pass in order on `graph` (mutated in place unless a pass is functional)."""
+        """Run every pass in order on `graph` (mutated in place unless a pass is functional).
+
+        Python's cyclic garbage collector is paused for the run: a big graph is hundreds of thousands of objects,
+        and each full collection walks all of them, which made passes superlinear (cse: 2 µs per node at 10k
+        nodes, 9 µs at 100k). Reference counting still frees everything acyclic at once; cycles wait until the
+        pipeline ends."""
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run(graph, ctx)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _run(self, graph: Graph, ctx: PassContext | None) -> PipelineResult:
         ctx = ctx if ctx is not None else PassContext()
         disabled = set(ctx.disabled)
         for inst in ctx.instruments:
