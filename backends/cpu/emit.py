@@ -398,6 +398,14 @@ def _rms_norm(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
 
 @emits("scaled_dot_product_attention")
 def _sdpa(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    shapes = [v.type.shape for v in n.inputs[:3]]
+    if len(n.inputs) == 3 and not at["causal"] and n.inputs[0].type.dtype == DType.F32 and all(
+            isinstance(d, int) for s in shapes for d in s):
+        from .kernels import attention_math_wins
+
+        # without a mask no row is fully masked, so the plain softmax is the op's exact semantics
+        if attention_math_wins(*(tuple(s) for s in shapes)):  # type: ignore[arg-type]
+            return f"torch.softmax(({a[0]} @ {a[1]}.transpose(-2, -1)) * {at['scale']!r}, -1) @ {a[2]}"
     mask = a[3] if len(a) > 3 else "None"
     return (f"F.scaled_dot_product_attention({a[0]}, {a[1]}, {a[2]}, {mask}, is_causal={at['causal']}, "
             f"scale={at['scale']!r})")
