@@ -38,7 +38,7 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 def _modules() -> list[str]:
     names = ["graphopt"]
-    for pkg in (graphopt, graphopt.ir, graphopt.ir.ops, graphopt.passes, graphopt.backends):
+    for pkg in (graphopt, graphopt.ir, graphopt.ir.ops, graphopt.passes, graphopt.backends, graphopt.frontends):
         names += [m.name for m in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + ".")]
     return sorted(set(names))
 

@@ -19,7 +19,7 @@ LAYERS = {  # folder -> (its package, the graphopt packages it may import beside
     "ir": ("graphopt.ir", set()),
     "passes": ("graphopt.passes", {"graphopt.ir"}),
     "backends": ("graphopt.backends", {"graphopt.ir"}),
-    "src/graphopt/frontends": ("graphopt.frontends", {"graphopt.ir"}),
+    "frontends": ("graphopt.frontends", {"graphopt.ir"}),
 }
 
 
