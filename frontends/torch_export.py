@@ -9,7 +9,7 @@ expressions, so `view(x, [batch*seq, 768])` stays dynamic. The ATen→IR mapping
 >>> g = graphopt.import_torch(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()), (torch.ones(2, 4),))
 >>> [n.op.name for n in g]
 ['transpose', 'matmul', 'add', 'relu']
->>> g.nodes[0].origin
+>>> next(iter(g)).origin
 '0'
 """
 
