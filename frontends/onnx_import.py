@@ -67,8 +67,6 @@ def _load(model: Any) -> tuple[Any, Path | None]:
 
 
 def _external(tensor: Any, folder: Path | None) -> np.ndarray:
-    from onnx import helper
-
     info = {e.key: e.value for e in tensor.external_data}
     if folder is None:
         raise ModelLoadError(f"initializer {tensor.name} has external data; load the model from its file path")

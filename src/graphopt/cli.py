@@ -17,11 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from graphopt.errors import GraphoptError
 from graphopt.fileio import write_text_atomic
-from graphopt.ir import Graph, parse
+from graphopt.ir import Graph
 from graphopt.passes import (
     DumpToDirectory,
     NumericCheck,
