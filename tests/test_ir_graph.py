@@ -85,9 +85,18 @@ def test_copy_is_structurally_equal_and_independent() -> None:
     g = _chain(3)
     h = g.copy()
     assert graph_equal(g, h, names=True)
-    next(iter(h)).attrs = {}
-    g.remove_node  # noqa: B018
-    assert len(h) == 3 and all(n.graph is h for n in h)
+    before = g.format()
+    # mutate the copy every way a pass does: rewire, add, remove, retarget outputs
+    first = next(iter(h))
+    with h.inserting_before(first):
+        extra = h.add("neg", [first.inputs[0]])
+    first.set_input(0, extra)
+    last = list(h)[-1]
+    h.set_outputs([last.inputs[0]])
+    h.remove_node(last)
+    assert g.format() == before and len(g) == 3 and all(n.graph is g for n in g)
+    assert len(h) == 3 and all(n.graph is h for n in h) and not graph_equal(g, h)
+    assert all(c.const is h.constants[name].const for name, c in g.constants.items())  # weights shared, not copied
 
 
 def test_multi_output_values_are_separate() -> None:

@@ -306,7 +306,7 @@ def _quant_cases() -> list[Case]:
 CASES += [_lstm_case(), _gru_case(True), _gru_case(False), *_quant_cases()]
 
 # Ops whose semantics a torch function cannot state on its own; tested elsewhere.
-NOT_TORCH = {"scale_by", "swish_beta"}  # registered by a doctest and by the README
+NOT_TORCH = {"scale_by", "swish_beta", "coverage_probe"}  # registered by a doctest, the README and a test
 
 
 @pytest.mark.parametrize("op,inputs,attrs,ref", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
