@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphopt.errors import UnsupportedOpError
+from graphopt.errors import GraphoptError, UnsupportedOpError
 from graphopt.ir import DType, Graph, Node, TensorType, Value
 from graphopt.ir.node import attrs_key
 
@@ -130,7 +130,7 @@ def _recompute(g: Graph, node: Node, troubled: DType, wide: DType) -> bool:
                 args.append(v)
         try:
             wide_node = g.add_node(node.op, args, node.attrs)
-        except Exception:  # noqa: BLE001 - the IR types the op differently (or not at all) in `wide`
+        except (GraphoptError, TypeError):  # the IR types the op differently (or not at all) in `wide`
             g.remove_nodes(reversed(created))
             return False
         created.append(wide_node)

@@ -166,13 +166,14 @@ class Graph:
 
     def _replace_output(self, old: Value, new: Value) -> None:
         """Point output slots at `new` instead of `old`. An output's name is part of the model's interface
-        (`last_hidden_state`, an ONNX output `y`), so a computed `new` that is no other output takes it over."""
+        (`last_hidden_state`, an ONNX output `y`), so a computed `new` that is no other output takes it over —
+        unless `old` is a graph input or constant, whose own name is interface too and must stay."""
         for i, v in enumerate(self._outputs):
             if v is old:
                 self._outputs[i] = new
                 old._output_refs -= 1
                 new._output_refs += 1
-        if (new.producer is not None and new.output_refs == 1 and old.output_refs == 0
+        if (new.producer is not None and old.producer is not None and new.output_refs == 1 and old.output_refs == 0
                 and not _NUMERIC.match(old.name) and old.graph is self and new.graph is self):
             name = old.name
             self.rename(old, self.fresh_name(name + "_replaced"))

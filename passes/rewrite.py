@@ -90,10 +90,10 @@ class Rewriter:
         self.created.append(node)
         return node.outputs[0] if len(node.outputs) == 1 else node.outputs
 
-    def const(self, data: Any, dtype: DType | None = None, *, like: Value | None = None, suffix: str = "") -> Value:
-        """Add a constant; `like` names it after the weight it was made from (`like.name` + `suffix`), so a
-        fused model's weights keep their parameter names instead of `c_17`."""
-        name = self.graph.fresh_name(param_name(like) + suffix) if like is not None else None
+    def const(self, data: Any, dtype: DType | None = None, *, like: Value | None = None) -> Value:
+        """Add a constant; `like` names it after the weight it was made from, so a fused model's weights keep
+        their parameter names instead of `c_17`."""
+        name = self.graph.fresh_name(param_name(like)) if like is not None else None
         return self.graph.add_constant(np.asarray(data), name=name, dtype=dtype)
 
     def derived(self, source: Value, how: str, make: Callable[[], Any]) -> Value:

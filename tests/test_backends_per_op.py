@@ -188,3 +188,16 @@ def test_leaky_relu_with_a_negative_zero_slope_keeps_the_sign_of_zero_on_onnxrun
     got, want = get_backend("onnxruntime").compile(g)(a)[0], reference.run(g, [a])[0]
     np.testing.assert_array_equal(got, want)
     assert got[0] == -np.inf
+
+
+def test_a_bf16_input_returned_as_an_output_keeps_its_name_on_onnxruntime() -> None:
+    """The bf16 boundary cast took over the input's name (the output-renaming rule applied to an input)."""
+    import ml_dtypes
+
+    from graphopt.ir import parse
+
+    g = parse('graph @f(%x: bf16[3]) {\n  %0: bf16[3] = relu(%x)\n  return %0, %x\n}')
+    x = np.array([-1, 2, 3], ml_dtypes.bfloat16)
+    relu, same = get_backend("onnxruntime").compile(g)(x)
+    np.testing.assert_array_equal(same, x)
+    np.testing.assert_array_equal(relu, np.maximum(x, 0))

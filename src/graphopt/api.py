@@ -127,7 +127,8 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     t2 = time.perf_counter()
     exe = backend.compile(result.graph)
     t3 = time.perf_counter()
-    examples = _lazy_examples(original, example_inputs, example_kwargs)
+    # drawn only when a report asks: a model declared with huge inputs must not allocate them at compile time
+    examples = lambda: _examples(original, example_inputs, example_kwargs)  # noqa: E731
     eager = model if hasattr(model, "forward") and hasattr(model, "eval") else None
     return CompiledModel(result.graph, exe, target=target, pipeline=pipeline, result=result, original=original,
                          eager=eager, example_inputs=examples, eager_constants=_constants(example_kwargs),
@@ -149,13 +150,6 @@ def _examples(graph: Graph, args: Sequence[Any] | None, kwargs: Mapping[str, Any
 def _constants(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     """The keyword arguments that are not tensors: torch.export specializes them, and eager must get them too."""
     return {k: v for k, v in (kwargs or {}).items() if not hasattr(v, "shape")}
-
-
-def _lazy_examples(graph: Graph, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None
-                   ) -> Callable[[], list[np.ndarray]]:
-    """Example inputs drawn only when a report asks for them: a model declared with huge inputs must not
-    allocate them at compile time."""
-    return lambda: _examples(graph, args, kwargs)
 
 
 class CompiledModel:
