@@ -166,8 +166,8 @@ def _as_4d(graph: Graph, created: list[Node], v: Value, heads: tuple[Dim, Dim] |
     if v.type.rank == 3 and heads is not None:
         created.append(graph.add_node("reshape", [v], {"shape": (*heads, *v.type.shape[1:])}))
         return created[-1].outputs[0]
-    b, *heads_, x, y = v.type.shape
-    created.append(graph.add_node("reshape", [v], {"shape": (b, dim_mul(*heads_), x, y)}))
+    b, *kv_heads, x, y = v.type.shape  # GQA's [B, Hkv, reps, S, D]: merge the head axes
+    created.append(graph.add_node("reshape", [v], {"shape": (b, dim_mul(*kv_heads), x, y)}))
     return created[-1].outputs[0]
 
 

@@ -61,17 +61,17 @@ for _op, _fn in _CALLS.items():
     emits(_op)(lambda n, a, at, _f=_fn: f"{_f}({', '.join(a)})" if _f else a[0])
 
 
-# Ops whose torch kernels exist for floating point only (torch raises "not implemented for 'Int'"), while the IR
-# types them float on an integer input; and those torch refuses for bool though the IR keeps bool (identity).
 def _ops(*names: str) -> frozenset[str]:
     """Op names checked against the registry, so a misspelled one fails at import instead of never matching."""
     return frozenset(get_op(name).name for name in names)
 
 
-_FLOAT_KERNELS = _ops(*{"elu", "gelu", "hardsigmoid", "hardswish", "leaky_relu", "silu", "softplus", "var",
-                            "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh", "sigmoid", "erf", "log1p",
-                            "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "reciprocal",
-                            "softmax", "log_softmax", "reduce_mean"})
+# Ops whose torch kernels exist for floating point only (torch raises "not implemented for 'Int'"), while the IR
+# types them float on an integer input; and those torch refuses for bool though the IR keeps bool (identity).
+_FLOAT_KERNELS = _ops("elu", "gelu", "hardsigmoid", "hardswish", "leaky_relu", "silu", "softplus", "var",
+                      "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh", "sigmoid", "erf", "log1p",
+                      "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "reciprocal",
+                      "softmax", "log_softmax", "reduce_mean")
 _NO_BOOL_KERNELS = _ops("abs", "ceil", "floor", "round", "trunc", "relu")
 _NORM_PARAMS = _ops("batch_norm", "layer_norm", "rms_norm")
 
