@@ -98,9 +98,11 @@ class _Builder:
     def scalar(self, value: float) -> Value:
         return self.g.add_constant(np.float32(value))
 
-    def add(self, op: str, inputs: list[Value], attrs: dict[str, Any] | None = None) -> Value | None:
+    def add(self, op: str, inputs: list[Value | None], attrs: dict[str, Any] | None = None) -> Value | None:
+        if any(v is None for v in inputs):
+            return None  # an operand could not be built
         try:
-            v = self.g.add(op, inputs, attrs or {})
+            v = self.g.add(op, [v for v in inputs if v is not None], attrs or {})
         except GraphoptError:
             return None  # the IR refuses this combination (a shape mismatch): draw again
         if isinstance(v, tuple):
@@ -112,7 +114,7 @@ class _Builder:
 def _step(b: _Builder) -> None:
     r = b.rng
     kind = r.choice(["unary", "unary", "binary", "binary", "scalar", "reduce", "softmax", "layout", "linear",
-                     "conv", "attention", "slope", "cast", "concat", "minmax"])
+                     "conv", "attention", "slope", "cast", "concat", "minmax", "norm", "gelu"])
     x = b.pick()
     if kind == "unary":
         b.add(r.choice(_UNARY), [x])
@@ -155,6 +157,10 @@ def _step(b: _Builder) -> None:
         _conv_block(b)
     elif kind == "attention":
         _attention(b)
+    elif kind == "norm" and x.type.rank:
+        _norm(b, x)
+    elif kind == "gelu":
+        _gelu(b, x)
     elif kind == "slope":  # twins differing only in the sign of a zero attribute, made visible by tanh(1/x)
         for slope in (0.0, r.choice([-0.0, 0.1])):  # (tanh: ±1 at ±inf, and no amplified rounding near 0)
             y = b.add("leaky_relu", [x], {"negative_slope": slope})
@@ -186,16 +192,60 @@ def _conv_block(b: _Builder) -> None:
         b.add("batch_norm", [h, b.const((2,)), b.const((2,)), b.const((2,)), var], {"eps": 1e-5})
 
 
+def _norm(b: _Builder, x: Value) -> None:
+    """LayerNorm or RMSNorm written out the ways exporters write them (pow or x·x, sqrt-div or rsqrt-mul), sometimes
+    with γ and β, sometimes over the wrong axis or with a γ of the wrong length — the near-misses the fusions must
+    leave alone."""
+    r = b.rng
+    axis = -1 if r.random() < 0.8 else 0
+    mean = lambda v: b.add("reduce_mean", [v], {"axes": [axis], "keepdims": True})  # noqa: E731
+    d = x if r.random() < 0.4 else b.add("sub", [x, mean(x)])  # rms or layer
+    if d is None:
+        return
+    sq = b.add("pow", [d, b.scalar(2.0)]) if r.random() < 0.5 else b.add("mul", [d, d])
+    var = b.add("add", [mean(sq), b.scalar(r.choice([1e-5, 1e-6, 0.0]))]) if sq is not None else None
+    if var is None:
+        return
+    if r.random() < 0.5:
+        y = b.add("div", [d, b.add("sqrt", [var])])
+    else:
+        y = b.add("mul", [d, b.add("rsqrt", [var])])
+    n = x.type.shape[-1]
+    if y is not None and isinstance(n, int) and r.random() < 0.6:
+        y = b.add("mul", [y, b.const((n if r.random() < 0.9 else 1,))]) or y
+        if r.random() < 0.6:
+            b.add("add", [y, b.const((n,))])
+
+
+def _gelu(b: _Builder, x: Value) -> None:
+    """0.5·x·(1 + erf(x/√2)) or the tanh form, in one of the groupings exporters emit — or with a wrong constant."""
+    r = b.rng
+    if r.random() < 0.5:
+        inner = b.add("erf", [b.add("mul", [x, b.scalar(r.choice([0.7071067811865476, 0.7]))])])
+    else:
+        cube = b.add("pow", [x, b.scalar(3.0)])
+        t = b.add("add", [x, b.add("mul", [cube, b.scalar(0.044715)])]) if cube is not None else None
+        inner = b.add("tanh", [b.add("mul", [t, b.scalar(0.7978845608028654)])]) if t is not None else None
+    one = b.add("add", [inner, b.scalar(1.0)]) if inner is not None else None
+    if one is not None:
+        half = b.scalar(r.choice([0.5, 0.5, 0.25]))
+        if r.random() < 0.5:
+            b.add("mul", [b.add("mul", [x, one]), half])
+        else:
+            b.add("mul", [b.add("mul", [x, half]), one])
+
+
 def _attention(b: _Builder) -> None:
     """softmax(QKᵀ·s + M)·V in the orders exporters write it — and the one SDPA cannot (the scale after the add)."""
     r = b.rng
-    q, k, v = (b.g.add_input(f"{n}{len(b.g.inputs)}", TensorType(DType.F32, (1, 2, 4, 8))) for n in "qkv")
+    seq = r.choice([4, "seq"])
+    q, k, v = (b.g.add_input(f"{n}{len(b.g.inputs)}", TensorType(DType.F32, (1, 2, seq, 8))) for n in "qkv")
     kt = b.add("transpose", [k], {"perm": [0, 1, 3, 2]})
     s = b.add("matmul", [q, kt]) if kt is not None else None
     if s is None:
         return
     scale = b.scalar(r.choice([0.125, 0.5, 2.0]))
-    mask = b.const((1, 1, 4, 4))
+    mask = b.const((1, 1, 4, 4)) if seq == 4 else b.const((1, 1, 1, 1))
     if r.random() < 0.5:
         s = b.add(r.choice(["mul", "div"]), [s, scale])
         s = b.add("add", [s, mask]) if s is not None else None
@@ -212,7 +262,7 @@ def random_graph(seed: int, size: int = 12) -> Graph:
     rng = random.Random(seed)
     b = _Builder(rng)
     for i in range(rng.randint(1, 2)):
-        shape = rng.choice([(2, 3), (2, 4, 3), ("batch", 3), (3,)])
+        shape = rng.choice([(2, 3), (2, 4, 3), ("batch", 3), (3,), ("batch", "seq", 4)])
         b.values.append(b.g.add_input(f"x{i}", TensorType(DType.F32, shape)))
     for _ in range(size):
         _step(b)
@@ -226,9 +276,11 @@ def random_graph(seed: int, size: int = 12) -> Graph:
 
 def _inputs(graph: Graph, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
+    sizes: dict[str, int] = {}  # one size per symbol, 1 included (where broadcasting and squeezing go wrong)
     out = []
     for v in graph.inputs:
-        shape = tuple(d if isinstance(d, int) else 2 for d in v.type.shape)
+        shape = tuple(d if isinstance(d, int) else sizes.setdefault(str(d), int(rng.integers(1, 4)))
+                      for d in v.type.shape)
         a = rng.standard_normal(shape) * 2
         a[rng.random(shape) < 0.05] = 0.0  # zeros exercise the sign of zero and division
         out.append(a.astype(v.type.dtype.numpy))
