@@ -18,7 +18,8 @@ from .dtypes import DType, promote
 from .graph import Graph, NodeList
 from .node import Node
 from .nx import to_dot, to_networkx
-from .ops import Attr, ConcreteType, OpDef, ShapeError, get_op, register_op, registered_ops, same_as_input
+from .ops import (SLICE_END, Attr, AxisRef, ConcreteType, OpDef, OpRef, ShapeError, Tie, Trait, dim_flow, get_op, op_names, ops_with,
+                  register_op, registered_ops, same_as_input)
 from .parser import parse
 from .printer import format_graph
 from .types import Dim, Shape, TensorType
@@ -27,6 +28,14 @@ from .equality import assert_graph_equal, graph_equal
 
 __all__ = [
     "Attr",
+    "AxisRef",
+    "OpRef",
+    "SLICE_END",
+    "Tie",
+    "Trait",
+    "dim_flow",
+    "op_names",
+    "ops_with",
     "ConcreteType",
     "DType",
     "Dim",

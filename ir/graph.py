@@ -231,6 +231,8 @@ class Graph:
         """
         opdef = get_op(op) if isinstance(op, str) else op
         attrs = opdef.check_attrs(dict(attrs or {}))
+        if opdef.complete is not None:
+            attrs = opdef.complete_attrs([v.type for v in inputs], attrs)
         n_out = opdef.num_outputs(attrs, len(inputs))
         for v in inputs:
             if v.graph is not self:

@@ -83,7 +83,8 @@ class Node:
 
     @attrs.setter
     def attrs(self, attrs: Mapping[str, Any]) -> None:
-        self._attrs = MappingProxyType(self.op.check_attrs(dict(attrs)))
+        checked = self.op.check_attrs(dict(attrs))
+        self._attrs = MappingProxyType(self.op.complete_attrs([v.type for v in self._inputs], checked))
 
     # -- convenience -----------------------------------------------------------------------------------
     @property

@@ -10,6 +10,9 @@ import numpy as np
 from ..dtypes import DType, promote
 from ..types import TensorType
 from .registry import Attr, ShapeError, register_op
+from .traits import Trait, elementwise_flow
+
+_EW = [Trait.ELEMENTWISE]
 from .shapes import broadcast, tt
 
 
@@ -26,7 +29,8 @@ def _bitwise(name: str, fn: Any, doc: str) -> None:
         dt = promote([DType.from_numpy(a.dtype), DType.from_numpy(b.dtype)], [a.ndim, b.ndim]).numpy
         return fn(a.astype(dt, copy=False), b.astype(dt, copy=False))
 
-    register_op(name, inputs=["a", "b"], infer=_int_binary_infer, commutative=True, doc=doc,
+    register_op(name, inputs=["a", "b"], infer=_int_binary_infer, commutative=True, doc=doc, traits=_EW,
+                dim_flow=elementwise_flow,
                 flops=lambda i, o, a: o[0].numel)(kernel)
 
 
@@ -41,7 +45,8 @@ def _int_unary_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> Tenso
     return types[0]
 
 
-@register_op("bitwise_not", inputs=["x"], infer=_int_unary_infer, flops=lambda i, o, a: o[0].numel)
+@register_op("bitwise_not", inputs=["x"], infer=_int_unary_infer, flops=lambda i, o, a: o[0].numel, traits=_EW,
+             dim_flow=elementwise_flow)
 def _bitwise_not(x: np.ndarray) -> np.ndarray:
     """~x (logical not for bool)."""
     return np.invert(x)
@@ -54,7 +59,8 @@ def _shift_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorTyp
     return tt(a.dtype, broadcast(a.shape, b.shape))
 
 
-@register_op("shift", inputs=["x", "amount"], infer=_shift_infer, attrs={"left": Attr("bool")},
+@register_op("shift", inputs=["x", "amount"], infer=_shift_infer, attrs={"left": Attr("bool")}, traits=_EW,
+             dim_flow=elementwise_flow,
              flops=lambda i, o, a: o[0].numel)
 def _shift(x: np.ndarray, amount: np.ndarray, *, left: bool) -> np.ndarray:
     """x << amount or x >> amount (arithmetic); amounts outside [0, bits) give 0 (or -1 for negative x >> big)."""

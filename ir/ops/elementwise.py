@@ -15,9 +15,11 @@ from scipy import special
 from ..dtypes import DType, promote
 from ..types import TensorType
 from .registry import Attr, ConcreteType, ShapeError, register_op, same_as_input
+from .traits import Trait, elementwise_flow
 from .shapes import broadcast, compute_dtype, tt
 
 _F32 = DType.F32
+_EW, _SCALE, _FLOAT = Trait.ELEMENTWISE, Trait.SCALE_TRANSPARENT, Trait.FLOAT_COMPUTE
 
 
 def _dt(a: np.ndarray) -> DType:
@@ -59,7 +61,7 @@ def _binary(name: str, fn: Callable[..., Any], result: str = "promote", commutat
         return np.asarray(y).astype(out.numpy, copy=False)
 
     register_op(name, inputs=["a", "b"], infer=_binary_infer(result), flops=_per_elem(cost), doc=doc,
-                commutative=commutative)(kernel)
+                commutative=commutative, traits=[_EW], dim_flow=elementwise_flow)(kernel)
 
 
 _binary("add", np.add, commutative=True, doc="a + b with broadcasting")
@@ -90,7 +92,7 @@ def _div_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     return _binary_infer(_div_kind(attrs["rounding_mode"]))(types, attrs)
 
 
-@register_op("div", inputs=["a", "b"], infer=_div_infer, flops=_per_elem(1),
+@register_op("div", inputs=["a", "b"], infer=_div_infer, flops=_per_elem(1), traits=[_EW], dim_flow=elementwise_flow,
              attrs={"rounding_mode": Attr("str", "none", choices=("none", "trunc", "floor"))})
 def _div(a: np.ndarray, b: np.ndarray, *, rounding_mode: str) -> np.ndarray:
     """a / b; rounding_mode trunc or floor keeps integer dtypes (torch.div)."""
@@ -112,7 +114,7 @@ def _div(a: np.ndarray, b: np.ndarray, *, rounding_mode: str) -> np.ndarray:
     return np.asarray(y).astype(dt.numpy, copy=False)
 
 
-@register_op("where", inputs=["cond", "a", "b"], flops=_per_elem(1),
+@register_op("where", inputs=["cond", "a", "b"], flops=_per_elem(1), traits=[_EW], dim_flow=elementwise_flow,
              infer=lambda t, a: tt(promote([t[1].dtype, t[2].dtype], [t[1].rank, t[2].rank]),
                                    broadcast(t[0].shape, t[1].shape, t[2].shape)))
 def _where(cond: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -132,9 +134,11 @@ def _bool_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType
 
 
 def _unary(name: str, fn: Callable[..., Any], to_float: bool = True, cost: int = 1, doc: str = "",
-           attrs: Mapping[str, Attr] | None = None, result: str = "", numeric: bool = False) -> None:
+           attrs: Mapping[str, Attr] | None = None, result: str = "", numeric: bool = False,
+           scale: bool = False) -> None:
     """`to_float`: integer inputs give f32 (torch.exp(int) is float); `result='bool'` for predicates;
-    `numeric`: bool inputs are a type error (torch and numpy define no negative or sign of a bool)."""
+    `numeric`: bool inputs are a type error (torch and numpy define no negative or sign of a bool);
+    `scale`: f(c·x) = c·f(x) for c > 0 (Trait.SCALE_TRANSPARENT)."""
 
     def kernel(x: np.ndarray, **kw: Any) -> np.ndarray:
         dt = _dt(x)
@@ -147,7 +151,9 @@ def _unary(name: str, fn: Callable[..., Any], to_float: bool = True, cost: int =
     infer = _bool_infer if result == "bool" else _float_infer if to_float else same_as_input
     if numeric:
         infer = _numeric(infer, name)
-    register_op(name, inputs=["x"], infer=infer, flops=_per_elem(cost), doc=doc, attrs=attrs)(kernel)
+    traits = [_EW] + ([_SCALE] if scale else []) + ([_FLOAT] if to_float and result != "bool" else [])
+    register_op(name, inputs=["x"], infer=infer, flops=_per_elem(cost), doc=doc, attrs=attrs, traits=traits,
+                dim_flow=elementwise_flow)(kernel)
 
 
 def _numeric(infer: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -176,11 +182,11 @@ def _softplus(x: np.ndarray, beta: float, threshold: float) -> np.ndarray:
     return np.where(bx > threshold, x, np.log1p(np.exp(bx)) / beta)
 
 
-_unary("neg", np.negative, to_float=False, doc="-x", numeric=True)
-_unary("abs", np.abs, to_float=False, doc="|x|")
+_unary("neg", np.negative, to_float=False, doc="-x", numeric=True, scale=True)
+_unary("abs", np.abs, to_float=False, doc="|x|", scale=True)
 _unary("sign", np.sign, to_float=False, numeric=True, doc="-1, 0 or 1 (0 for NaN inputs is not guaranteed)")
 _unary("relu", lambda x: np.where(x < 0, np.zeros((), x.dtype), x), to_float=False,
-       doc="max(x, 0), NaN-propagating")
+       doc="max(x, 0), NaN-propagating", scale=True)
 _unary("exp", np.exp, cost=4, doc="e ** x")
 _unary("log", np.log, cost=4, doc="natural logarithm")
 _unary("log1p", np.log1p, cost=4, doc="log(1 + x)")
@@ -209,7 +215,7 @@ _unary("softplus", _softplus, cost=6, doc="log(1 + exp(beta x)) / beta, linear a
 _unary("elu", lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(x)), cost=4, doc="exponential linear unit",
        attrs={"alpha": Attr("float", 1.0)})
 _unary("leaky_relu", lambda x, negative_slope: np.where(x > 0, x, x * negative_slope), doc="leaky ReLU",
-       attrs={"negative_slope": Attr("float", 0.01)})
+       attrs={"negative_slope": Attr("float", 0.01)}, scale=True)
 _unary("hardsigmoid", lambda x: np.clip(x / 6 + 0.5, 0, 1), doc="clamp(x/6 + 1/2, 0, 1)")
 _unary("hardswish", lambda x: x * np.clip(x + 3, 0, 6) / 6, doc="x * relu6(x + 3) / 6")
 _unary("floor", np.floor, to_float=False, doc="round toward -inf")
@@ -221,7 +227,7 @@ _unary("isinf", np.isinf, to_float=False, result="bool", doc="x is +-inf")
 _unary("logical_not", np.logical_not, to_float=False, result="bool", doc="not x (zero is false)")
 
 
-@register_op("clamp", inputs=["x"], infer=same_as_input, flops=_per_elem(2),
+@register_op("clamp", inputs=["x"], infer=same_as_input, flops=_per_elem(2), traits=[_EW], dim_flow=elementwise_flow,
              attrs={"min": Attr("float", None, optional=True), "max": Attr("float", None, optional=True)})
 def _clamp(x: np.ndarray, *, min: float | None, max: float | None) -> np.ndarray:
     """Clamp into [min, max]; either bound may be absent. NaN stays NaN."""
@@ -234,7 +240,8 @@ def _clamp(x: np.ndarray, *, min: float | None, max: float | None) -> np.ndarray
     return y.astype(x.dtype, copy=False)
 
 
-@register_op("cast", inputs=["x"], attrs={"dtype": Attr("dtype")}, flops=_per_elem(0),
+@register_op("cast", inputs=["x"], attrs={"dtype": Attr("dtype")}, flops=_per_elem(0), traits=[_EW],
+             dim_flow=elementwise_flow,
              infer=lambda t, a: t[0].with_dtype(a["dtype"]))
 def _cast(x: np.ndarray, *, dtype: DType) -> np.ndarray:
     """Convert to dtype; floats to integers truncate toward zero (Tensor.to)."""
@@ -244,13 +251,14 @@ def _cast(x: np.ndarray, *, dtype: DType) -> np.ndarray:
         return x.astype(dtype.numpy)
 
 
-@register_op("identity", inputs=["x"], infer=same_as_input)
+@register_op("identity", inputs=["x"], infer=same_as_input, traits=[_EW, _SCALE], dim_flow=elementwise_flow)
 def _identity(x: np.ndarray) -> np.ndarray:
     """x, unchanged."""
     return x
 
 
-@register_op("dropout", inputs=["x"], infer=same_as_input, attrs={"p": Attr("float", 0.5)})
+@register_op("dropout", inputs=["x"], infer=same_as_input, attrs={"p": Attr("float", 0.5)}, traits=[_EW, _SCALE],
+             dim_flow=elementwise_flow)
 def _dropout(x: np.ndarray, *, p: float) -> np.ndarray:
     """Dropout at inference: the identity (graphs are for inference)."""
     return x

@@ -17,16 +17,51 @@ from ..symbolic import dim_add, dim_ceildiv, dim_mul, dim_sub
 from ..types import Dim, TensorType
 from .registry import Attr, ConcreteType, ShapeError, register_op
 from .shapes import broadcast, norm_axes, norm_axis, reshape_dims, tt
+from .traits import I, O, Tie, Trait, tie
 
-# Slicing to "the end" is spelled with a large end, as torch.export and ONNX do.
-_BIG = 2**62
+_LAYOUT, _SCALE = Trait.LAYOUT, Trait.SCALE_TRANSPARENT
+_VIEW = (_LAYOUT, _SCALE)  # moving elements commutes with scaling them
+
+#: The end bound of a slice "to the end", as torch.export and ONNX spell it (any end at or above it means the end).
+SLICE_END = 2**62
+_BIG = SLICE_END
 
 
 def _moved(i: list[ConcreteType], o: list[ConcreteType], a: Mapping[str, Any]) -> int:
     return 0
 
 
-@register_op("reshape", inputs=["x"], attrs={"shape": Attr("dims")}, flops=_moved,
+def _reshape_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Axis runs whose sizes agree tie one to one; runs that split or merge (heads out of a hidden dim) tie as a
+    block. Stops at the first run it cannot match (a symbolic dim inside a merge)."""
+    a, b = ins[0].shape, outs[0].shape
+    ties: list[Tie] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if a[i] == b[j]:
+            ties.append(tie(O(0, j), I(0, i)))
+            i, j = i + 1, j + 1
+            continue
+        if a[i] == 1 or b[j] == 1:  # a unit axis appears or vanishes
+            i, j = (i + 1, j) if a[i] == 1 else (i, j + 1)
+            continue
+        ii, jj, pa, pb = i + 1, j + 1, a[i], b[j]
+        while pa != pb:
+            if not isinstance(pa, int) or not isinstance(pb, int):
+                return ties
+            if pa < pb and ii < len(a) and isinstance(a[ii], int):
+                pa, ii = pa * a[ii], ii + 1
+            elif pb < pa and jj < len(b) and isinstance(b[jj], int):
+                pb, jj = pb * b[jj], jj + 1
+            else:
+                return ties
+        ties.append(tie([O(0, k) for k in range(j, jj)], [I(0, k) for k in range(i, ii)]))
+        i, j = ii, jj
+    return ties
+
+
+@register_op("reshape", inputs=["x"], attrs={"shape": Attr("dims")}, flops=_moved, traits=_VIEW,
+             dim_flow=_reshape_flow,
              infer=lambda t, a: t[0].with_shape(reshape_dims(t[0].shape, a["shape"])))
 def _reshape(x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
     """View x with a new shape; one dim may be -1."""
@@ -40,13 +75,16 @@ def _transpose_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> Tenso
     return t.with_shape([t.shape[p] for p in perm])
 
 
-@register_op("transpose", inputs=["x"], attrs={"perm": Attr("ints")}, infer=_transpose_infer, flops=_moved)
+@register_op("transpose", inputs=["x"], attrs={"perm": Attr("ints")}, infer=_transpose_infer, flops=_moved,
+             traits=_VIEW, dim_flow=lambda i, o, a: [tie(O(0, k), I(0, p)) for k, p in enumerate(a["perm"])])
 def _transpose(x: np.ndarray, *, perm: tuple[int, ...]) -> np.ndarray:
     """Permute dims: y.shape[i] = x.shape[perm[i]]."""
     return np.transpose(x, perm)
 
 
-@register_op("expand", inputs=["x"], attrs={"shape": Attr("dims")}, flops=_moved,
+@register_op("expand", inputs=["x"], attrs={"shape": Attr("dims")}, flops=_moved, traits=_VIEW,
+             dim_flow=lambda i, o, a: [tie(O(0, k + o[0].rank - i[0].rank), I(0, k)) for k, d in enumerate(i[0].shape)
+                                       if d == o[0].shape[k + o[0].rank - i[0].rank]],
              infer=lambda t, a: t[0].with_shape(broadcast(t[0].shape, a["shape"])))
 def _expand(x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
     """Broadcast x against shape (ONNX Expand; torch expand with the -1s spelled out)."""
@@ -63,8 +101,15 @@ def _squeeze_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorT
     return t.with_shape([d for i, d in enumerate(t.shape) if i not in ax])
 
 
+def _kept_axes_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Squeeze and unsqueeze: the axes that are not unit axes, in order."""
+    src = [k for k, d in enumerate(ins[0].shape) if d != 1]
+    dst = [k for k, d in enumerate(outs[0].shape) if d != 1]
+    return [tie(O(0, o), I(0, i)) for i, o in zip(src, dst)]
+
+
 @register_op("squeeze", inputs=["x"], attrs={"axes": Attr("ints", None, optional=True)}, infer=_squeeze_infer,
-             flops=_moved)
+             flops=_moved, traits=_VIEW, dim_flow=_kept_axes_flow)
 def _squeeze(x: np.ndarray, *, axes: tuple[int, ...] | None) -> np.ndarray:
     """Drop size-1 axes (all of them if axes is none)."""
     return np.squeeze(x, axis=None if axes is None else tuple(axes))
@@ -78,7 +123,8 @@ def _unsqueeze_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> Tenso
     return t.with_shape([1 if i in ax else next(dims) for i in range(rank)])
 
 
-@register_op("unsqueeze", inputs=["x"], attrs={"axes": Attr("ints")}, infer=_unsqueeze_infer, flops=_moved)
+@register_op("unsqueeze", inputs=["x"], attrs={"axes": Attr("ints")}, infer=_unsqueeze_infer, flops=_moved,
+             traits=_VIEW, dim_flow=_kept_axes_flow)
 def _unsqueeze(x: np.ndarray, *, axes: tuple[int, ...]) -> np.ndarray:
     """Insert size-1 axes at the given positions of the output."""
     return np.expand_dims(x, norm_axes(axes, x.ndim + len(axes)))
@@ -101,7 +147,20 @@ def _concat_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorTy
     return first.with_shape([total if i == ax else d for i, d in enumerate(first.shape)])
 
 
-@register_op("concat", inputs=["xs*"], attrs={"axis": Attr("int")}, infer=_concat_infer, flops=_moved)
+def _concat_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Each input's concat axis is a window of the output's; every other axis is shared."""
+    ax = norm_axis(attrs["axis"], outs[0].rank)
+    ties, offset = [], 0
+    for i, t in enumerate(ins):
+        ties += [tie(O(0, k), I(i, k)) for k in range(t.rank) if k != ax]
+        if offset is not None:
+            ties.append(tie(O(0, ax), I(i, ax), offset=offset))
+        offset = offset + t.shape[ax] if offset is not None and isinstance(t.shape[ax], int) else None
+    return ties
+
+
+@register_op("concat", inputs=["xs*"], attrs={"axis": Attr("int")}, infer=_concat_infer, flops=_moved, traits=_VIEW,
+             dim_flow=_concat_flow)
 def _concat(*xs: np.ndarray, axis: int) -> np.ndarray:
     """Join tensors along axis."""
     return np.concatenate(xs, axis=axis)
@@ -116,8 +175,19 @@ def _split_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> list[Tens
     return [t.with_shape([s if i == ax else d for i, d in enumerate(t.shape)]) for s in sizes]
 
 
+def _split_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    ax = norm_axis(attrs["axis"], ins[0].rank)
+    ties, offset = [], 0
+    for k, size in enumerate(attrs["sizes"]):
+        ties += [tie(O(k, a), I(0, a)) for a in range(ins[0].rank) if a != ax]
+        ties.append(tie(I(0, ax), O(k, ax), offset=offset))
+        offset += size
+    return ties
+
+
 @register_op("split", inputs=["x"], outputs=["ys*"], attrs={"axis": Attr("int"), "sizes": Attr("ints")},
-             infer=_split_infer, flops=_moved, variadic_outputs=lambda a, n: len(a["sizes"]))
+             infer=_split_infer, flops=_moved, variadic_outputs=lambda a, n: len(a["sizes"]), traits=_VIEW,
+             dim_flow=_split_flow)
 def _split(x: np.ndarray, *, axis: int, sizes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     """Cut x along axis into pieces of the given sizes (one output each)."""
     return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
@@ -157,7 +227,29 @@ def _slice_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorTyp
     return t.with_shape(shape)
 
 
-@register_op("slice", inputs=["x"], infer=_slice_infer, flops=_moved,
+def _slice_complete(types: list[TensorType], attrs: Mapping[str, Any]) -> dict[str, Any]:
+    n = len(attrs["starts"])
+    return {"axes": attrs["axes"] if attrs["axes"] is not None else tuple(range(n)),
+            "steps": attrs["steps"] if attrs["steps"] is not None else (1,) * n}
+
+
+def _slice_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Untouched axes are shared; a unit-step window from a known non-negative start is an offset into the input."""
+    rank = ins[0].rank
+    axes = attrs["axes"] if attrs["axes"] is not None else tuple(range(len(attrs["starts"])))
+    steps = attrs["steps"] or (1,) * len(axes)
+    cut = {norm_axis(a, rank): (s, st) for a, s, st in zip(axes, attrs["starts"], steps)}
+    ties = []
+    for k in range(rank):
+        if k not in cut:
+            ties.append(tie(O(0, k), I(0, k)))
+        elif cut[k][1] == 1 and isinstance(cut[k][0], int) and cut[k][0] >= 0:
+            ties.append(tie(I(0, k), O(0, k), offset=cut[k][0]))
+    return ties
+
+
+@register_op("slice", inputs=["x"], infer=_slice_infer, flops=_moved, traits=_VIEW, dim_flow=_slice_flow,
+             complete=_slice_complete,
              attrs={"starts": Attr("dims"), "ends": Attr("dims"), "axes": Attr("ints", None, optional=True),
                     "steps": Attr("ints", None, optional=True)})
 def _slice(x: np.ndarray, *, starts: tuple[int, ...], ends: tuple[int, ...], axes: tuple[int, ...] | None,
@@ -179,8 +271,16 @@ def _gather_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorTy
     return x.with_shape(x.shape[:ax] + idx.shape + x.shape[ax + 1:])
 
 
+def _gather_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """y = x[:, ..., indices, ...]: x's other axes and the indices' axes all reach the output."""
+    x, idx = ins
+    ax = norm_axis(attrs["axis"], x.rank)
+    return ([tie(O(0, k), I(0, k)) for k in range(ax)] + [tie(O(0, ax + k), I(1, k)) for k in range(idx.rank)]
+            + [tie(O(0, ax + idx.rank + k), I(0, ax + 1 + k)) for k in range(x.rank - ax - 1)])
+
+
 @register_op("gather", inputs=["x", "indices"], attrs={"axis": Attr("int", 0)}, infer=_gather_infer,
-             flops=_moved)
+             flops=_moved, traits=[_LAYOUT], dim_flow=_gather_flow)
 def _gather(x: np.ndarray, indices: np.ndarray, *, axis: int) -> np.ndarray:
     """Pick slices of x along axis (ONNX Gather; embedding lookup is gather on axis 0)."""
     return np.take(x, indices.astype(np.int64), axis=axis)
@@ -220,7 +320,9 @@ def _pad_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     return t.with_shape(shape)
 
 
-@register_op("pad", inputs=["x"], infer=_pad_infer, flops=_moved,
+@register_op("pad", inputs=["x"], infer=_pad_infer, flops=_moved, traits=[_LAYOUT],
+             dim_flow=lambda i, o, a: [tie(O(0, k), I(0, k)) for k in range(i[0].rank)
+                                       if a["pads"][k] == a["pads"][k + i[0].rank] == 0],
              attrs={"pads": Attr("ints"), "mode": Attr("str", "constant", choices=("constant", "reflect", "edge")),
                     "value": Attr("float", 0.0)})
 def _pad(x: np.ndarray, *, pads: tuple[int, ...], mode: str, value: float) -> np.ndarray:
@@ -238,7 +340,8 @@ def _tile_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType
     return t.with_shape([dim_mul(d, r) for d, r in zip(t.shape, reps)])
 
 
-@register_op("tile", inputs=["x"], attrs={"repeats": Attr("ints")}, infer=_tile_infer, flops=_moved)
+@register_op("tile", inputs=["x"], attrs={"repeats": Attr("ints")}, infer=_tile_infer, flops=_moved,
+             traits=_VIEW, dim_flow=lambda i, o, a: [tie(O(0, k), I(0, k)) for k, r in enumerate(a["repeats"]) if r == 1])
 def _tile(x: np.ndarray, *, repeats: tuple[int, ...]) -> np.ndarray:
     """Repeat x repeats[i] times along dim i."""
     return np.tile(x, repeats)
@@ -248,7 +351,8 @@ def _tri(name: str, fn: Any) -> None:
     def kernel(x: np.ndarray, *, diagonal: int) -> np.ndarray:
         return fn(x, k=diagonal)
 
-    register_op(name, inputs=["x"], attrs={"diagonal": Attr("int", 0)}, flops=_moved,
+    register_op(name, inputs=["x"], attrs={"diagonal": Attr("int", 0)}, flops=_moved, traits=[_SCALE],
+                dim_flow=lambda i, o, a: [tie(O(0, k), I(0, k)) for k in range(i[0].rank - 2)],
                 infer=lambda t, a: t[0], doc=f"{'upper' if name == 'triu' else 'lower'} triangle of the last "
                 "two dims, the rest zeroed")(kernel)
 

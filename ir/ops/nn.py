@@ -12,6 +12,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..dtypes import DType
 from ..types import Dim, TensorType
 from .registry import Attr, ConcreteType, ShapeError, register_op, same_as_input
+from .traits import I, O, Tie, Trait, tie
+
+_QUANT, _SENSITIVE, _SCALE = [Trait.QUANTIZABLE], [Trait.PRECISION_SENSITIVE], [Trait.SCALE_TRANSPARENT]
 from .shapes import broadcast, compute_dtype, norm_axis, tt
 
 
@@ -68,7 +71,23 @@ def _einsum_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorTy
     return tt(_same_dtype("einsum", *types), tuple(dims[ch] for ch in out))
 
 
+def _einsum_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Axes that share a letter index the same thing: each operand axis ties to the output's axis of its letter,
+    or, for a summed letter, to the first operand axis that carries it (a contraction)."""
+    terms, out = _einsum_terms(attrs["equation"], [t.rank for t in ins])
+    first: dict[str, Any] = {ch: O(0, k) for k, ch in enumerate(out)}
+    ties = []
+    for i, term in enumerate(terms):
+        for k, ch in enumerate(term):
+            if ch not in first:
+                first[ch] = I(i, k)
+            elif ins[i].shape[k] != 1 or ch.islower():
+                ties.append(tie(first[ch], I(i, k)))
+    return ties
+
+
 @register_op("einsum", inputs=["operands*"], infer=_einsum_infer, attrs={"equation": Attr("str")},
+             dim_flow=_einsum_flow, traits=_QUANT,
              flops=lambda i, o, a: 2 * max(o[0].numel, 1) * max((t.numel for t in i), default=1))
 def _einsum(*operands: np.ndarray, equation: str) -> np.ndarray:
     """Einstein summation (numpy/torch einsum), computed in f32 for half types."""
@@ -92,7 +111,27 @@ def _matmul_flops(i: list[ConcreteType], o: list[ConcreteType], a: Mapping[str, 
     return 2 * o[0].numel * i[0].shape[-1]
 
 
-@register_op("matmul", inputs=["a", "b"], infer=_matmul_infer, flops=_matmul_flops)
+def _matmul_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Batch axes as broadcasting does; a's rows and b's columns reach the output; a's columns meet b's rows."""
+    a, b = ins
+    out = outs[0]
+    ties = []
+    batch = out.rank - (a.rank > 1) - (b.rank > 1)
+    for k in range(batch):
+        for i, t in enumerate((a, b)):
+            j = k - (batch - (t.rank - 2))
+            if t.rank > 2 and j >= 0 and t.shape[j] == out.shape[k]:
+                ties.append(tie(O(0, k), I(i, j)))
+    if a.rank > 1:
+        ties.append(tie(O(0, batch), I(0, a.rank - 2)))
+    if b.rank > 1:
+        ties.append(tie(O(0, out.rank - 1), I(1, b.rank - 1)))
+    ties.append(tie(I(0, a.rank - 1), I(1, max(b.rank - 2, 0))))
+    return ties
+
+
+@register_op("matmul", inputs=["a", "b"], infer=_matmul_infer, flops=_matmul_flops, traits=_QUANT,
+             dim_flow=_matmul_flow)
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Batched matrix product with broadcasting (torch.matmul)."""
     return np.matmul(_c(a), _c(b)).astype(a.dtype, copy=False)
@@ -115,7 +154,15 @@ ACTIVATIONS = {"none": None, "relu": ("relu", {}), "gelu": ("gelu", {"approximat
                       "gelu_tanh": ("gelu", {"approximate": "tanh"}), "silu": ("silu", {}), "tanh": ("tanh", {})}
 
 
-@register_op("linear", inputs=["x", "weight", "bias?"], infer=_linear_infer, flops=_matmul_flops,
+def _linear_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    x = ins[0]
+    return ([tie(O(0, k), I(0, k)) for k in range(x.rank - 1)] + [tie(I(0, x.rank - 1), I(1, 1))]
+            + [tie(O(0, x.rank - 1), I(1, 0))] + ([tie(O(0, x.rank - 1), I(2, 0))] if len(ins) > 2 and ins[2].rank
+                                                      else []))
+
+
+@register_op("linear", inputs=["x", "weight", "bias?"], infer=_linear_infer, flops=_matmul_flops, traits=_QUANT,
+             dim_flow=_linear_flow,
              attrs={"activation": Attr("str", "none", choices=tuple(ACTIVATIONS))})
 def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, activation: str) -> np.ndarray:
     """act(x @ weight.T + bias), weight laid out [out_features, in_features] (torch.nn.functional.linear).
@@ -150,6 +197,35 @@ def _spatial(attrs: Mapping[str, Any], nd: int) -> tuple[tuple[int, ...], tuple[
     if len(strides) != nd or len(pads) != 2 * nd or len(dil) != nd:
         raise ShapeError(f"strides/dilations need {nd} entries and pads {2 * nd} (begins then ends)")
     return strides, pads, dil
+
+
+def _spatial_complete(types: list[TensorType], attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Strides, pads and dilations written out (ONNX's defaults), so every consumer reads them the same way."""
+    nd = len(attrs["kernel"]) if "kernel" in attrs else types[0].rank - 2
+    return {"strides": attrs["strides"] or (1,) * nd, "pads": attrs["pads"] or (0,) * (2 * nd),
+            "dilations": attrs["dilations"] or (1,) * nd}
+
+
+def _channel_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Pools: batch and channel axes reach the output; spatial axes are windows (no tie)."""
+    return [tie(O(0, 0), I(0, 0)), tie(O(0, 1), I(0, 1))]
+
+
+def _conv_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Output channels are the weight's rows (and the bias's, and the residual's channels); input channels meet the
+    weight's second axis when groups == 1; a depthwise conv (one input channel per group) passes channels through."""
+    x, w = ins[0], ins[1]
+    ties = [tie(O(0, 0), I(0, 0)), tie(O(0, 1), I(1, 0))]
+    if len(ins) > 2:
+        ties.append(tie(O(0, 1), I(2, 0)))
+    if len(ins) > 3:
+        ties += [tie(O(0, k), I(3, k)) for k in range(outs[0].rank)]
+    g = attrs["groups"]
+    if g == 1:
+        ties.append(tie(I(0, 1), I(1, 1)))
+    elif w.shape[1] == 1 and x.shape[1] == g == w.shape[0]:
+        ties.append(tie(O(0, 1), I(0, 1)))
+    return ties
 
 
 def _out_len(n: int, k: int, s: int, p0: int, p1: int, d: int, ceil_mode: bool = False) -> int:
@@ -215,6 +291,7 @@ def _pad_spatial(x: np.ndarray, pads: tuple[int, ...], value: float) -> np.ndarr
 
 
 @register_op("conv", inputs=["x", "weight", "bias?", "residual?"], infer=_conv_infer, flops=_conv_flops,
+             traits=_QUANT, dim_flow=_conv_flow, complete=_spatial_complete,
              attrs={**_SPATIAL, "groups": Attr("int", 1), "activation": Attr("str", "none", choices=tuple(ACTIVATIONS))})
 def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, residual: np.ndarray | None = None, *,
           strides: Any, pads: Any, dilations: Any, groups: int, activation: str) -> np.ndarray:
@@ -264,7 +341,7 @@ def _conv_t_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorTy
     return tt(dtype, (x.shape[0], w.shape[1] * attrs["groups"]) + _conv_t_shape(x, w, attrs))
 
 
-@register_op("conv_transpose", inputs=["x", "weight", "bias?"], infer=_conv_t_infer,
+@register_op("conv_transpose", inputs=["x", "weight", "bias?"], infer=_conv_t_infer, complete=_spatial_complete,
              flops=lambda i, o, a: 2 * i[0].numel * math.prod(i[1].shape[1:]),
              attrs={**_SPATIAL, "output_padding": Attr("ints", None, optional=True), "groups": Attr("int", 1)})
 def _conv_transpose(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, strides: Any, pads: Any,
@@ -317,7 +394,8 @@ def _pool_geometry(x: np.ndarray, kernel: tuple[int, ...], attrs: dict[str, Any]
     return strides, dil, out, tuple(pads[:nd]) + ends, pads
 
 
-@register_op("max_pool", inputs=["x"], infer=_pool_infer, flops=_pool_flops,
+@register_op("max_pool", inputs=["x"], infer=_pool_infer, flops=_pool_flops, traits=_SCALE, dim_flow=_channel_flow,
+             complete=_spatial_complete,
              attrs={"kernel": Attr("ints"), **_SPATIAL, "ceil_mode": Attr("bool", False)})
 def _max_pool(x: np.ndarray, *, kernel: tuple[int, ...], **attrs: Any) -> np.ndarray:
     """Max over windows; padding never wins (torch max_pool)."""
@@ -327,7 +405,8 @@ def _max_pool(x: np.ndarray, *, kernel: tuple[int, ...], **attrs: Any) -> np.nda
     return win.max(axis=tuple(range(-len(kernel), 0))).astype(x.dtype, copy=False)
 
 
-@register_op("avg_pool", inputs=["x"], infer=_pool_infer, flops=_pool_flops,
+@register_op("avg_pool", inputs=["x"], infer=_pool_infer, flops=_pool_flops, traits=_SCALE, dim_flow=_channel_flow,
+             complete=_spatial_complete,
              attrs={"kernel": Attr("ints"), **_SPATIAL, "ceil_mode": Attr("bool", False),
                     "count_include_pad": Attr("bool", True)})
 def _avg_pool(x: np.ndarray, *, kernel: tuple[int, ...], count_include_pad: bool, **attrs: Any) -> np.ndarray:
@@ -352,6 +431,7 @@ def _adaptive_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> Tensor
 
 
 @register_op("adaptive_avg_pool", inputs=["x"], infer=_adaptive_infer, attrs={"output_size": Attr("ints")},
+             traits=_SCALE, dim_flow=_channel_flow,
              flops=lambda i, o, a: i[0].numel)
 def _adaptive_avg_pool(x: np.ndarray, *, output_size: tuple[int, ...]) -> np.ndarray:
     """Average pooling to a fixed output size; bin i covers [floor(i*n/out), ceil((i+1)*n/out))."""
@@ -368,6 +448,8 @@ def _adaptive_avg_pool(x: np.ndarray, *, output_size: tuple[int, ...]) -> np.nda
 
 # -- normalisation ---------------------------------------------------------------------------------------
 @register_op("batch_norm", inputs=["x", "scale", "bias", "mean", "var"], infer=same_as_input,
+             dim_flow=lambda i, o, a: [tie(O(0, k), I(0, k)) for k in range(i[0].rank)]
+             + [tie(O(0, 1), I(p, 0)) for p in range(1, 5)],
              attrs={"eps": Attr("float", 1e-5)}, flops=lambda i, o, a: 2 * o[0].numel)
 def _batch_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, *,
                 eps: float) -> np.ndarray:
@@ -389,7 +471,17 @@ def _norm_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType
     return x
 
 
+def _norm_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Leading axes pass through; normalized axes too, but removing one of their elements changes the statistics of
+    the rest (lossy); the affine parameters' axes are the normalized ones."""
+    x = ins[0]
+    ax = norm_axis(attrs["axis"], x.rank)
+    ties = [tie(O(0, k), I(0, k), exact=k < ax) for k in range(x.rank)]
+    return ties + [tie(O(0, ax + k), I(p, k)) for p in range(1, len(ins)) for k in range(x.rank - ax)]
+
+
 @register_op("layer_norm", inputs=["x", "scale?", "bias?"], infer=_norm_infer, flops=lambda i, o, a: 8 * o[0].numel,
+             traits=_SENSITIVE, dim_flow=_norm_flow,
              attrs={"axis": Attr("int", -1), "eps": Attr("float", 1e-5)})
 def _layer_norm(x: np.ndarray, scale: np.ndarray | None = None, bias: np.ndarray | None = None, *, axis: int,
                 eps: float) -> np.ndarray:
@@ -407,6 +499,7 @@ def _layer_norm(x: np.ndarray, scale: np.ndarray | None = None, bias: np.ndarray
 
 
 @register_op("rms_norm", inputs=["x", "scale?"], infer=_norm_infer, flops=lambda i, o, a: 4 * o[0].numel,
+             traits=_SENSITIVE, dim_flow=_norm_flow,
              attrs={"axis": Attr("int", -1), "eps": Attr("float", 1e-6)})
 def _rms_norm(x: np.ndarray, scale: np.ndarray | None = None, *, axis: int, eps: float) -> np.ndarray:
     """x / sqrt(mean(x^2) + eps) over dims axis..rank-1, then scale."""
@@ -497,7 +590,35 @@ def _sdpa_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType
     return q.with_shape(broadcast(q.shape[:-2], v.shape[:-2]) + (q.shape[-2], v.shape[-1]))
 
 
+def _sdpa_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Batch and head axes pass from q (and from k and v where they are not broadcast or grouped); q's rows and v's
+    columns reach the output; q and k meet on the head size (lossy when the scale defaults to 1/sqrt of it); k and v
+    share the key axis, whose removal renormalizes the softmax (lossy), as does the mask's."""
+    q, k, v = ins[:3]
+    out = outs[0]
+    r = out.rank
+    # a causal mask is by position: removing a query row or a key shifts which keys the later rows see
+    ties = [tie(O(0, r - 2), I(0, q.rank - 2), exact=not attrs["causal"]), tie(O(0, r - 1), I(2, v.rank - 1)),
+            tie(I(0, q.rank - 1), I(1, k.rank - 1), exact=attrs["scale"] is not None),
+            tie(I(1, k.rank - 2), I(2, v.rank - 2), exact=False)]
+    for j in range(r - 2):
+        for i, t in enumerate((q, k, v)):
+            a = j - (r - t.rank)
+            if a >= 0 and t.shape[a] == out.shape[j]:
+                ties.append(tie(O(0, j), I(i, a)))
+    if len(ins) > 3:
+        m = ins[3]
+        for j in range(r - 1):
+            a = j - (r - m.rank)
+            if a >= 0 and m.shape[a] == out.shape[j]:
+                ties.append(tie(O(0, j), I(3, a)))
+        if m.rank and m.shape[-1] == k.shape[-2]:
+            ties.append(tie(I(1, k.rank - 2), I(3, m.rank - 1), exact=False))
+    return ties
+
+
 @register_op("scaled_dot_product_attention", inputs=["q", "k", "v", "mask?"], infer=_sdpa_infer,
+             traits=_SENSITIVE, dim_flow=_sdpa_flow,
              attrs={"scale": Attr("float", None, optional=True), "causal": Attr("bool", False)},
              flops=lambda i, o, a: 2 * o[0].numel * i[1].shape[-2] + 2 * math.prod(i[0].shape[:-1]) * i[1].shape[-2]
              * i[0].shape[-1])
@@ -536,7 +657,18 @@ def _q_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     return x.with_dtype(zp.dtype)
 
 
+def _q_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Elementwise in x; a per-channel scale and zero point follow the channel axis."""
+    x, scale = ins[0], ins[1]
+    ties = [tie(O(0, k), I(0, k)) for k in range(x.rank)]
+    if scale.rank == 1 and scale.shape[0] != 1:
+        ax = norm_axis(attrs["axis"], x.rank)
+        ties += [tie(O(0, ax), I(1, 0)), tie(O(0, ax), I(2, 0))]
+    return ties
+
+
 @register_op("quantize_linear", inputs=["x", "scale", "zero_point"], infer=_q_infer, attrs={"axis": Attr("int", 1)},
+             dim_flow=_q_flow,
              flops=lambda i, o, a: 3 * o[0].numel)
 def _quantize_linear(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, *, axis: int) -> np.ndarray:
     """saturate(round_half_even(x / scale) + zero_point); per-tensor or per-channel along axis (ONNX)."""
@@ -548,6 +680,7 @@ def _quantize_linear(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, *
 
 
 @register_op("dequantize_linear", inputs=["x", "scale", "zero_point"], attrs={"axis": Attr("int", 1)},
+             dim_flow=_q_flow,
              infer=lambda t, a: t[0].with_dtype(t[1].dtype), flops=lambda i, o, a: 2 * o[0].numel)
 def _dequantize_linear(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, *, axis: int) -> np.ndarray:
     """(x - zero_point) * scale, in scale's dtype."""

@@ -11,6 +11,26 @@ from ..dtypes import DType
 from ..types import TensorType
 from .registry import Attr, ConcreteType, ShapeError, register_op
 from .shapes import compute_dtype, norm_axes, norm_axis, tt
+from .traits import I, O, Tie, Trait, tie
+
+_SENSITIVE = [Trait.PRECISION_SENSITIVE]
+
+
+def _kept_flow(axes_of: Callable[[Mapping[str, Any], int], tuple[int, ...]]) -> Callable[..., list[Tie]]:
+    """Reductions: the axes not reduced reach the output (shifted down when keepdims is false)."""
+
+    def flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+        rank = ins[0].rank
+        reduced = axes_of(attrs, rank)
+        kept = [k for k in range(rank) if k not in reduced]
+        if attrs["keepdims"]:
+            return [tie(O(0, k), I(0, k)) for k in kept]
+        return [tie(O(0, j), I(0, k)) for j, k in enumerate(kept)]
+
+    return flow
+
+
+_reduced_axes = _kept_flow(lambda a, r: norm_axes(a["axes"], r))
 
 _AXES = {"axes": Attr("ints", None, optional=True), "keepdims": Attr("bool", False)}
 
@@ -51,7 +71,8 @@ def _reduction(name: str, fn: Callable[..., Any], result: str, doc: str) -> None
         y = fn(x.astype(compute_dtype(dt).numpy, copy=False), axis=ax, keepdims=keepdims)
         return np.asarray(y).astype(dt.numpy, copy=False)
 
-    register_op(name, inputs=["x"], infer=infer, attrs=_AXES, flops=_in_elems, doc=doc)(kernel)
+    register_op(name, inputs=["x"], infer=infer, attrs=_AXES, flops=_in_elems, doc=doc,
+                traits=[] if name in ("reduce_max", "reduce_min") else _SENSITIVE, dim_flow=_reduced_axes)(kernel)
 
 
 _reduction("reduce_sum", np.sum, "accum", "sum over axes (all if none); integers accumulate in i64")
@@ -87,6 +108,7 @@ def _arg(name: str, fn: Callable[..., Any]) -> None:
         return fn(x, axis=norm_axis(axis, x.ndim), keepdims=keepdims).astype(np.int64)
 
     register_op(name, inputs=["x"], infer=_arg_infer, flops=_in_elems,
+                dim_flow=_kept_flow(lambda a, r: (norm_axis(a["axis"], r),)),
                 attrs={"axis": Attr("int"), "keepdims": Attr("bool", False)},
                 doc=f"index of the {name[3:]} along axis (first one on ties; NaN counts as largest)")(kernel)
 
@@ -95,7 +117,7 @@ _arg("argmax", np.argmax)
 _arg("argmin", np.argmin)
 
 
-@register_op("var", inputs=["x"], flops=lambda i, o, a: 3 * i[0].numel,
+@register_op("var", inputs=["x"], flops=lambda i, o, a: 3 * i[0].numel, traits=_SENSITIVE, dim_flow=_reduced_axes,
              attrs={**_AXES, "correction": Attr("float", 1.0)},
              infer=lambda t, a: tt(t[0].dtype, _reduced_shape(t[0], a["axes"], a["keepdims"])))
 def _var(x: np.ndarray, *, axes: tuple[int, ...] | None, keepdims: bool, correction: float) -> np.ndarray:
@@ -125,13 +147,23 @@ def _float_same(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType
     return types[0]
 
 
-register_op("softmax", inputs=["x"], attrs={"axis": Attr("int", -1)}, infer=_float_same,
+def along_axis_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Ops along one axis (softmax, cumsum): the other axes are shared; the axis itself is too, but removing one of
+    its elements changes the others (lossy)."""
+    ax = norm_axis(attrs["axis"], ins[0].rank)
+    return [tie(O(0, k), I(0, k), exact=k != ax) for k in range(ins[0].rank)]
+
+
+register_op("softmax", inputs=["x"], attrs={"axis": Attr("int", -1)}, infer=_float_same, traits=_SENSITIVE,
+            dim_flow=along_axis_flow,
             flops=lambda i, o, a: 5 * i[0].numel, doc="exp(x) / sum(exp(x)) along axis")(_softmax_kernel(False))
-register_op("log_softmax", inputs=["x"], attrs={"axis": Attr("int", -1)}, infer=_float_same,
+register_op("log_softmax", inputs=["x"], attrs={"axis": Attr("int", -1)}, infer=_float_same, traits=_SENSITIVE,
+            dim_flow=along_axis_flow,
             flops=lambda i, o, a: 5 * i[0].numel, doc="log(softmax(x)) along axis")(_softmax_kernel(True))
 
 
-@register_op("cumsum", inputs=["x"], attrs={"axis": Attr("int")}, flops=_in_elems,
+@register_op("cumsum", inputs=["x"], attrs={"axis": Attr("int")}, flops=_in_elems, traits=_SENSITIVE,
+             dim_flow=along_axis_flow,
              infer=lambda t, a: t[0].with_dtype(_accum_dtype(t[0].dtype)))
 def _cumsum(x: np.ndarray, *, axis: int) -> np.ndarray:
     """Running sum along axis; integers accumulate in i64."""

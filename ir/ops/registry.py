@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from graphopt.errors import UnsupportedOpError
 from ..dtypes import DType
 from ..symbolic import canon
 from ..types import TensorType
+from .traits import DimFlowFn, Trait
 
 __all__ = [
     "Attr",
@@ -37,6 +38,9 @@ __all__ = [
     "registered_ops",
     "same_as_input",
     "REQUIRED",
+    "OpRef",
+    "op_names",
+    "ops_with",
 ]
 
 
@@ -145,6 +149,7 @@ class ConcreteType:
 
 
 InferFn = Callable[[list[TensorType], Mapping[str, Any]], "TensorType | Sequence[TensorType]"]
+CompleteFn = Callable[[list[TensorType], Mapping[str, Any]], Mapping[str, Any]]
 FlopsFn = Callable[[list[ConcreteType], list[ConcreteType], Mapping[str, Any]], int]
 
 
@@ -163,6 +168,9 @@ class OpDef:
     pure: bool = True
     commutative: bool = False
     variadic_outputs: Callable[[Mapping[str, Any], int], int] | None = None
+    traits: frozenset[Trait] = frozenset()
+    dim_flow: DimFlowFn | None = None
+    complete: CompleteFn | None = None
     _min_inputs: int = field(init=False, default=0)
     _max_inputs: float = field(init=False, default=0)
 
@@ -200,6 +208,22 @@ class OpDef:
             else:
                 out[key] = spec.default
         return out
+
+    def has(self, trait: Trait) -> bool:
+        """Whether the op declares `trait`."""
+        return trait in self.traits
+
+    def complete_attrs(self, types: Sequence[TensorType | None], attrs: dict[str, Any]) -> dict[str, Any]:
+        """Fill the defaults that depend on the inputs (a conv's strides, pads and dilations from the kernel's rank;
+        a slice's axes and steps), so two nodes that mean the same have the same attributes and no consumer has to
+        know the default. Unchanged when an input type is unknown."""
+        if self.complete is None or any(t is None for t in types):
+            return attrs
+        try:
+            filled = self.complete(list(types), attrs)  # type: ignore[arg-type]
+        except (ArithmeticError, ValueError, IndexError, KeyError, TypeError):
+            return attrs  # a malformed node: type inference reports it, naming the node
+        return {**attrs, **{k: self.attrs[k].coerce(v) for k, v in filled.items()}}
 
     def num_outputs(self, attrs: Mapping[str, Any], n_inputs: int) -> int:
         if self.variadic_outputs is not None:
@@ -244,17 +268,27 @@ def register_op(
     pure: bool = True,
     commutative: bool = False,
     variadic_outputs: Callable[[Mapping[str, Any], int], int] | None = None,
+    traits: Iterable[Trait] = (),
+    dim_flow: DimFlowFn | None = None,
+    complete: CompleteFn | None = None,
     replace: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register an op whose numpy kernel is the decorated function.
 
     `inputs` are names; a trailing `?` marks an optional trailing input, `*` a variadic one. The kernel takes
     the input arrays positionally and the attributes as keywords, and returns an array (or a tuple for
-    multi-output ops). `flops(inputs, outputs, attrs)` gets ConcreteTypes. Registering a name twice is an
-    error unless `replace=True`.
+    multi-output ops). `flops(inputs, outputs, attrs)` gets ConcreteTypes. `traits` (see `Trait`) and
+    `dim_flow` (see `graphopt.ir.ops.traits.Tie`) are what passes ask instead of the op's name; `complete` fills
+    attribute defaults that depend on the input types when a node is made. Registering a name twice is an error
+    unless `replace=True`.
     """
     if not name or not name.replace("_", "a").isalnum() or not name[0].isalpha():
         raise ValueError(f"op name {name!r} must be a lowercase identifier like 'layer_norm'")
+
+    traits = tuple(traits)
+    for t in traits:
+        if not isinstance(t, Trait):
+            raise TypeError(f"traits of {name} must be graphopt.ir.Trait members, got {t!r}")
 
     def decorator(kernel: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY and not replace:
@@ -269,8 +303,11 @@ def register_op(
             flops=flops,
             doc=doc if doc is not None else (kernel.__doc__ or "").strip().split("\n")[0],
             pure=pure,
-            commutative=commutative,
+            commutative=commutative or Trait.COMMUTATIVE in set(traits),
             variadic_outputs=variadic_outputs,
+            traits=frozenset(traits) | ({Trait.COMMUTATIVE} if commutative else set()),
+            dim_flow=dim_flow,
+            complete=complete,
         )
         return kernel
 
@@ -297,3 +334,41 @@ def registered_ops() -> dict[str, OpDef]:
 def same_as_input(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     """Type inference for ops whose output has the type of their first input."""
     return types[0]
+
+
+def op_names(*names: str) -> frozenset[str]:
+    """A set of registered op names, checked now: a misspelled name fails where the set is made (at import),
+    instead of silently never matching in `node.op.name in ...`."""
+    return frozenset(get_op(name).name for name in names)
+
+
+def ops_with(trait: Trait) -> frozenset[str]:
+    """The names of the ops registered now that declare `trait`."""
+    return frozenset(name for name, op in _REGISTRY.items() if trait in op.traits)
+
+
+@dataclass(frozen=True)
+class OpRef:
+    """A checked reference to a registered op, made at import so a typo fails there.
+
+    It compares by name, so an op re-registered with `replace=True` still matches:
+
+    >>> RELU = OpRef("relu")
+    >>> from graphopt.ir import parse
+    >>> g = parse("graph @g(%x: f32[2]) { %y: f32[2] = relu(%x) return %y }")
+    >>> RELU.of(next(iter(g))), RELU.produced(g.outputs[0])
+    (True, True)
+    """
+
+    name: str
+
+    def __post_init__(self) -> None:
+        get_op(self.name)
+
+    def of(self, node: Any) -> bool:
+        """Whether `node` applies this op."""
+        return node is not None and node.op.name == self.name
+
+    def produced(self, value: Any) -> bool:
+        """Whether `value` is an output of a node applying this op."""
+        return value.producer is not None and value.producer.op.name == self.name
