@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import UnsupportedOpError
-from graphopt.ir import DType, Graph, Node, Value
+from graphopt.ir import SLICE_END, DType, Graph, Node, OpRef, Value, op_names
 from graphopt.ir.dtypes import promote
 from graphopt.ir.symbolic import is_symbol, to_sympy
 
@@ -32,6 +32,7 @@ __all__ = ["to_onnx", "export_onnx", "EXPORTERS", "OPSET"]
 
 OPSET = 17
 _INT64_MAX = np.iinfo(np.int64).max
+_SCATTER_ND, _FMOD, _MAX_POOL = OpRef("scatter_nd"), OpRef("fmod"), OpRef("max_pool")
 Exporter = Callable[["_Ctx", Node, list[str]], "str | list[str]"]
 EXPORTERS: dict[str, Exporter] = {}
 
@@ -151,7 +152,7 @@ def _scatter(cx: _Ctx, n: Node, a: list[str]) -> str:
         raise UnsupportedOpError(f"{n.describe()}: scatter with reduction={red!r} needs ONNX opset 18",
                                  ops={n.op.name: 1})
     extra = {} if red == "none" else {"reduction": red}
-    if n.op.name == "scatter_nd":
+    if _SCATTER_ND.of(n):
         return cx.emit("ScatterND", a, **extra)
     return cx.emit("ScatterElements", a, axis=n.attrs["axis"], **extra)
 
@@ -217,7 +218,7 @@ def _div(cx: _Ctx, n: Node, a: list[str]) -> str:
 @exports("fmod", "remainder")
 def _mod(cx: _Ctx, n: Node, a: list[str]) -> str:
     x, y = _operands(cx, n, a)
-    if n.op.name == "fmod":
+    if _FMOD.of(n):
         return cx.emit("Mod", [x, y], fmod=1)
     if n.outputs[0].type.dtype.is_float:
         return cx.emit("Sub", [x, cx.emit("Mul", [cx.emit("Floor", [cx.emit("Div", [x, y])]), y])])
@@ -303,7 +304,7 @@ exports("squeeze")(lambda cx, n, a: cx.emit("Squeeze", [a[0]] + ([cx.ints(n.attr
 
 @exports("slice")
 def _slice(cx: _Ctx, n: Node, a: list[str]) -> str:
-    big = lambda d: _INT64_MAX if isinstance(d, int) and d >= 2**62 else d  # noqa: E731
+    big = lambda d: _INT64_MAX if isinstance(d, int) and d >= SLICE_END else d  # noqa: E731
     at = n.attrs
     ins = [a[0], cx.ints([big(d) for d in at["starts"]]), cx.ints([big(d) for d in at["ends"]])]
     if at["axes"] is not None or at["steps"] is not None:
@@ -440,7 +441,7 @@ def _grid_sample(cx: _Ctx, n: Node, a: list[str]) -> str:
 def _pool(cx: _Ctx, n: Node, a: list[str]) -> str:
     at, nd = n.attrs, len(n.attrs["kernel"])
     sp = _spatial(n, nd)
-    if n.op.name == "max_pool":
+    if _MAX_POOL.of(n):
         return cx.emit("MaxPool", a, kernel_shape=list(at["kernel"]), ceil_mode=int(at["ceil_mode"]), **sp)
     del sp["dilations"]
     return cx.emit("AveragePool", a, kernel_shape=list(at["kernel"]), ceil_mode=int(at["ceil_mode"]),
@@ -545,10 +546,10 @@ exports("quantize_linear")(lambda cx, n, a: cx.emit("QuantizeLinear", a, axis=n.
 exports("dequantize_linear")(lambda cx, n, a: cx.emit("DequantizeLinear", a, axis=n.attrs["axis"]))
 
 
-_CAST_TO_OUTPUT = {"exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf", "reciprocal", "log1p",
-                   "silu", "gelu", "softplus", "elu", "hardswish", "hardsigmoid", "softmax", "log_softmax",
-                   "reduce_sum", "reduce_prod", "cumsum", "reduce_mean", "abs", "neg"}
-_BOOL_INPUTS = {"logical_and", "logical_or", "logical_xor", "logical_not"}
+_CAST_TO_OUTPUT = op_names("exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf", "reciprocal", "log1p",
+                           "silu", "gelu", "softplus", "elu", "hardswish", "hardsigmoid", "softmax", "log_softmax",
+                           "reduce_sum", "reduce_prod", "cumsum", "reduce_mean", "abs", "neg")
+_BOOL_INPUTS = op_names("logical_and", "logical_or", "logical_xor", "logical_not")
 
 
 # -- driver --------------------------------------------------------------------------------------------------

@@ -62,8 +62,8 @@ def main() -> None:
         g = build(n)
         text = str(g)
         constants = {c.name: c.const for c in g.constants.values()}
-        t_parse = median_time(lambda: parse(text, constants), args.repeats)
-        t_print = median_time(lambda: str(g), args.repeats)
+        t_parse = median_time(lambda: parse(text, constants), args.repeats)  # noqa: B023
+        t_print = median_time(lambda: str(g), args.repeats)  # noqa: B023
         t_verify = median_time(g.verify, args.repeats)
         copies = [g.copy() for _ in range(args.repeats)]
         pm = PassManager.parse("O1")

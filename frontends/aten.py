@@ -18,13 +18,13 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from graphopt.ir import DType, Value
+from graphopt.ir import SLICE_END, DType, Value
 
 __all__ = ["converter", "convert", "is_supported", "is_supported_name", "op_name", "keep_whole", "UNAVAILABLE"]
 
 Converter = Callable[..., Any]
 _TABLE: dict[str, Converter] = {}
-_BIG = 2**62  # the IR's "to the end" slice bound
+_BIG = SLICE_END  # the IR's "to the end" slice bound
 _MATERIALIZE = 4096  # fills up to this many elements become constants
 
 

@@ -26,14 +26,14 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import ModelLoadError, UnsupportedOpError
-from graphopt.ir import DType, Graph, TensorType, Value
+from graphopt.ir import SLICE_END, DType, Graph, TensorType, Value
 from graphopt.ir.symbolic import dim_add, dim_floordiv, dim_mul, dim_sub
 
 __all__ = ["import_onnx", "CONVERTERS", "MIN_OPSET"]
 
 MIN_OPSET = 13
 _FOLD_LIMIT = 4096  # elements: shape-sized results are folded while importing, weights are left to the passes
-_BIG = 2**62
+_BIG = SLICE_END
 Converter = Callable[["_Ctx", Any, list[Any]], Any]
 CONVERTERS: dict[str, Converter] = {}
 

@@ -61,14 +61,14 @@ def bind_shapes(inputs: Sequence[Value], shapes: Sequence[Sequence[int]],
                 if want != n:
                     raise InputError(f"input {v.name!r} dim {axis} is {n}, expected {d} = {want}")
     for sym, (lo, hi) in (bounds or {}).items():
-        n = bindings.get(sym)
-        if n is None:
+        size = bindings.get(sym)
+        if size is None:
             continue
-        if (lo is not None and n < lo) or (hi is not None and n > hi):
+        if (lo is not None and size < lo) or (hi is not None and size > hi):
             src, axis = where[sym]
             rng = " and ".join(t for t in (f"{sym} >= {lo}" if lo is not None else "",
                                            f"{sym} <= {hi}" if hi is not None else "") if t)
-            raise InputError(f"input {src!r} dim {axis} ({sym}) is {n}, outside the range the model was compiled "
+            raise InputError(f"input {src!r} dim {axis} ({sym}) is {size}, outside the range the model was compiled "
                              f"for: {rng}")
     return bindings
 

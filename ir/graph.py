@@ -268,7 +268,7 @@ class Graph:
         if any(t is None for t in in_types):
             return [None] * n_out
         try:
-            return op.infer_types(in_types, attrs)  # type: ignore[arg-type]
+            return list(op.infer_types(in_types, attrs))  # type: ignore[arg-type]
         except ShapeError as e:
             args = ", ".join(f"%{v.name}: {v.type}" for v in inputs)
             raise VerificationError(f"{op.name}({args}) {dict(attrs)}: {e}", rule="types") from None

@@ -41,7 +41,7 @@ Observer = Callable[[Value, np.ndarray], None]
 
 def bind_symbols(graph: Graph, arrays: Sequence[np.ndarray]) -> dict[str, int]:
     """Check the arrays against the graph's input types and bind every symbolic dim to its size (InputError)."""
-    return bind_arrays(graph, arrays, [v.type.dtype.numpy for v in graph.inputs])
+    return bind_arrays(graph, arrays, [v.type.dtype.numpy for v in graph.inputs])  # type: ignore[union-attr]
 
 
 def resolve_attrs(node: Node, bindings: Mapping[str, int]) -> dict[str, Any]:
@@ -157,7 +157,7 @@ def random_inputs(graph: Graph, bindings: Mapping[str, int] | None = None, seed:
         assert t is not None
         for d in t.shape:
             if is_symbol(d):
-                bindings.setdefault(d, 2)
+                bindings.setdefault(str(d), 2)
         shape = resolve_shape(t.shape, bindings)
         if t.dtype.is_float:
             a = rng.standard_normal(shape).astype(t.dtype.numpy)

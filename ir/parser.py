@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -74,7 +74,7 @@ class _Parser:
         toks.append(_Tok("eof", "", len(self.text)))
         return toks
 
-    def _fail(self, message: str, pos: int) -> Any:
+    def _fail(self, message: str, pos: int) -> NoReturn:
         line = self.text.count("\n", 0, pos) + 1
         start = self.text.rfind("\n", 0, pos) + 1
         end = self.text.find("\n", pos)
@@ -117,7 +117,7 @@ class _Parser:
                 t = self.parse_type()
                 if t is None:
                     self._fail("graph inputs need a type", tok.pos)
-                self._guard(tok, lambda: graph.add_input(_name(tok.text), t))
+                self._guard(tok, lambda: graph.add_input(_name(tok.text), t))  # noqa: B023 (called at once)
                 if self.accept(")"):
                     break
                 self.expect("punct", ",")

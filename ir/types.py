@@ -41,7 +41,7 @@ def _check_dim(dim: object) -> Dim:
         try:
             return canon(dim)
         except ValueError as e:
-            raise TypeError(f"a dim must be an int, a symbol like 'batch' or an expression like 'batch*seq': {e}")
+            raise TypeError(f"a dim must be an int, a symbol like 'batch' or an expression like 'batch*seq': {e}") from None
     raise TypeError(f"a dim must be an int, a symbol like 'batch' or an expression like 'batch*seq', got {dim!r}")
 
 

@@ -23,7 +23,7 @@ class Use(NamedTuple):
     """`node.inputs[index] is value`."""
 
     node: Node
-    index: int
+    index: int  # type: ignore[assignment]  # (shadows tuple.index: a Use is read by name)
 
 
 class Value:

@@ -69,7 +69,7 @@ def _slice_is_full(m: Match) -> bool | str:
     node = m.root
     if any(s != 0 for s in node.attrs["starts"]) or any(s != 1 for s in node.attrs["steps"] or ()):
         return "not a full slice"
-    return same_type("x")(m)
+    return same_type("x")(m) or "not the same type"
 
 
 CANONICALIZE_RULES = [

@@ -37,10 +37,10 @@ def cse(graph: Graph, ctx: PassContext, *, max_const_size: int = 4096) -> PassRe
         ids = [id(v) for v in node.inputs]
         if node.op.commutative:
             ids.sort()
-        key = (node.op, attrs_key(node.attrs), tuple(ids), tuple(o.type for o in node.outputs))
-        first = seen.get(key)
+        nkey: tuple[Any, ...] = (node.op, attrs_key(node.attrs), tuple(ids), tuple(o.type for o in node.outputs))
+        first = seen.get(nkey)
         if first is None:
-            seen[key] = list(node.outputs)
+            seen[nkey] = list(node.outputs)
             continue
         for old, new in zip(node.outputs, first):
             old.replace_all_uses_with(new)

@@ -22,7 +22,7 @@ generated code, and they hide patterns from later passes. Rules, applied to a fi
 
 from __future__ import annotations
 
-from graphopt.ir import Graph
+from graphopt.ir import Graph, OpRef, Trait, get_op, ops_with
 
 from .context import PassContext
 from .pattern import Match, Pat, Var
@@ -33,10 +33,9 @@ __all__ = ["eliminate_layout_ops", "ELIMINATE_LAYOUT_RULES"]
 
 X = Var("x")
 _RESHAPES = ("reshape", "squeeze", "unsqueeze")
-# elementwise ops of one input whose attributes do not depend on the layout
-_UNARY = ("relu", "gelu", "silu", "sigmoid", "tanh", "exp", "log", "neg", "abs", "sqrt", "rsqrt", "erf", "cast",
-          "reciprocal", "sin", "cos", "floor", "ceil", "round", "sign", "logical_not", "softplus", "elu", "leaky_relu",
-          "hardswish", "hardsigmoid")
+_TRANSPOSE = OpRef("transpose")
+# elementwise ops of one input: by the trait's definition their attributes do not depend on the layout
+_UNARY = sorted(name for name in ops_with(Trait.ELEMENTWISE) if len(get_op(name).inputs) == 1)
 
 
 def _to_reshape(rw: Rewriter, m: Match) -> object:
@@ -54,11 +53,11 @@ def _cancels(m: Match) -> bool | str:
     inner, outer = m.root.inputs[0].producer.inputs[0].producer, m.root
     if m.x.type.shape != outer.outputs[0].type.shape:
         return "the layout ops around the elementwise op do not cancel"
-    if inner.op.name == "transpose" and outer.op.name == "transpose":
+    if _TRANSPOSE.of(inner) and _TRANSPOSE.of(outer):
         p, q = inner.attrs["perm"], outer.attrs["perm"]
         if [p[i] for i in q] != list(range(len(p))):
             return "the two transposes do not compose to the identity"
-    elif inner.op.name == "transpose" or outer.op.name == "transpose":
+    elif _TRANSPOSE.of(inner) or _TRANSPOSE.of(outer):
         return "a transpose and a reshape only cancel when both are views of one order"
     return True
 

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphopt.ir import Graph
+from graphopt.ir import Graph, Node, OpRef
 
 from .context import PassContext
 from .pattern import Const, Match, Pat, Var
 from .registry import PassResult, register_pass
 from .rewrite import Rewriter, Rule, apply_rules
+
+_LINEAR = OpRef("linear")
 
 __all__ = ["fold_batchnorm"]
 
@@ -39,8 +41,10 @@ X, W = Var("x"), Const(name="w")
 BN = dict(gamma=Const(name="gamma"), beta=Const(name="beta"), mean=Const(name="mean"), var=Const(name="var"))
 
 
-def _layer(m: Match) -> object:
-    return m.root.inputs[0].producer
+def _layer(m: Match) -> Node:
+    layer = m.root.inputs[0].producer
+    assert layer is not None  # the pattern matched a node there
+    return layer
 
 
 def _check(m: Match) -> bool | str:
@@ -51,7 +55,7 @@ def _check(m: Match) -> bool | str:
         return f"the {layer.op.name} ends in {layer.attrs['activation']}; batch_norm after it does not fold"
     if len(layer.inputs) > 3:
         return f"the {layer.op.name} adds a residual; batch_norm after it does not fold"
-    if layer.op.name == "linear" and layer.outputs[0].type.rank != 2:
+    if _LINEAR.of(layer) and layer.outputs[0].type.rank != 2:
         return "batch_norm after a linear folds only for a 2-D output"
     if not m.w.type.dtype.is_float:
         return f"weights are {m.w.type.dtype}"

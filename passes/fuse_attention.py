@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from graphopt.ir import Dim, Graph, Node, Value
+from graphopt.ir import Dim, Graph, Node, OpRef, Value
 from graphopt.ir.symbolic import canon, dim_mul
 
 from .context import PassContext
@@ -25,6 +25,9 @@ from .pattern import scalar_of
 from .registry import PassResult, register_pass
 
 __all__ = ["fuse_attention"]
+
+_ADD, _MUL, _DIV, _RESHAPE, _MATMUL, _FULL, _WHERE, _ISNAN, _SOFTMAX = map(
+    OpRef, ("add", "mul", "div", "reshape", "matmul", "full", "where", "isnan", "softmax"))
 
 
 class _Reject(Exception):
@@ -60,14 +63,14 @@ def _to_4d(v: Value) -> tuple[Value, float]:
     scale = 1.0
     while v.producer is not None:
         n = v.producer
-        if n.op.name == "mul" and (scalar_of(n.inputs[1]) is not None or scalar_of(n.inputs[0]) is not None):
+        if _MUL.of(n) and (scalar_of(n.inputs[1]) is not None or scalar_of(n.inputs[0]) is not None):
             c = scalar_of(n.inputs[1])
             scale *= c if c is not None else scalar_of(n.inputs[0])  # type: ignore[operator]
             v = n.inputs[0] if c is not None else n.inputs[1]
-        elif n.op.name == "div" and scalar_of(n.inputs[1]) is not None and n.attrs["rounding_mode"] == "none":
+        elif _DIV.of(n) and scalar_of(n.inputs[1]) is not None and n.attrs["rounding_mode"] == "none":
             scale /= scalar_of(n.inputs[1])  # type: ignore[operator]
             v = n.inputs[0]
-        elif n.op.name == "reshape" and _merges_heads(n.inputs[0], v):
+        elif _RESHAPE.of(n) and _merges_heads(n.inputs[0], v):
             v = n.inputs[0]
         else:
             break
@@ -77,26 +80,26 @@ def _to_4d(v: Value) -> tuple[Value, float]:
 
 
 def _reaches_matmul(v: Value) -> bool:
-    while v.producer is not None and v.producer.op.name in ("reshape", "mul", "div"):
+    while any(op.produced(v) for op in (_RESHAPE, _MUL, _DIV)):
         v = v.producer.inputs[0]
-    return v.producer is not None and v.producer.op.name == "matmul"
+    return _MATMUL.produced(v)
 
 
 def _is_zero(v: Value) -> bool:
     if v.const is not None:
         return not np.any(v.const)
-    return v.producer is not None and v.producer.op.name == "full" and v.producer.attrs["value"] == 0.0
+    return _FULL.produced(v) and v.producer.attrs["value"] == 0.0  # type: ignore[union-attr]
 
 
 def _unguard(p: Value, sm: Node) -> tuple[Value, list[Node]]:
     """Skip the guard exporters put after the softmax for fully masked rows: `where(rows_all_masked, 0, p)`
     (torch.export) or `where(isnan(p), 0, p)` (ONNX); return (guarded value, guard nodes)."""
-    guards = [u for u in p.users if u.op.name == "where" and u.inputs[2] is p and _is_zero(u.inputs[1])]
+    guards = [u for u in p.users if _WHERE.of(u) and u.inputs[2] is p and _is_zero(u.inputs[1])]
     if len(guards) != 1:
         return p, []
     w = guards[0]
     others = [u for u in p.users if u is not w]
-    if all(u.op.name == "isnan" and [x for x in u.outputs[0].users] == [w] for u in others):
+    if all(_ISNAN.of(u) and [x for x in u.outputs[0].users] == [w] for u in others):
         return w.outputs[0], [w, *others]
     return p, []
 
@@ -114,10 +117,10 @@ def _match(sm: Node) -> _Site:
                       "matmul)", sm)
     user = p.users[0]
     heads: tuple[Dim, Dim] | None = None  # (batch, heads) when P·V runs with batch and heads merged
-    if user.op.name == "reshape" and _merges_heads(p, user.outputs[0]) and len(user.outputs[0].users) == 1:
+    if _RESHAPE.of(user) and _merges_heads(p, user.outputs[0]) and len(user.outputs[0].users) == 1:
         heads = tuple(p.type.shape[:2]) if p.type.rank == 4 else None  # type: ignore[assignment]
         user = user.outputs[0].users[0]
-    if user.op.name != "matmul" or user.inputs[1] is p:
+    if not _MATMUL.of(user) or user.inputs[1] is p:
         raise _Reject(f"the probabilities feed {user.op.name}, not the left side of a matmul with V", user)
     v_in = user.inputs[1]
     if heads is not None and v_in.type.rank == 3 and canon(dim_mul(*heads)) == canon(v_in.type.shape[0]):
@@ -132,20 +135,20 @@ def _match(sm: Node) -> _Site:
     s, mask, post, mask_scale = x, None, 1.0, 1.0
     while s.producer is not None:
         n = s.producer
-        if n.op.name == "add" and mask is None:
+        if _ADD.of(n) and mask is None:
             pick = next((i for i, v in enumerate(n.inputs) if _reaches_matmul(v)), None)
             if pick is None:
                 raise _Reject("neither operand of the score add comes from a Q·Kᵀ matmul", n)
             s, mask, mask_scale = n.inputs[pick], n.inputs[1 - pick], post
-        elif n.op.name == "reshape" and (_merges_heads(s, n.inputs[0]) or _merges_heads(n.inputs[0], s)):
+        elif _RESHAPE.of(n) and (_merges_heads(s, n.inputs[0]) or _merges_heads(n.inputs[0], s)):
             s = n.inputs[0]
-        elif n.op.name in ("mul", "div") and scalar_of(n.inputs[1]) is not None:
+        elif (_MUL.of(n) or _DIV.of(n)) and scalar_of(n.inputs[1]) is not None:
             c = scalar_of(n.inputs[1])
-            post = post * c if n.op.name == "mul" else post / c  # type: ignore[operator]
+            post = post * c if _MUL.of(n) else post / c  # type: ignore[operator]
             s = n.inputs[0]
         else:
             break
-    if s.producer is None or s.producer.op.name != "matmul":
+    if not _MATMUL.produced(s):
         raise _Reject("no Q·Kᵀ matmul feeds the softmax", sm)
     qk = s.producer
     q4, q_scale = _to_4d(qk.inputs[0])
@@ -175,7 +178,7 @@ def _as_4d(graph: Graph, created: list[Node], v: Value, heads: tuple[Dim, Dim] |
 def fuse_attention(graph: Graph, ctx: PassContext) -> PassResult:
     """Replace each softmax(Q·Kᵀ·scale + mask)·V with scaled_dot_product_attention; report the sites it rejects."""
     fused = rejected = 0
-    for sm in [n for n in graph if n.op.name == "softmax"]:
+    for sm in [n for n in graph if _SOFTMAX.of(n)]:
         try:
             site = _match(sm)
         except _Reject as r:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphopt.ir import Graph
+from graphopt.ir import Graph, Node
 
 from .context import PassContext
 from .fuse_linear import no_activation_yet, with_activation
@@ -35,10 +35,10 @@ X, W, B, R, SKIP = Var("x"), Var("w"), Var("b"), Var("r"), Var("skip")
 _ACTS = ("relu", "gelu", "silu", "tanh")
 
 
-def _conv_of(m: Match) -> object:
+def _conv_of(m: Match) -> Node:
     """The matched conv: the add's operand that is not the skip. (When both operands are convs, the first conv
     found is not necessarily the one the pattern bound x and w from; its bias and attributes would be wrong.)"""
-    return next(v.producer for v in m.root.inputs if v is not m.skip)
+    return next(v.producer for v in m.root.inputs if v is not m.skip and v.producer is not None)
 
 
 def _residual_ok(m: Match) -> bool | str:

@@ -27,13 +27,14 @@ may sit on either factor.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from graphopt.ir import Graph
 
 from .context import PassContext
 from .pattern import Const, Match, Pat, Pattern, Var
 from .registry import PassResult, register_pass
-from .rewrite import Rewriter, Rule, apply_rules
+from .rewrite import Rule, apply_rules
 
 __all__ = ["fuse_gelu", "FUSE_GELU_RULES"]
 
@@ -52,7 +53,7 @@ def _constants_ok(m: Match) -> bool | str:
     return m.x.type.dtype.is_float or f"%{m.x.name} is {m.x.type.dtype}"
 
 
-def _gelu(approximate: str) -> object:
+def _gelu(approximate: str) -> Any:
     return lambda rw, m: rw.op("gelu", [m.x], approximate=approximate)
 
 

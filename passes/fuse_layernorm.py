@@ -28,12 +28,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-from graphopt.ir import Graph
+from graphopt.ir import Graph, OpRef
 
 from .context import PassContext
 from .pattern import AttrVar, Const, Match, Pat, Pattern, Var, scalar_of
 from .registry import PassResult, register_pass
 from .rewrite import Rewriter, Rule, apply_rules
+
+_LAYER_NORM = OpRef("layer_norm")
 
 __all__ = ["fuse_layernorm", "FUSE_LAYERNORM_RULES"]
 
@@ -77,7 +79,7 @@ def _normalized(square: str, norm: str) -> Pattern:
 def _param_ok(which: str) -> Callable[[Match], bool | str]:
     def check(m: Match) -> bool | str:
         ln, p = m.root.inputs[0].producer, m.p
-        if ln is None or ln.op.name != "layer_norm":
+        if not _LAYER_NORM.of(ln):
             ln = m.root.inputs[1].producer
         want = 1 if which == "gamma" else 2
         if len(ln.inputs) != want:
@@ -92,7 +94,7 @@ def _param_ok(which: str) -> Callable[[Match], bool | str]:
 
 def _absorb(rw: Rewriter, m: Match) -> object:
     ln = m.root.inputs[0].producer
-    if ln is None or ln.op.name != "layer_norm":
+    if not _LAYER_NORM.of(ln):
         ln = m.root.inputs[1].producer
     return rw.op("layer_norm", [*ln.inputs, m.p], **ln.attrs)
 

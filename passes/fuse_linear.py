@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from graphopt.ir import Dim, Graph, Value
+from graphopt.ir import Dim, Graph, OpRef, Value
 from graphopt.ir.symbolic import canon, dim_mul
 
 from .context import PassContext
@@ -98,6 +98,7 @@ def _unflattened(rw: Rewriter, m: Match) -> object:
     # Both reshapes are row-major, so rows = prod(lead): reshape the input to [*lead, in] instead and let the
     # linear run on it directly; the reshape after it survives only if it also splits the output features.
     lin, lead = m.root.inputs[0].producer, _row_dims(m)
+    assert lead is not None  # _unflatten_ok checked it
     x = m.x if tuple(m.x.type.shape) == (*lead, m.w.type.shape[1]) else rw.op(
         "reshape", [m.x], shape=[*lead, m.w.type.shape[1]])
     y = rw.op("linear", [x, *lin.inputs[1:]], **lin.attrs)
@@ -117,7 +118,7 @@ def _tied(rw: Rewriter, m: Match) -> object:
 
 
 def _bias_ok(m: Match) -> bool | str:
-    lin = next(v.producer for v in m.root.inputs if v.producer is not None and v.producer.op.name == "linear")
+    lin = next(v.producer for v in m.root.inputs if _LINEAR.produced(v))
     if lin.attrs["activation"] != "none":
         return f"the linear ends in {lin.attrs['activation']}; a bias after it is not its bias"
     n = m.w.type.shape[0]
@@ -153,6 +154,7 @@ def with_activation(act: str) -> Callable[[Rewriter, Match], object]:
     return replace
 
 
+_LINEAR = OpRef("linear")
 _ACTS = ("relu", "gelu", "silu", "tanh")
 FUSE_LINEAR_RULES = [
     Rule("matmul-to-linear", Pat("matmul", X, W), _to_linear, check=_weight_ok, commute=False,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 
-from graphopt.ir import Graph
+from graphopt.ir import Graph, OpRef
 
 from .context import PassContext
 from .fuse_layernorm import normalized_with, trailing_axes_ok
@@ -36,6 +36,7 @@ from .rewrite import Rewriter, Rule, apply_rules
 __all__ = ["fuse_rmsnorm", "FUSE_RMSNORM_RULES"]
 
 X, EPS = Var("x"), Const(name="eps")
+_RMS_NORM = OpRef("rms_norm")
 
 
 _check = trailing_axes_ok
@@ -51,7 +52,7 @@ def _normalized(square: str, norm: str) -> Pattern:
 
 
 def _scale_ok(m: Match) -> bool | str:
-    rms = next(v.producer for v in m.root.inputs if v.producer is not None and v.producer.op.name == "rms_norm")
+    rms = next(v.producer for v in m.root.inputs if _RMS_NORM.produced(v))
     x = rms.inputs[0]
     normalized = tuple(x.type.shape[rms.attrs["axis"] % x.type.rank:])
     if len(rms.inputs) != 1:
@@ -62,7 +63,7 @@ def _scale_ok(m: Match) -> bool | str:
 
 
 def _absorb(rw: Rewriter, m: Match) -> object:
-    rms = next(v.producer for v in m.root.inputs if v.producer is not None and v.producer.op.name == "rms_norm")
+    rms = next(v.producer for v in m.root.inputs if _RMS_NORM.produced(v))
     return rw.op("rms_norm", [rms.inputs[0], m.g], **rms.attrs)
 
 

@@ -25,17 +25,19 @@ from collections import defaultdict
 
 import numpy as np
 
-from graphopt.ir import Graph, Node, Value
+from graphopt.ir import Graph, Node, OpRef, Value
 
 from .context import PassContext
 from .registry import PassResult, register_pass
 from .rewrite import param_name
 
+_LINEAR = OpRef("linear")
+
 __all__ = ["merge_parallel_linears"]
 
 
 def _mergeable(n: Node) -> bool:
-    return n.op.name == "linear" and all(v.const is not None for v in n.inputs[1:])
+    return _LINEAR.of(n) and all(v.const is not None for v in n.inputs[1:])
 
 
 def _merge(graph: Graph, group: list[Node], made: dict[tuple[int, ...], list[Value]]) -> None:

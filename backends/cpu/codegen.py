@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from graphopt.ir import DType, Graph, Node, Value
+from graphopt.ir import DType, Graph, Node, OpRef, Value
 from graphopt.ir.symbolic import free_symbols, is_symbol
 
 from .emit import EMITTERS, INFIX, PREPARE, legal_operands
+
+_CONV = OpRef("conv")
 
 _RESERVED = {"torch", "F", "rt", "W", "make", "forward", "floor", "ceiling", "Max", "Min", "Mod", "inf", "nan"}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -41,7 +43,7 @@ class _Names:
 def channels_last_inputs(graph: Graph) -> list[Value]:
     """4-D graph inputs that feed a 2-D convolution: the ones a channels-last layout would start from."""
     return [v for v in graph.inputs if v.type.rank == 4 and v.type.dtype.is_float
-            and any(u.op.name == "conv" and u.inputs[0] is v for u in v.users)]
+            and any(_CONV.of(u) and u.inputs[0] is v for u in v.users)]
 
 
 def generate(graph: Graph, channels_last: bool = False) -> tuple[str, list[np.ndarray]]:

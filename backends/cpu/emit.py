@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from graphopt.ir import DType, Node, get_op
+from graphopt.ir import SLICE_END, DType, Node, OpRef, Trait, op_names, ops_with
 
 Emitter = Callable[[Node, Sequence[str], dict[str, Any]], str]
 EMITTERS: dict[str, Emitter] = {}
@@ -61,19 +61,11 @@ for _op, _fn in _CALLS.items():
     emits(_op)(lambda n, a, at, _f=_fn: f"{_f}({', '.join(a)})" if _f else a[0])
 
 
-def _ops(*names: str) -> frozenset[str]:
-    """Op names checked against the registry, so a misspelled one fails at import instead of never matching."""
-    return frozenset(get_op(name).name for name in names)
-
-
 # Ops whose torch kernels exist for floating point only (torch raises "not implemented for 'Int'"), while the IR
 # types them float on an integer input; and those torch refuses for bool though the IR keeps bool (identity).
-_FLOAT_KERNELS = _ops("elu", "gelu", "hardsigmoid", "hardswish", "leaky_relu", "silu", "softplus", "var",
-                      "exp", "log", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh", "sigmoid", "erf", "log1p",
-                      "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "reciprocal",
-                      "softmax", "log_softmax", "reduce_mean")
-_NO_BOOL_KERNELS = _ops("abs", "ceil", "floor", "round", "trunc", "relu")
-_NORM_PARAMS = _ops("batch_norm", "layer_norm", "rms_norm")
+_FLOAT_KERNELS = ops_with(Trait.FLOAT_COMPUTE)
+_NO_BOOL_KERNELS = op_names("abs", "ceil", "floor", "round", "trunc", "relu")
+_NORM_PARAMS = op_names("batch_norm", "layer_norm", "rms_norm")
 
 
 def legal_operands(n: Node, args: Sequence[str]) -> tuple[list[str], str | None]:
@@ -162,6 +154,7 @@ emits("cumprod")(lambda n, a, at: f"torch.cumprod({a[0]}, {at['axis']}, dtype={_
 emits("shift")(lambda n, a, at: f"rt.shift({a[0]}, {a[1]}, {at['left']})")
 emits("bitcast")(lambda n, a, at: f"{a[0]}.view({_dt(at['dtype'])})")
 emits("einsum")(lambda n, a, at: f"torch.einsum({at['equation']!r}, {', '.join(a)})")
+_MAX_POOL = OpRef("max_pool")
 _SCATTER = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
 emits("scatter_elements")(lambda n, a, at: f"torch.scatter({a[0]}, {at['axis']}, {a[1]}, {a[2]})"
                           if at["reduction"] == "none" else
@@ -208,7 +201,7 @@ def _slice(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
         if st < 0:
             backwards.append(f"{ax % rank}, {s}, {e}, {st}")
             continue
-        e_txt = "" if e == str(2**62) or e == 2**62 else str(e)
+        e_txt = "" if e == str(SLICE_END) or e == SLICE_END else str(e)
         s_txt = "" if s in (0, "0") else str(s)
         index[ax % rank] = f"{s_txt}:{e_txt}" + (f":{st}" if st != 1 else "")
     while index and index[-1] == ":":
@@ -339,7 +332,7 @@ def _pool(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     pads = at["pads"] or (0,) * (2 * nd)
     x = a[0]
     torch_ok = _sym_pads(pads, nd) and all(2 * p <= k for p, k in zip(pads, at["kernel"]))
-    if n.op.name == "max_pool":
+    if _MAX_POOL.of(n):
         if not torch_ok:
             x, pads = f"rt.pad_spatial({x}, {_tuple(pads)}, float('-inf'))", (0,) * (2 * nd)
         dil = at["dilations"] or (1,) * nd

@@ -10,10 +10,10 @@ import numpy as np
 from ..dtypes import DType, promote
 from ..types import TensorType
 from .registry import Attr, ShapeError, register_op
+from .shapes import broadcast, tt
 from .traits import Trait, elementwise_flow
 
 _EW = [Trait.ELEMENTWISE]
-from .shapes import broadcast, tt
 
 
 def _int_binary_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:

@@ -24,7 +24,7 @@ _VIEW = (_LAYOUT, _SCALE)  # moving elements commutes with scaling them
 
 #: The end bound of a slice "to the end", as torch.export and ONNX spell it (any end at or above it means the end).
 SLICE_END = 2**62
-_BIG = SLICE_END
+
 
 
 def _moved(i: list[ConcreteType], o: list[ConcreteType], a: Mapping[str, Any]) -> int:
@@ -133,7 +133,7 @@ def _unsqueeze(x: np.ndarray, *, axes: tuple[int, ...]) -> np.ndarray:
 def _concat_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
     first = types[0]
     ax = norm_axis(attrs["axis"], first.rank)
-    total = 0
+    total: Dim = 0
     for t in types:
         if t.rank != first.rank:
             raise ShapeError(f"concat inputs have ranks {[u.rank for u in types]}")
@@ -150,7 +150,8 @@ def _concat_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorTy
 def _concat_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
     """Each input's concat axis is a window of the output's; every other axis is shared."""
     ax = norm_axis(attrs["axis"], outs[0].rank)
-    ties, offset = [], 0
+    ties: list[Tie] = []
+    offset: int | None = 0
     for i, t in enumerate(ins):
         ties += [tie(O(0, k), I(i, k)) for k in range(t.rank) if k != ax]
         if offset is not None:
@@ -202,7 +203,7 @@ def _slice_len(dim: Dim, start: Dim, end: Dim, step: int) -> Dim:
     # Symbolic: assume the bounds are in range, as the model's own indexing does (x[:, :seq], x[-k:]).
     def absolute(i: Dim) -> Dim:
         if isinstance(i, int):
-            return dim if i >= _BIG else dim_add(dim, i) if i < 0 else i
+            return dim if i >= SLICE_END else dim_add(dim, i) if i < 0 else i
         return i
 
     n = dim_sub(absolute(end), absolute(start))
@@ -330,7 +331,7 @@ def _pad(x: np.ndarray, *, pads: tuple[int, ...], mode: str, value: float) -> np
     widths = [(pads[i], pads[i + x.ndim]) for i in range(x.ndim)]
     if mode == "constant":
         return np.pad(x, widths, mode="constant", constant_values=np.asarray(value).astype(x.dtype))
-    return np.pad(x, widths, mode=mode)
+    return np.pad(x, widths, mode=mode)  # type: ignore[call-overload]  # (mode is checked by the schema)
 
 
 def _tile_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:

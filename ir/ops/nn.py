@@ -12,10 +12,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..dtypes import DType
 from ..types import Dim, TensorType
 from .registry import Attr, ConcreteType, ShapeError, register_op, same_as_input
+from .shapes import broadcast, compute_dtype, norm_axis, tt
 from .traits import I, O, Tie, Trait, tie
 
 _QUANT, _SENSITIVE, _SCALE = [Trait.QUANTIZABLE], [Trait.PRECISION_SENSITIVE], [Trait.SCALE_TRANSPARENT]
-from .shapes import broadcast, compute_dtype, norm_axis, tt
 
 
 def _c(x: np.ndarray) -> np.ndarray:
@@ -278,7 +278,7 @@ def _windows(x: np.ndarray, kernel: tuple[int, ...], strides: tuple[int, ...], d
     nd = len(kernel)
     eff = tuple((k - 1) * d + 1 for k, d in zip(kernel, dil))
     win = sliding_window_view(x, eff, axis=tuple(range(2, 2 + nd)))
-    index = (slice(None), slice(None))
+    index: tuple[slice, ...] = (slice(None), slice(None))
     index += tuple(slice(0, o * s, s) for o, s in zip(out, strides))
     index += tuple(slice(None, None, d) for d in dil)
     return win[index]

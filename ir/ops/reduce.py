@@ -72,7 +72,8 @@ def _reduction(name: str, fn: Callable[..., Any], result: str, doc: str) -> None
         return np.asarray(y).astype(dt.numpy, copy=False)
 
     register_op(name, inputs=["x"], infer=infer, attrs=_AXES, flops=_in_elems, doc=doc,
-                traits=[] if name in ("reduce_max", "reduce_min") else _SENSITIVE, dim_flow=_reduced_axes)(kernel)
+                traits=([] if name in ("reduce_max", "reduce_min") else _SENSITIVE)
+                + ([Trait.FLOAT_COMPUTE] if result == "float" else []), dim_flow=_reduced_axes)(kernel)
 
 
 _reduction("reduce_sum", np.sum, "accum", "sum over axes (all if none); integers accumulate in i64")
@@ -117,7 +118,8 @@ _arg("argmax", np.argmax)
 _arg("argmin", np.argmin)
 
 
-@register_op("var", inputs=["x"], flops=lambda i, o, a: 3 * i[0].numel, traits=_SENSITIVE, dim_flow=_reduced_axes,
+@register_op("var", inputs=["x"], flops=lambda i, o, a: 3 * i[0].numel, traits=[*_SENSITIVE, Trait.FLOAT_COMPUTE],
+             dim_flow=_reduced_axes,
              attrs={**_AXES, "correction": Attr("float", 1.0)},
              infer=lambda t, a: tt(t[0].dtype, _reduced_shape(t[0], a["axes"], a["keepdims"])))
 def _var(x: np.ndarray, *, axes: tuple[int, ...] | None, keepdims: bool, correction: float) -> np.ndarray:
@@ -154,10 +156,10 @@ def along_axis_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
     return [tie(O(0, k), I(0, k), exact=k != ax) for k in range(ins[0].rank)]
 
 
-register_op("softmax", inputs=["x"], attrs={"axis": Attr("int", -1)}, infer=_float_same, traits=_SENSITIVE,
+register_op("softmax", inputs=["x"], attrs={"axis": Attr("int", -1)}, infer=_float_same, traits=[*_SENSITIVE, Trait.FLOAT_COMPUTE],
             dim_flow=along_axis_flow,
             flops=lambda i, o, a: 5 * i[0].numel, doc="exp(x) / sum(exp(x)) along axis")(_softmax_kernel(False))
-register_op("log_softmax", inputs=["x"], attrs={"axis": Attr("int", -1)}, infer=_float_same, traits=_SENSITIVE,
+register_op("log_softmax", inputs=["x"], attrs={"axis": Attr("int", -1)}, infer=_float_same, traits=[*_SENSITIVE, Trait.FLOAT_COMPUTE],
             dim_flow=along_axis_flow,
             flops=lambda i, o, a: 5 * i[0].numel, doc="log(softmax(x)) along axis")(_softmax_kernel(True))
 

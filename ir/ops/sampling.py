@@ -45,7 +45,7 @@ def _cubic(t: np.ndarray) -> list[np.ndarray]:
              attrs={"mode": Attr("str", "linear", choices=("linear", "nearest", "cubic")),
                     "padding_mode": Attr("str", "zeros", choices=("zeros", "border", "reflection")),
                     "align_corners": Attr("bool", False)},
-             flops=lambda i, o, a: o[0].numel * 4 ** (i[0].rank - 2))
+             flops=lambda i, o, a: o[0].numel * 4 ** (len(i[0].shape) - 2))
 def _grid_sample(x: np.ndarray, grid: np.ndarray, *, mode: str, padding_mode: str, align_corners: bool) -> np.ndarray:
     """Sample x at grid (last dim ordered x, y[, z], in [-1, 1]); out-of-range reads follow padding_mode."""
     dims = x.shape[2:]
@@ -84,10 +84,11 @@ def _grid_sample(x: np.ndarray, grid: np.ndarray, *, mode: str, padding_mode: st
         return np.where(ok[..., None], vals, 0.0)
 
     if mode == "nearest":
-        out = pixel([c.astype(np.int64) for c in coords])
+        out: Any = pixel([c.astype(np.int64) for c in coords])
     else:
         base = [np.floor(c).astype(np.int64) for c in coords]
         frac = [c - b for c, b in zip(coords, base)]
+        taps: tuple[int, ...]
         if mode == "linear":
             taps, weights = (0, 1), [[1 - f, f] for f in frac]
         else:

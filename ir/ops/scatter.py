@@ -37,7 +37,7 @@ def _scatter_elements(x: np.ndarray, indices: np.ndarray, updates: np.ndarray, *
                       reduction: str) -> np.ndarray:
     """y = x; y[..., indices[i, j], ...] (along axis) = updates[i, j] (torch.scatter / scatter_reduce)."""
     axis %= x.ndim
-    index = list(np.indices(indices.shape, sparse=True))
+    index: list[Any] = list(np.indices(indices.shape, sparse=True))
     index[axis] = indices.astype(np.int64)
     return _write(x.copy(), tuple(index), updates, reduction)
 
