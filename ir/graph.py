@@ -89,6 +89,14 @@ class Graph:
         self._next_id = 0
         self._insert_before: Node = self._root
         self._default_origin = ""
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        """A counter every structural change made through Graph and Node bumps (nodes added or removed, inputs
+        rewired, attributes set, values renamed, outputs or constants changed): analysis caches compare it to
+        know their result is stale, whoever changed the graph."""
+        return self._generation
 
     # -- naming ----------------------------------------------------------------------------------------
     def fresh_name(self, hint: str = "") -> str:
@@ -123,6 +131,7 @@ class Graph:
         """Give `value` a new unique name. O(1)."""
         if name in self._values and self._values[name] is not value:
             raise ValueError(f"value name %{name} is already used")
+        self._generation += 1
         del self._values[value.name]
         if value.is_constant:
             self.constants = {(name if k == value.name else k): v for k, v in self.constants.items()}
@@ -131,6 +140,7 @@ class Graph:
 
     # -- inputs, outputs, constants --------------------------------------------------------------------
     def add_input(self, name: str, type: TensorType) -> Value:
+        self._generation += 1
         value = self._claim(Value(name, type))
         self.inputs.append(value)
         return value
@@ -141,6 +151,7 @@ class Graph:
         view = array.view()
         view.flags.writeable = False
         name = name if name is not None else self.fresh_name("c")
+        self._generation += 1
         value = self._claim(Value(name, TensorType(DType.from_numpy(array.dtype), array.shape), const=view))
         self.constants[name] = value
         return value
@@ -149,6 +160,7 @@ class Graph:
         """Drop a constant nobody reads. O(1)."""
         if not value.is_dead:
             raise VerificationError(f"cannot remove constant @{value.name}: it still has {value.num_uses} uses")
+        self._generation += 1
         del self.constants[value.name]
         del self._values[value.name]
         value.graph = None
@@ -158,6 +170,7 @@ class Graph:
         return tuple(self._outputs)
 
     def set_outputs(self, values: Sequence[Value]) -> None:
+        self._generation += 1
         for v in self._outputs:
             v._output_refs -= 1
         self._outputs = list(values)
@@ -168,6 +181,7 @@ class Graph:
         """Point output slots at `new` instead of `old`. An output's name is part of the model's interface
         (`last_hidden_state`, an ONNX output `y`), so a computed `new` that is no other output takes it over —
         unless `old` is a graph input or constant, whose own name is interface too and must stay."""
+        self._generation += 1
         for i, v in enumerate(self._outputs):
             if v is old:
                 self._outputs[i] = new
@@ -284,6 +298,7 @@ class Graph:
                     node=node,
                     rule="uses",
                 )
+        self._generation += 1
         node._drop_inputs()
         for out in node.outputs:
             del self._values[out.name]
@@ -312,6 +327,7 @@ class Graph:
         anchor._prev = node
         node.graph = self
         self._num_nodes += 1
+        self._generation += 1
 
     # -- whole-graph operations ------------------------------------------------------------------------
     def copy(self) -> Graph:

@@ -56,6 +56,8 @@ class Node:
     @inputs.setter
     def inputs(self, values: Iterable[Value]) -> None:
         """Replace all inputs, re-linking uses. O(len(old) + len(new))."""
+        if self.graph is not None:
+            self.graph._generation += 1
         for i, old in enumerate(self._inputs):
             old._remove_use(Use(self, i))
         self._inputs = tuple(values)
@@ -69,6 +71,8 @@ class Node:
         old = self._inputs[index]
         if old is value:
             return
+        if self.graph is not None:
+            self.graph._generation += 1
         old._remove_use(Use(self, index))
         items = list(self._inputs)
         items[index] = value
@@ -83,6 +87,8 @@ class Node:
 
     @attrs.setter
     def attrs(self, attrs: Mapping[str, Any]) -> None:
+        if self.graph is not None:
+            self.graph._generation += 1
         checked = self.op.check_attrs(dict(attrs))
         self._attrs = MappingProxyType(self.op.complete_attrs([v.type for v in self._inputs], checked))
 

@@ -24,10 +24,11 @@ from .instruments import DumpToDirectory, NumericCheck, PrintIR, SkipPasses, Ver
 from .manager import PRESETS, PassManager, PassRecord, PassSpec, PipelineResult
 from .pattern import AttrVar, Const, Match, MatchFailure, Pat, Pattern, Var
 from .plugins import load_entry_points, load_pass
-from .registry import ALL, Option, PassInfo, PassResult, get_pass, register_pass, registered_passes
+from .registry import ALL, Budget, Option, PassInfo, PassResult, get_pass, register_pass, registered_passes
 from .rewrite import Rewriter, RewriteStats, Rule, apply_rules, same_type
 
 __all__ = [
+    "Budget",
     "ALL",
     "AnalysisManager",
     "AttrVar",

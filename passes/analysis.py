@@ -10,6 +10,7 @@ r"""Analyses computed on demand and cached until a pass that does not preserve t
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ from graphopt.errors import VerificationError
 from graphopt.ir import ConcreteType, Graph, Node, TensorType
 from graphopt.ir.types import resolve_shape
 
-__all__ = ["AnalysisManager", "register_analysis", "CostReport", "NodeCost"]
+__all__ = ["AnalysisManager", "register_analysis", "known_analyses", "CostReport", "NodeCost"]
 
 _ANALYSES: dict[str, Callable[[Graph], Any]] = {}
 
@@ -36,26 +37,45 @@ def register_analysis(name: str) -> Callable[[Callable[[Graph], Any]], Callable[
 
 
 class AnalysisManager:
-    """Caches analysis results per graph; `invalidate(preserved)` drops the rest."""
+    """Caches analysis results per graph. A result is reused only while the graph's `generation` is the one it was
+    computed at, so a change made anywhere — a pass, user code between runs — is never answered from a stale
+    cache. `invalidate(preserved, graph)` after a pass re-stamps the analyses it declared preserved and drops the
+    rest."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, int], Any] = {}
+        # per graph (weakly held: a cache must not keep dead graphs alive, nor mistake a new graph for a freed
+        # one that had the same id), analysis name -> (generation it was computed at, result)
+        self._cache: weakref.WeakKeyDictionary[Graph, dict[str, tuple[int, Any]]] = weakref.WeakKeyDictionary()
         self.computed: dict[str, int] = {}  # how often each analysis really ran (for tests and reports)
 
     def get(self, name: str, graph: Graph) -> Any:
-        key = (name, id(graph))
-        if key not in self._cache:
+        entries = self._cache.setdefault(graph, {})
+        hit = entries.get(name)
+        if hit is None or hit[0] != graph.generation:
             if name not in _ANALYSES:
                 raise KeyError(f"unknown analysis {name!r}; known: {', '.join(sorted(_ANALYSES))}")
-            self._cache[key] = _ANALYSES[name](graph)
+            hit = (graph.generation, _ANALYSES[name](graph))
+            entries[name] = hit
             self.computed[name] = self.computed.get(name, 0) + 1
-        return self._cache[key]
+        return hit[1]
 
-    def invalidate(self, preserved: Iterable[str] | str = ()) -> None:
-        if preserved == "all":
-            return
-        keep = set(preserved)
-        self._cache = {k: v for k, v in self._cache.items() if k[0] in keep}
+    def invalidate(self, preserved: Iterable[str] | str = (), graph: Graph | None = None) -> None:
+        """After a pass changed `graph`: keep the analyses it preserved (valid at its new generation), drop the
+        others. Without `graph`, every graph's non-preserved analyses are dropped."""
+        keep = set(_ANALYSES) if preserved == "all" else set(preserved)
+        for g, entries in list(self._cache.items()):
+            if graph is not None and g is not graph:
+                continue
+            for name in list(entries):
+                if name in keep:
+                    entries[name] = (g.generation, entries[name][1])
+                else:
+                    del entries[name]
+
+
+def known_analyses() -> frozenset[str]:
+    """The names `preserves` may use."""
+    return frozenset(_ANALYSES)
 
 
 @register_analysis("use-counts")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .analysis import AnalysisManager
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from .registry import PassResult
 
 __all__ = ["PassContext", "Instrument", "Rejection"]
+
+T = TypeVar("T")
 
 
 class Instrument:
@@ -63,7 +65,9 @@ class Rejection:
 class PassContext:
     """Instruments, disabled passes, the analysis cache and diagnostics for one pipeline run.
 
-    `explain=True` makes rewrite passes record every rejected match in `rejections`.
+    `explain=True` makes rewrite passes record every rejected match in `rejections`. Structured data for passes
+    (a calibration table, an importance map) travels by type: `ctx.provide(table)` before the run, and in the pass
+    `ctx.need(CalibrationTable)`, which names the pass and the type when nothing was provided.
     """
 
     instruments: Sequence[Instrument] = ()
@@ -73,7 +77,28 @@ class PassContext:
     rejections: list[Rejection] = field(default_factory=list)
     passes_run: list[str] = field(default_factory=list)
     current_pass: str = ""
-    extras: dict[str, Any] = field(default_factory=dict)
+    data: dict[type, Any] = field(default_factory=dict)
+
+    def provide(self, value: Any) -> PassContext:
+        """Make `value` available to passes under its type (replacing an earlier one of the same type)."""
+        self.data[type(value)] = value
+        return self
+
+    def find(self, kind: type[T]) -> T | None:
+        """The provided value of type `kind` (or of a subclass), or None."""
+        if kind in self.data:
+            return self.data[kind]  # type: ignore[no-any-return]
+        return next((v for t, v in self.data.items() if issubclass(t, kind)), None)
+
+    def need(self, kind: type[T]) -> T:
+        """The provided value of type `kind`; PassError naming the pass when there is none."""
+        value = self.find(kind)
+        if value is None:
+            from graphopt.errors import PassError
+
+            raise PassError(f"pass {self.current_pass or '(none)'!r} needs a {kind.__name__}; provide one with "
+                            f"PassContext().provide(...) (or the option of the command that runs it)")
+        return value
 
     def reject(self, rule: str, node: Node, reason: str) -> None:
         """Record why `rule` did not apply at `node` (only when `explain` is on)."""

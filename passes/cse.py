@@ -13,7 +13,7 @@ from .registry import PassResult, register_pass
 __all__ = ["cse"]
 
 
-@register_pass("cse", preserves=("shapes",))
+@register_pass("cse")
 def cse(graph: Graph, ctx: PassContext, *, max_const_size: int = 4096) -> PassResult:
     """Common-subexpression elimination over pure nodes; constants up to max-const-size elements are merged
     by content. One forward sweep with a hash table, O(nodes)."""

@@ -78,7 +78,7 @@ ELIMINATE_LAYOUT_RULES = [
 ]
 
 
-@register_pass("eliminate-layout-ops", preserves=("shapes",))
+@register_pass("eliminate-layout-ops")
 def eliminate_layout_ops(graph: Graph, ctx: PassContext) -> PassResult:
     """Merge chains of layout ops and cancel the ones that undo each other."""
     stats = apply_rules(graph, ELIMINATE_LAYOUT_RULES, ctx)

@@ -89,7 +89,7 @@ def _rules() -> list[Rule]:
 FOLD_BATCHNORM_RULES = _rules()
 
 
-@register_pass("fold-batchnorm", preserves=("shapes",))
+@register_pass("fold-batchnorm")
 def fold_batchnorm(graph: Graph, ctx: PassContext) -> PassResult:
     """Fold inference batch_norm into the conv/linear before it (constant weights and statistics)."""
     stats = apply_rules(graph, FOLD_BATCHNORM_RULES, ctx)

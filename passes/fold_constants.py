@@ -17,7 +17,7 @@ __all__ = ["fold_constants"]
 _SMALL = 4096
 
 
-@register_pass("fold-constants", preserves=("shapes",))
+@register_pass("fold-constants")
 def fold_constants(graph: Graph, ctx: PassContext, *, max_size: int = 1 << 24) -> PassResult:
     """Replace pure nodes with all-constant inputs by their results, up to max-size elements per result.
 

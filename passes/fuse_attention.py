@@ -174,7 +174,7 @@ def _as_4d(graph: Graph, created: list[Node], v: Value, heads: tuple[Dim, Dim] |
     return created[-1].outputs[0]
 
 
-@register_pass("fuse-attention", preserves=("shapes",))
+@register_pass("fuse-attention")
 def fuse_attention(graph: Graph, ctx: PassContext) -> PassResult:
     """Replace each softmax(Q·Kᵀ·scale + mask)·V with scaled_dot_product_attention; report the sites it rejects."""
     fused = rejected = 0

@@ -68,7 +68,7 @@ FUSE_CONV_RULES = [
 ]
 
 
-@register_pass("fuse-conv", preserves=("shapes",))
+@register_pass("fuse-conv")
 def fuse_conv(graph: Graph, ctx: PassContext) -> PassResult:
     """Fold residual adds and activations after convolutions into the convolution's epilogue."""
     stats = apply_rules(graph, FUSE_CONV_RULES, ctx)

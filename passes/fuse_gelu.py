@@ -86,7 +86,7 @@ FUSE_GELU_RULES = [
 ]
 
 
-@register_pass("fuse-gelu", preserves=("shapes",))
+@register_pass("fuse-gelu")
 def fuse_gelu(graph: Graph, ctx: PassContext) -> PassResult:
     """Replace erf- and tanh-form GELU subgraphs with the `gelu` op."""
     stats = apply_rules(graph, FUSE_GELU_RULES, ctx)

@@ -109,7 +109,7 @@ FUSE_LAYERNORM_RULES = [
 ]
 
 
-@register_pass("fuse-layernorm", preserves=("shapes",))
+@register_pass("fuse-layernorm")
 def fuse_layernorm(graph: Graph, ctx: PassContext) -> PassResult:
     """Recognise decomposed LayerNorm (mean/sub/var/sqrt-or-rsqrt, then γ and β) and emit `layer_norm`."""
     stats = apply_rules(graph, FUSE_LAYERNORM_RULES, ctx)

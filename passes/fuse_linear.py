@@ -177,7 +177,7 @@ FUSE_LINEAR_RULES = [
 ]
 
 
-@register_pass("fuse-linear", preserves=("shapes",))
+@register_pass("fuse-linear")
 def fuse_linear(graph: Graph, ctx: PassContext) -> PassResult:
     """Turn matmuls by constant weights, and the bias adds after them, into `linear` ops."""
     stats = apply_rules(graph, FUSE_LINEAR_RULES, ctx)

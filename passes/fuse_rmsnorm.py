@@ -75,7 +75,7 @@ FUSE_RMSNORM_RULES = [
 ]
 
 
-@register_pass("fuse-rmsnorm", preserves=("shapes",))
+@register_pass("fuse-rmsnorm")
 def fuse_rmsnorm(graph: Graph, ctx: PassContext) -> PassResult:
     """Recognise decomposed RMSNorm (mean of squares, rsqrt or 1/sqrt, then γ) and emit `rms_norm`."""
     stats = apply_rules(graph, FUSE_RMSNORM_RULES, ctx)

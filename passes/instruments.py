@@ -106,10 +106,14 @@ class DumpToDirectory(Instrument):
 
 class NumericCheck(Instrument):
     """Run the reference interpreter before the pipeline and after every changing pass; raise
-    NumericMismatchError naming the first pass whose outputs drift beyond `rtol`/`atol`.
+    NumericMismatchError naming the first pass that moves the outputs further than it may.
 
+    An exact pass may move them by float rounding only (`rtol`/`atol`). A lossy pass (one registered with a
+    `budget`) is held to its budget — cosine, SQNR or relative error against the outputs before it ran — and its
+    result becomes the reference the passes after it are checked against, so each pass answers for its own error.
     `inputs` are given arrays, or None for random ones (symbols bound by `bindings`, default 2).
-    `max_error[pass]` records the largest absolute error seen after each pass.
+    `max_error[pass]` records the largest absolute error seen after each exact pass, `metrics[pass]` the worst
+    budget metrics of each lossy one.
     """
 
     def __init__(self, inputs: Sequence[np.ndarray] | None = None, *, rtol: float = 1e-5, atol: float = 1e-6,
@@ -119,6 +123,7 @@ class NumericCheck(Instrument):
         self.bindings = bindings
         self.seed = seed
         self.max_error: dict[str, float] = {}
+        self.metrics: dict[str, dict[str, float]] = {}
         self._expected: list[np.ndarray] = []
 
     def enter_pipeline(self, graph: Graph, ctx: PassContext) -> None:
@@ -133,22 +138,41 @@ class NumericCheck(Instrument):
         from graphopt.ir.interpreter import run
 
         if not result.changed:
-            self.max_error[spec.name] = self.max_error.get(spec.name, 0.0)
+            if spec.info.exact:
+                self.max_error[spec.name] = self.max_error.get(spec.name, 0.0)
             return
         assert self.inputs is not None
         got = run(graph, self.inputs)
-        worst = 0.0
+        before = ", ".join(ctx.passes_run[:-1]) or "none"
+        budget = spec.info.budget
+        if budget is not None:
+            worst: dict[str, float] = {}
+            for i, (want, have) in enumerate(zip(self._expected, got)):
+                if want.shape != have.shape or want.dtype != have.dtype:
+                    raise NumericMismatchError(
+                        f"lossy pass {spec.name!r} changed output {i} of @{graph.name} from {want.dtype}"
+                        f"{list(want.shape)} to {have.dtype}{list(have.shape)}\n  passes run before it: {before}")
+                metrics = budget.measure(want, have)
+                problem = budget.violation(metrics)
+                if problem is not None:
+                    raise NumericMismatchError(
+                        f"lossy pass {spec.name!r} is over its budget ({budget}) on output {i} of @{graph.name}: "
+                        f"{problem}\n  passes run before it: {before}")
+                for k, v in metrics.items():  # the worst over outputs: low cosine/SQNR, high error
+                    worse = max if k == "max_rel_error" else min
+                    worst[k] = worse(worst.get(k, v), v)
+            self.metrics[spec.name] = worst
+            self._expected = got  # the lossy result is the reference for the passes after it
+            return
+        worst_abs = 0.0
         for i, (want, have) in enumerate(zip(self._expected, got)):
-            problem = _compare(want, have, self.rtol, self.atol)
-            if isinstance(problem, str):
-                before = ", ".join(ctx.passes_run[:-1]) or "none"
+            err = _compare(want, have, self.rtol, self.atol)
+            if isinstance(err, str):
                 raise NumericMismatchError(
-                    f"pass {spec.name!r} changed output {i} of @{graph.name}: {problem} "
-                    f"(rtol={self.rtol}, atol={self.atol})\n  passes run before it: {before}\n"
-                    f"  reproduce with: graphopt opt MODEL --pipeline '{','.join(ctx.passes_run)}' --numeric-check "
-                    "--print-ir-after-change")
-            worst = max(worst, problem)
-        self.max_error[spec.name] = max(self.max_error.get(spec.name, 0.0), worst)
+                    f"pass {spec.name!r} changed output {i} of @{graph.name}: {err} "
+                    f"(rtol={self.rtol}, atol={self.atol}; it is exact)\n  passes run before it: {before}")
+            worst_abs = max(worst_abs, err)
+        self.max_error[spec.name] = max(self.max_error.get(spec.name, 0.0), worst_abs)
 
 
 def _compare(want: np.ndarray, have: np.ndarray, rtol: float, atol: float) -> float | str:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphopt.errors import GraphoptError, PassError, PipelineError
+from graphopt.errors import GraphoptError, NumericMismatchError, PassError, PipelineError
 from graphopt.ir import Graph
 
 from .context import PassContext
@@ -80,8 +80,9 @@ class PassRecord:
     seconds: float
     nodes_before: int
     nodes_after: int
-    stats: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, int | float] = field(default_factory=dict)
     skipped: bool = False
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,7 +104,7 @@ class PipelineResult:
         """A plain-text table of the records, for people."""
         rows = [("pass", "changed", "ms", "nodes", "stats")]
         for r in self.records:
-            stats = ", ".join(f"{k}={v}" for k, v in r.stats.items())
+            stats = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.stats.items())
             rows.append((r.name + (" (skipped)" if r.skipped else ""), "yes" if r.changed else "no",
                          f"{r.seconds * 1e3:.2f}", f"{r.nodes_before}->{r.nodes_after}", stats))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
@@ -149,6 +150,11 @@ class PassManager:
     def _run(self, graph: Graph, ctx: PassContext | None) -> PipelineResult:
         ctx = ctx if ctx is not None else PassContext()
         disabled = set(ctx.disabled)
+        # A copy of the input (weights shared) so that a crash report can rebuild the IR the failing pass was
+        # given by replaying the passes before it, and write it to a file. Skipped for huge graphs, where the copy
+        # would cost more than the passes; their report says how to get the IR instead.
+        origin = graph.copy() if len(graph) <= _SNAPSHOT_NODES else None
+        ran: list[PassSpec] = []
         for inst in ctx.instruments:
             inst.enter_pipeline(graph, ctx)
         records: list[PassRecord] = []
@@ -161,16 +167,25 @@ class PassManager:
                 inst.before_pass(spec, graph, ctx)
             ctx.current_pass = spec.name
             start = time.perf_counter()
-            result = self._run_one(spec, graph, ctx)
+            try:
+                result = self._run_one(spec, graph, ctx)
+            except PassError as e:
+                raise _with_reproducer(e, origin, ran, spec) from e.__cause__
             seconds = time.perf_counter() - start
             if result.graph is not None:
                 graph = result.graph
             ctx.passes_run.append(spec.name)
-            ctx.analyses.invalidate(spec.info.preserves if result.changed else "all")
-            record = PassRecord(spec.name, result.changed, seconds, before, len(graph), dict(result.stats))
+            if result.changed:
+                ctx.analyses.invalidate(spec.info.preserves, graph)
+            record = PassRecord(spec.name, result.changed, seconds, before, len(graph), dict(result.stats),
+                                tables=dict(result.tables))
             records.append(record)
-            for inst in ctx.instruments:
-                inst.after_pass(spec, graph, result, record, ctx)
+            try:
+                for inst in ctx.instruments:
+                    inst.after_pass(spec, graph, result, record, ctx)
+            except PassError as e:  # VerifyEach, NumericCheck: the pass broke the graph or its numbers
+                raise _with_reproducer(e, origin, ran, spec) from e.__cause__
+            ran.append(spec)
         ctx.current_pass = ""
         out = PipelineResult(graph, records)
         for inst in ctx.instruments:
@@ -190,8 +205,7 @@ class PassManager:
         except Exception as e:
             before = ", ".join(ctx.passes_run) or "none"
             raise PassError(f"pass {spec.name!r} crashed with {type(e).__name__}: {e}\n  passes run before it: "
-                            f"{before}\n  reproduce with: graphopt opt MODEL --pipeline '{spec}' "
-                            "--print-ir-before") from e
+                            f"{before}") from e
         if not isinstance(result, PassResult):
             raise PassError(f"pass {spec.name!r} returned {type(result).__name__}, not a PassResult. Pass developer: "
                             "return PassResult(changed=..., stats={...}).")
@@ -266,3 +280,28 @@ def _parse_pipeline(text: str) -> list[PassSpec]:
         specs.append(PassSpec(info, _parse_options(info, body) if body else ()))
     return specs
 
+
+_SNAPSHOT_NODES = 20_000
+
+
+def _with_reproducer(error: PassError, origin: Graph | None, ran: list[PassSpec], failing: PassSpec) -> PassError:
+    """`error` with the command that reproduces it: the IR the failing pass was given, rebuilt by replaying the
+    passes before it on the pipeline's input, written to a fresh folder."""
+    from .repro import load_pass_flags, reproduce_command
+
+    if "reproduce with:" in str(error):
+        return error
+    flags = " --numeric-check" if isinstance(error, NumericMismatchError) else " --verify-each"
+    if origin is None:
+        hint = ("\n  reproduce with: rerun with --dump-dir DIR (the graph is too large to snapshot by default) and "
+                f"run `graphopt opt DIR/<file before {failing.name}>.gir --pipeline '{failing}'`")
+    else:
+        try:
+            before = PassManager(list(ran)).run(origin).graph if ran else origin
+            hint = "\n  reproduce with: " + reproduce_command(before, str(failing),
+                                                             plugins=load_pass_flags([*ran, failing])) + flags
+        except Exception as e:  # noqa: BLE001 - the original error matters more than the reproducer
+            hint = f"\n  (no reproducer: replaying the passes before it failed with {type(e).__name__}: {e})"
+    out = type(error)(str(error) + hint)
+    out.__cause__ = error.__cause__
+    return out

@@ -71,7 +71,7 @@ def _merged_constants(graph: Graph, group: list[Node], sizes: list[int]) -> list
     return out
 
 
-@register_pass("merge-parallel-linears", preserves=("shapes",))
+@register_pass("merge-parallel-linears")
 def merge_parallel_linears(graph: Graph, ctx: PassContext) -> PassResult:
     """Merge linears with constant weights that share their input, activation and dtype into one linear + split."""
     groups: dict[tuple[int, str], list[Node]] = defaultdict(list)

@@ -13,6 +13,7 @@ A third-party package registers passes without touching graphopt by declaring, i
 from __future__ import annotations
 
 import importlib
+import sys
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -75,7 +76,14 @@ def _import_file(path: str) -> Any:
     module_spec = importlib.util.spec_from_file_location(f"graphopt_user_{file.stem}", file)
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    # registered before it runs, as `import` does: dataclasses, pickling and typing look their module up there
+    # (a plugin file defining a @dataclass failed to load without it)
+    sys.modules[module_spec.name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_spec.name]
+        raise
     return module
 
 

@@ -1,7 +1,10 @@
 """Pass registration: a kebab-case name, typed options, a one-line doc, the analyses a pass preserves.
 
 Options are the pass function's keyword-only parameters (or its class's `__init__` ones); their annotations
-give the types (int, float, bool, str, tuple[str, ...]) and their defaults the defaults:
+give the types (int, float, bool, str, tuple[str, ...], or a `Literal[...]` of choices) and their defaults the
+defaults. Data that pipeline text cannot spell (a calibration table) reaches a pass through the context's typed
+channel, `ctx.need(CalibrationTable)`. A lossy pass declares its `budget`; the numeric check holds it to that
+instead of float-rounding tolerances:
 
 >>> from graphopt.passes import register_pass, PassResult, get_pass
 >>> @register_pass("count-relus", replace=True)
@@ -10,6 +13,14 @@ give the types (int, float, bool, str, tuple[str, ...]) and their defaults the d
 ...     return PassResult(changed=False, stats={"relus": sum(n.op.name == "relu" for n in graph)})
 >>> get_pass("count-relus").options["verbose"].type
 <class 'bool'>
+>>> from typing import Literal
+>>> @register_pass("round-weights", budget=Budget(cosine=0.9999), replace=True)
+... def round_weights(graph, ctx, *, to: Literal["bf16", "f16"] = "bf16") -> PassResult:
+...     "Round float weights through a narrower type (a lossy example)."
+...     return PassResult(changed=False)
+>>> info = get_pass("round-weights")
+>>> info.options["to"].choices, info.exact, str(info.budget)
+(('bf16', 'f16'), False, 'cosine >= 0.9999')
 """
 
 from __future__ import annotations
@@ -19,7 +30,9 @@ import inspect
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from graphopt.errors import PipelineError
 
@@ -28,20 +41,76 @@ if TYPE_CHECKING:
 
     from .context import PassContext
 
-__all__ = ["PassResult", "PassInfo", "Option", "register_pass", "get_pass", "registered_passes", "ALL"]
+__all__ = ["PassResult", "PassInfo", "Option", "Budget", "register_pass", "get_pass", "registered_passes", "ALL"]
 
 ALL = "all"
 """`preserves=ALL`: the pass changes nothing any analysis depends on."""
 
 
+Row = dict[str, Any]
+
+
 @dataclass
 class PassResult:
-    """What a pass returns: whether it changed the graph, counters for reports, and for functional passes the
-    new graph."""
+    """What a pass returns: whether it changed the graph, statistics for reports (counts, and floats such as an
+    error or a sparsity), named tables (one row per layer: its scale, its error), and for functional passes the new
+    graph."""
 
     changed: bool
-    stats: dict[str, int] = field(default_factory=dict)
+    stats: Mapping[str, int | float] = field(default_factory=dict)
     graph: Graph | None = None
+    tables: dict[str, list[Row]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How far a lossy pass may move the outputs, per output, against the outputs before it ran: cosine
+    similarity at least `cosine`, signal-to-quantization-noise at least `sqnr_db` decibels, max error relative to
+    the output's largest magnitude at most `max_rel_error`. Every bound given must hold."""
+
+    cosine: float | None = None
+    sqnr_db: float | None = None
+    max_rel_error: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.cosine is None and self.sqnr_db is None and self.max_rel_error is None:
+            raise ValueError("a Budget needs at least one bound: cosine, sqnr_db or max_rel_error")
+
+    def measure(self, want: np.ndarray, have: np.ndarray) -> dict[str, float]:
+        """The metrics this budget bounds, for one output pair (NaN where they cannot be computed)."""
+        w, h = want.astype(np.float64).ravel(), have.astype(np.float64).ravel()
+        finite = np.isfinite(w) & np.isfinite(h)
+        if not np.array_equal(np.where(finite, 0, w), np.where(finite, 0, h), equal_nan=True):
+            return dict.fromkeys(("cosine", "sqnr_db", "max_rel_error"), float("nan"))  # NaN or inf moved
+        w, h = w[finite], h[finite]
+        noise = float(np.sum((w - h) ** 2))
+        nw, nh = float(np.linalg.norm(w)), float(np.linalg.norm(h))
+        scale = float(np.max(np.abs(w))) if w.size else 0.0
+        return {
+            "cosine": 1.0 if nw == nh == 0 else float(w @ h) / (nw * nh) if nw and nh else 0.0,
+            "sqnr_db": float("inf") if noise == 0 else 10 * float(np.log10(max(nw * nw, 1e-300) / noise)),
+            "max_rel_error": float(np.max(np.abs(w - h))) / scale if scale else float(np.max(np.abs(h), initial=0)),
+        }
+
+    def violation(self, metrics: dict[str, float]) -> str | None:
+        """The first bound `metrics` break, in words, or None. NaN breaks every bound."""
+        if self.cosine is not None and not metrics["cosine"] >= self.cosine:
+            return f"cosine {metrics['cosine']:.6f} < {self.cosine}"
+        if self.sqnr_db is not None and not metrics["sqnr_db"] >= self.sqnr_db:
+            return f"SQNR {metrics['sqnr_db']:.2f} dB < {self.sqnr_db} dB"
+        if self.max_rel_error is not None and not metrics["max_rel_error"] <= self.max_rel_error:
+            return f"max relative error {metrics['max_rel_error']:.3g} > {self.max_rel_error}"
+        return None
+
+    def __str__(self) -> str:
+        parts = []
+        if self.cosine is not None:
+            parts.append(f"cosine >= {self.cosine}")
+        if self.sqnr_db is not None:
+            parts.append(f"SQNR >= {self.sqnr_db} dB")
+        if self.max_rel_error is not None:
+            parts.append(f"max relative error <= {self.max_rel_error}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -52,9 +121,19 @@ class Option:
     param: str
     type: type
     default: Any
+    choices: tuple[Any, ...] | None = None  # a Literal[...] annotation: the only values allowed
 
     def parse(self, text: str) -> Any:
         """Convert pipeline text to the option's type; ValueError with the reason otherwise."""
+        return self.check(self._convert(text))
+
+    def check(self, value: Any) -> Any:
+        """`value` if it is one of the choices (when there are choices); ValueError naming them otherwise."""
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"expected one of {', '.join(map(str, self.choices))}, got {value!r}")
+        return value
+
+    def _convert(self, text: str) -> Any:
         if self.type is bool:
             if text not in ("true", "false"):
                 raise ValueError(f"expected true or false, got {text!r}")
@@ -86,9 +165,19 @@ class PassInfo:
     preserves: frozenset[str] | str
     inplace: bool = True
     is_class: bool = False
+    budget: Budget | None = None  # None: the pass is exact (outputs change only by float rounding)
+
+    @property
+    def exact(self) -> bool:
+        return self.budget is None
 
     def instantiate(self, options: Mapping[str, Any]) -> Callable[[Graph, PassContext], PassResult]:
-        kwargs = {self.options[k].param: v for k, v in options.items()}
+        kwargs = {}
+        for k, v in options.items():
+            try:
+                kwargs[self.check_option(k).param] = self.options[k].check(v)
+            except ValueError as e:
+                raise PipelineError(f"option {k!r} of pass {self.name!r}: {e}") from None
         if self.is_class:
             return self.target(**kwargs)  # type: ignore[no-any-return]
         target = self.target
@@ -121,12 +210,23 @@ def _options_of(target: Callable[..., Any], is_class: bool) -> dict[str, Option]
         if p.default is inspect.Parameter.empty:
             raise TypeError(f"pass option {p.name!r} of {target.__name__} needs a default value")
         hint = hints.get(p.name, type(p.default))
+        choices = None
+        if typing.get_origin(hint) is Literal:
+            choices = typing.get_args(hint)
+            kinds = {type(c) for c in choices}
+            if len(kinds) != 1 or not kinds <= {int, float, str}:
+                raise TypeError(f"pass option {p.name!r}: a Literal of choices must hold ints, floats or strings of "
+                                f"one type, got {choices}")
+            hint = kinds.pop()
+            if p.default not in choices:
+                raise TypeError(f"pass option {p.name!r}: default {p.default!r} is not one of {choices}")
         base = typing.get_origin(hint) or hint
         if base not in (int, float, bool, str, tuple):
-            raise TypeError(f"pass option {p.name!r} has type {hint}; options are int, float, bool, str or "
-                            "tuple[str, ...]")
+            raise TypeError(f"pass option {p.name!r} has type {hint}; options are int, float, bool, str, "
+                            "tuple[str, ...] or a Literal of choices. Data pipeline text cannot spell goes through "
+                            "the context: ctx.need(YourType)")
         kebab = p.name.replace("_", "-")
-        options[kebab] = Option(kebab, p.name, base, p.default)
+        options[kebab] = Option(kebab, p.name, base, p.default, choices)
     return options
 
 
@@ -136,15 +236,30 @@ def register_pass(
     preserves: Iterable[str] | str = (),
     inplace: bool = True,
     doc: str | None = None,
+    budget: Budget | None = None,
     replace: bool = False,
 ) -> Callable[[Any], Any]:
     """Register a pass function `(graph, ctx, *, options...) -> PassResult` or a class whose instances are.
 
-    `preserves` names the analyses the pass keeps valid (or ALL). In-place passes mutate `graph`; functional
-    ones (`inplace=False`) return the new graph in `PassResult.graph`, and the manager checks which it is.
+    `preserves` names the analyses the pass keeps valid (or ALL); each must be registered already. In-place
+    passes mutate `graph`; functional ones (`inplace=False`) return the new graph in `PassResult.graph`, and the
+    manager checks which it is. A lossy pass (quantization, pruning) declares its `budget`; without one a pass is
+    exact.
     """
     if name != name.lower() or " " in name or "_" in name or not name:
         raise ValueError(f"pass name {name!r} must be kebab-case, like 'fold-constants'")
+    if not isinstance(preserves, str):
+        from .analysis import known_analyses
+
+        preserves = frozenset(preserves)
+        unknown = sorted(preserves - known_analyses())
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], sorted(known_analyses()), n=1)
+            raise ValueError(f"pass {name!r} preserves unknown analyses {unknown}"
+                             + (f"; did you mean {hint[0]!r}?" if hint else "")
+                             + f" (registered: {', '.join(sorted(known_analyses()))})")
+    elif preserves != ALL:
+        raise ValueError(f"pass {name!r}: preserves must be a list of analysis names or ALL, got {preserves!r}")
 
     def decorator(target: Any) -> Any:
         if name in _PASSES and not replace:
@@ -159,6 +274,7 @@ def register_pass(
             preserves=preserves if isinstance(preserves, str) else frozenset(preserves),
             inplace=inplace,
             is_class=is_class,
+            budget=budget,
         )
         target.__graphopt_pass__ = name
         return target

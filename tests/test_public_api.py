@@ -16,7 +16,7 @@ API = {
                     "ShapeError", "TensorType", "Use", "Value", "assert_graph_equal", "bind_shapes", "format_graph", "get_op",
                     "graph_equal", "parse", "promote", "register_op", "registered_ops", "same_as_input", "to_dot",
                     "to_networkx"],
-    "graphopt.passes": ["ALL", "AnalysisManager", "AttrVar", "Const", "CostReport", "DumpToDirectory", "Instrument",
+    "graphopt.passes": ["ALL", "Budget", "AnalysisManager", "AttrVar", "Const", "CostReport", "DumpToDirectory", "Instrument",
                         "Match", "MatchFailure", "NumericCheck", "Option", "PRESETS", "PassContext", "PassInfo",
                         "PassManager", "PassRecord", "PassResult", "PassSpec", "Pat", "Pattern", "PipelineResult",
                         "PrintIR", "Rejection", "RewriteStats", "Rewriter", "Rule", "SkipPasses", "Var",

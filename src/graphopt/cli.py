@@ -71,7 +71,10 @@ def _cmd_opt(args: argparse.Namespace) -> int:
         print(result.table(), file=sys.stderr)
     if check:
         worst = max(check.max_error.values(), default=0.0)
-        print(f"numeric check: outputs match the input graph (max abs error {worst:.3g})", file=sys.stderr)
+        print(f"numeric check: exact passes within float rounding (max abs error {worst:.3g})", file=sys.stderr)
+        for name, metrics in check.metrics.items():
+            shown = ", ".join(f"{k} {v:.6g}" for k, v in metrics.items())
+            print(f"numeric check: lossy pass {name} within its budget ({shown})", file=sys.stderr)
     for r in ctx.rejections:
         print(f"rejected: {r}", file=sys.stderr)
     return 0
@@ -85,8 +88,11 @@ def _cmd_passes(args: argparse.Namespace) -> int:
         print(f"{name:24s} {lines[0]}")
         for line in lines[1:]:
             print(f"{'':24s} {line}")
+        if info.budget is not None:
+            print(f"{'':24s}   lossy, budget: {info.budget}")
         for opt in info.options.values():
-            print(f"{'':24s}   {opt.name}: {opt.type.__name__} = {opt.default!r}")
+            kind = " | ".join(map(str, opt.choices)) if opt.choices else opt.type.__name__
+            print(f"{'':24s}   {opt.name}: {kind} = {opt.default!r}")
     print("\npresets:")
     for name, text in PRESETS.items():
         print(f"  {name:22s} {text or '(no passes)'}")
