@@ -14,7 +14,7 @@ over trailing axes, with `d²` as pow(d, 2) or d·d, and with or without the aff
 ...   %2: f32[2,4] = pow(%1, @two)
 ...   %3: f32[2,1] = reduce_mean(%2) {axes=[-1], keepdims=true}
 ...   %4: f32[2,1] = add(%3, @eps)
-...   %5: f32[2,4] = sqrt(%4)
+...   %5: f32[2,1] = sqrt(%4)
 ...   %6: f32[2,4] = div(%1, %5)
 ...   return %6
 ... }''')

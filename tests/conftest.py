@@ -35,3 +35,24 @@ def _restore_registries():  # type: ignore[no-untyped-def]
     for table, before in zip(tables, saved):
         table.clear()
         table.update(before)
+
+
+@pytest.fixture(autouse=True)
+def _verify_after_every_pass(monkeypatch):  # type: ignore[no-untyped-def]
+    """Every pipeline a test runs — directly or through compile, bench, the CLI — verifies the IR after each pass
+    that changed it, so a pass that leaves a malformed graph fails the test that ran it, naming the pass."""
+    from graphopt.passes import PassContext, PassManager, VerifyEach
+
+    original = PassManager.run
+
+    class AfterEachPass(VerifyEach):
+        def enter_pipeline(self, graph, ctx):  # type: ignore[no-untyped-def]
+            pass  # an input without types is legal (infer-shapes fills them); only what passes leave is checked
+
+    def run(self, graph, ctx=None):  # type: ignore[no-untyped-def]
+        ctx = ctx if ctx is not None else PassContext()
+        if not any(isinstance(i, VerifyEach) for i in ctx.instruments):
+            ctx.instruments = [AfterEachPass(), *ctx.instruments]
+        return original(self, graph, ctx)
+
+    monkeypatch.setattr(PassManager, "run", run)

@@ -161,3 +161,75 @@ def test_cpu_attention_kernel_choice_keeps_the_result(monkeypatch: pytest.Monkey
     exe = graphopt.backends.get_backend("cpu").compile(g)
     assert ("torch.softmax(" in exe.source) == math_wins
     np.testing.assert_allclose(exe(*xs)[0], run(g, xs)[0], rtol=1e-5, atol=1e-6)
+
+
+# The IR the pass leaves, spelled out: a change to what it emits (an extra transpose, a lost scale, a materialized
+# head repeat) shows up here as a diff of text, not only as a count of ops.
+_EXPECTED_IR = [
+    ("""
+graph @attn(%q: f32[1,2,4,8], %k: f32[1,2,4,8], %v: f32[1,2,4,8], %m: f32[1,1,4,4]) {
+  const @s: f32[] = 8.0
+  %kt: f32[1,2,8,4] = transpose(%k) {perm=[0, 1, 3, 2]}
+  %0: f32[1,2,4,4] = matmul(%q, %kt)
+  %1: f32[1,2,4,4] = div(%0, @s)
+  %2: f32[1,2,4,4] = add(%1, %m)
+  %3: f32[1,2,4,4] = softmax(%2)
+  %4: f32[1,2,4,8] = matmul(%3, %v)
+  return %4
+}""", """
+graph @attn(%q: f32[1,2,4,8], %k: f32[1,2,4,8], %v: f32[1,2,4,8], %m: f32[1,1,4,4]) {
+  %6: f32[1,2,4,8] = scaled_dot_product_attention(%q, %k, %v, %m) {scale=0.125}
+  return %6
+}"""),
+    ("""
+graph @attn(%q: f32[1,2,4,8], %k: f32[1,2,8,4], %v: f32[1,2,4,8], %m: f32[1,1,4,4]) {
+  const @s: f32[] = 3.0
+  %0: f32[1,2,4,4] = matmul(%q, %k)
+  %1: f32[1,2,4,4] = add(%0, %m)
+  %2: f32[1,2,4,4] = mul(%1, @s)
+  %3: f32[1,2,4,4] = softmax(%2)
+  %4: f32[1,2,4,8] = matmul(%3, %v)
+  return %4
+}""", """
+graph @attn(%q: f32[1,2,4,8], %k: f32[1,2,8,4], %v: f32[1,2,4,8], %m: f32[1,1,4,4]) {
+  const @c: f32[] = 3.0
+  %5: f32[1,1,4,4] = mul(%m, @c)
+  %6: f32[1,2,4,8] = transpose(%k) {perm=[0, 1, 3, 2]}
+  %7: f32[1,2,4,8] = scaled_dot_product_attention(%q, %6, %v, %5) {scale=3.0}
+  return %7
+}"""),
+    ("""
+graph @gqa(%q: f32[1,4,4,8], %k: f32[1,2,4,8], %v: f32[1,2,4,8]) {
+  const @s: f32[] = 0.125
+  %ke: f32[1,2,1,4,8] = unsqueeze(%k) {axes=[2]}
+  %kx: f32[1,2,2,4,8] = expand(%ke) {shape=[1,2,2,4,8]}
+  %kr: f32[1,4,4,8] = reshape(%kx) {shape=[1,4,4,8]}
+  %ve: f32[1,2,1,4,8] = unsqueeze(%v) {axes=[2]}
+  %vx: f32[1,2,2,4,8] = expand(%ve) {shape=[1,2,2,4,8]}
+  %vr: f32[1,4,4,8] = reshape(%vx) {shape=[1,4,4,8]}
+  %kt: f32[1,4,8,4] = transpose(%kr) {perm=[0, 1, 3, 2]}
+  %0: f32[1,4,4,4] = matmul(%q, %kt)
+  %1: f32[1,4,4,4] = mul(%0, @s)
+  %3: f32[1,4,4,4] = softmax(%1)
+  %4: f32[1,4,4,8] = matmul(%3, %vr)
+  return %4
+}""", """
+graph @gqa(%q: f32[1,4,4,8], %k: f32[1,2,4,8], %v: f32[1,2,4,8]) {
+  %ke: f32[1,2,1,4,8] = unsqueeze(%k) {axes=[2]}
+  %kx: f32[1,2,2,4,8] = expand(%ke) {shape=[1, 2, 2, 4, 8]}
+  %kr: f32[1,4,4,8] = reshape(%kx) {shape=[1, 4, 4, 8]}
+  %ve: f32[1,2,1,4,8] = unsqueeze(%v) {axes=[2]}
+  %vx: f32[1,2,2,4,8] = expand(%ve) {shape=[1, 2, 2, 4, 8]}
+  %vr: f32[1,4,4,8] = reshape(%vx) {shape=[1, 4, 4, 8]}
+  %6: f32[1,4,4,8] = scaled_dot_product_attention(%q, %kr, %vr) {scale=0.125}
+  return %6
+}"""),
+]
+
+
+@pytest.mark.parametrize("before,after", _EXPECTED_IR, ids=["eager-bert", "scale-after-mask", "gqa-repeat"])
+def test_fused_attention_is_exactly_this_ir(before: str, after: str) -> None:
+    from graphopt.ir import assert_graph_equal
+
+    g = check_semantics("fuse-attention,canonicalize,dce", before)
+    assert_graph_equal(g, parse(after))
