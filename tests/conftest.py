@@ -16,13 +16,13 @@ def _registries() -> list[dict]:  # type: ignore[type-arg]
     """Every table a test (or a doctest, or a README block) can register into."""
     from graphopt.backends import base, onnx_export
     from graphopt.backends.cpu import emit
-    from graphopt.frontends import aten, onnx_import
+    from graphopt.frontends import aten, onnx
     from graphopt.ir.ops import registry as ops
     from graphopt.passes import analysis, manager
     from graphopt.passes import registry as passes
 
     return [ops._REGISTRY, passes._PASSES, analysis._ANALYSES, manager.PRESETS, onnx_export.EXPORTERS,
-            emit.EMITTERS, onnx_import.CONVERTERS, aten._TABLE, base._BACKENDS]
+            emit.EMITTERS, onnx.CONVERTERS, aten._TABLE, base._BACKENDS]
 
 
 @pytest.fixture(autouse=True)

@@ -65,3 +65,21 @@ def test_the_umbrella_still_offers_everything_lazily() -> None:
     code = "import graphopt; print(graphopt.compile.__module__, graphopt.PassManager.__name__, graphopt.load.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["graphopt.api", "PassManager", "load_model"]
+
+
+def test_the_onnx_importer_has_no_import_cycle_and_shares_no_private_names() -> None:
+    """loading ← context ← converters/composite/resize ← importer, each importing only public names of the ones
+    below: the old single module worked only through a bottom-of-file import of modules importing its privates."""
+    order = ["loading", "context", "converters", "composite", "resize", "importer"]
+    below = {"converters": {"context", "loading"}, "composite": {"context", "loading"}, "resize": {"context", "loading"},
+             "importer": {"context", "loading"}, "context": {"loading"}, "loading": set()}
+    bad = []
+    for name in order:
+        tree = ast.parse((ROOT / "frontends" / "onnx" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module not in below[name]:
+                    bad.append(f"{name} imports .{node.module}")
+                bad += [f"{name} imports private {a.name} from .{node.module}" for a in node.names
+                        if a.name.startswith("_")]
+    assert not bad, bad

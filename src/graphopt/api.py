@@ -38,7 +38,7 @@ def to_graph(model: Any, example_inputs: Sequence[Any] | None = None, *, example
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if path.suffix == ".onnx":
-            from graphopt.frontends.onnx_import import import_onnx
+            from graphopt.frontends.onnx import import_onnx
 
             return import_onnx(path)
         if path.suffix in (".pt2", ".pt"):
@@ -49,7 +49,7 @@ def to_graph(model: Any, example_inputs: Sequence[Any] | None = None, *, example
             return read_gir(path)
         raise ModelLoadError(f"{path}: unknown model format {path.suffix!r} (expected .onnx, .pt2 or .gir)")
     if type(model).__name__ == "ModelProto":
-        from graphopt.frontends.onnx_import import import_onnx
+        from graphopt.frontends.onnx import import_onnx
 
         return import_onnx(model)
     if type(model).__name__ == "ExportedProgram":

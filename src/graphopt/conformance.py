@@ -112,7 +112,7 @@ def _first_line(e: BaseException) -> str:
 
 def _compile(model: Any, target: str, pipeline: str, constants: dict[str, Any] | None = None) -> Any:
     from graphopt.backends import check_coverage, get_backend
-    from graphopt.frontends.onnx_import import import_onnx
+    from graphopt.frontends.onnx import import_onnx
     from graphopt.passes import PassManager
 
     graph = PassManager.parse(pipeline).run(import_onnx(model, constants=constants)).graph

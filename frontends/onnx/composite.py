@@ -13,28 +13,28 @@ import numpy as np
 
 from graphopt.ir import DType, Value
 
-from .onnx_import import _attrs, _Ctx, _need, converter
+from .context import ConversionContext, attrs_of, converter, need
 
 _NEG_INF = float("-inf")
 
 
-def _axes_of(cx: _Ctx, n: Any, a: list[Any], rank: int) -> list[int] | None:
+def _axes_of(cx: ConversionContext, n: Any, a: list[Any], rank: int) -> list[int] | None:
     """Reduce axes from the attribute (opset < 18) or the second input; None = all."""
-    axes = _attrs(n).get("axes")
+    axes = attrs_of(n).get("axes")
     if axes is None and len(a) > 1 and a[1] is not None:
-        axes = _need(cx, a[1], "reduce axes")
+        axes = need(cx, a[1], "reduce axes")
     return [int(x) % rank for x in axes] if axes else None
 
 
-def _reduce_args(cx: _Ctx, n: Any, a: list[Any], x: Any) -> tuple[list[int] | None, bool, bool]:
+def _reduce_args(cx: ConversionContext, n: Any, a: list[Any], x: Any) -> tuple[list[int] | None, bool, bool]:
     """(axes, keepdims, noop) of an ONNX Reduce*: noop when empty axes mean "leave x as it is"."""
-    at = _attrs(n)
+    at = attrs_of(n)
     axes = _axes_of(cx, n, a, x.type.rank)
     return axes, bool(at.get("keepdims", 1)), axes is None and bool(at.get("noop_with_empty_axes", 0))
 
 
 def _reduce_composite(pre: str | None, op: str, post: str | None) -> Any:
-    def conv(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    def conv(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         x = cx.tensor(a[0])
         axes, keep, noop = _reduce_args(cx, n, a, x)
         if noop:
@@ -55,7 +55,7 @@ converter("ReduceLogSum")(_reduce_composite(None, "reduce_sum", "log"))
 
 
 @converter("ReduceLogSumExp")
-def _reduce_log_sum_exp(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _reduce_log_sum_exp(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
     axes, keep, noop = _reduce_args(cx, n, a, x)
     if noop:
@@ -73,32 +73,32 @@ def _reduce_log_sum_exp(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 # -- activations ---------------------------------------------------------------------------------------------
-def _f(cx: _Ctx, v: float, like: Value) -> Value:
+def _f(cx: ConversionContext, v: float, like: Value) -> Value:
     return cx.const(v, like.type.dtype)
 
 
 @converter("Selu")
-def _selu(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _selu(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     alpha, gamma = at.get("alpha", 1.67326319217681884765625), at.get("gamma", 1.05070102214813232421875)
     return cx.add("mul", [cx.add("elu", [a[0]], alpha=alpha), _f(cx, gamma, a[0])])
 
 
 @converter("Celu")
-def _celu(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    alpha = _attrs(n).get("alpha", 1.0)
+def _celu(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    alpha = attrs_of(n).get("alpha", 1.0)
     scaled = cx.add("div", [a[0], _f(cx, alpha, a[0])], rounding_mode="none")
     return cx.add("mul", [cx.add("elu", [scaled], alpha=1.0), _f(cx, alpha, a[0])])
 
 
 @converter("ThresholdedRelu")
-def _thresholded_relu(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _thresholded_relu(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = a[0]
-    return cx.add("where", [cx.add("gt", [x, _f(cx, _attrs(n).get("alpha", 1.0), x)]), x, _f(cx, 0, x)])
+    return cx.add("where", [cx.add("gt", [x, _f(cx, attrs_of(n).get("alpha", 1.0), x)]), x, _f(cx, 0, x)])
 
 
 @converter("Softsign")
-def _softsign(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _softsign(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = a[0]
     return cx.add("div", [x, cx.add("add", [cx.add("abs", [x]), _f(cx, 1, x)])], rounding_mode="none")
 
@@ -107,21 +107,21 @@ converter("Mish")(lambda cx, n, a: cx.add("mul", [a[0], cx.add("tanh", [cx.add("
 
 
 @converter("Swish")
-def _swish(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    alpha = _attrs(n).get("alpha", 1.0)
+def _swish(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    alpha = attrs_of(n).get("alpha", 1.0)
     x = a[0]
     return cx.add("mul", [x, cx.add("sigmoid", [cx.add("mul", [x, _f(cx, alpha, x)]) if alpha != 1.0 else x])])
 
 
 @converter("PRelu")
-def _prelu(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _prelu(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x, slope = a
     return cx.add("where", [cx.add("lt", [x, _f(cx, 0, x)]), cx.add("mul", [x, slope]), x])
 
 
 @converter("Shrink")
-def _shrink(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _shrink(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     lambd, bias = at.get("lambd", 0.5), at.get("bias", 0.0)
     x = a[0]
     f = x.type.dtype.is_float
@@ -133,9 +133,9 @@ def _shrink(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 @converter("Hardmax")
-def _hardmax(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _hardmax(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
-    axis = _attrs(n).get("axis", -1) % x.type.rank
+    axis = attrs_of(n).get("axis", -1) % x.type.rank
     idx = cx.add("argmax", [x], axis=axis, keepdims=True)
     size = x.type.shape[axis]
     rng = cx.add("arange", [], end=size, dtype=DType.I64)
@@ -144,7 +144,7 @@ def _hardmax(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 # -- normalizations ------------------------------------------------------------------------------------------
-def _moments(cx: _Ctx, x: Value, axes: list[int]) -> tuple[Value, Value]:
+def _moments(cx: ConversionContext, x: Value, axes: list[int]) -> tuple[Value, Value]:
     mean = cx.add("reduce_mean", [x], axes=axes, keepdims=True)
     centered = cx.add("sub", [x, mean])
     var = cx.add("reduce_mean", [cx.add("mul", [centered, centered])], axes=axes, keepdims=True)
@@ -152,8 +152,8 @@ def _moments(cx: _Ctx, x: Value, axes: list[int]) -> tuple[Value, Value]:
 
 
 @converter("LpNormalization")
-def _lp_normalization(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _lp_normalization(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     x = cx.tensor(a[0])
     axis, p = at.get("axis", -1) % x.type.rank, at.get("p", 2)
     if p == 1:
@@ -167,9 +167,9 @@ def _lp_normalization(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 @converter("MeanVarianceNormalization")
-def _mvn(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _mvn(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
-    axes = [int(i) % x.type.rank for i in _attrs(n).get("axes", [0, 2, 3])]
+    axes = [int(i) % x.type.rank for i in attrs_of(n).get("axes", [0, 2, 3])]
     mean = cx.add("reduce_mean", [x], axes=axes, keepdims=True)
     sq_mean = cx.add("reduce_mean", [cx.add("mul", [x, x])], axes=axes, keepdims=True)
     var = cx.add("sub", [sq_mean, cx.add("mul", [mean, mean])])
@@ -177,15 +177,15 @@ def _mvn(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     return cx.add("div", [cx.add("sub", [x, mean]), std], rounding_mode="none")
 
 
-def _channel_param(cx: _Ctx, p: Value, rank: int) -> Value:
+def _channel_param(cx: ConversionContext, p: Value, rank: int) -> Value:
     """A per-channel (C,) parameter shaped to broadcast against N, C, spatial..."""
     return cx.add("reshape", [p], shape=[p.type.shape[0]] + [1] * (rank - 2))
 
 
 @converter("InstanceNormalization")
-def _instance_norm(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _instance_norm(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x, scale, bias = cx.tensor(a[0]), a[1], a[2]
-    eps = _attrs(n).get("epsilon", 1e-5)
+    eps = attrs_of(n).get("epsilon", 1e-5)
     mean, var = _moments(cx, x, list(range(2, x.type.rank)))
     y = cx.add("mul", [cx.add("sub", [x, mean]), cx.add("rsqrt", [cx.add("add", [var, _f(cx, eps, x)])])])
     y = cx.add("mul", [y, _channel_param(cx, scale, x.type.rank)])
@@ -193,8 +193,8 @@ def _instance_norm(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 @converter("GroupNormalization")
-def _group_norm(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _group_norm(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     x, scale, bias = cx.tensor(a[0]), cx.tensor(a[1]), cx.tensor(a[2])
     groups, eps = at["num_groups"], at.get("epsilon", 1e-5)
     shape = list(x.type.shape)
@@ -215,8 +215,8 @@ def _group_norm(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 @converter("LRN")
-def _lrn(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _lrn(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     x = cx.tensor(a[0])
     size, alpha, beta, bias = at["size"], at.get("alpha", 1e-4), at.get("beta", 0.75), at.get("bias", 1.0)
     shape = list(x.type.shape)
@@ -233,16 +233,16 @@ def _lrn(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 @converter("RMSNormalization")
-def _rms_normalization(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _rms_normalization(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     if at.get("stash_type", 1) != 1:
         raise NotImplementedError("RMSNormalization with stash_type other than float")
     return cx.add("rms_norm", [a[0], a[1]], axis=at.get("axis", -1), eps=at.get("epsilon", 1e-5))
 
 
 @converter("LayerNormalization")
-def _layer_norm(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _layer_norm(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     x = cx.tensor(a[0])
     axis, eps = at.get("axis", -1) % x.type.rank, at.get("epsilon", 1e-5)
     args = [v for v in a[1:3] if v is not None]
@@ -263,8 +263,8 @@ def _layer_norm(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 # -- layout --------------------------------------------------------------------------------------------------
 @converter("DepthToSpace")
-def _depth_to_space(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _depth_to_space(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     x = cx.tensor(a[0])
     b, c, h, w = x.type.shape
     bs = at["blocksize"]
@@ -278,10 +278,10 @@ def _depth_to_space(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 @converter("SpaceToDepth")
-def _space_to_depth(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _space_to_depth(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
     b, c, h, w = x.type.shape
-    at = _attrs(n)
+    at = attrs_of(n)
     bs = at["blocksize"]
     t = cx.add("reshape", [x], shape=[b, c, h // bs, bs, w // bs, bs])
     crd = at.get("mode", "DCR") == "CRD"  # the inverse of DepthToSpace's channel orders
@@ -290,10 +290,10 @@ def _space_to_depth(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 @converter("EyeLike")
-def _eye_like(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _eye_like(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     from onnx import helper
 
-    at = _attrs(n)
+    at = attrs_of(n)
     x = cx.tensor(a[0])
     if not x.type.is_static:
         raise NotImplementedError("EyeLike of a tensor with symbolic dims")
@@ -302,10 +302,10 @@ def _eye_like(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 @converter("OneHot")
-def _one_hot(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _one_hot(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     idx, values = cx.tensor(a[0]), cx.tensor(a[2])
-    depth = int(_need(cx, a[1], "OneHot depth")[0])
-    axis = _attrs(n).get("axis", -1) % (idx.type.rank + 1)
+    depth = int(need(cx, a[1], "OneHot depth")[0])
+    axis = attrs_of(n).get("axis", -1) % (idx.type.rank + 1)
     idx = idx if idx.type.dtype == DType.I64 else cx.add("cast", [idx], dtype=DType.I64)
     idx = cx.add("where", [cx.add("lt", [idx, cx.const(0, DType.I64)]),
                            cx.add("add", [idx, cx.const(depth, DType.I64)]), idx])
@@ -317,11 +317,11 @@ def _one_hot(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 @converter("CenterCropPad")
-def _center_crop_pad(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _center_crop_pad(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
-    target = _need(cx, a[1], "CenterCropPad shape")
+    target = need(cx, a[1], "CenterCropPad shape")
     rank = x.type.rank
-    axes = [int(i) % rank for i in _attrs(n).get("axes", range(rank))]
+    axes = [int(i) % rank for i in attrs_of(n).get("axes", range(rank))]
     starts, ends, pads = [], [], [0] * (2 * rank)
     for ax, want in zip(axes, target):
         have = x.type.shape[ax]
@@ -338,7 +338,7 @@ def _center_crop_pad(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 # -- losses --------------------------------------------------------------------------------------------------
-def _nll(cx: _Ctx, logp: Value, target: Value, weight: Value | None, reduction: str,
+def _nll(cx: ConversionContext, logp: Value, target: Value, weight: Value | None, reduction: str,
          ignore_index: int | None) -> Value:
     target = target if target.type.dtype == DType.I64 else cx.add("cast", [target], dtype=DType.I64)
     dt = logp.type.dtype
@@ -368,15 +368,15 @@ def _nll(cx: _Ctx, logp: Value, target: Value, weight: Value | None, reduction: 
 
 
 @converter("NegativeLogLikelihoodLoss")
-def _nll_loss(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _nll_loss(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     weight = cx.tensor(a[2]) if len(a) > 2 and a[2] is not None else None
     return _nll(cx, cx.tensor(a[0]), cx.tensor(a[1]), weight, at.get("reduction", "mean"), at.get("ignore_index"))
 
 
 @converter("SoftmaxCrossEntropyLoss")
-def _sce_loss(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _sce_loss(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     logp = cx.add("log_softmax", [a[0]], axis=1)
     weight = cx.tensor(a[2]) if len(a) > 2 and a[2] is not None else None
     loss = _nll(cx, logp, cx.tensor(a[1]), weight, at.get("reduction", "mean"), at.get("ignore_index"))
@@ -384,20 +384,20 @@ def _sce_loss(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 # -- attention -----------------------------------------------------------------------------------------------
-def _heads(cx: _Ctx, x: Value, heads: int) -> Value:
+def _heads(cx: ConversionContext, x: Value, heads: int) -> Value:
     """(B, S, H*D) → (B, H, S, D)."""
     b, s, hidden = x.type.shape
     y = cx.add("reshape", [x], shape=[b, s, heads, -1])
     return cx.add("transpose", [y], perm=[0, 2, 1, 3])
 
 
-def _bias_from_mask(cx: _Ctx, mask: Value, dt: DType) -> Value:
+def _bias_from_mask(cx: ConversionContext, mask: Value, dt: DType) -> Value:
     if mask.type.dtype == DType.BOOL:
         return cx.add("where", [mask, cx.const(0, dt), cx.const(_NEG_INF, dt)])
     return mask
 
 
-def _offset_bias(cx: _Ctx, nq: int, nkv: int, offset: Any, dt: DType, allowed: Any) -> Value:
+def _offset_bias(cx: ConversionContext, nq: int, nkv: int, offset: Any, dt: DType, allowed: Any) -> Value:
     """0 where allowed(i + offset - j) else -inf, as (q, kv) for a static offset or (B, 1, q, kv) per batch."""
     i, j = np.arange(nq)[:, None], np.arange(nkv)[None, :]
     if isinstance(offset, int):
@@ -408,8 +408,8 @@ def _offset_bias(cx: _Ctx, nq: int, nkv: int, offset: Any, dt: DType, allowed: A
 
 
 @converter("Attention")
-def _attention(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _attention(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     a = a + [None] * (7 - len(a))
     q, k, v, mask, past_k, past_v, nonpad = a[:7]
     three_d = q.type.rank == 3
@@ -496,8 +496,8 @@ def _attention(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 @converter("RotaryEmbedding")
-def _rotary(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _rotary(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     x, cos, sin = cx.tensor(a[0]), cx.tensor(a[1]), cx.tensor(a[2])
     pos = cx.tensor(a[3]) if len(a) > 3 and a[3] is not None else None
     shape = list(x.type.shape)
@@ -532,7 +532,7 @@ def _rotary(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 # -- quantized matmul ----------------------------------------------------------------------------------------
 @converter("QLinearMatMul")
-def _qlinear_matmul(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _qlinear_matmul(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     xa, sa, za, xb, sb, zb, sy, zy = (cx.tensor(v) for v in a)
     fa = cx.add("dequantize_linear", [xa, sa, za], axis=1)
     fb = cx.add("dequantize_linear", [xb, sb, zb], axis=1)
@@ -541,11 +541,11 @@ def _qlinear_matmul(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 # -- windows: constants once the size is known ---------------------------------------------------------------
 def _window(kind: str) -> Any:
-    def conv(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+    def conv(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         from onnx import helper
 
-        at = _attrs(n)
-        size = int(_need(cx, a[0], f"{n.op_type} size")[0])
+        at = attrs_of(n)
+        size = int(need(cx, a[0], f"{n.op_type} size")[0])
         periodic = at.get("periodic", 1)
         denom = size if periodic else size - 1
         k = np.arange(size, dtype=np.float64)
@@ -568,22 +568,22 @@ converter("BlackmanWindow")(_window("blackman"))
 for _ox, _ir in {"BitwiseAnd": "bitwise_and", "BitwiseOr": "bitwise_or", "BitwiseXor": "bitwise_xor",
                  "BitwiseNot": "bitwise_not"}.items():
     converter(_ox)(lambda cx, n, a, _ir=_ir: cx.add(_ir, a))
-converter("BitShift")(lambda cx, n, a: cx.add("shift", a, left=_attrs(n)["direction"] == "LEFT"))
-converter("Einsum")(lambda cx, n, a: cx.add("einsum", a, equation=_attrs(n)["equation"]))
+converter("BitShift")(lambda cx, n, a: cx.add("shift", a, left=attrs_of(n)["direction"] == "LEFT"))
+converter("Einsum")(lambda cx, n, a: cx.add("einsum", a, equation=attrs_of(n)["equation"]))
 
 
 @converter("BitCast")
-def _bitcast(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _bitcast(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     from onnx import helper
 
-    return cx.add("bitcast", a, dtype=DType.from_numpy(helper.tensor_dtype_to_np_dtype(_attrs(n)["to"])))
+    return cx.add("bitcast", a, dtype=DType.from_numpy(helper.tensor_dtype_to_np_dtype(attrs_of(n)["to"])))
 
 
 @converter("CumProd")
-def _cumprod(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _cumprod(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     x = cx.tensor(a[0])
-    axis = int(_need(cx, a[1], "CumProd axis")[0]) % x.type.rank
+    axis = int(need(cx, a[1], "CumProd axis")[0]) % x.type.rank
     size = x.type.shape[axis]
     if not isinstance(size, int):
         raise NotImplementedError("CumProd along a symbolic dim")
@@ -599,7 +599,7 @@ def _cumprod(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     return cx.add("gather", [y, flip], axis=axis) if flip is not None else y
 
 
-def _wrap_indices(cx: _Ctx, idx: Value, size: Value) -> Value:
+def _wrap_indices(cx: ConversionContext, idx: Value, size: Value) -> Value:
     """ONNX indices may count from the end; the IR's scatter/gather_elements take them non-negative."""
     if idx.const is not None and not (idx.const < 0).any():
         return idx
@@ -607,8 +607,8 @@ def _wrap_indices(cx: _Ctx, idx: Value, size: Value) -> Value:
 
 
 @converter("ScatterElements", "Scatter")
-def _scatter_elements(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _scatter_elements(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     x, idx = cx.tensor(a[0]), cx.tensor(a[1])
     axis = at.get("axis", 0) % x.type.rank
     if not isinstance(x.type.shape[axis], int):
@@ -618,19 +618,19 @@ def _scatter_elements(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 @converter("ScatterND")
-def _scatter_nd(cx: _Ctx, n: Any, a: list[Any]) -> Any:
+def _scatter_nd(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x, idx = cx.tensor(a[0]), cx.tensor(a[1])
     k = idx.type.shape[-1]
     if not isinstance(k, int) or not all(isinstance(d, int) for d in x.type.shape[:k]):
         raise NotImplementedError("ScatterND over symbolic dims")
     sizes = cx.const(np.array(x.type.shape[:k]), idx.type.dtype)
     idx = _wrap_indices(cx, idx, sizes)
-    return cx.add("scatter_nd", [x, idx, a[2]], reduction=_attrs(n).get("reduction", "none"))
+    return cx.add("scatter_nd", [x, idx, a[2]], reduction=attrs_of(n).get("reduction", "none"))
 
 
 @converter("ConvTranspose")
-def _conv_transpose(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _conv_transpose(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     x, w = cx.tensor(a[0]), cx.tensor(a[1])
     nd = w.type.rank - 2
     kernel = list(at.get("kernel_shape", w.type.shape[2:]))
@@ -659,8 +659,8 @@ def _conv_transpose(cx: _Ctx, n: Any, a: list[Any]) -> Any:
 
 
 @converter("GridSample")
-def _grid_sample(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _grid_sample(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     mode = {"bilinear": "linear", "bicubic": "cubic"}.get(at.get("mode", "linear"), at.get("mode", "linear"))
     return cx.add("grid_sample", a, mode=mode, padding_mode=at.get("padding_mode", "zeros"),
                   align_corners=bool(at.get("align_corners", 0)))

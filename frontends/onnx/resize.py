@@ -14,8 +14,8 @@ import numpy as np
 
 from graphopt.ir import DType, Value
 
-from .onnx_import import _attrs, _Ctx, converter
-from .resize_math import cubic_coeffs, linear_coeffs, nearest_coeffs, resize_matrix
+from .context import ConversionContext, attrs_of, converter
+from ..resize_math import cubic_coeffs, linear_coeffs, nearest_coeffs, resize_matrix
 
 
 def _round_half_up(v: float) -> int:
@@ -23,8 +23,8 @@ def _round_half_up(v: float) -> int:
 
 
 @converter("Resize")
-def _resize(cx: _Ctx, n: Any, a: list[Any]) -> Any:
-    at = _attrs(n)
+def _resize(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    at = attrs_of(n)
     x = cx.tensor(a[0])
     rank = x.type.rank
     a = a + [None] * (4 - len(a))
@@ -76,7 +76,7 @@ def _resize(cx: _Ctx, n: Any, a: list[Any]) -> Any:
     return y if y is not x else cx.add("identity", [x])
 
 
-def _apply_axis(cx: _Ctx, x: Value, axis: int, m: np.ndarray, nearest: bool) -> Value:
+def _apply_axis(cx: ConversionContext, x: Value, axis: int, m: np.ndarray, nearest: bool) -> Value:
     rank = x.type.rank
     if nearest:  # each row picks one input element: a gather, exact for every dtype
         return cx.add("gather", [x, cx.const(m.argmax(axis=1), DType.I64)], axis=axis)

@@ -1,0 +1,181 @@
+"""The conversion context converters work in: the graph being built, the environment of converted values, small
+shape vectors known at import time (`Known`, entries may be symbolic dims), and the converter table.
+
+Converters are `fn(cx, node, args) -> value(s)`, registered with `@converter("OpType")`; `cx.add` adds an IR node
+and folds small all-constant results (shape arithmetic) on the spot."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from graphopt.errors import ModelLoadError, UnsupportedOpError
+from graphopt.ir import DType, Graph, TensorType, Value
+
+from .loading import dtype_of
+
+__all__ = ["ConversionContext", "Known", "CONVERTERS", "Converter", "converter", "attrs_of", "need", "ident",
+           "check_declared", "known_shape", "FOLD_LIMIT"]
+
+FOLD_LIMIT = 4096  # elements: shape-sized results are folded while importing, weights are left to the passes
+Converter = Callable[["ConversionContext", Any, list[Any]], Any]
+CONVERTERS: dict[str, Converter] = {}
+
+
+def converter(*ops: str) -> Callable[[Converter], Converter]:
+    """Register the decorated function as the converter of ONNX `ops`."""
+
+    def deco(fn: Converter) -> Converter:
+        for op in ops:
+            CONVERTERS[op] = fn
+        return fn
+
+    return deco
+
+
+class ConversionContext:
+    def __init__(self, proto: Any, external: dict[str, np.ndarray], name: str, constants: dict[str, Any]) -> None:
+        self.proto = proto
+        self.external = external
+        self.constants = constants
+        self.graph = Graph(ident(name))
+        self.env: dict[str, Any] = {"": None}
+
+    def run(self) -> Graph:
+        from onnx import helper, numpy_helper
+
+        g = self.proto.graph
+        inits = {t.name for t in g.initializer}
+        for t in g.initializer:
+            dtype_of(t.data_type, t.name)  # before numpy_helper sees an element type it does not know
+            data = self.external[t.name] if t.name in self.external else numpy_helper.to_array(t)
+            self.env[t.name] = self.graph.add_constant(data, name=ident(t.name))
+        for vi in g.input:
+            if vi.name in inits:
+                continue
+            tt = vi.type.tensor_type
+            if vi.name in self.constants:
+                data = np.asarray(self.constants[vi.name], dtype=helper.tensor_dtype_to_np_dtype(tt.elem_type))
+                self.env[vi.name] = self.graph.add_constant(data, name=ident(vi.name))
+                continue
+            dims = [d.dim_value if d.HasField("dim_value") else ident(d.dim_param or f"{vi.name}_{i}")
+                    for i, d in enumerate(tt.shape.dim)]
+            self.env[vi.name] = self.graph.add_input(ident(vi.name), TensorType(dtype_of(tt.elem_type, vi.name), dims))
+        for i, node in enumerate(g.node):
+            args = [self.env[x] for x in node.input]
+            with self.graph.inserting_at_end(origin=node.name or f"{node.op_type}_{i}"):
+                try:
+                    out = CONVERTERS[node.op_type](self, node, args)
+                except (UnsupportedOpError, ModelLoadError):
+                    raise
+                except Exception as e:  # noqa: BLE001 - name the ONNX node that failed
+                    raise UnsupportedOpError(f"cannot convert {node.op_type} node {node.name or i!r}: "
+                                             f"{type(e).__name__}: {e}", ops={node.op_type: 1}) from e
+            outs = out if isinstance(out, (list, tuple)) else [out]
+            for name, v in zip(node.output, outs):
+                if name:
+                    self.env[name] = v
+        self.graph.set_outputs([self.tensor(self.env[o.name]) for o in g.output])
+        for v, o in zip(self.graph.outputs, g.output):
+            check_declared(v, o)
+        for v, o in zip(self.graph.outputs, g.output):
+            if v.producer is not None and v.name != ident(o.name) and ident(o.name) not in self.graph._values:
+                self.graph.rename(v, ident(o.name))
+        return self.graph
+
+    # -- values: IR Values, or known shape vectors (lists of dims) ----------------------------------------
+    def tensor(self, x: Any) -> Value:
+        if isinstance(x, Value):
+            return x
+        if isinstance(x, Known):
+            if not all(isinstance(d, int) for d in x.dims):
+                raise UnsupportedOpError(f"shape value {x.dims} is used as a tensor; graphopt keeps shapes "
+                                         "symbolic only inside shape arguments", ops={"Shape": 1})
+            return self.graph.add_constant(np.array(x.dims, dtype=np.int64).reshape(x.shape))
+        raise TypeError(f"not a tensor: {x!r}")
+
+    def known(self, x: Any) -> list[Any] | None:
+        """The value as a flat list of python dims when it is known at import time, else None."""
+        if isinstance(x, Known):
+            return list(x.dims)
+        if isinstance(x, Value) and x.const is not None:
+            return [int(v) if np.issubdtype(x.const.dtype, np.integer) else float(v) for v in x.const.ravel()]
+        return None
+
+    def add(self, op: str, inputs: list[Any], **attrs: Any) -> Any:
+        """Add an IR node; small all-constant results (shape arithmetic) are evaluated right away."""
+        from graphopt.ir.interpreter import evaluate, resolve_attrs
+
+        node = self.graph.add_node(op, [self.tensor(x) for x in inputs], attrs)
+        outs = node.outputs
+        foldable = node.op.pure and all(v.is_constant for v in node.inputs) and all(
+            o.type is not None and o.type.is_static and o.type.numel() <= FOLD_LIMIT for o in outs)
+        if foldable:
+            try:
+                results = evaluate(node, [v.const for v in node.inputs], resolve_attrs(node, {}))
+            except Exception:  # noqa: BLE001 - leave it to run time (and its error message)
+                results = None
+            if results is not None:
+                self.graph.remove_node(node)
+                outs = tuple(self.graph.add_constant(r) for r in results)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def const(self, value: Any, dtype: DType) -> Value:
+        return self.graph.add_constant(np.asarray(value, dtype=dtype.numpy))
+
+
+def check_declared(v: Value, declared: Any) -> None:
+    """The imported output must have the element type, rank and static sizes the ONNX file declares: a
+    disagreement means the import computed something else, and that must not pass silently."""
+    tt = declared.type.tensor_type
+    if not declared.type.HasField("tensor_type"):
+        return
+    want: list[str] = []
+    if tt.elem_type and dtype_of(tt.elem_type, declared.name) != v.type.dtype:
+        want.append(f"element type {dtype_of(tt.elem_type, declared.name).value}")
+    if tt.HasField("shape"):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if len(dims) != v.type.rank:
+            want.append(f"rank {len(dims)}")
+        elif any(d is not None and isinstance(h, int) and d != h for d, h in zip(dims, v.type.shape)):
+            want.append(f"shape {['?' if d is None else d for d in dims]}")
+    if want:
+        raise ModelLoadError(f"graph output {declared.name!r} is declared with {' and '.join(want)}, but the "
+                             f"imported graph computes {v.type}; refusing a graph that disagrees with its file")
+
+
+class Known:
+    """A small int64 tensor known at import time whose entries may be symbolic dims (from Shape)."""
+
+    def __init__(self, dims: list[Any], shape: tuple[int, ...] | None = None) -> None:
+        self.dims = dims
+        self.shape = shape if shape is not None else (len(dims),)
+
+
+def ident(name: str) -> str:
+    out = "".join(c if c.isalnum() or c in "_." else "_" for c in name)
+    return out if out and (out[0].isalpha() or out[0] == "_") else f"v{out}"
+
+
+def attrs_of(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    out = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in out.items()}
+
+
+def need(cx: ConversionContext, x: Any, what: str) -> list[Any]:
+    k = cx.known(x)
+    if k is None:
+        raise NotImplementedError(f"{what} must be known at import time (a constant or computed from shapes)")
+    return k
+
+
+def known_shape(x: Any) -> tuple[int, ...] | None:
+    if isinstance(x, Known):
+        return x.shape
+    if isinstance(x, Value) and x.const is not None:
+        return tuple(x.const.shape)
+    return None
