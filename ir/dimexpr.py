@@ -26,10 +26,16 @@ import functools
 import keyword
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-import sympy
+from .lazy import lazy_module
+
+if TYPE_CHECKING:
+    import sympy
+else:
+    sympy = lazy_module("sympy")  # 0.4 s to import: loaded when an expression is first parsed or simplified
 
 __all__ = ["MAX_LENGTH", "parse_dim", "evaluate_expr", "DimSyntaxError"]
 
@@ -37,10 +43,9 @@ MAX_LENGTH = 2000  # characters of one dim expression
 MAX_DEPTH = 64  # nested parentheses / unary minus / calls
 MAX_EXPONENT = 8  # `x**k`: sympy prints seq*seq as seq**2; nothing larger appears in real shapes
 MAX_INT = 2**63  # literals beyond int64 are not sizes
-_FUNCS: dict[str, tuple[Callable[..., sympy.Expr], int]] = {
-    "Max": (sympy.Max, -1), "Min": (sympy.Min, -1), "Mod": (sympy.Mod, 2),
-    "floor": (sympy.floor, 1), "ceiling": (sympy.ceiling, 1),
-}
+# function name -> (sympy attribute, arity; -1: any); looked up when called, so sympy loads on first use
+_FUNCS: dict[str, tuple[str, int]] = {"Max": ("Max", -1), "Min": ("Min", -1), "Mod": ("Mod", 2),
+                                      "floor": ("floor", 1), "ceiling": ("ceiling", 1)}
 _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|//|[-+*/(),]))")
 
 
@@ -198,7 +203,7 @@ class _Parser:
         self.depth -= 1
         if arity >= 0 and len(args) != arity:
             raise DimSyntaxError(f"{name} takes {arity} argument(s), got {len(args)} in {self.text!r}")
-        return fn(*args)
+        return getattr(sympy, fn)(*args)  # type: ignore[no-any-return]
 
 
 def evaluate_expr(expr: sympy.Expr, bindings: Mapping[str, int]) -> int:

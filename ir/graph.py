@@ -339,16 +339,10 @@ class Graph:
             vmap[v] = new.add_input(v.name, v.type)  # type: ignore[arg-type]
         for name, c in self.constants.items():
             vmap[c] = new.add_constant(c.const, name)
-        for node in self:
-            copy = new.add_node(
-                node.op,
-                [vmap[v] for v in node.inputs],
-                node.attrs,
-                types=[o.type for o in node.outputs],
-                names=[o.name for o in node.outputs],
-                origin=node.origin,
-            )
-            vmap.update(zip(node.outputs, copy.outputs))
+        for node in self:  # checked once already: the attributes (read-only, shared) and types are reused as they are
+            outs = [new._claim(Value(o.name, o.type)) for o in node.outputs]
+            new._link_before(Node(node.op, [vmap[v] for v in node.inputs], outs, node.attrs, node.origin), new._root)
+            vmap.update(zip(node.outputs, outs))
         new.set_outputs([vmap[v] for v in self._outputs])
         return new
 

@@ -37,8 +37,10 @@ class Node:
         self.op = op
         self._inputs: tuple[Value, ...] = ()
         self.outputs: tuple[Value, ...] = tuple(outputs)
-        # Graph.add_node has already checked `attrs` against the schema; the setter below checks later changes.
-        self._attrs: Mapping[str, Any] = MappingProxyType(dict(attrs or {}))
+        # Graph.add_node has already checked `attrs` against the schema (and owns the dict, or passes a read-only
+        # view it may share, as copies do); the setter below checks later changes.
+        self._attrs: Mapping[str, Any] = (attrs if isinstance(attrs, MappingProxyType)
+                                          else MappingProxyType(attrs if type(attrs) is dict else dict(attrs or {})))
         self.origin = origin
         self.graph: Graph | None = None
         self._prev: Node | None = None

@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-import networkx as nx
-
+from .lazy import lazy_module
 from .printer import format_name
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from .graph import Graph
     from .node import Node
     from .value import Value
+else:
+    nx = lazy_module("networkx")  # 0.2 s to import; needed only when a graph is converted
 
 __all__ = ["to_networkx", "to_dot", "node_key"]
 

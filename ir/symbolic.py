@@ -20,11 +20,15 @@ import functools
 import operator
 import re
 from collections.abc import Mapping
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-import sympy
-
+from .lazy import lazy_module
 from .dimexpr import evaluate_expr, parse_dim, symbol
+
+if TYPE_CHECKING:
+    import sympy
+else:
+    sympy = lazy_module("sympy")  # 0.4 s to import: loaded when an expression is first parsed or simplified
 
 __all__ = ["Dim", "canon", "dim_add", "dim_sub", "dim_mul", "dim_floordiv", "dim_ceildiv", "divide",
            "evaluate", "free_symbols", "is_symbol", "to_sympy"]

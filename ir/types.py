@@ -28,6 +28,9 @@ __all__ = ["Dim", "Shape", "TensorType", "is_symbol", "resolve_shape", "SYMBOL_R
 Shape = tuple[Dim, ...]
 
 
+_CANONICAL: set[str] = set()  # dim strings already seen in canonical form: TensorType skips re-checking them
+
+
 def _check_dim(dim: object) -> Dim:
     if isinstance(dim, bool):
         raise TypeError(f"a dim must be an int or a symbol name, got {dim!r}")
@@ -39,9 +42,12 @@ def _check_dim(dim: object) -> Dim:
         return _check_dim(int(dim))  # type: ignore[call-overload]
     if isinstance(dim, str):
         try:
-            return canon(dim)
+            out = canon(dim)
         except ValueError as e:
             raise TypeError(f"a dim must be an int, a symbol like 'batch' or an expression like 'batch*seq': {e}") from None
+        if out == dim and len(_CANONICAL) < 1 << 16:
+            _CANONICAL.add(dim)
+        return out
     raise TypeError(f"a dim must be an int, a symbol like 'batch' or an expression like 'batch*seq', got {dim!r}")
 
 
@@ -55,7 +61,11 @@ class TensorType:
     def __post_init__(self) -> None:
         if not isinstance(self.dtype, DType):
             raise TypeError(f"dtype must be a DType, got {self.dtype!r}")
-        object.__setattr__(self, "shape", tuple(_check_dim(d) for d in self.shape))
+        shape = self.shape
+        # the fast path: a tuple of non-negative ints and known canonical symbols (what type inference makes)
+        if type(shape) is not tuple or not all(type(d) is int and d >= 0 or type(d) is str and d in _CANONICAL
+                                               for d in shape):
+            object.__setattr__(self, "shape", tuple(_check_dim(d) for d in shape))
 
     @property
     def rank(self) -> int:

@@ -10,13 +10,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from scipy import special
-
+from ..lazy import lazy_module
 from ..dtypes import DType, promote
 from ..types import TensorType
 from .registry import Attr, ConcreteType, ShapeError, register_op, same_as_input
 from .traits import Trait, elementwise_flow
 from .shapes import broadcast, compute_dtype, tt
+
+special = lazy_module("scipy.special")
 
 _F32 = DType.F32
 _EW, _SCALE, _FLOAT = Trait.ELEMENTWISE, Trait.SCALE_TRANSPARENT, Trait.FLOAT_COMPUTE
@@ -205,7 +206,7 @@ _unary("cosh", np.cosh, cost=4, doc="hyperbolic cosine")
 _unary("asinh", np.arcsinh, cost=4, doc="inverse hyperbolic sine")
 _unary("acosh", np.arccosh, cost=4, doc="inverse hyperbolic cosine")
 _unary("atanh", np.arctanh, cost=4, doc="inverse hyperbolic tangent")
-_unary("erf", special.erf, cost=8, doc="Gauss error function")
+_unary("erf", lambda x: special.erf(x), cost=8, doc="Gauss error function")  # (looked up at call: scipy loads lazily)
 _unary("sigmoid", _sigmoid, cost=4, doc="1 / (1 + exp(-x))")
 _unary("silu", lambda x: x * _sigmoid(x), cost=5, doc="x * sigmoid(x)")
 _unary("gelu", _gelu, cost=8, doc="Gaussian error linear unit (erf or tanh form)",
