@@ -7,7 +7,7 @@ decorated function:
 >>> from graphopt.frontends import aten
 >>> @aten.converter("mylib.entr.default")
 ... def _entr(cx, node, x):
-...     return cx.add("neg", [cx.add("mul", [x, cx.add("log", [x])])])
+...     return cx.op("neg", [cx.op("mul", [x, cx.op("log", [x])])])
 >>> aten.is_supported_name("mylib.entr.default")
 True
 """
@@ -118,8 +118,8 @@ def _binary(op: str) -> Converter:
             a = _scalar(cx, b, a)
         b = _scalar(cx, a, b)
         if alpha != 1:
-            b = cx.add("mul", [b, _scalar(cx, b, alpha)])
-        return cx.add(op, [a, b])
+            b = cx.op("mul", [b, _scalar(cx, b, alpha)])
+        return cx.op(op, [a, b])
 
     return conv
 
@@ -138,12 +138,12 @@ for _op, _ir in (("bitwise_and", "logical_and"), ("bitwise_or", "logical_or"), (
 
 @converter("aten.pow.Scalar")
 def _pow_scalar(cx: Any, node: Any, a: Any, b: Value) -> Value:
-    return cx.add("pow", [_scalar(cx, b, a), b])
+    return cx.op("pow", [_scalar(cx, b, a), b])
 
 
 @converter("aten.rsub.Scalar", "aten.rsub.Tensor")
 def _rsub(cx: Any, node: Any, a: Value, b: Any, alpha: Any = 1) -> Value:
-    return _binary("sub")(cx, node, b, a if alpha == 1 else cx.add("mul", [a, _scalar(cx, a, alpha)]))
+    return _binary("sub")(cx, node, b, a if alpha == 1 else cx.op("mul", [a, _scalar(cx, a, alpha)]))
 
 
 @converter("aten.div.Tensor", "aten.div.Scalar", "aten.div.Tensor_mode", "aten.div.Scalar_mode")
@@ -151,7 +151,7 @@ def _div(cx: Any, node: Any, a: Any, b: Any, rounding_mode: str | None = None) -
     if not isinstance(a, Value):
         a = _scalar(cx, b, a)
     b = _scalar(cx, a, b)
-    return cx.add("div", [a, b], rounding_mode=rounding_mode or "none")
+    return cx.op("div", [a, b], rounding_mode=rounding_mode or "none")
 
 
 _UNARY = {
@@ -162,47 +162,47 @@ _UNARY = {
     "hardswish": "hardswish", "hardsigmoid": "hardsigmoid",
 }
 for _op, _ir in _UNARY.items():
-    converter(f"aten.{_op}.default")(lambda cx, node, x, _ir=_ir: cx.add(_ir, [x]))
+    converter(f"aten.{_op}.default")(lambda cx, node, x, _ir=_ir: cx.op(_ir, [x]))
 
 
 @converter("aten.bitwise_not.default")
 def _bitwise_not(cx: Any, node: Any, x: Value) -> Value:
     if x.type.dtype != DType.BOOL:
         raise NotImplementedError("bitwise_not is supported on bool tensors only")
-    return cx.add("logical_not", [x])
+    return cx.op("logical_not", [x])
 
 
 @converter("aten.gelu.default")
 def _gelu(cx: Any, node: Any, x: Value, approximate: str = "none") -> Value:
-    return cx.add("gelu", [x], approximate=approximate)
+    return cx.op("gelu", [x], approximate=approximate)
 
 
 @converter("aten.leaky_relu.default")
 def _leaky_relu(cx: Any, node: Any, x: Value, negative_slope: float = 0.01) -> Value:
-    return cx.add("leaky_relu", [x], negative_slope=float(negative_slope))
+    return cx.op("leaky_relu", [x], negative_slope=float(negative_slope))
 
 
 @converter("aten.elu.default")
 def _elu(cx: Any, node: Any, x: Value, alpha: float = 1.0, scale: float = 1.0, input_scale: float = 1.0) -> Value:
     if scale != 1 or input_scale != 1:
         raise NotImplementedError("elu with scale/input_scale (selu) is not mapped")
-    return cx.add("elu", [x], alpha=float(alpha))
+    return cx.op("elu", [x], alpha=float(alpha))
 
 
 @converter("aten.softplus.default")
 def _softplus(cx: Any, node: Any, x: Value, beta: float = 1.0, threshold: float = 20.0) -> Value:
-    return cx.add("softplus", [x], beta=float(beta), threshold=float(threshold))
+    return cx.op("softplus", [x], beta=float(beta), threshold=float(threshold))
 
 
 @converter("aten.clamp.default", "aten.hardtanh.default")
 def _clamp(cx: Any, node: Any, x: Value, min: Any = None, max: Any = None) -> Value:  # noqa: A002
     if op_name(node.target) == "aten.hardtanh.default":
         min, max = (-1.0 if min is None else min), (1.0 if max is None else max)  # noqa: A001
-    return cx.add("clamp", [x], min=None if min is None else float(min), max=None if max is None else float(max))
+    return cx.op("clamp", [x], min=None if min is None else float(min), max=None if max is None else float(max))
 
 
-converter("aten.clamp_min.default")(lambda cx, node, x, m: cx.add("clamp", [x], min=float(m)))
-converter("aten.clamp_max.default")(lambda cx, node, x, m: cx.add("clamp", [x], max=float(m)))
+converter("aten.clamp_min.default")(lambda cx, node, x, m: cx.op("clamp", [x], min=float(m)))
+converter("aten.clamp_max.default")(lambda cx, node, x, m: cx.op("clamp", [x], max=float(m)))
 
 
 @converter("aten.where.self", "aten.where.ScalarSelf", "aten.where.ScalarOther", "aten.where.Scalar")
@@ -211,28 +211,28 @@ def _where(cx: Any, node: Any, c: Value, a: Any, b: Any) -> Value:
     if like is None:
         dt = DType.from_torch(node.meta["val"].dtype)
         a, b = cx.const(a, dt), cx.const(b, dt)
-    return cx.add("where", [c, _scalar(cx, like or a, a), _scalar(cx, like or b, b)])
+    return cx.op("where", [c, _scalar(cx, like or a, a), _scalar(cx, like or b, b)])
 
 
 @converter("aten.masked_fill.Scalar", "aten.masked_fill.Tensor")
 def _masked_fill(cx: Any, node: Any, x: Value, mask: Value, value: Any) -> Value:
-    return cx.add("where", [mask, _scalar(cx, x, value), x])
+    return cx.op("where", [mask, _scalar(cx, x, value), x])
 
 
 @converter("aten._softmax.default", "aten.softmax.int")
 def _softmax(cx: Any, node: Any, x: Value, dim: int, half_to_float: Any = False) -> Value:
-    return cx.add("softmax", [x], axis=dim)
+    return cx.op("softmax", [x], axis=dim)
 
 
 @converter("aten._log_softmax.default", "aten.log_softmax.int")
 def _log_softmax(cx: Any, node: Any, x: Value, dim: int, half_to_float: Any = False) -> Value:
-    return cx.add("log_softmax", [x], axis=dim)
+    return cx.op("log_softmax", [x], axis=dim)
 
 
 # -- layout --------------------------------------------------------------------------------------------------
 @converter("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default")
 def _view(cx: Any, node: Any, x: Value, shape: Sequence[Any]) -> Value:
-    return cx.add("reshape", [x], shape=[cx.dim(d) for d in shape])
+    return cx.op("reshape", [x], shape=[cx.dim(d) for d in shape])
 
 
 @converter("aten.as_strided.default")
@@ -248,17 +248,17 @@ def _as_strided(cx: Any, node: Any, x: Value, size: Sequence[Any], stride: Seque
     plain = all(d == 1 or w is None or cx.dim(s) == w for d, s, w in zip(dims, stride, want))
     if offset or not plain:
         raise NotImplementedError(f"as_strided with strides {list(stride)} and offset {offset} (not a plain view)")
-    return cx.add("reshape", [x], shape=dims)
+    return cx.op("reshape", [x], shape=dims)
 
 
 @converter("aten.permute.default")
 def _permute(cx: Any, node: Any, x: Value, dims: Sequence[int]) -> Value:
-    return cx.add("transpose", [x], perm=[d % max(x.type.rank, 1) for d in dims])
+    return cx.op("transpose", [x], perm=[d % max(x.type.rank, 1) for d in dims])
 
 
 @converter("aten.t.default", "aten.numpy_T.default")
 def _t(cx: Any, node: Any, x: Value) -> Value:
-    return cx.add("transpose", [x], perm=list(range(x.type.rank))[::-1]) if x.type.rank > 1 else x
+    return cx.op("transpose", [x], perm=list(range(x.type.rank))[::-1]) if x.type.rank > 1 else x
 
 
 @converter("aten.transpose.int")
@@ -266,12 +266,12 @@ def _transpose(cx: Any, node: Any, x: Value, a: int, b: int) -> Value:
     perm = list(range(x.type.rank))
     a, b = a % x.type.rank, b % x.type.rank
     perm[a], perm[b] = perm[b], perm[a]
-    return cx.add("transpose", [x], perm=perm)
+    return cx.op("transpose", [x], perm=perm)
 
 
 @converter("aten.unsqueeze.default")
 def _unsqueeze(cx: Any, node: Any, x: Value, dim: int) -> Value:
-    return cx.add("unsqueeze", [x], axes=[dim % (x.type.rank + 1)])
+    return cx.op("unsqueeze", [x], axes=[dim % (x.type.rank + 1)])
 
 
 @converter("aten.squeeze.dim", "aten.squeeze.dims", "aten.squeeze.default")
@@ -281,7 +281,7 @@ def _squeeze(cx: Any, node: Any, x: Value, dims: Any = None) -> Value:
     else:
         dims = [dims] if isinstance(dims, int) else dims
         axes = [d % max(x.type.rank, 1) for d in dims if x.type.shape[d] == 1]  # torch skips non-1 dims
-    return cx.add("squeeze", [x], axes=axes) if axes else x
+    return cx.op("squeeze", [x], axes=axes) if axes else x
 
 
 @converter("aten.expand.default")
@@ -291,15 +291,15 @@ def _expand(cx: Any, node: Any, x: Value, sizes: Sequence[Any], implicit: bool =
              for i, s in enumerate(sizes)]
     if tuple(shape) == x.type.shape:
         return x
-    return cx.add("expand", [x], shape=shape)
+    return cx.op("expand", [x], shape=shape)
 
 
 @converter("aten.repeat.default")
 def _repeat(cx: Any, node: Any, x: Value, repeats: Sequence[int]) -> Value:
     lead = len(repeats) - x.type.rank
     if lead:
-        x = cx.add("reshape", [x], shape=[1] * lead + list(x.type.shape))
-    return cx.add("tile", [x], repeats=list(repeats))
+        x = cx.op("reshape", [x], shape=[1] * lead + list(x.type.shape))
+    return cx.op("tile", [x], repeats=list(repeats))
 
 
 @converter("aten.clone.default", "aten.alias.default", "aten.contiguous.default", "aten.detach.default",
@@ -314,7 +314,7 @@ def _identity(cx: Any, node: Any, x: Value, *args: Any, **kwargs: Any) -> Any:
 def _to_copy(cx: Any, node: Any, x: Value, dtype: Any = None, **kwargs: Any) -> Value:
     if dtype is None or DType.from_torch(dtype) == x.type.dtype:
         return x
-    return cx.add("cast", [x], dtype=DType.from_torch(dtype))
+    return cx.op("cast", [x], dtype=DType.from_torch(dtype))
 
 
 @converter("aten.slice.Tensor")
@@ -326,18 +326,18 @@ def _slice(cx: Any, node: Any, x: Value, dim: int = 0, start: Any = None, end: A
     dim = dim % x.type.rank
     if start == 0 and step == 1 and (end == _BIG or end == x.type.shape[dim]):
         return x
-    return cx.add("slice", [x], starts=[start], ends=[end], axes=[dim], steps=[step])
+    return cx.op("slice", [x], starts=[start], ends=[end], axes=[dim], steps=[step])
 
 
 @converter("aten.select.int")
 def _select(cx: Any, node: Any, x: Value, dim: int, index: Any) -> Value:
-    return cx.add("gather", [x, cx.const(cx.dim(index), DType.I64)], axis=dim % x.type.rank)
+    return cx.op("gather", [x, cx.const(cx.dim(index), DType.I64)], axis=dim % x.type.rank)
 
 
 @converter("aten.cat.default")
 def _cat(cx: Any, node: Any, xs: Sequence[Value], dim: int = 0) -> Value:
     xs = [x for x in xs if not (x.type.rank == 1 and x.type.shape[0] == 0)]  # torch.cat skips empty 1-d
-    return xs[0] if len(xs) == 1 else cx.add("concat", xs, axis=dim)
+    return xs[0] if len(xs) == 1 else cx.op("concat", xs, axis=dim)
 
 
 @converter("aten.split_with_sizes.default", "aten.split.Tensor")
@@ -348,7 +348,7 @@ def _split(cx: Any, node: Any, x: Value, sizes: Any, dim: int = 0) -> tuple[Valu
         if not isinstance(total, int):
             raise NotImplementedError("split by chunk size along a symbolic dim")
         sizes = [min(sizes, total - i) for i in range(0, total, sizes)]
-    out = cx.add("split", [x], axis=dim, sizes=[int(s) for s in sizes])
+    out = cx.op("split", [x], axis=dim, sizes=[int(s) for s in sizes])
     return out if isinstance(out, tuple) else (out,)
 
 
@@ -356,7 +356,7 @@ def _split(cx: Any, node: Any, x: Value, sizes: Any, dim: int = 0) -> tuple[Valu
 def _unbind(cx: Any, node: Any, x: Value, dim: int = 0) -> tuple[Value, ...]:
     dim = dim % x.type.rank
     parts = _split(cx, node, x, [1] * int(x.type.shape[dim]), dim)
-    return tuple(cx.add("squeeze", [p], axes=[dim]) for p in parts)
+    return tuple(cx.op("squeeze", [p], axes=[dim]) for p in parts)
 
 
 @converter("aten.constant_pad_nd.default")
@@ -367,7 +367,7 @@ def _pad(cx: Any, node: Any, x: Value, pad: Sequence[int], value: float = 0.0) -
         begins[r - 1 - i], ends[r - 1 - i] = pad[2 * i], pad[2 * i + 1]
     if min(pad, default=0) < 0:
         raise NotImplementedError("negative padding (cropping)")
-    return cx.add("pad", [x], pads=begins + ends, value=float(value))
+    return cx.op("pad", [x], pads=begins + ends, value=float(value))
 
 
 @converter("aten.index.Tensor")
@@ -378,34 +378,34 @@ def _index(cx: Any, node: Any, x: Value, indices: Sequence[Any]) -> Value:
     idx = [indices[i] for i in used]
     if any(t.type.dtype == DType.BOOL for t in idx):
         raise NotImplementedError("boolean-mask indexing (data-dependent shape)")
-    return cx.add("index", [x, *idx], axis=used[0])
+    return cx.op("index", [x, *idx], axis=used[0])
 
 
 @converter("aten.gather.default")
 def _gather(cx: Any, node: Any, x: Value, dim: int, index: Value, sparse_grad: bool = False) -> Value:
-    return cx.add("gather_elements", [x, index], axis=dim)
+    return cx.op("gather_elements", [x, index], axis=dim)
 
 
 @converter("aten.embedding.default")
 def _embedding(cx: Any, node: Any, weight: Value, indices: Value, *args: Any) -> Value:
-    return cx.add("gather", [weight, indices], axis=0)
+    return cx.op("gather", [weight, indices], axis=0)
 
 
 @converter("aten.triu.default", "aten.tril.default")
 def _tri(cx: Any, node: Any, x: Value, diagonal: int = 0) -> Value:
-    return cx.add(op_name(node.target).split(".")[1], [x], diagonal=diagonal)
+    return cx.op(op_name(node.target).split(".")[1], [x], diagonal=diagonal)
 
 
 @converter("aten.cumsum.default")
 def _cumsum(cx: Any, node: Any, x: Value, dim: int, dtype: Any = None) -> Value:
     if dtype is not None and DType.from_torch(dtype) != x.type.dtype:
-        x = cx.add("cast", [x], dtype=DType.from_torch(dtype))
-    return cx.add("cumsum", [x], axis=dim)
+        x = cx.op("cast", [x], dtype=DType.from_torch(dtype))
+    return cx.op("cumsum", [x], axis=dim)
 
 
 @converter("aten.topk.default")
 def _topk(cx: Any, node: Any, x: Value, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:  # noqa: A002
-    return cx.add("topk", [x], k=k, axis=dim, largest=largest, sorted=sorted)
+    return cx.op("topk", [x], k=k, axis=dim, largest=largest, sorted=sorted)
 
 
 # -- creation ------------------------------------------------------------------------------------------------
@@ -422,7 +422,7 @@ def _full(cx: Any, shape: Sequence[Any], value: Any, dt: DType) -> Value:
     # they bloat the artifact (nn.MultiheadAttention's [batch, heads, seq, seq] zeros were 8.5 MB)
     if all(isinstance(d, int) for d in shape) and math.prod(shape) <= _MATERIALIZE:
         return cx.const(np.full(shape, value, dtype=dt.numpy), dt)
-    return cx.add("full", [], shape=list(shape), value=float(value), dtype=dt)
+    return cx.op("full", [], shape=list(shape), value=float(value), dtype=dt)
 
 
 @converter("aten.full.default")
@@ -455,16 +455,16 @@ def _arange(cx: Any, node: Any, *args: Any, dtype: Any = None) -> Value:
     if any(isinstance(v, float) for v in (start, end, step)):
         raise NotImplementedError("arange with float bounds")
     dt = DType.from_torch(dtype) if dtype is not None else DType.I64
-    return cx.add("arange", [], start=int(start), end=cx.dim(end), step=int(step), dtype=dt)
+    return cx.op("arange", [], start=int(start), end=cx.dim(end), step=int(step), dtype=dt)
 
 
 # -- reductions ----------------------------------------------------------------------------------------------
 def _reduce(op: str) -> Converter:
     def conv(cx: Any, node: Any, x: Value, dims: Any = None, keepdim: bool = False, dtype: Any = None) -> Value:
         if dtype is not None and DType.from_torch(dtype) != x.type.dtype:
-            x = cx.add("cast", [x], dtype=DType.from_torch(dtype))
+            x = cx.op("cast", [x], dtype=DType.from_torch(dtype))
         axes = None if dims is None or dims == [] else [dims] if isinstance(dims, int) else list(dims)
-        return cx.add(op, [x], axes=axes, keepdims=bool(keepdim))
+        return cx.op(op, [x], axes=axes, keepdims=bool(keepdim))
 
     return conv
 
@@ -480,24 +480,24 @@ converter("aten.prod.dim_int", "aten.prod.default")(_reduce("reduce_prod"))
 def _any(cx: Any, node: Any, x: Value, dims: Any = None, keepdim: bool = False) -> Value:
     op = "reduce_max" if ".any." in op_name(node.target) else "reduce_min"
     if x.type.dtype != DType.BOOL:
-        x = cx.add("ne", [x, _scalar(cx, x, 0)])
-    y = _reduce(op)(cx, node, cx.add("cast", [x], dtype=DType.U8), dims, keepdim)
-    return cx.add("cast", [y], dtype=DType.BOOL)
+        x = cx.op("ne", [x, _scalar(cx, x, 0)])
+    y = _reduce(op)(cx, node, cx.op("cast", [x], dtype=DType.U8), dims, keepdim)
+    return cx.op("cast", [y], dtype=DType.BOOL)
 
 
 @converter("aten.max.dim", "aten.min.dim")
 def _max_dim(cx: Any, node: Any, x: Value, dim: int, keepdim: bool = False) -> tuple[Value, Value]:
     big = ".max." in op_name(node.target)
-    values = cx.add("reduce_max" if big else "reduce_min", [x], axes=[dim], keepdims=keepdim)
-    return values, cx.add("argmax" if big else "argmin", [x], axis=dim, keepdims=keepdim)
+    values = cx.op("reduce_max" if big else "reduce_min", [x], axes=[dim], keepdims=keepdim)
+    return values, cx.op("argmax" if big else "argmin", [x], axis=dim, keepdims=keepdim)
 
 
 @converter("aten.argmax.default", "aten.argmin.default")
 def _argmax(cx: Any, node: Any, x: Value, dim: Any = None, keepdim: bool = False) -> Value:
     op = op_name(node.target).split(".")[1]
     if dim is None:
-        x, dim = cx.add("reshape", [x], shape=[-1]), 0
-    return cx.add(op, [x], axis=dim, keepdims=keepdim)
+        x, dim = cx.op("reshape", [x], shape=[-1]), 0
+    return cx.op(op, [x], axis=dim, keepdims=keepdim)
 
 
 @converter("aten.var.correction", "aten.var.dim")
@@ -506,30 +506,30 @@ def _var(cx: Any, node: Any, x: Value, dims: Any = None, *args: Any, correction:
     if args:  # var.dim(x, dims, unbiased, keepdim)
         correction, keepdim = (1 if args[0] else 0), (args[1] if len(args) > 1 else keepdim)
     axes = None if dims is None else [dims] if isinstance(dims, int) else list(dims)
-    return cx.add("var", [x], axes=axes, keepdims=bool(keepdim),
+    return cx.op("var", [x], axes=axes, keepdims=bool(keepdim),
                   correction=float(1 if correction is None else correction))
 
 
 # -- linear algebra and nn -----------------------------------------------------------------------------------
 converter("aten.mm.default", "aten.bmm.default", "aten.matmul.default")(
-    lambda cx, node, a, b: cx.add("matmul", [a, b]))
+    lambda cx, node, a, b: cx.op("matmul", [a, b]))
 
 
 @converter("aten.addmm.default", "aten.baddbmm.default")
 def _addmm(cx: Any, node: Any, bias: Value, a: Value, b: Value, beta: Any = 1, alpha: Any = 1) -> Value:
-    y = cx.add("matmul", [a, b])
+    y = cx.op("matmul", [a, b])
     if alpha != 1:
-        y = cx.add("mul", [y, _scalar(cx, y, alpha)])
+        y = cx.op("mul", [y, _scalar(cx, y, alpha)])
     if beta == 0:
         return y
     if beta != 1:
-        bias = cx.add("mul", [bias, _scalar(cx, bias, beta)])
-    return cx.add("add", [y, bias])
+        bias = cx.op("mul", [bias, _scalar(cx, bias, beta)])
+    return cx.op("add", [y, bias])
 
 
 @converter("aten.linear.default")
 def _linear(cx: Any, node: Any, x: Value, w: Value, b: Value | None = None) -> Value:
-    return cx.add("linear", [x, w] + ([b] if b is not None else []))
+    return cx.op("linear", [x, w] + ([b] if b is not None else []))
 
 
 @converter("aten.native_layer_norm.default")
@@ -537,7 +537,7 @@ def _layer_norm(cx: Any, node: Any, x: Value, shape: Sequence[int], w: Any, b: A
     ins = [x] + ([w] if w is not None else []) + ([b] if b is not None else [])
     if w is None and b is not None:
         raise NotImplementedError("layer norm with a bias but no weight")
-    y = cx.add("layer_norm", ins, axis=-len(shape), eps=float(eps))
+    y = cx.op("layer_norm", ins, axis=-len(shape), eps=float(eps))
     return y, UNAVAILABLE, UNAVAILABLE
 
 
@@ -554,7 +554,7 @@ def _batch_norm(cx: Any, node: Any, x: Value, w: Any, b: Any, mean: Value, var: 
     c = x.type.shape[1]
     w = w if w is not None else cx.const(np.ones(c), x.type.dtype)
     b = b if b is not None else cx.const(np.zeros(c), x.type.dtype)
-    return cx.add("batch_norm", [x, w, b, mean, var], eps=float(eps)), UNAVAILABLE, UNAVAILABLE
+    return cx.op("batch_norm", [x, w, b, mean, var], eps=float(eps)), UNAVAILABLE, UNAVAILABLE
 
 
 @converter("aten.convolution.default")
@@ -565,7 +565,7 @@ def _conv(cx: Any, node: Any, x: Value, w: Value, b: Any, stride: Sequence[int],
     nd = w.type.rank - 2
     pads = list(padding) * 2 if len(padding) == nd else list(padding)
     ins = [x, w] + ([b] if b is not None else [])
-    return cx.add("conv", ins, strides=list(stride), pads=pads, dilations=list(dilation), groups=groups)
+    return cx.op("conv", ins, strides=list(stride), pads=pads, dilations=list(dilation), groups=groups)
 
 
 def _pool_args(kernel: Sequence[int], stride: Sequence[int], padding: Any, nd: int) -> tuple[list, list, list]:
@@ -582,7 +582,7 @@ def _max_pool(cx: Any, node: Any, x: Value, kernel: Sequence[int], stride: Seque
     nd = x.type.rank - 2
     k, s, p = _pool_args(kernel, stride, padding, nd)
     d = [dilation] * nd if isinstance(dilation, int) else list(dilation) * (nd if len(dilation) == 1 else 1)
-    y = cx.add("max_pool", [x], kernel=k, strides=s, pads=p, dilations=d, ceil_mode=ceil_mode)
+    y = cx.op("max_pool", [x], kernel=k, strides=s, pads=p, dilations=d, ceil_mode=ceil_mode)
     return (y, UNAVAILABLE) if "with_indices" in op_name(node.target) else y
 
 
@@ -592,14 +592,14 @@ def _avg_pool(cx: Any, node: Any, x: Value, kernel: Sequence[int], stride: Seque
     if divisor_override is not None:
         raise NotImplementedError("avg_pool with divisor_override")
     k, s, p = _pool_args(kernel, stride, padding, x.type.rank - 2)
-    return cx.add("avg_pool", [x], kernel=k, strides=s, pads=p, ceil_mode=ceil_mode,
+    return cx.op("avg_pool", [x], kernel=k, strides=s, pads=p, ceil_mode=ceil_mode,
                   count_include_pad=count_include_pad)
 
 
 @converter("aten._adaptive_avg_pool2d.default", "aten.adaptive_avg_pool2d.default",
            "aten._adaptive_avg_pool1d.default", "aten.adaptive_avg_pool1d.default")
 def _adaptive_avg_pool(cx: Any, node: Any, x: Value, output_size: Sequence[int]) -> Value:
-    return cx.add("adaptive_avg_pool", [x], output_size=list(output_size))
+    return cx.op("adaptive_avg_pool", [x], output_size=list(output_size))
 
 
 @converter("aten.lstm.input")
@@ -630,11 +630,11 @@ def _recurrent(cx: Any, op: str, x: Value, states: list[Value], params: Sequence
         if not bias:
             zeros = cx.const(np.zeros(w_ih.type.shape[0]), x.type.dtype)
             bias = [zeros, zeros]
-        picked = [cx.add("slice", [s], starts=[layer], ends=[layer + 1], axes=[0]) for s in states]
-        y, *new = cx.add(op, [y, *picked, w_ih, w_hh, *bias], batch_first=batch_first)
+        picked = [cx.op("slice", [s], starts=[layer], ends=[layer + 1], axes=[0]) for s in states]
+        y, *new = cx.op(op, [y, *picked, w_ih, w_hh, *bias], batch_first=batch_first)
         for kind, v in zip(finals, new):
             kind.append(v)
-    return (y, *(vs[0] if num_layers == 1 else cx.add("concat", vs, axis=0) for vs in finals))
+    return (y, *(vs[0] if num_layers == 1 else cx.op("concat", vs, axis=0) for vs in finals))
 
 
 @converter("aten.upsample_bicubic2d.vec")
@@ -656,8 +656,8 @@ def _upsample_bicubic(cx: Any, node: Any, x: Value, output_size: Sequence[Any] |
         n_out = [int(math.floor(i * f)) for i, f in zip(n_in, scales)]
     ctm = "align_corners" if align_corners else "half_pixel"
     m_h, m_w = (resize_matrix(i, o, f, cubic_coeffs(-0.75, False), ctm=ctm)[0] for i, o, f in zip(n_in, n_out, scales))
-    y = cx.add("matmul", [cx.const(m_h, x.type.dtype), x])
-    return cx.add("matmul", [y, cx.const(np.ascontiguousarray(m_w.T), x.type.dtype)])
+    y = cx.op("matmul", [cx.const(m_h, x.type.dtype), x])
+    return cx.op("matmul", [y, cx.const(np.ascontiguousarray(m_w.T), x.type.dtype)])
 
 
 @converter("operator.getitem")

@@ -21,11 +21,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from graphopt.arrays import to_numpy
 from graphopt.errors import ModelLoadError, UnsupportedOpError
-from graphopt.ir import DType, Graph, TensorType, Value
+from graphopt.ir import Builder, DType, Graph, TensorType, Value
 from graphopt.ir.binding import SYMBOL_BOUNDS
 from graphopt.ir.symbolic import from_sympy
 
@@ -128,10 +127,12 @@ def _finite(x: Any) -> int | None:
     return int(x) if getattr(x, "is_Integer", False) or isinstance(x, int) else None
 
 
-class _Converter:
+class _Converter(Builder):
+    """Converts one ExportedProgram; converters build with `cx.op(...)`, the IR's one `Builder` API."""
+
     def __init__(self, ep: Any, name: str, dynamic_shapes: Any) -> None:
+        super().__init__(Graph(name))
         self.ep = ep
-        self.graph = Graph(name)
         self.env: dict[Any, Any] = {}
         self.symbols = self._name_symbols(dynamic_shapes)
 
@@ -312,12 +313,6 @@ class _Converter:
             return self.env[a]
         return a
 
-    # -- helpers for converters ------------------------------------------------------------------------------
-    def add(self, op: str, inputs: Sequence[Value], **attrs: Any) -> Any:
-        return self.graph.add(op, list(inputs), attrs)
-
-    def const(self, value: Any, dtype: DType) -> Value:
-        return self.graph.add_constant(np.asarray(value, dtype=dtype.numpy))
 
 
 def _spec_for(dynamic_shapes: Any, arg: str, pos: int) -> Any:

@@ -14,6 +14,7 @@
 """
 
 from .binding import bind_shapes
+from .builder import Builder
 from .dtypes import DType, promote
 from .graph import Graph, NodeList
 from .node import Node
@@ -28,6 +29,7 @@ from .equality import assert_graph_equal, graph_equal
 
 __all__ = [
     "Attr",
+    "Builder",
     "AxisRef",
     "OpRef",
     "SLICE_END",

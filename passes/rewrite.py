@@ -24,10 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 
 from graphopt.errors import PassError, RewriteLimitError
-from graphopt.ir import DType, Graph, Node, Value
+from graphopt.ir import Builder, DType, Graph, Node, Value
 
 from .context import PassContext
 from .pattern import Const, Match, MatchFailure, Pattern, Var
@@ -75,26 +74,22 @@ def param_name(v: Value) -> str:
     return v.name.split(".folded")[0]
 
 
-class Rewriter:
-    """Builds replacement nodes before the matched root. Created nodes inherit the root's origin."""
+class Rewriter(Builder):
+    """Builds replacement nodes before the matched root (the IR's one `Builder` API). Created nodes inherit the
+    root's origin."""
 
     def __init__(self, graph: Graph, root: Node, memo: dict[Any, tuple[Value, Value]] | None = None) -> None:
-        self.graph = graph
+        super().__init__(graph)
         self.root = root
-        self.created: list[Node] = []
         self.memo = memo if memo is not None else {}  # shared by every rewrite of one apply_rules run
 
-    def op(self, op: str, inputs: Sequence[Value], **attrs: Any) -> Any:
-        """Add a node; returns its output value (a tuple for multi-output ops)."""
-        node = self.graph.add_node(op, inputs, attrs)
-        self.created.append(node)
-        return node.outputs[0] if len(node.outputs) == 1 else node.outputs
-
-    def const(self, data: Any, dtype: DType | None = None, *, like: Value | None = None) -> Value:
+    def const(self, data: Any, dtype: DType | None = None, *, name: str | None = None,
+              like: Value | None = None) -> Value:
         """Add a constant; `like` names it after the weight it was made from, so a fused model's weights keep
         their parameter names instead of `c_17`."""
-        name = self.graph.fresh_name(param_name(like)) if like is not None else None
-        return self.graph.add_constant(np.asarray(data), name=name, dtype=dtype)
+        if like is not None and name is None:
+            name = self.graph.fresh_name(param_name(like))
+        return super().const(data, dtype, name=name)
 
     def derived(self, source: Value, how: str, make: Callable[[], Any]) -> Value:
         """The constant `make()` computes from `source` (a transposed weight, a reshaped bias), made once per

@@ -11,7 +11,7 @@ API = {
                  "PassContext", "PassError", "PassManager", "PipelineError", "RewriteLimitError",
                  "UnsupportedOpError", "VerificationError", "backends", "errors", "ir", "load_pass", "passes",
                  "register_pass"],
-    "graphopt.ir": ["Attr", "AxisRef", "OpRef", "SLICE_END", "Tie", "Trait", "dim_flow", "op_names", "ops_with",
+    "graphopt.ir": ["Attr", "Builder", "AxisRef", "OpRef", "SLICE_END", "Tie", "Trait", "dim_flow", "op_names", "ops_with",
                     "ConcreteType", "DType", "Dim", "Graph", "Node", "NodeList", "OpDef", "Shape",
                     "ShapeError", "TensorType", "Use", "Value", "assert_graph_equal", "bind_shapes", "format_graph", "get_op",
                     "graph_equal", "parse", "promote", "register_op", "registered_ops", "same_as_input", "to_dot",

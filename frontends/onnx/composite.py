@@ -38,12 +38,12 @@ def _reduce_composite(pre: str | None, op: str, post: str | None) -> Any:
         x = cx.tensor(a[0])
         axes, keep, noop = _reduce_args(cx, n, a, x)
         if noop:
-            return cx.add("identity", [x])
-        y = {"abs": lambda: cx.add("abs", [x]), "square": lambda: cx.add("mul", [x, x]), None: lambda: x}[pre]()
-        y = cx.add(op, [y], axes=axes, keepdims=keep)
+            return cx.op("identity", [x])
+        y = {"abs": lambda: cx.op("abs", [x]), "square": lambda: cx.op("mul", [x, x]), None: lambda: x}[pre]()
+        y = cx.op(op, [y], axes=axes, keepdims=keep)
         if post is not None:
-            y = cx.add(post, [y])
-        return y if y.type.dtype == x.type.dtype else cx.add("cast", [y], dtype=x.type.dtype)
+            y = cx.op(post, [y])
+        return y if y.type.dtype == x.type.dtype else cx.op("cast", [y], dtype=x.type.dtype)
 
     return conv
 
@@ -59,16 +59,16 @@ def _reduce_log_sum_exp(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
     axes, keep, noop = _reduce_args(cx, n, a, x)
     if noop:
-        return cx.add("identity", [x])
+        return cx.op("identity", [x])
     if x.type.is_static and x.type.numel() == 0:
-        return cx.add("log", [cx.add("reduce_sum", [cx.add("exp", [x])], axes=axes, keepdims=keep)])
+        return cx.op("log", [cx.op("reduce_sum", [cx.op("exp", [x])], axes=axes, keepdims=keep)])
     # log(sum(exp(x - m))) + m with m the max (finite: an all -inf slice gives -inf either way)
-    m = cx.add("reduce_max", [x], axes=axes, keepdims=True)
-    m = cx.add("where", [cx.add("isinf", [m]), cx.const(0, x.type.dtype), m])
-    s = cx.add("reduce_sum", [cx.add("exp", [cx.add("sub", [x, m])])], axes=axes, keepdims=True)
-    y = cx.add("add", [cx.add("log", [s]), m])
+    m = cx.op("reduce_max", [x], axes=axes, keepdims=True)
+    m = cx.op("where", [cx.op("isinf", [m]), cx.const(0, x.type.dtype), m])
+    s = cx.op("reduce_sum", [cx.op("exp", [cx.op("sub", [x, m])])], axes=axes, keepdims=True)
+    y = cx.op("add", [cx.op("log", [s]), m])
     if not keep:
-        y = cx.add("squeeze", [y], axes=axes if axes is not None else list(range(x.type.rank)))
+        y = cx.op("squeeze", [y], axes=axes if axes is not None else list(range(x.type.rank)))
     return y
 
 
@@ -81,42 +81,42 @@ def _f(cx: ConversionContext, v: float, like: Value) -> Value:
 def _selu(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     at = attrs_of(n)
     alpha, gamma = at.get("alpha", 1.67326319217681884765625), at.get("gamma", 1.05070102214813232421875)
-    return cx.add("mul", [cx.add("elu", [a[0]], alpha=alpha), _f(cx, gamma, a[0])])
+    return cx.op("mul", [cx.op("elu", [a[0]], alpha=alpha), _f(cx, gamma, a[0])])
 
 
 @converter("Celu")
 def _celu(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     alpha = attrs_of(n).get("alpha", 1.0)
-    scaled = cx.add("div", [a[0], _f(cx, alpha, a[0])], rounding_mode="none")
-    return cx.add("mul", [cx.add("elu", [scaled], alpha=1.0), _f(cx, alpha, a[0])])
+    scaled = cx.op("div", [a[0], _f(cx, alpha, a[0])], rounding_mode="none")
+    return cx.op("mul", [cx.op("elu", [scaled], alpha=1.0), _f(cx, alpha, a[0])])
 
 
 @converter("ThresholdedRelu")
 def _thresholded_relu(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = a[0]
-    return cx.add("where", [cx.add("gt", [x, _f(cx, attrs_of(n).get("alpha", 1.0), x)]), x, _f(cx, 0, x)])
+    return cx.op("where", [cx.op("gt", [x, _f(cx, attrs_of(n).get("alpha", 1.0), x)]), x, _f(cx, 0, x)])
 
 
 @converter("Softsign")
 def _softsign(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = a[0]
-    return cx.add("div", [x, cx.add("add", [cx.add("abs", [x]), _f(cx, 1, x)])], rounding_mode="none")
+    return cx.op("div", [x, cx.op("add", [cx.op("abs", [x]), _f(cx, 1, x)])], rounding_mode="none")
 
 
-converter("Mish")(lambda cx, n, a: cx.add("mul", [a[0], cx.add("tanh", [cx.add("softplus", [a[0]])])]))
+converter("Mish")(lambda cx, n, a: cx.op("mul", [a[0], cx.op("tanh", [cx.op("softplus", [a[0]])])]))
 
 
 @converter("Swish")
 def _swish(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     alpha = attrs_of(n).get("alpha", 1.0)
     x = a[0]
-    return cx.add("mul", [x, cx.add("sigmoid", [cx.add("mul", [x, _f(cx, alpha, x)]) if alpha != 1.0 else x])])
+    return cx.op("mul", [x, cx.op("sigmoid", [cx.op("mul", [x, _f(cx, alpha, x)]) if alpha != 1.0 else x])])
 
 
 @converter("PRelu")
 def _prelu(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x, slope = a
-    return cx.add("where", [cx.add("lt", [x, _f(cx, 0, x)]), cx.add("mul", [x, slope]), x])
+    return cx.op("where", [cx.op("lt", [x, _f(cx, 0, x)]), cx.op("mul", [x, slope]), x])
 
 
 @converter("Shrink")
@@ -125,29 +125,29 @@ def _shrink(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     lambd, bias = at.get("lambd", 0.5), at.get("bias", 0.0)
     x = a[0]
     f = x.type.dtype.is_float
-    low = cx.add("lt", [x, cx.const(-lambd, x.type.dtype) if f else cx.const(int(-lambd), x.type.dtype)])
-    high = cx.add("gt", [x, cx.const(lambd if f else int(lambd), x.type.dtype)])
+    low = cx.op("lt", [x, cx.const(-lambd, x.type.dtype) if f else cx.const(int(-lambd), x.type.dtype)])
+    high = cx.op("gt", [x, cx.const(lambd if f else int(lambd), x.type.dtype)])
     b = cx.const(bias if f else int(bias), x.type.dtype)
     zero = cx.const(0, x.type.dtype)
-    return cx.add("where", [low, cx.add("add", [x, b]), cx.add("where", [high, cx.add("sub", [x, b]), zero])])
+    return cx.op("where", [low, cx.op("add", [x, b]), cx.op("where", [high, cx.op("sub", [x, b]), zero])])
 
 
 @converter("Hardmax")
 def _hardmax(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
     axis = attrs_of(n).get("axis", -1) % x.type.rank
-    idx = cx.add("argmax", [x], axis=axis, keepdims=True)
+    idx = cx.op("argmax", [x], axis=axis, keepdims=True)
     size = x.type.shape[axis]
-    rng = cx.add("arange", [], end=size, dtype=DType.I64)
-    rng = cx.add("reshape", [rng], shape=[size] + [1] * (x.type.rank - 1 - axis))
-    return cx.add("cast", [cx.add("eq", [idx, rng])], dtype=x.type.dtype)
+    rng = cx.op("arange", [], end=size, dtype=DType.I64)
+    rng = cx.op("reshape", [rng], shape=[size] + [1] * (x.type.rank - 1 - axis))
+    return cx.op("cast", [cx.op("eq", [idx, rng])], dtype=x.type.dtype)
 
 
 # -- normalizations ------------------------------------------------------------------------------------------
 def _moments(cx: ConversionContext, x: Value, axes: list[int]) -> tuple[Value, Value]:
-    mean = cx.add("reduce_mean", [x], axes=axes, keepdims=True)
-    centered = cx.add("sub", [x, mean])
-    var = cx.add("reduce_mean", [cx.add("mul", [centered, centered])], axes=axes, keepdims=True)
+    mean = cx.op("reduce_mean", [x], axes=axes, keepdims=True)
+    centered = cx.op("sub", [x, mean])
+    var = cx.op("reduce_mean", [cx.op("mul", [centered, centered])], axes=axes, keepdims=True)
     return mean, var
 
 
@@ -157,29 +157,29 @@ def _lp_normalization(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
     axis, p = at.get("axis", -1) % x.type.rank, at.get("p", 2)
     if p == 1:
-        norm = cx.add("reduce_sum", [cx.add("abs", [x])], axes=[axis], keepdims=True)
+        norm = cx.op("reduce_sum", [cx.op("abs", [x])], axes=[axis], keepdims=True)
     elif p == 2:
-        norm = cx.add("sqrt", [cx.add("reduce_sum", [cx.add("mul", [x, x])], axes=[axis], keepdims=True)])
+        norm = cx.op("sqrt", [cx.op("reduce_sum", [cx.op("mul", [x, x])], axes=[axis], keepdims=True)])
     else:
         raise NotImplementedError(f"LpNormalization with p={p}")
-    y = cx.add("div", [x, norm], rounding_mode="none")
-    return cx.add("where", [cx.add("eq", [norm, _f(cx, 0, x)]), _f(cx, 0, x), y])
+    y = cx.op("div", [x, norm], rounding_mode="none")
+    return cx.op("where", [cx.op("eq", [norm, _f(cx, 0, x)]), _f(cx, 0, x), y])
 
 
 @converter("MeanVarianceNormalization")
 def _mvn(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
     axes = [int(i) % x.type.rank for i in attrs_of(n).get("axes", [0, 2, 3])]
-    mean = cx.add("reduce_mean", [x], axes=axes, keepdims=True)
-    sq_mean = cx.add("reduce_mean", [cx.add("mul", [x, x])], axes=axes, keepdims=True)
-    var = cx.add("sub", [sq_mean, cx.add("mul", [mean, mean])])
-    std = cx.add("sqrt", [cx.add("add", [var, _f(cx, 1e-9, x)])])
-    return cx.add("div", [cx.add("sub", [x, mean]), std], rounding_mode="none")
+    mean = cx.op("reduce_mean", [x], axes=axes, keepdims=True)
+    sq_mean = cx.op("reduce_mean", [cx.op("mul", [x, x])], axes=axes, keepdims=True)
+    var = cx.op("sub", [sq_mean, cx.op("mul", [mean, mean])])
+    std = cx.op("sqrt", [cx.op("add", [var, _f(cx, 1e-9, x)])])
+    return cx.op("div", [cx.op("sub", [x, mean]), std], rounding_mode="none")
 
 
 def _channel_param(cx: ConversionContext, p: Value, rank: int) -> Value:
     """A per-channel (C,) parameter shaped to broadcast against N, C, spatial..."""
-    return cx.add("reshape", [p], shape=[p.type.shape[0]] + [1] * (rank - 2))
+    return cx.op("reshape", [p], shape=[p.type.shape[0]] + [1] * (rank - 2))
 
 
 @converter("InstanceNormalization")
@@ -187,9 +187,9 @@ def _instance_norm(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x, scale, bias = cx.tensor(a[0]), a[1], a[2]
     eps = attrs_of(n).get("epsilon", 1e-5)
     mean, var = _moments(cx, x, list(range(2, x.type.rank)))
-    y = cx.add("mul", [cx.add("sub", [x, mean]), cx.add("rsqrt", [cx.add("add", [var, _f(cx, eps, x)])])])
-    y = cx.add("mul", [y, _channel_param(cx, scale, x.type.rank)])
-    return cx.add("add", [y, _channel_param(cx, bias, x.type.rank)])
+    y = cx.op("mul", [cx.op("sub", [x, mean]), cx.op("rsqrt", [cx.op("add", [var, _f(cx, eps, x)])])])
+    y = cx.op("mul", [y, _channel_param(cx, scale, x.type.rank)])
+    return cx.op("add", [y, _channel_param(cx, bias, x.type.rank)])
 
 
 @converter("GroupNormalization")
@@ -201,17 +201,17 @@ def _group_norm(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     c = shape[1]
     if not isinstance(c, int):
         raise NotImplementedError("GroupNormalization with a symbolic channel count")
-    grouped = cx.add("reshape", [x], shape=[shape[0], groups, -1])
+    grouped = cx.op("reshape", [x], shape=[shape[0], groups, -1])
     mean, var = _moments(cx, grouped, [2])
-    y = cx.add("mul", [cx.add("sub", [grouped, mean]), cx.add("rsqrt", [cx.add("add", [var, _f(cx, eps, x)])])])
-    y = cx.add("reshape", [y], shape=shape)
+    y = cx.op("mul", [cx.op("sub", [grouped, mean]), cx.op("rsqrt", [cx.op("add", [var, _f(cx, eps, x)])])])
+    y = cx.op("reshape", [y], shape=shape)
     if scale.type.shape[0] != c:  # opset 18: one scale/bias per group
-        scale = cx.add("reshape", [cx.add("expand", [cx.add("reshape", [scale], shape=[groups, 1])],
+        scale = cx.op("reshape", [cx.op("expand", [cx.op("reshape", [scale], shape=[groups, 1])],
                                           shape=[groups, c // groups])], shape=[c])
-        bias = cx.add("reshape", [cx.add("expand", [cx.add("reshape", [bias], shape=[groups, 1])],
+        bias = cx.op("reshape", [cx.op("expand", [cx.op("reshape", [bias], shape=[groups, 1])],
                                          shape=[groups, c // groups])], shape=[c])
-    y = cx.add("mul", [y, _channel_param(cx, scale, x.type.rank)])
-    return cx.add("add", [y, _channel_param(cx, bias, x.type.rank)])
+    y = cx.op("mul", [y, _channel_param(cx, scale, x.type.rank)])
+    return cx.op("add", [y, _channel_param(cx, bias, x.type.rank)])
 
 
 @converter("LRN")
@@ -220,16 +220,16 @@ def _lrn(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
     size, alpha, beta, bias = at["size"], at.get("alpha", 1e-4), at.get("beta", 0.75), at.get("bias", 1.0)
     shape = list(x.type.shape)
-    sq = cx.add("mul", [x, x])
+    sq = cx.op("mul", [x, x])
     # sum over a window of `size` channels: an average pool along C on an (N, 1, C, rest) view
-    view = cx.add("reshape", [sq], shape=[shape[0], 1, shape[1], -1])
+    view = cx.op("reshape", [sq], shape=[shape[0], 1, shape[1], -1])
     lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
-    window = cx.add("avg_pool", [view], kernel=[size, 1], strides=[1, 1], pads=[lo, 0, hi, 0],
+    window = cx.op("avg_pool", [view], kernel=[size, 1], strides=[1, 1], pads=[lo, 0, hi, 0],
                     count_include_pad=True)
-    window = cx.add("reshape", [window], shape=shape)
-    denom = cx.add("pow", [cx.add("add", [cx.add("mul", [window, _f(cx, alpha, x)]), _f(cx, bias, x)]),
+    window = cx.op("reshape", [window], shape=shape)
+    denom = cx.op("pow", [cx.op("add", [cx.op("mul", [window, _f(cx, alpha, x)]), _f(cx, bias, x)]),
                            _f(cx, beta, x)])
-    return cx.add("div", [x, denom], rounding_mode="none")
+    return cx.op("div", [x, denom], rounding_mode="none")
 
 
 @converter("RMSNormalization")
@@ -237,7 +237,7 @@ def _rms_normalization(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     at = attrs_of(n)
     if at.get("stash_type", 1) != 1:
         raise NotImplementedError("RMSNormalization with stash_type other than float")
-    return cx.add("rms_norm", [a[0], a[1]], axis=at.get("axis", -1), eps=at.get("epsilon", 1e-5))
+    return cx.op("rms_norm", [a[0], a[1]], axis=at.get("axis", -1), eps=at.get("epsilon", 1e-5))
 
 
 @converter("LayerNormalization")
@@ -247,17 +247,17 @@ def _layer_norm(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     axis, eps = at.get("axis", -1) % x.type.rank, at.get("epsilon", 1e-5)
     args = [v for v in a[1:3] if v is not None]
     if len(n.output) == 1 or not any(n.output[1:]):
-        return cx.add("layer_norm", [x, *args], axis=axis, eps=eps)
+        return cx.op("layer_norm", [x, *args], axis=axis, eps=eps)
     # the mean and 1/std outputs are asked for: spell it out, in float32 (stash_type) like the spec
-    z = x if x.type.dtype == DType.F32 else cx.add("cast", [x], dtype=DType.F32)
+    z = x if x.type.dtype == DType.F32 else cx.op("cast", [x], dtype=DType.F32)
     mean, var = _moments(cx, z, list(range(axis, x.type.rank)))
-    inv = cx.add("rsqrt", [cx.add("add", [var, cx.const(eps, DType.F32)])])
-    y = cx.add("mul", [cx.add("sub", [z, mean]), inv])
+    inv = cx.op("rsqrt", [cx.op("add", [var, cx.const(eps, DType.F32)])])
+    y = cx.op("mul", [cx.op("sub", [z, mean]), inv])
     if z is not x:
-        y = cx.add("cast", [y], dtype=x.type.dtype)
-    y = cx.add("mul", [y, args[0]])
+        y = cx.op("cast", [y], dtype=x.type.dtype)
+    y = cx.op("mul", [y, args[0]])
     if len(args) > 1:
-        y = cx.add("add", [y, args[1]])
+        y = cx.op("add", [y, args[1]])
     return y, mean, inv
 
 
@@ -269,12 +269,12 @@ def _depth_to_space(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     b, c, h, w = x.type.shape
     bs = at["blocksize"]
     if at.get("mode", "DCR") == "DCR":
-        t = cx.add("reshape", [x], shape=[b, bs, bs, c // bs // bs, h, w])
-        t = cx.add("transpose", [t], perm=[0, 3, 4, 1, 5, 2])
+        t = cx.op("reshape", [x], shape=[b, bs, bs, c // bs // bs, h, w])
+        t = cx.op("transpose", [t], perm=[0, 3, 4, 1, 5, 2])
     else:
-        t = cx.add("reshape", [x], shape=[b, c // bs // bs, bs, bs, h, w])
-        t = cx.add("transpose", [t], perm=[0, 1, 4, 2, 5, 3])
-    return cx.add("reshape", [t], shape=[b, c // bs // bs, h * bs, w * bs])
+        t = cx.op("reshape", [x], shape=[b, c // bs // bs, bs, bs, h, w])
+        t = cx.op("transpose", [t], perm=[0, 1, 4, 2, 5, 3])
+    return cx.op("reshape", [t], shape=[b, c // bs // bs, h * bs, w * bs])
 
 
 @converter("SpaceToDepth")
@@ -283,10 +283,10 @@ def _space_to_depth(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     b, c, h, w = x.type.shape
     at = attrs_of(n)
     bs = at["blocksize"]
-    t = cx.add("reshape", [x], shape=[b, c, h // bs, bs, w // bs, bs])
+    t = cx.op("reshape", [x], shape=[b, c, h // bs, bs, w // bs, bs])
     crd = at.get("mode", "DCR") == "CRD"  # the inverse of DepthToSpace's channel orders
-    t = cx.add("transpose", [t], perm=[0, 1, 3, 5, 2, 4] if crd else [0, 3, 5, 1, 2, 4])
-    return cx.add("reshape", [t], shape=[b, c * bs * bs, h // bs, w // bs])
+    t = cx.op("transpose", [t], perm=[0, 1, 3, 5, 2, 4] if crd else [0, 3, 5, 1, 2, 4])
+    return cx.op("reshape", [t], shape=[b, c * bs * bs, h // bs, w // bs])
 
 
 @converter("EyeLike")
@@ -306,14 +306,14 @@ def _one_hot(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     idx, values = cx.tensor(a[0]), cx.tensor(a[2])
     depth = int(need(cx, a[1], "OneHot depth")[0])
     axis = attrs_of(n).get("axis", -1) % (idx.type.rank + 1)
-    idx = idx if idx.type.dtype == DType.I64 else cx.add("cast", [idx], dtype=DType.I64)
-    idx = cx.add("where", [cx.add("lt", [idx, cx.const(0, DType.I64)]),
-                           cx.add("add", [idx, cx.const(depth, DType.I64)]), idx])
-    rng = cx.add("reshape", [cx.add("arange", [], end=depth, dtype=DType.I64)],
+    idx = idx if idx.type.dtype == DType.I64 else cx.op("cast", [idx], dtype=DType.I64)
+    idx = cx.op("where", [cx.op("lt", [idx, cx.const(0, DType.I64)]),
+                           cx.op("add", [idx, cx.const(depth, DType.I64)]), idx])
+    rng = cx.op("reshape", [cx.op("arange", [], end=depth, dtype=DType.I64)],
                  shape=[depth] + [1] * (idx.type.rank - axis))
-    hot = cx.add("eq", [cx.add("unsqueeze", [idx], axes=[axis]), rng])
-    off, on = (cx.add("slice", [values], starts=[i], ends=[i + 1], axes=[0]) for i in (0, 1))
-    return cx.add("where", [hot, on, off])
+    hot = cx.op("eq", [cx.op("unsqueeze", [idx], axes=[axis]), rng])
+    off, on = (cx.op("slice", [values], starts=[i], ends=[i + 1], axes=[0]) for i in (0, 1))
+    return cx.op("where", [hot, on, off])
 
 
 @converter("CenterCropPad")
@@ -333,38 +333,38 @@ def _center_crop_pad(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         else:
             starts.append(0), ends.append(have)
             pads[ax], pads[rank + ax] = (want - have) // 2, want - have - (want - have) // 2
-    y = cx.add("slice", [x], starts=starts, ends=ends, axes=axes)
-    return cx.add("pad", [y], pads=pads) if any(pads) else y
+    y = cx.op("slice", [x], starts=starts, ends=ends, axes=axes)
+    return cx.op("pad", [y], pads=pads) if any(pads) else y
 
 
 # -- losses --------------------------------------------------------------------------------------------------
 def _nll(cx: ConversionContext, logp: Value, target: Value, weight: Value | None, reduction: str,
          ignore_index: int | None) -> Value:
-    target = target if target.type.dtype == DType.I64 else cx.add("cast", [target], dtype=DType.I64)
+    target = target if target.type.dtype == DType.I64 else cx.op("cast", [target], dtype=DType.I64)
     dt = logp.type.dtype
     valid = None
     if ignore_index is not None:
-        valid = cx.add("ne", [target, cx.const(ignore_index, DType.I64)])
-        target = cx.add("where", [valid, target, cx.const(0, DType.I64)])
-    picked = cx.add("squeeze", [cx.add("gather_elements", [logp, cx.add("unsqueeze", [target], axes=[1])], axis=1)],
+        valid = cx.op("ne", [target, cx.const(ignore_index, DType.I64)])
+        target = cx.op("where", [valid, target, cx.const(0, DType.I64)])
+    picked = cx.op("squeeze", [cx.op("gather_elements", [logp, cx.op("unsqueeze", [target], axes=[1])], axis=1)],
                     axes=[1])
-    loss = cx.add("neg", [picked])
-    w = cx.add("gather", [weight, target], axis=0) if weight is not None else None
+    loss = cx.op("neg", [picked])
+    w = cx.op("gather", [weight, target], axis=0) if weight is not None else None
     if valid is not None:
-        mask = cx.add("cast", [valid], dtype=dt)
-        w = cx.add("mul", [w, mask]) if w is not None else mask
+        mask = cx.op("cast", [valid], dtype=dt)
+        w = cx.op("mul", [w, mask]) if w is not None else mask
     if w is not None:
-        loss = cx.add("mul", [loss, w])
+        loss = cx.op("mul", [loss, w])
     if reduction == "none":
         return loss
-    total = cx.add("reduce_sum", [loss], keepdims=False)
+    total = cx.op("reduce_sum", [loss], keepdims=False)
     if reduction == "sum":
         return total
-    denom = cx.add("reduce_sum", [w], keepdims=False) if w is not None else cx.const(
+    denom = cx.op("reduce_sum", [w], keepdims=False) if w is not None else cx.const(
         float(np.prod(target.type.shape)) if target.type.is_static else 0.0, dt)
     if w is None and not target.type.is_static:
         raise NotImplementedError("mean reduction over symbolic dims")
-    return cx.add("div", [total, denom], rounding_mode="none")
+    return cx.op("div", [total, denom], rounding_mode="none")
 
 
 @converter("NegativeLogLikelihoodLoss")
@@ -377,7 +377,7 @@ def _nll_loss(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 @converter("SoftmaxCrossEntropyLoss")
 def _sce_loss(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     at = attrs_of(n)
-    logp = cx.add("log_softmax", [a[0]], axis=1)
+    logp = cx.op("log_softmax", [a[0]], axis=1)
     weight = cx.tensor(a[2]) if len(a) > 2 and a[2] is not None else None
     loss = _nll(cx, logp, cx.tensor(a[1]), weight, at.get("reduction", "mean"), at.get("ignore_index"))
     return (loss, logp) if len(n.output) > 1 and n.output[1] else loss
@@ -387,13 +387,13 @@ def _sce_loss(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 def _heads(cx: ConversionContext, x: Value, heads: int) -> Value:
     """(B, S, H*D) → (B, H, S, D)."""
     b, s, hidden = x.type.shape
-    y = cx.add("reshape", [x], shape=[b, s, heads, -1])
-    return cx.add("transpose", [y], perm=[0, 2, 1, 3])
+    y = cx.op("reshape", [x], shape=[b, s, heads, -1])
+    return cx.op("transpose", [y], perm=[0, 2, 1, 3])
 
 
 def _bias_from_mask(cx: ConversionContext, mask: Value, dt: DType) -> Value:
     if mask.type.dtype == DType.BOOL:
-        return cx.add("where", [mask, cx.const(0, dt), cx.const(_NEG_INF, dt)])
+        return cx.op("where", [mask, cx.const(0, dt), cx.const(_NEG_INF, dt)])
     return mask
 
 
@@ -402,9 +402,9 @@ def _offset_bias(cx: ConversionContext, nq: int, nkv: int, offset: Any, dt: DTyp
     i, j = np.arange(nq)[:, None], np.arange(nkv)[None, :]
     if isinstance(offset, int):
         return cx.const(np.where(allowed(i + offset - j), 0.0, -np.inf), dt)
-    diff = cx.add("sub", [cx.add("add", [cx.const(i, DType.I64), offset]), cx.const(j, DType.I64)])
+    diff = cx.op("sub", [cx.op("add", [cx.const(i, DType.I64), offset]), cx.const(j, DType.I64)])
     ok = allowed(diff)
-    return cx.add("unsqueeze", [cx.add("where", [ok, cx.const(0, dt), cx.const(_NEG_INF, dt)])], axes=[1])
+    return cx.op("unsqueeze", [cx.op("where", [ok, cx.const(0, dt), cx.const(_NEG_INF, dt)])], axes=[1])
 
 
 @converter("Attention")
@@ -418,8 +418,8 @@ def _attention(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     dt = q.type.dtype
     scale = at.get("scale", 1 / np.sqrt(q.type.shape[3]))
     root = cx.const(np.sqrt(scale), dt)  # like the spec: both Q and K scaled by sqrt(scale)
-    present_k = cx.add("concat", [past_k, k], axis=2) if past_k is not None else k
-    present_v = cx.add("concat", [past_v, v], axis=2) if past_v is not None else v
+    present_k = cx.op("concat", [past_k, k], axis=2) if past_k is not None else k
+    present_v = cx.op("concat", [past_v, v], axis=2) if past_v is not None else v
     nq, nkv = q.type.shape[2], present_k.type.shape[2]
     if not (isinstance(nq, int) and isinstance(nkv, int)):
         raise NotImplementedError("Attention over symbolic sequence lengths")
@@ -427,32 +427,32 @@ def _attention(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         fill = 0.0 if mask.type.dtype == DType.BOOL else _NEG_INF
         pads = [0] * (2 * mask.type.rank)
         pads[2 * mask.type.rank - 1] = nkv - mask.type.shape[-1]
-        mask = cx.add("pad", [mask], pads=pads, value=fill)
+        mask = cx.op("pad", [mask], pads=pads, value=fill)
     bias = _bias_from_mask(cx, mask, dt) if mask is not None else None
     # where this query block sits among the keys: after the past, or per batch before nonpad_kv_seqlen
     offset: Any = past_k.type.shape[2] if past_k is not None else 0
     if nonpad is not None:
-        lens = cx.add("reshape", [cx.add("cast", [nonpad], dtype=DType.I64)], shape=[-1, 1, 1])
-        offset = cx.add("sub", [lens, cx.const(nq, DType.I64)])
+        lens = cx.op("reshape", [cx.op("cast", [nonpad], dtype=DType.I64)], shape=[-1, 1, 1])
+        offset = cx.op("sub", [lens, cx.const(nq, DType.I64)])
     if at.get("is_causal", 0):
         causal = _offset_bias(cx, nq, nkv, offset, dt, lambda d: d >= 0 if not isinstance(d, Value) else
-                              cx.add("ge", [d, cx.const(0, DType.I64)]))
-        bias = cx.add("add", [bias, causal]) if bias is not None else causal
+                              cx.op("ge", [d, cx.const(0, DType.I64)]))
+        bias = cx.op("add", [bias, causal]) if bias is not None else causal
     left, right = at.get("left_window_size", -1), at.get("right_window_size", -1)
     if left >= 0 or right >= 0:
         def in_window(d: Any) -> Any:
             if not isinstance(d, Value):
                 return (d <= left if left >= 0 else True) & (-d <= right if right >= 0 else True)
-            ok = cx.add("le", [d, cx.const(left if left >= 0 else 2**62, DType.I64)])
-            return cx.add("logical_and", [ok, cx.add("ge", [d, cx.const(-right if right >= 0 else -2**62, DType.I64)])])
+            ok = cx.op("le", [d, cx.const(left if left >= 0 else 2**62, DType.I64)])
+            return cx.op("logical_and", [ok, cx.op("ge", [d, cx.const(-right if right >= 0 else -2**62, DType.I64)])])
 
         window = _offset_bias(cx, nq, nkv, offset, dt, in_window)
-        bias = cx.add("add", [bias, window]) if bias is not None else window
+        bias = cx.op("add", [bias, window]) if bias is not None else window
     if nonpad is not None:
-        keep = cx.add("lt", [cx.const(np.arange(nkv)[None, :], DType.I64), cx.add("reshape", [lens], shape=[-1, 1])])
-        pad_bias = cx.add("where", [keep, cx.const(0, dt), cx.const(_NEG_INF, dt)])
-        pad_bias = cx.add("reshape", [pad_bias], shape=[-1, 1, 1, nkv])
-        bias = cx.add("add", [bias, pad_bias]) if bias is not None else pad_bias
+        keep = cx.op("lt", [cx.const(np.arange(nkv)[None, :], DType.I64), cx.op("reshape", [lens], shape=[-1, 1])])
+        pad_bias = cx.op("where", [keep, cx.const(0, dt), cx.const(_NEG_INF, dt)])
+        pad_bias = cx.op("reshape", [pad_bias], shape=[-1, 1, 1, nkv])
+        bias = cx.op("add", [bias, pad_bias]) if bias is not None else pad_bias
     kk, vv = present_k, present_v
     hq, hk = q.type.shape[1], kk.type.shape[1]
     if hq != hk:  # grouped-query attention: repeat each KV head (h0, h0, h1, h1, ...)
@@ -460,38 +460,38 @@ def _attention(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 
         def repeat(t: Value) -> Value:
             b, h, s, d = t.type.shape
-            e = cx.add("expand", [cx.add("unsqueeze", [t], axes=[2])], shape=[b, h, reps, s, d])
-            return cx.add("reshape", [e], shape=[b, h * reps, s, d])
+            e = cx.op("expand", [cx.op("unsqueeze", [t], axes=[2])], shape=[b, h, reps, s, d])
+            return cx.op("reshape", [e], shape=[b, h * reps, s, d])
 
         kk, vv = repeat(kk), repeat(vv)
-    qk = cx.add("matmul", [cx.add("mul", [q, root]),
-                           cx.add("transpose", [cx.add("mul", [kk, root])], perm=[0, 1, 3, 2])])
+    qk = cx.op("matmul", [cx.op("mul", [q, root]),
+                           cx.op("transpose", [cx.op("mul", [kk, root])], perm=[0, 1, 3, 2])])
     softcap = at.get("softcap")
     if softcap:
         cap = cx.const(softcap, dt)
-        qk = cx.add("mul", [cx.add("tanh", [cx.add("div", [qk, cap], rounding_mode="none")]), cap])
-    scores = cx.add("add", [qk, bias]) if bias is not None else qk
+        qk = cx.op("mul", [cx.op("tanh", [cx.op("div", [qk, cap], rounding_mode="none")]), cap])
+    scores = cx.op("add", [qk, bias]) if bias is not None else qk
     mode = at.get("qk_matmul_output_mode", 0)
     qk_out = scores if mode == 2 else qk
     sm = scores
     if "softmax_precision" in at:
         from onnx import helper
 
-        sm = cx.add("cast", [sm], dtype=DType.from_numpy(helper.tensor_dtype_to_np_dtype(at["softmax_precision"])))
-    probs = cx.add("softmax", [sm], axis=-1)
+        sm = cx.op("cast", [sm], dtype=DType.from_numpy(helper.tensor_dtype_to_np_dtype(at["softmax_precision"])))
+    probs = cx.op("softmax", [sm], axis=-1)
     if bias is not None:  # a fully masked row attends to nothing: zeros, not NaN
-        dead = cx.add("isinf", [cx.add("reduce_max", [bias], axes=[bias.type.rank - 1], keepdims=True)])
-        probs = cx.add("where", [dead, cx.const(0, probs.type.dtype), probs])
+        dead = cx.op("isinf", [cx.op("reduce_max", [bias], axes=[bias.type.rank - 1], keepdims=True)])
+        probs = cx.op("where", [dead, cx.const(0, probs.type.dtype), probs])
     if mode == 3:
         qk_out = probs
     if probs.type.dtype != dt:
-        probs = cx.add("cast", [probs], dtype=dt)
-    y = cx.add("matmul", [probs, vv])
+        probs = cx.op("cast", [probs], dtype=dt)
+    y = cx.op("matmul", [probs, vv])
     if three_d:
         b, h, s, d = y.type.shape
-        y = cx.add("reshape", [cx.add("transpose", [y], perm=[0, 2, 1, 3])], shape=[b, s, -1])
+        y = cx.op("reshape", [cx.op("transpose", [y], perm=[0, 2, 1, 3])], shape=[b, s, -1])
     if qk_out.type.dtype != dt:
-        qk_out = cx.add("cast", [qk_out], dtype=dt)
+        qk_out = cx.op("cast", [qk_out], dtype=dt)
     return y, present_k, present_v, qk_out
 
 
@@ -502,41 +502,41 @@ def _rotary(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     pos = cx.tensor(a[3]) if len(a) > 3 and a[3] is not None else None
     shape = list(x.type.shape)
     if x.type.rank == 4:  # (B, H, S, D) → (B, S, H, D)
-        t = cx.add("transpose", [x], perm=[0, 2, 1, 3])
+        t = cx.op("transpose", [x], perm=[0, 2, 1, 3])
     else:
-        t = cx.add("reshape", [x], shape=[shape[0], shape[1], at["num_heads"], -1])
+        t = cx.op("reshape", [x], shape=[shape[0], shape[1], at["num_heads"], -1])
     d = t.type.shape[3]
     rot = at.get("rotary_embedding_dim", 0) or d
     if pos is not None:
-        cos, sin = cx.add("gather", [cos, pos], axis=0), cx.add("gather", [sin, pos], axis=0)
-    cos, sin = cx.add("unsqueeze", [cos], axes=[2]), cx.add("unsqueeze", [sin], axes=[2])
-    x_rot = cx.add("slice", [t], starts=[0], ends=[rot], axes=[3])
+        cos, sin = cx.op("gather", [cos, pos], axis=0), cx.op("gather", [sin, pos], axis=0)
+    cos, sin = cx.op("unsqueeze", [cos], axes=[2]), cx.op("unsqueeze", [sin], axes=[2])
+    x_rot = cx.op("slice", [t], starts=[0], ends=[rot], axes=[3])
     if at.get("interleaved", 0):
-        x1 = cx.add("slice", [x_rot], starts=[0], ends=[rot], axes=[3], steps=[2])
-        x2 = cx.add("slice", [x_rot], starts=[1], ends=[rot], axes=[3], steps=[2])
+        x1 = cx.op("slice", [x_rot], starts=[0], ends=[rot], axes=[3], steps=[2])
+        x2 = cx.op("slice", [x_rot], starts=[1], ends=[rot], axes=[3], steps=[2])
     else:
-        x1, x2 = cx.add("split", [x_rot], axis=3, sizes=[rot // 2, rot // 2])
-    real = cx.add("sub", [cx.add("mul", [cos, x1]), cx.add("mul", [sin, x2])])
-    imag = cx.add("add", [cx.add("mul", [sin, x1]), cx.add("mul", [cos, x2])])
+        x1, x2 = cx.op("split", [x_rot], axis=3, sizes=[rot // 2, rot // 2])
+    real = cx.op("sub", [cx.op("mul", [cos, x1]), cx.op("mul", [sin, x2])])
+    imag = cx.op("add", [cx.op("mul", [sin, x1]), cx.op("mul", [cos, x2])])
     if at.get("interleaved", 0):
-        pair = cx.add("concat", [cx.add("unsqueeze", [real], axes=[4]), cx.add("unsqueeze", [imag], axes=[4])], axis=4)
-        rotated = cx.add("reshape", [pair], shape=list(x_rot.type.shape))
+        pair = cx.op("concat", [cx.op("unsqueeze", [real], axes=[4]), cx.op("unsqueeze", [imag], axes=[4])], axis=4)
+        rotated = cx.op("reshape", [pair], shape=list(x_rot.type.shape))
     else:
-        rotated = cx.add("concat", [real, imag], axis=3)
+        rotated = cx.op("concat", [real, imag], axis=3)
     if rot < d:
-        rotated = cx.add("concat", [rotated, cx.add("slice", [t], starts=[rot], ends=[d], axes=[3])], axis=3)
+        rotated = cx.op("concat", [rotated, cx.op("slice", [t], starts=[rot], ends=[d], axes=[3])], axis=3)
     if x.type.rank == 4:
-        return cx.add("transpose", [rotated], perm=[0, 2, 1, 3])
-    return cx.add("reshape", [rotated], shape=shape)
+        return cx.op("transpose", [rotated], perm=[0, 2, 1, 3])
+    return cx.op("reshape", [rotated], shape=shape)
 
 
 # -- quantized matmul ----------------------------------------------------------------------------------------
 @converter("QLinearMatMul")
 def _qlinear_matmul(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     xa, sa, za, xb, sb, zb, sy, zy = (cx.tensor(v) for v in a)
-    fa = cx.add("dequantize_linear", [xa, sa, za], axis=1)
-    fb = cx.add("dequantize_linear", [xb, sb, zb], axis=1)
-    return cx.add("quantize_linear", [cx.add("matmul", [fa, fb]), sy, zy], axis=1)
+    fa = cx.op("dequantize_linear", [xa, sa, za], axis=1)
+    fb = cx.op("dequantize_linear", [xb, sb, zb], axis=1)
+    return cx.op("quantize_linear", [cx.op("matmul", [fa, fb]), sy, zy], axis=1)
 
 
 # -- windows: constants once the size is known ---------------------------------------------------------------
@@ -567,16 +567,16 @@ converter("BlackmanWindow")(_window("blackman"))
 # -- integer bit ops, scans, einsum, scatter, transposed convolution -----------------------------------------
 for _ox, _ir in {"BitwiseAnd": "bitwise_and", "BitwiseOr": "bitwise_or", "BitwiseXor": "bitwise_xor",
                  "BitwiseNot": "bitwise_not"}.items():
-    converter(_ox)(lambda cx, n, a, _ir=_ir: cx.add(_ir, a))
-converter("BitShift")(lambda cx, n, a: cx.add("shift", a, left=attrs_of(n)["direction"] == "LEFT"))
-converter("Einsum")(lambda cx, n, a: cx.add("einsum", a, equation=attrs_of(n)["equation"]))
+    converter(_ox)(lambda cx, n, a, _ir=_ir: cx.op(_ir, a))
+converter("BitShift")(lambda cx, n, a: cx.op("shift", a, left=attrs_of(n)["direction"] == "LEFT"))
+converter("Einsum")(lambda cx, n, a: cx.op("einsum", a, equation=attrs_of(n)["equation"]))
 
 
 @converter("BitCast")
 def _bitcast(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     from onnx import helper
 
-    return cx.add("bitcast", a, dtype=DType.from_numpy(helper.tensor_dtype_to_np_dtype(attrs_of(n)["to"])))
+    return cx.op("bitcast", a, dtype=DType.from_numpy(helper.tensor_dtype_to_np_dtype(attrs_of(n)["to"])))
 
 
 @converter("CumProd")
@@ -589,21 +589,21 @@ def _cumprod(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         raise NotImplementedError("CumProd along a symbolic dim")
     flip = cx.const(np.arange(size - 1, -1, -1), DType.I64) if at.get("reverse", 0) else None
     if flip is not None:
-        x = cx.add("gather", [x, flip], axis=axis)
+        x = cx.op("gather", [x, flip], axis=axis)
     if at.get("exclusive", 0):  # shift right by one, a 1 coming in
         ones_shape = list(x.type.shape)
         ones_shape[axis] = 1
-        head = cx.add("full", [], shape=ones_shape, value=1.0, dtype=x.type.dtype)
-        x = cx.add("concat", [head, cx.add("slice", [x], starts=[0], ends=[size - 1], axes=[axis])], axis=axis)
-    y = cx.add("cumprod", [x], axis=axis)
-    return cx.add("gather", [y, flip], axis=axis) if flip is not None else y
+        head = cx.op("full", [], shape=ones_shape, value=1.0, dtype=x.type.dtype)
+        x = cx.op("concat", [head, cx.op("slice", [x], starts=[0], ends=[size - 1], axes=[axis])], axis=axis)
+    y = cx.op("cumprod", [x], axis=axis)
+    return cx.op("gather", [y, flip], axis=axis) if flip is not None else y
 
 
 def _wrap_indices(cx: ConversionContext, idx: Value, size: Value) -> Value:
     """ONNX indices may count from the end; the IR's scatter/gather_elements take them non-negative."""
     if idx.const is not None and not (idx.const < 0).any():
         return idx
-    return cx.add("where", [cx.add("lt", [idx, cx.const(0, idx.type.dtype)]), cx.add("add", [idx, size]), idx])
+    return cx.op("where", [cx.op("lt", [idx, cx.const(0, idx.type.dtype)]), cx.op("add", [idx, size]), idx])
 
 
 @converter("ScatterElements", "Scatter")
@@ -614,7 +614,7 @@ def _scatter_elements(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     if not isinstance(x.type.shape[axis], int):
         raise NotImplementedError("ScatterElements along a symbolic dim")
     idx = _wrap_indices(cx, idx, cx.const(x.type.shape[axis], idx.type.dtype))
-    return cx.add("scatter_elements", [x, idx, a[2]], axis=axis, reduction=at.get("reduction", "none"))
+    return cx.op("scatter_elements", [x, idx, a[2]], axis=axis, reduction=at.get("reduction", "none"))
 
 
 @converter("ScatterND")
@@ -625,7 +625,7 @@ def _scatter_nd(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         raise NotImplementedError("ScatterND over symbolic dims")
     sizes = cx.const(np.array(x.type.shape[:k]), idx.type.dtype)
     idx = _wrap_indices(cx, idx, sizes)
-    return cx.add("scatter_nd", [x, idx, a[2]], reduction=attrs_of(n).get("reduction", "none"))
+    return cx.op("scatter_nd", [x, idx, a[2]], reduction=attrs_of(n).get("reduction", "none"))
 
 
 @converter("ConvTranspose")
@@ -654,7 +654,7 @@ def _conv_transpose(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
             pads = [max(p, 0) for p in pads]
     elif mode == "VALID":
         pads = [0] * 2 * nd
-    return cx.add("conv_transpose", [v for v in a if v is not None], strides=strides, pads=pads, dilations=dil,
+    return cx.op("conv_transpose", [v for v in a if v is not None], strides=strides, pads=pads, dilations=dil,
                   output_padding=extra if any(extra) else None, groups=at.get("group", 1))
 
 
@@ -662,5 +662,5 @@ def _conv_transpose(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 def _grid_sample(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     at = attrs_of(n)
     mode = {"bilinear": "linear", "bicubic": "cubic"}.get(at.get("mode", "linear"), at.get("mode", "linear"))
-    return cx.add("grid_sample", a, mode=mode, padding_mode=at.get("padding_mode", "zeros"),
+    return cx.op("grid_sample", a, mode=mode, padding_mode=at.get("padding_mode", "zeros"),
                   align_corners=bool(at.get("align_corners", 0)))

@@ -6,13 +6,13 @@ and folds small all-constant results (shape arithmetic) on the spot."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from graphopt.errors import ModelLoadError, UnsupportedOpError
-from graphopt.ir import DType, Graph, TensorType, Value
+from graphopt.ir import Builder, Graph, TensorType, Value
 
 from .loading import dtype_of
 
@@ -35,12 +35,15 @@ def converter(*ops: str) -> Callable[[Converter], Converter]:
     return deco
 
 
-class ConversionContext:
+class ConversionContext(Builder):
+    """Converts one ONNX graph; converters build with `cx.op(...)` (the IR's one `Builder` API, folding small
+    all-constant results as it goes) and read operands through `cx.tensor` / `cx.known`."""
+
     def __init__(self, proto: Any, external: dict[str, np.ndarray], name: str, constants: dict[str, Any]) -> None:
+        super().__init__(Graph(ident(name)))
         self.proto = proto
         self.external = external
         self.constants = constants
-        self.graph = Graph(ident(name))
         self.env: dict[str, Any] = {"": None}
 
     def run(self) -> Graph:
@@ -104,7 +107,7 @@ class ConversionContext:
             return [int(v) if np.issubdtype(x.const.dtype, np.integer) else float(v) for v in x.const.ravel()]
         return None
 
-    def add(self, op: str, inputs: list[Any], **attrs: Any) -> Any:
+    def op(self, op: str, inputs: Sequence[Any], **attrs: Any) -> Any:
         """Add an IR node; small all-constant results (shape arithmetic) are evaluated right away."""
         from graphopt.ir.interpreter import evaluate, resolve_attrs
 
@@ -122,8 +125,6 @@ class ConversionContext:
                 outs = tuple(self.graph.add_constant(r) for r in results)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def const(self, value: Any, dtype: DType) -> Value:
-        return self.graph.add_constant(np.asarray(value, dtype=dtype.numpy))
 
 
 def check_declared(v: Value, declared: Any) -> None:

@@ -16,7 +16,7 @@ from .context import ConversionContext, Converter, Known, attrs_of, converter, k
 
 # -- converters ----------------------------------------------------------------------------------------------
 def _simple(op: str, **fixed: Any) -> Converter:
-    return lambda cx, n, a: cx.add(op, a, **fixed)
+    return lambda cx, n, a: cx.op(op, a, **fixed)
 
 
 for _ox, _ir in {"Abs": "abs", "Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Sin": "sin", "Cos": "cos",
@@ -48,8 +48,8 @@ def _fold_binary(cx: ConversionContext, n: Any, a: list[Any], fn: Callable[[Any,
 def _variadic(cx: ConversionContext, a: list[Any], op: str) -> Any:
     out = a[0]
     for x in a[1:]:
-        out = cx.add(op, [out, x])
-    return out if len(a) > 1 else cx.add("identity", [out])
+        out = cx.op(op, [out, x])
+    return out if len(a) > 1 else cx.op("identity", [out])
 
 
 converter("Add")(lambda cx, n, a: _fold_binary(cx, n, a, dim_add, "add"))
@@ -63,13 +63,13 @@ converter("Min")(lambda cx, n, a: _variadic(cx, a, "minimum"))
 @converter("Mean")
 def _mean(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     total = _variadic(cx, a, "add")
-    return cx.add("div", [total, cx.const(len(a), total.type.dtype)], rounding_mode="none")
+    return cx.op("div", [total, cx.const(len(a), total.type.dtype)], rounding_mode="none")
 
 
 @converter("Pow")
 def _pow(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
-    y = cx.add("pow", a)  # ONNX: the result has the base's type, whatever the exponent's
-    return y if y.type.dtype == a[0].type.dtype else cx.add("cast", [y], dtype=a[0].type.dtype)
+    y = cx.op("pow", a)  # ONNX: the result has the base's type, whatever the exponent's
+    return y if y.type.dtype == a[0].type.dtype else cx.op("cast", [y], dtype=a[0].type.dtype)
 
 
 @converter("Div")
@@ -77,41 +77,41 @@ def _div(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     if any(isinstance(x, Known) for x in a):
         return _fold_binary(cx, n, a, dim_floordiv, "div")
     int_div = a[0].type.dtype.is_int and a[1].type.dtype.is_int  # ONNX integer Div truncates
-    return cx.add("div", a, rounding_mode="trunc" if int_div else "none")
+    return cx.op("div", a, rounding_mode="trunc" if int_div else "none")
 
 
 @converter("Mod")
 def _mod(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
-    return cx.add("fmod" if attrs_of(n).get("fmod", 0) else "remainder", a)
+    return cx.op("fmod" if attrs_of(n).get("fmod", 0) else "remainder", a)
 
 
 @converter("IsInf")
 def _isinf(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     at = attrs_of(n)
-    y = cx.add("isinf", a)
+    y = cx.op("isinf", a)
     if at.get("detect_negative", 1) and at.get("detect_positive", 1):
         return y
-    sign = cx.add("gt" if at.get("detect_positive", 1) else "lt", [a[0], cx.const(0, a[0].type.dtype)])
-    return cx.add("logical_and", [y, sign])
+    sign = cx.op("gt" if at.get("detect_positive", 1) else "lt", [a[0], cx.const(0, a[0].type.dtype)])
+    return cx.op("logical_and", [y, sign])
 
 
-converter("Softmax")(lambda cx, n, a: cx.add("softmax", a, axis=attrs_of(n).get("axis", -1)))
-converter("LogSoftmax")(lambda cx, n, a: cx.add("log_softmax", a, axis=attrs_of(n).get("axis", -1)))
-converter("LeakyRelu")(lambda cx, n, a: cx.add("leaky_relu", a, negative_slope=attrs_of(n).get("alpha", 0.01)))
-converter("Elu")(lambda cx, n, a: cx.add("elu", a, alpha=attrs_of(n).get("alpha", 1.0)))
-converter("Softplus")(lambda cx, n, a: cx.add("softplus", a))
-converter("Gelu")(lambda cx, n, a: cx.add("gelu", a, approximate=attrs_of(n).get("approximate", "none")))
+converter("Softmax")(lambda cx, n, a: cx.op("softmax", a, axis=attrs_of(n).get("axis", -1)))
+converter("LogSoftmax")(lambda cx, n, a: cx.op("log_softmax", a, axis=attrs_of(n).get("axis", -1)))
+converter("LeakyRelu")(lambda cx, n, a: cx.op("leaky_relu", a, negative_slope=attrs_of(n).get("alpha", 0.01)))
+converter("Elu")(lambda cx, n, a: cx.op("elu", a, alpha=attrs_of(n).get("alpha", 1.0)))
+converter("Softplus")(lambda cx, n, a: cx.op("softplus", a))
+converter("Gelu")(lambda cx, n, a: cx.op("gelu", a, approximate=attrs_of(n).get("approximate", "none")))
 @converter("Dropout")
 def _dropout(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     training = cx.known(a[2]) if len(a) > 2 and a[2] is not None else [0]
     ratio = cx.known(a[1]) if len(a) > 1 and a[1] is not None else [0.5]
     if training is None or training[0] and (ratio is None or ratio[0] != 0):
         raise NotImplementedError("Dropout in training mode (graphopt compiles inference graphs)")
-    y = cx.add("identity", [a[0]])
+    y = cx.op("identity", [a[0]])
     if len(n.output) < 2 or not n.output[1]:
         return y
     shape = list(y.type.shape)
-    return y, cx.add("full", [], shape=shape, value=1.0, dtype=DType.BOOL)
+    return y, cx.op("full", [], shape=shape, value=1.0, dtype=DType.BOOL)
 
 
 @converter("HardSigmoid")
@@ -119,9 +119,9 @@ def _hardsigmoid(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     at = attrs_of(n)
     alpha, beta = at.get("alpha", 0.2), at.get("beta", 0.5)
     if abs(alpha - 1 / 6) < 1e-7 and beta == 0.5:
-        return cx.add("hardsigmoid", a)
+        return cx.op("hardsigmoid", a)
     dt = a[0].type.dtype
-    return cx.add("clamp", [cx.add("add", [cx.add("mul", [a[0], cx.const(alpha, dt)]), cx.const(beta, dt)])],
+    return cx.op("clamp", [cx.op("add", [cx.op("mul", [a[0], cx.const(alpha, dt)]), cx.const(beta, dt)])],
                   min=0.0, max=1.0)
 
 
@@ -131,13 +131,13 @@ def _clip(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     lo = a[1] if len(a) > 1 else None
     hi = a[2] if len(a) > 2 else None
     if y.type.dtype.is_float and (lo is None or cx.known(lo)) and (hi is None or cx.known(hi)):
-        return cx.add("clamp", [y], min=float(cx.known(lo)[0]) if lo is not None else None,  # type: ignore[index]
+        return cx.op("clamp", [y], min=float(cx.known(lo)[0]) if lo is not None else None,  # type: ignore[index]
                       max=float(cx.known(hi)[0]) if hi is not None else None)  # type: ignore[index]
     if lo is not None:  # run-time bounds (or integer data): max then min, as the spec defines Clip
-        y = cx.add("maximum", [y, lo])
+        y = cx.op("maximum", [y, lo])
     if hi is not None:
-        y = cx.add("minimum", [y, hi])
-    return y if lo is not None or hi is not None else cx.add("identity", [y])
+        y = cx.op("minimum", [y, hi])
+    return y if lo is not None or hi is not None else cx.op("identity", [y])
 
 
 @converter("Cast")
@@ -147,7 +147,7 @@ def _cast(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     dt = DType.from_numpy(helper.tensor_dtype_to_np_dtype(attrs_of(n)["to"]))
     if isinstance(a[0], Known) and dt.is_int:
         return a[0]
-    return cx.add("cast", a, dtype=dt)
+    return cx.op("cast", a, dtype=dt)
 
 
 @converter("CastLike")
@@ -155,20 +155,20 @@ def _cast_like(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     dt = cx.tensor(a[1]).type.dtype
     if isinstance(a[0], Known) and dt.is_int:
         return a[0]
-    return cx.add("cast", [a[0]], dtype=dt)
+    return cx.op("cast", [a[0]], dtype=dt)
 
 
 @converter("Gemm")
 def _gemm(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     at = attrs_of(n)
-    x = cx.add("transpose", [a[0]], perm=[1, 0]) if at.get("transA", 0) else a[0]
-    w = cx.add("transpose", [a[1]], perm=[1, 0]) if at.get("transB", 0) else a[1]
-    y = cx.add("matmul", [x, w])
+    x = cx.op("transpose", [a[0]], perm=[1, 0]) if at.get("transA", 0) else a[0]
+    w = cx.op("transpose", [a[1]], perm=[1, 0]) if at.get("transB", 0) else a[1]
+    y = cx.op("matmul", [x, w])
     if at.get("alpha", 1.0) != 1.0:
-        y = cx.add("mul", [y, cx.const(at["alpha"], y.type.dtype)])
+        y = cx.op("mul", [y, cx.const(at["alpha"], y.type.dtype)])
     if len(a) > 2 and a[2] is not None:
-        c = a[2] if at.get("beta", 1.0) == 1.0 else cx.add("mul", [a[2], cx.const(at["beta"], y.type.dtype)])
-        y = cx.add("add", [y, c])
+        c = a[2] if at.get("beta", 1.0) == 1.0 else cx.op("mul", [a[2], cx.const(at["beta"], y.type.dtype)])
+        y = cx.op("add", [y, c])
     return y
 
 
@@ -206,20 +206,20 @@ def _reshape(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     shape = need(cx, a[1], "the target shape")
     if not attrs_of(n).get("allowzero", 0):
         shape = [x.type.shape[i] if isinstance(d, int) and d == 0 else d for i, d in enumerate(shape)]
-    return cx.add("reshape", [x], shape=shape)
+    return cx.op("reshape", [x], shape=shape)
 
 
 @converter("Flatten")
 def _flatten(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
     ax = attrs_of(n).get("axis", 1) % max(x.type.rank, 1)
-    return cx.add("reshape", [x], shape=[dim_mul(*x.type.shape[:ax]), dim_mul(*x.type.shape[ax:])])
+    return cx.op("reshape", [x], shape=[dim_mul(*x.type.shape[:ax]), dim_mul(*x.type.shape[ax:])])
 
 
 @converter("Transpose")
 def _transpose(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
-    return cx.add("transpose", [x], perm=attrs_of(n).get("perm", list(range(x.type.rank))[::-1]))
+    return cx.op("transpose", [x], perm=attrs_of(n).get("perm", list(range(x.type.rank))[::-1]))
 
 
 @converter("Unsqueeze")
@@ -227,7 +227,7 @@ def _unsqueeze(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     axes = need(cx, a[1], "Unsqueeze axes")
     if isinstance(a[0], Known) and a[0].shape == () and axes in ([0], [-1]):
         return Known(a[0].dims)
-    return cx.add("unsqueeze", [a[0]], axes=axes)
+    return cx.op("unsqueeze", [a[0]], axes=axes)
 
 
 @converter("Squeeze")
@@ -235,7 +235,7 @@ def _squeeze(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     axes = need(cx, a[1], "Squeeze axes") if len(a) > 1 and a[1] is not None else None
     if isinstance(a[0], Known) and a[0].shape == (1,):
         return Known(a[0].dims, ())
-    return cx.add("squeeze", [a[0]], axes=axes)
+    return cx.op("squeeze", [a[0]], axes=axes)
 
 
 @converter("Concat")
@@ -243,7 +243,7 @@ def _concat(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     if any(isinstance(x, Known) for x in a) and all(cx.known(x) is not None and known_shape(x) is not None
                                                      and len(known_shape(x)) == 1 for x in a):  # type: ignore[arg-type]
         return Known([d for x in a for d in cx.known(x)])  # type: ignore[union-attr]
-    return cx.add("concat", a, axis=attrs_of(n)["axis"])
+    return cx.op("concat", a, axis=attrs_of(n)["axis"])
 
 
 @converter("Gather")
@@ -255,7 +255,7 @@ def _gather(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         picked = [a[0].dims[i] for i in idx]
         scalar = isinstance(a[1], Value) and a[1].type.rank == 0
         return Known(picked, () if scalar else None)
-    return cx.add("gather", a, axis=axis)
+    return cx.op("gather", a, axis=axis)
 
 
 @converter("GatherElements")
@@ -266,8 +266,8 @@ def _gather_elements(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         size = cx.const(x.type.shape[axis], idx.type.dtype) if isinstance(x.type.shape[axis], int) else None
         if size is None:
             raise NotImplementedError("GatherElements along a symbolic dim")
-        idx = cx.add("where", [cx.add("lt", [idx, cx.const(0, idx.type.dtype)]), cx.add("add", [idx, size]), idx])
-    return cx.add("gather_elements", [x, idx], axis=axis)
+        idx = cx.op("where", [cx.op("lt", [idx, cx.const(0, idx.type.dtype)]), cx.op("add", [idx, size]), idx])
+    return cx.op("gather_elements", [x, idx], axis=axis)
 
 
 @converter("Slice")
@@ -281,7 +281,7 @@ def _slice(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         return Known(a[0].dims[slice(s, None if e >= SLICE_END else e, steps[0] if steps else 1)])
     if steps and any(s < 0 for s in steps):
         raise NotImplementedError("Slice with negative steps")
-    return cx.add("slice", [a[0]], starts=[clip(s) for s in starts], ends=[clip(e) for e in ends], axes=axes,
+    return cx.op("slice", [a[0]], starts=[clip(s) for s in starts], ends=[clip(e) for e in ends], axes=axes,
                   steps=steps)
 
 
@@ -293,10 +293,10 @@ def _expand(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     out = [d if i < lead or d != 1 else x.type.shape[i - lead] for i, d in enumerate(shape)]
     if len(out) < x.type.rank:  # ONNX Expand broadcasts both ways: a shorter shape keeps x's leading dims
         out = list(x.type.shape[: x.type.rank - len(out)]) + out
-    return cx.add("expand", [x], shape=out)
+    return cx.op("expand", [x], shape=out)
 
 
-converter("Tile")(lambda cx, n, a: cx.add("tile", [a[0]], repeats=need(cx, a[1], "Tile repeats")))
+converter("Tile")(lambda cx, n, a: cx.op("tile", [a[0]], repeats=need(cx, a[1], "Tile repeats")))
 
 
 @converter("Split")
@@ -310,7 +310,7 @@ def _split(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
             raise NotImplementedError("equal Split along a symbolic dim")
         chunk = -(-total // parts)
         sizes = [min(chunk, total - i * chunk) for i in range(parts)]
-    out = cx.add("split", [x], axis=axis, sizes=list(sizes))
+    out = cx.op("split", [x], axis=axis, sizes=list(sizes))
     return out if isinstance(out, tuple) else (out,)
 
 
@@ -329,20 +329,20 @@ def _pad(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     if any(p < 0 for p in pads):  # negative pads crop
         starts = [max(-pads[i], 0) for i in range(rank)]
         ends = [dim_add(x.type.shape[i], pads[rank + i]) if pads[rank + i] < 0 else SLICE_END for i in range(rank)]
-        x = cx.add("slice", [x], starts=starts, ends=ends, axes=list(range(rank)))
+        x = cx.op("slice", [x], starts=starts, ends=ends, axes=list(range(rank)))
         pads = [max(p, 0) for p in pads]
     mode = attrs_of(n).get("mode", "constant")
     if mode == "wrap":  # take from the other end, one concat per padded axis
         for ax in range(rank):
             b, e = pads[ax], pads[rank + ax]
             size = x.type.shape[ax]
-            parts = ([cx.add("slice", [x], starts=[size - b], ends=[size], axes=[ax])] if b else []) + [x] + (
-                [cx.add("slice", [x], starts=[0], ends=[e], axes=[ax])] if e else [])
-            x = cx.add("concat", parts, axis=ax) if len(parts) > 1 else x
-        return cx.add("identity", [x])
+            parts = ([cx.op("slice", [x], starts=[size - b], ends=[size], axes=[ax])] if b else []) + [x] + (
+                [cx.op("slice", [x], starts=[0], ends=[e], axes=[ax])] if e else [])
+            x = cx.op("concat", parts, axis=ax) if len(parts) > 1 else x
+        return cx.op("identity", [x])
     if not any(pads):
-        return cx.add("identity", [x])
-    return cx.add("pad", [x], pads=pads, mode=mode, value=float(value[0]))
+        return cx.op("identity", [x])
+    return cx.op("pad", [x], pads=pads, mode=mode, value=float(value[0]))
 
 
 @converter("ConstantOfShape")
@@ -355,7 +355,7 @@ def _constant_of_shape(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     dt = DType.from_numpy(value.dtype)
     if all(isinstance(d, int) for d in shape):
         return cx.graph.add_constant(np.full(shape, value.ravel()[0], dtype=value.dtype))
-    return cx.add("full", [], shape=shape, value=float(value.ravel()[0]), dtype=dt)
+    return cx.op("full", [], shape=shape, value=float(value.ravel()[0]), dtype=dt)
 
 
 @converter("Range")
@@ -366,13 +366,13 @@ def _range(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     dt = cx.tensor(a[0]).type.dtype if isinstance(a[0], Value) else DType.I64
     if dt.is_float:
         return cx.graph.add_constant(np.arange(start[0], limit[0], delta[0], dtype=dt.numpy))
-    return cx.add("arange", [], start=int(start[0]), end=limit[0], step=int(delta[0]), dtype=dt)
+    return cx.op("arange", [], start=int(start[0]), end=limit[0], step=int(delta[0]), dtype=dt)
 
 
 @converter("Trilu")
 def _trilu(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     k = need(cx, a[1], "Trilu k")[0] if len(a) > 1 and a[1] is not None else 0
-    return cx.add("triu" if attrs_of(n).get("upper", 1) else "tril", [a[0]], diagonal=int(k))
+    return cx.op("triu" if attrs_of(n).get("upper", 1) else "tril", [a[0]], diagonal=int(k))
 
 
 @converter("CumSum")
@@ -386,13 +386,13 @@ def _cumsum(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         if not isinstance(size, int):
             raise NotImplementedError("reverse CumSum along a symbolic dim")
         flip = cx.const(np.arange(size - 1, -1, -1), DType.I64)
-        x = cx.add("gather", [x, flip], axis=axis)
-    y = cx.add("cumsum", [x], axis=axis)
+        x = cx.op("gather", [x, flip], axis=axis)
+    y = cx.op("cumsum", [x], axis=axis)
     if y.type.dtype != x.type.dtype:
-        y = cx.add("cast", [y], dtype=x.type.dtype)
+        y = cx.op("cast", [y], dtype=x.type.dtype)
     if at.get("exclusive", 0):
-        y = cx.add("sub", [y, x])
-    return cx.add("gather", [y, flip], axis=axis) if flip is not None else y
+        y = cx.op("sub", [y, x])
+    return cx.op("gather", [y, flip], axis=axis) if flip is not None else y
 
 
 # -- reductions ----------------------------------------------------------------------------------------------
@@ -404,8 +404,8 @@ def _reduce(op: str) -> Converter:
             axes = need(cx, a[1], "reduce axes")
         if not axes and at.get("noop_with_empty_axes", 0):
             return a[0]
-        y = cx.add(op, [a[0]], axes=list(axes) if axes else None, keepdims=bool(at.get("keepdims", 1)))
-        return y if y.type.dtype == a[0].type.dtype else cx.add("cast", [y], dtype=a[0].type.dtype)
+        y = cx.op(op, [a[0]], axes=list(axes) if axes else None, keepdims=bool(at.get("keepdims", 1)))
+        return y if y.type.dtype == a[0].type.dtype else cx.op("cast", [y], dtype=a[0].type.dtype)
 
     return conv
 
@@ -420,19 +420,19 @@ def _argmax(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     at = attrs_of(n)
     x, axis, keep = cx.tensor(a[0]), at.get("axis", 0), bool(at.get("keepdims", 1))
     if not at.get("select_last_index", 0):
-        return cx.add(n.op_type.lower(), [x], axis=axis, keepdims=keep)
+        return cx.op(n.op_type.lower(), [x], axis=axis, keepdims=keep)
     size = x.type.shape[axis]
     if not isinstance(size, int):
         raise NotImplementedError("select_last_index along a symbolic dim")
-    flipped = cx.add("gather", [x, cx.const(np.arange(size - 1, -1, -1), DType.I64)], axis=axis)
-    idx = cx.add(n.op_type.lower(), [flipped], axis=axis, keepdims=keep)
-    return cx.add("sub", [cx.const(size - 1, DType.I64), idx])
+    flipped = cx.op("gather", [x, cx.const(np.arange(size - 1, -1, -1), DType.I64)], axis=axis)
+    idx = cx.op(n.op_type.lower(), [flipped], axis=axis, keepdims=keep)
+    return cx.op("sub", [cx.const(size - 1, DType.I64), idx])
 
 
 @converter("TopK")
 def _topk(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     at = attrs_of(n)
-    return cx.add("topk", [a[0]], k=int(need(cx, a[1], "TopK k")[0]), axis=at.get("axis", -1),
+    return cx.op("topk", [a[0]], k=int(need(cx, a[1], "TopK k")[0]), axis=at.get("axis", -1),
                   largest=bool(at.get("largest", 1)), sorted=bool(at.get("sorted", 1)))
 
 
@@ -460,7 +460,7 @@ def _spatial(at: dict[str, Any], x: Value, kernel: list[int]) -> dict[str, Any]:
 def _conv(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     at = attrs_of(n)
     kernel = list(at.get("kernel_shape", cx.tensor(a[1]).type.shape[2:]))
-    return cx.add("conv", [x for x in a if x is not None], groups=at.get("group", 1),
+    return cx.op("conv", [x for x in a if x is not None], groups=at.get("group", 1),
                   **_spatial(at, cx.tensor(a[0]), kernel))
 
 
@@ -477,17 +477,17 @@ def _pool(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
             raise NotImplementedError("dilated LpPool")
         del sp["dilations"]
         dt = cx.tensor(a[0]).type.dtype
-        powered = cx.add("pow", [cx.add("abs", [a[0]]), cx.const(p, dt)])
-        mean = cx.add("avg_pool", [powered], kernel=k, ceil_mode=bool(at.get("ceil_mode", 0)), count_include_pad=True,
+        powered = cx.op("pow", [cx.op("abs", [a[0]]), cx.const(p, dt)])
+        mean = cx.op("avg_pool", [powered], kernel=k, ceil_mode=bool(at.get("ceil_mode", 0)), count_include_pad=True,
                       **sp)
-        total = cx.add("mul", [mean, cx.const(float(np.prod(k)), dt)])
-        return cx.add("pow", [total, cx.const(1.0 / p, dt)])
+        total = cx.op("mul", [mean, cx.const(float(np.prod(k)), dt)])
+        return cx.op("pow", [total, cx.const(1.0 / p, dt)])
     if n.op_type == "MaxPool":
-        return cx.add("max_pool", [a[0]], kernel=k, ceil_mode=bool(at.get("ceil_mode", 0)), **sp)
+        return cx.op("max_pool", [a[0]], kernel=k, ceil_mode=bool(at.get("ceil_mode", 0)), **sp)
     if at.get("dilations") and any(d != 1 for d in at["dilations"]):
         raise NotImplementedError("dilated AveragePool")
     del sp["dilations"]
-    return cx.add("avg_pool", [a[0]], kernel=k, ceil_mode=bool(at.get("ceil_mode", 0)),
+    return cx.op("avg_pool", [a[0]], kernel=k, ceil_mode=bool(at.get("ceil_mode", 0)),
                   count_include_pad=bool(at.get("count_include_pad", 0)), **sp)
 
 
@@ -495,14 +495,14 @@ def _pool(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 def _global_pool(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
     op = "reduce_mean" if n.op_type == "GlobalAveragePool" else "reduce_max"
-    return cx.add(op, [x], axes=list(range(2, x.type.rank)), keepdims=True)
+    return cx.op(op, [x], axes=list(range(2, x.type.rank)), keepdims=True)
 
 
 @converter("BatchNormalization")
 def _batch_norm(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     if len(n.output) > 1 and any(n.output[1:]):
         raise NotImplementedError("BatchNormalization in training mode")
-    return cx.add("batch_norm", a[:5], eps=attrs_of(n).get("epsilon", 1e-5))
+    return cx.op("batch_norm", a[:5], eps=attrs_of(n).get("epsilon", 1e-5))
 
 
 @converter("QuantizeLinear", "DequantizeLinear")
@@ -513,7 +513,7 @@ def _qdq(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     if len(a) < 3 or a[2] is None:
         zp_dt = DType.U8 if op == "quantize_linear" else cx.tensor(a[0]).type.dtype
         a = [a[0], a[1], cx.const(np.zeros(cx.tensor(a[1]).type.shape), zp_dt)]
-    return cx.add(op, a, axis=attrs_of(n).get("axis", 1))
+    return cx.op(op, a, axis=attrs_of(n).get("axis", 1))
 
 
 @converter("GatherND")
@@ -525,6 +525,6 @@ def _gather_nd(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     if not isinstance(k, int):
         raise NotImplementedError("GatherND with a symbolic index depth")
     last = idx.type.rank - 1
-    parts = [cx.add("squeeze", [cx.add("slice", [idx], starts=[j], ends=[j + 1], axes=[last])], axes=[last])
+    parts = [cx.op("squeeze", [cx.op("slice", [idx], starts=[j], ends=[j + 1], axes=[last])], axes=[last])
              for j in range(k)]
-    return cx.add("index", [a[0], *parts], axis=0)
+    return cx.op("index", [a[0], *parts], axis=0)

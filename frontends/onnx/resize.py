@@ -72,19 +72,19 @@ def _resize(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
             mask_shape = [1] * rank
             mask_shape[ax] = out[i]
             mask = cx.graph.add_constant(extra.reshape(mask_shape))
-            y = cx.add("where", [mask, cx.const(fill, y.type.dtype), y])
-    return y if y is not x else cx.add("identity", [x])
+            y = cx.op("where", [mask, cx.const(fill, y.type.dtype), y])
+    return y if y is not x else cx.op("identity", [x])
 
 
 def _apply_axis(cx: ConversionContext, x: Value, axis: int, m: np.ndarray, nearest: bool) -> Value:
     rank = x.type.rank
     if nearest:  # each row picks one input element: a gather, exact for every dtype
-        return cx.add("gather", [x, cx.const(m.argmax(axis=1), DType.I64)], axis=axis)
+        return cx.op("gather", [x, cx.const(m.argmax(axis=1), DType.I64)], axis=axis)
     dt = x.type.dtype
     if axis == rank - 1:
-        return cx.add("matmul", [x, cx.const(m.T, dt)])
+        return cx.op("matmul", [x, cx.const(m.T, dt)])
     if axis == rank - 2:
-        return cx.add("matmul", [cx.const(m, dt), x])
+        return cx.op("matmul", [cx.const(m, dt), x])
     perm = [i for i in range(rank) if i != axis] + [axis]
-    moved = cx.add("matmul", [cx.add("transpose", [x], perm=perm), cx.const(m.T, dt)])
-    return cx.add("transpose", [moved], perm=list(np.argsort(perm)))
+    moved = cx.op("matmul", [cx.op("transpose", [x], perm=perm), cx.const(m.T, dt)])
+    return cx.op("transpose", [moved], perm=list(np.argsort(perm)))
