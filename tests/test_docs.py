@@ -6,6 +6,8 @@ import doctest
 import importlib
 import pkgutil
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,9 @@ def test_readme_python_blocks_run_each_on_its_own(index: int, tmp_path, monkeypa
     """Each block in a fresh namespace and an empty folder: a user copies one block, not the page."""
     assert len(README_BLOCKS) >= 3
     monkeypatch.chdir(tmp_path)
-    exec(compile(README_BLOCKS[index], f"README.md block {index}", "exec"), {"__name__": "__readme__"})  # noqa: S102
+    module = types.ModuleType("__readme__")  # in sys.modules, as a script's __main__ is: dataclasses look there
+    monkeypatch.setitem(sys.modules, "__readme__", module)
+    exec(compile(README_BLOCKS[index], f"README.md block {index}", "exec"), module.__dict__)  # noqa: S102
 
 
 def test_readme_starts_with_the_two_commands() -> None:
