@@ -11,7 +11,7 @@ from graphopt.ir import DType, Graph
 from .context import PassContext
 from .pattern import AttrVar, Const, Match, Pat, Var
 from .registry import PassResult, register_pass
-from .rewrite import Rewriter, Rule, apply_rules, same_type
+from .rewrite import Rewriter, Rule, Verdict, apply_rules, same_type
 
 __all__ = ["canonicalize", "CANONICALIZE_RULES"]
 
@@ -65,11 +65,11 @@ def _cast_of_cast(rw: Rewriter, m: Match) -> object:
     return rw.op("cast", [m.x], dtype=m.dst)
 
 
-def _slice_is_full(m: Match) -> bool | str:
+def _slice_is_full(m: Match) -> Verdict:
     node = m.root
     if any(s != 0 for s in node.attrs["starts"]) or any(s != 1 for s in node.attrs["steps"] or ()):
         return "not a full slice"
-    return same_type("x")(m) or "not the same type"
+    return same_type("x")(m)
 
 
 CANONICALIZE_RULES = [

@@ -22,7 +22,7 @@ import itertools
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 
 from graphopt.errors import PassError, RewriteLimitError
@@ -34,7 +34,8 @@ from .pattern import Const, Match, MatchFailure, Pattern, Var
 __all__ = ["Rule", "Rewriter", "param_name", "apply_rules", "RewriteStats", "same_type", "erase_if_dead"]
 
 Replacement = Callable[["Rewriter", Match], "Value | Sequence[Value] | None"]
-Check = Callable[[Match], "bool | str | None"]
+Verdict = Union[bool, str, Callable[[], str], None]  # a reason may be a callable: built only when explaining
+Check = Callable[[Match], Verdict]
 
 
 @dataclass(eq=False)
@@ -60,10 +61,10 @@ class Rule:
 def same_type(name: str) -> Check:
     """A check: the bound value `name` has exactly the root's output type (so it can replace it)."""
 
-    def check(m: Match) -> bool | str:
+    def check(m: Match) -> bool | Callable[[], str]:
         v, out = m[name], m.root.outputs[0]
-        if v.type != out.type:
-            return f"%{v.name} is {v.type} but the result is {out.type}; replacing would change the type"
+        if v.type != out.type:  # the reason is spelled out only if someone asks (explain): printing types is slow
+            return lambda: f"%{v.name} is {v.type} but the result is {out.type}; replacing would change the type"
         return True
 
     return check
@@ -236,11 +237,19 @@ def _try_rule(graph: Graph, node: Node, rule: Rule, pattern: Pattern, ctx: PassC
         verdict = rule.check(m)
         if verdict is not True and verdict is not None:
             stats.rejected += 1
-            ctx.reject(rule.name, node, verdict if isinstance(verdict, str) else "the rule's check failed")
+            if ctx.explain:
+                reason = verdict() if callable(verdict) else verdict
+                ctx.reject(rule.name, node, reason if isinstance(reason, str) else "the rule's check failed")
             return None
     rw = Rewriter(graph, node, memo)
-    with graph.inserting_before(node):
+    # graph.inserting_before(node), spelled out: the context manager's generator costs more than the rest of a
+    # small rewrite
+    saved = graph._insert_before, graph._default_origin
+    graph._insert_before, graph._default_origin = node, node.origin
+    try:
         result = rule.replace(rw, m)
+    finally:
+        graph._insert_before, graph._default_origin = saved
     if result is None:
         for n in reversed(rw.created):
             erase_if_dead(graph, n)
