@@ -176,8 +176,8 @@ class _RuleIndex:
             return []
         if len(node.inputs) > _MAX_KEYED_INPUTS:
             return [(r, p) for _, r, p in entries]
-        have = tuple(v.producer.op.name if v.producer is not None else "<const>" if v.const is not None else _ANY
-                     for v in node.inputs)
+        have = tuple([v.producer.op.name if v.producer is not None else "<const>" if v.const is not None else _ANY
+                      for v in node.inputs])
         key = (node.op.name, have)
         if key not in self.cache:  # the same few (op, producers) shapes recur at every layer
             options = [(_ANY,) if h is _ANY else (_ANY, h) for h in have]
@@ -260,7 +260,7 @@ def _try_rule(graph: Graph, node: Node, rule: Rule, pattern: Pattern, ctx: PassC
         raise PassError(f"rule {rule.name!r} returned {len(new_values)} values for {len(node.outputs)} outputs of "
                         f"{node.describe()}")
     for old, new in zip(node.outputs, new_values):
-        if old.type is not None and new.type is not None and old.type != new.type:
+        if old.type is not new.type and old.type is not None and new.type is not None and old.type != new.type:
             raise PassError(f"rule {rule.name!r} would change %{old.name} from {old.type} to {new.type} at "
                             f"{node.describe()}; add a check (e.g. same_type) to the rule")
     inputs = [v.producer for v in node.inputs if v.producer is not None]
