@@ -291,7 +291,8 @@ def _with_reproducer(error: PassError, origin: Graph | None, ran: list[PassSpec]
 
     if "reproduce with:" in str(error):
         return error
-    flags = " --numeric-check" if isinstance(error, NumericMismatchError) else " --verify-each"
+    flags = (" --numeric-check" if isinstance(error, NumericMismatchError)
+             else " --verify-each" if "left an invalid graph" in str(error) else "")
     if origin is None:
         hint = ("\n  reproduce with: rerun with --dump-dir DIR (the graph is too large to snapshot by default) and "
                 f"run `graphopt opt DIR/<file before {failing.name}>.gir --pipeline '{failing}'`")
