@@ -170,7 +170,7 @@ class PassManager:
             try:
                 result = self._run_one(spec, graph, ctx)
             except PassError as e:
-                raise _with_reproducer(e, origin, ran, spec) from e.__cause__
+                raise _with_reproducer(e, origin, ran, spec, ctx) from e.__cause__
             seconds = time.perf_counter() - start
             if result.graph is not None:
                 graph = result.graph
@@ -184,7 +184,7 @@ class PassManager:
                 for inst in ctx.instruments:
                     inst.after_pass(spec, graph, result, record, ctx)
             except PassError as e:  # VerifyEach, NumericCheck: the pass broke the graph or its numbers
-                raise _with_reproducer(e, origin, ran, spec) from e.__cause__
+                raise _with_reproducer(e, origin, ran, spec, ctx) from e.__cause__
             ran.append(spec)
         ctx.current_pass = ""
         out = PipelineResult(graph, records)
@@ -284,7 +284,8 @@ def _parse_pipeline(text: str) -> list[PassSpec]:
 _SNAPSHOT_NODES = 20_000
 
 
-def _with_reproducer(error: PassError, origin: Graph | None, ran: list[PassSpec], failing: PassSpec) -> PassError:
+def _with_reproducer(error: PassError, origin: Graph | None, ran: list[PassSpec], failing: PassSpec,
+                     ctx: PassContext) -> PassError:
     """`error` with the command that reproduces it: the IR the failing pass was given, rebuilt by replaying the
     passes before it on the pipeline's input, written to a fresh folder."""
     from .repro import load_pass_flags, reproduce_command
@@ -298,7 +299,8 @@ def _with_reproducer(error: PassError, origin: Graph | None, ran: list[PassSpec]
                 f"run `graphopt opt DIR/<file before {failing.name}>.gir --pipeline '{failing}'`")
     else:
         try:
-            before = PassManager(list(ran)).run(origin).graph if ran else origin
+            # the replay gets the run's data (a calibration table) but none of its instruments
+            before = PassManager(list(ran)).run(origin, PassContext(data=dict(ctx.data))).graph if ran else origin
             hint = "\n  reproduce with: " + reproduce_command(before, str(failing),
                                                              plugins=load_pass_flags([*ran, failing])) + flags
         except Exception as e:  # noqa: BLE001 - the original error matters more than the reproducer
