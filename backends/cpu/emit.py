@@ -6,6 +6,8 @@ attributes with dims rendered as Python expressions, and returns the right-hand 
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -398,7 +400,10 @@ def _sdpa(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
 
         # without a mask no row is fully masked, so the plain softmax is the op's exact semantics
         if attention_math_wins(*(tuple(s) for s in shapes)):  # type: ignore[arg-type]
-            return f"torch.softmax(({a[0]} @ {a[1]}.transpose(-2, -1)) * {at['scale']!r}, -1) @ {a[2]}"
+            # the op's default scale is 1/sqrt(head size), as SDPA's; spelled out here (a None scale crashed the
+            # generated code whenever the race picked this kernel)
+            scale = at["scale"] if at["scale"] is not None else 1.0 / math.sqrt(int(shapes[0][-1]))
+            return f"torch.softmax(({a[0]} @ {a[1]}.transpose(-2, -1)) * {scale!r}, -1) @ {a[2]}"
     mask = a[3] if len(a) > 3 else "None"
     return (f"F.scaled_dot_product_attention({a[0]}, {a[1]}, {a[2]}, {mask}, is_causal={at['causal']}, "
             f"scale={at['scale']!r})")
