@@ -6,11 +6,13 @@ defaults. Data that pipeline text cannot spell (a calibration table) reaches a p
 channel, `ctx.need(CalibrationTable)`. A lossy pass declares its `budget`; the numeric check holds it to that
 instead of float-rounding tolerances:
 
+>>> from graphopt.ir import OpRef
 >>> from graphopt.passes import register_pass, PassResult, get_pass
+>>> RELU = OpRef("relu")  # checked now: a typo fails here, not by never matching
 >>> @register_pass("count-relus", replace=True)
 ... def count_relus(graph, ctx, *, verbose: bool = False) -> PassResult:
 ...     '''Count relu nodes (an analysis-only example).'''
-...     return PassResult(changed=False, stats={"relus": sum(n.op.name == "relu" for n in graph)})
+...     return PassResult(changed=False, stats={"relus": sum(RELU.of(n) for n in graph)})
 >>> get_pass("count-relus").options["verbose"].type
 <class 'bool'>
 >>> from typing import Literal
