@@ -329,9 +329,11 @@ def _center_crop_pad(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
             raise NotImplementedError("CenterCropPad on a symbolic dim")
         if have > want:
             s = (have - want) // 2
-            starts.append(s), ends.append(s + want)
+            starts.append(s)
+            ends.append(s + want)
         else:
-            starts.append(0), ends.append(have)
+            starts.append(0)
+            ends.append(have)
             pads[ax], pads[rank + ax] = (want - have) // 2, want - have - (want - have) // 2
     y = cx.op("slice", [x], starts=starts, ends=ends, axes=axes)
     return cx.op("pad", [y], pads=pads) if any(pads) else y
