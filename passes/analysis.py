@@ -59,18 +59,18 @@ class AnalysisManager:
             self.computed[name] = self.computed.get(name, 0) + 1
         return hit[1]
 
-    def invalidate(self, preserved: Iterable[str] | str = (), graph: Graph | None = None) -> None:
+    def invalidate(self, graph: Graph, preserved: Iterable[str] | str = ()) -> None:
         """After a pass changed `graph`: keep the analyses it preserved (valid at its new generation), drop the
-        others. Without `graph`, every graph's non-preserved analyses are dropped."""
+        others. Other graphs need nothing: their generation tells."""
+        entries = self._cache.get(graph)
+        if not entries:
+            return
         keep = set(_ANALYSES) if preserved == "all" else set(preserved)
-        for g, entries in list(self._cache.items()):
-            if graph is not None and g is not graph:
-                continue
-            for name in list(entries):
-                if name in keep:
-                    entries[name] = (g.generation, entries[name][1])
-                else:
-                    del entries[name]
+        for name in list(entries):
+            if name in keep:
+                entries[name] = (graph.generation, entries[name][1])
+            else:
+                del entries[name]
 
 
 def known_analyses() -> frozenset[str]:

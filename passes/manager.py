@@ -176,7 +176,7 @@ class PassManager:
                 graph = result.graph
             ctx.passes_run.append(spec.name)
             if result.changed:
-                ctx.analyses.invalidate(spec.info.preserves, graph)
+                ctx.analyses.invalidate(graph, spec.info.preserves)
             record = PassRecord(spec.name, result.changed, seconds, before, len(graph), dict(result.stats),
                                 tables=dict(result.tables))
             records.append(record)

@@ -273,7 +273,7 @@ def register_pass(
             target=target,
             doc=" ".join(text.strip().split("\n\n")[0].split()),  # the first paragraph: whole sentences
             options=_options_of(target, is_class),
-            preserves=preserves if isinstance(preserves, str) else frozenset(preserves),
+            preserves=preserves,
             inplace=inplace,
             is_class=is_class,
             budget=budget,

@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-
 from graphopt.errors import PassError, RewriteLimitError
 from graphopt.ir import Builder, DType, Graph, Node, Value
 
@@ -242,14 +241,8 @@ def _try_rule(graph: Graph, node: Node, rule: Rule, pattern: Pattern, ctx: PassC
                 ctx.reject(rule.name, node, reason if isinstance(reason, str) else "the rule's check failed")
             return None
     rw = Rewriter(graph, node, memo)
-    # graph.inserting_before(node), spelled out: the context manager's generator costs more than the rest of a
-    # small rewrite
-    saved = graph._insert_before, graph._default_origin
-    graph._insert_before, graph._default_origin = node, node.origin
-    try:
+    with graph.inserting_before(node):
         result = rule.replace(rw, m)
-    finally:
-        graph._insert_before, graph._default_origin = saved
     if result is None:
         for n in reversed(rw.created):
             erase_if_dead(graph, n)

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from graphopt.errors import UnsupportedOpError
-from graphopt.ir import (DType, Graph, OpRef, TensorType, Trait, dim_flow, get_op, op_names, ops_with, parse,
+from graphopt.ir import (OpRef, Trait, dim_flow, get_op, op_names, ops_with, parse,
                          registered_ops)
 
+from test_backends_per_op import _graph
 from test_ops_vs_torch import CASES
 
 # Ops with no dimension flow, each with the reason.
@@ -116,9 +117,8 @@ def test_defaults_that_depend_on_the_inputs_are_written_out_when_a_node_is_made(
 
 
 def _single(op: str, inputs: list[np.ndarray], attrs: dict[str, Any]) -> Any:
-    g = Graph("case")
-    vals = [g.add_input(f"in{i}", TensorType(DType.from_numpy(a.dtype), a.shape)) for i, a in enumerate(inputs)]
-    return g.add_node(op, vals, attrs)
+    """The one node of the per-op test graph."""
+    return next(iter(_graph(op, inputs, attrs)))
 
 
 class _Components:

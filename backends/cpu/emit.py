@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from graphopt.ir import SLICE_END, DType, Node, OpRef, Trait, op_names, ops_with
+from graphopt.ir import SLICE_END, DType, Node, OpRef, Trait, op_names
 
 Emitter = Callable[[Node, Sequence[str], dict[str, Any]], str]
 EMITTERS: dict[str, Emitter] = {}
@@ -63,9 +63,8 @@ for _op, _fn in _CALLS.items():
     emits(_op)(lambda n, a, at, _f=_fn: f"{_f}({', '.join(a)})" if _f else a[0])
 
 
-# Ops whose torch kernels exist for floating point only (torch raises "not implemented for 'Int'"), while the IR
-# types them float on an integer input; and those torch refuses for bool though the IR keeps bool (identity).
-_FLOAT_KERNELS = ops_with(Trait.FLOAT_COMPUTE)
+# FLOAT_COMPUTE ops have torch kernels for floating point only (torch raises "not implemented for 'Int'"), while
+# the IR types them float on an integer input; these ops torch refuses for bool though the IR keeps bool (identity).
 _NO_BOOL_KERNELS = op_names("abs", "ceil", "floor", "round", "trunc", "relu")
 _NORM_PARAMS = op_names("batch_norm", "layer_norm", "rms_norm")
 
@@ -77,7 +76,7 @@ def legal_operands(n: Node, args: Sequence[str]) -> tuple[list[str], str | None]
     if not n.outputs or not n.inputs:
         return args, None
     out, x = n.outputs[0].type.dtype, n.inputs[0].type.dtype
-    if n.op.name in _FLOAT_KERNELS and not x.is_float:
+    if n.op.has(Trait.FLOAT_COMPUTE) and not x.is_float:  # torch has only float kernels for these
         if out.is_float:
             args[0] = f"{args[0]}.to({_dt(out)})"
         else:  # an integer result (var of ints): computed in f64 and cast back, as the reference does

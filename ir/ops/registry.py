@@ -166,7 +166,6 @@ class OpDef:
     flops: FlopsFn
     doc: str = ""
     pure: bool = True
-    commutative: bool = False
     variadic_outputs: Callable[[Mapping[str, Any], int], int] | None = None
     traits: frozenset[Trait] = frozenset()
     dim_flow: DimFlowFn | None = None
@@ -208,6 +207,11 @@ class OpDef:
             else:
                 out[key] = spec.default
         return out
+
+    @property
+    def commutative(self) -> bool:
+        """f(a, b) = f(b, a): the COMMUTATIVE trait (patterns try both operand orders, CSE sorts them)."""
+        return Trait.COMMUTATIVE in self.traits
 
     def has(self, trait: Trait) -> bool:
         """Whether the op declares `trait`."""
@@ -303,7 +307,6 @@ def register_op(
             flops=flops,
             doc=doc if doc is not None else (kernel.__doc__ or "").strip().split("\n")[0],
             pure=pure,
-            commutative=commutative or Trait.COMMUTATIVE in set(traits),
             variadic_outputs=variadic_outputs,
             traits=frozenset(traits) | ({Trait.COMMUTATIVE} if commutative else set()),
             dim_flow=dim_flow,
