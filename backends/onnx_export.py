@@ -546,6 +546,22 @@ exports("quantize_linear")(lambda cx, n, a: cx.emit("QuantizeLinear", a, axis=n.
 exports("dequantize_linear")(lambda cx, n, a: cx.emit("DequantizeLinear", a, axis=n.attrs["axis"]))
 
 
+@exports("dynamic_quantize_linear")
+def _dynamic_quantize_linear(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
+    if not n.attrs["reduce_range"]:
+        return cx.emit("DynamicQuantizeLinear", a, 3)  # type: ignore[no-any-return]
+    # 0..127: the same steps as DynamicQuantizeLinear with qmax 127 (which ONNX has no attribute for)
+    zero = cx.const(np.float32(0.0))
+    lo = cx.emit("Min", [cx.emit("ReduceMin", a, keepdims=0), zero])
+    hi = cx.emit("Max", [cx.emit("ReduceMax", a, keepdims=0), zero])
+    span = cx.emit("Sub", [hi, lo])
+    scale = cx.emit("Where", [cx.emit("Greater", [span, zero]), cx.emit("Div", [span, cx.const(np.float32(127.0))]),
+                              cx.const(np.float32(1.0))])
+    zp = cx.emit("Cast", [cx.emit("Clip", [cx.emit("Round", [cx.emit("Div", [cx.emit("Neg", [lo]), scale])]), zero,
+                                           cx.const(np.float32(127.0))])], to=_onnx_dtype(DType.U8))
+    return [cx.emit("QuantizeLinear", [a[0], scale, zp]), scale, zp]
+
+
 _CAST_TO_OUTPUT = op_names("exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf", "reciprocal", "log1p",
                            "silu", "gelu", "softplus", "elu", "hardswish", "hardsigmoid", "softmax", "log_softmax",
                            "reduce_sum", "reduce_prod", "cumsum", "reduce_mean", "abs", "neg")

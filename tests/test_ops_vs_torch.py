@@ -303,7 +303,40 @@ def _quant_cases() -> list[Case]:
     ]
 
 
-CASES += [_lstm_case(), _gru_case(True), _gru_case(False), *_quant_cases()]
+def _int8_cases() -> list[Case]:
+    """dynamic_quantize_linear against torch's own qparams choice, quantized_linear against fbgemm's int8 kernels."""
+    import warnings
+
+    x = f32(3, 5, 16) * 2 + 0.5
+    w = np.clip(np.rint(f32(6, 16) * 40), -127, 127).astype(np.int8)
+    ws, b = pos(6) * 0.01, f32(6)
+
+    def dql(reduce_range: bool) -> Callable[..., Any]:
+        def ref(x: torch.Tensor) -> Any:
+            s, z = torch._choose_qparams_per_tensor(x, reduce_range)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                q = torch.quantize_per_tensor(x, s, z, torch.quint8).int_repr()
+            return q, torch.tensor(s, dtype=torch.float32), torch.tensor(z, dtype=torch.uint8)
+        return ref
+
+    def fbgemm(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, b: torch.Tensor) -> Any:
+        from graphopt.backends.cpu.kernels import prepack_int8_linear
+
+        return torch.ops.quantized.linear_dynamic(x, prepack_int8_linear(w, s, b), True)
+
+    def weight_only(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, b: torch.Tensor) -> Any:
+        return F.gelu(F.linear(x, w.float() * s[:, None], b))
+
+    return [
+        ("dynamic_quantize_linear", [x], {}, dql(False)),
+        ("dynamic_quantize_linear", [x], {"reduce_range": True}, dql(True)),
+        ("quantized_linear", [x, w, ws, b], {}, fbgemm),
+        ("quantized_linear", [x, w, ws, b], {"act_quant": "none", "activation": "gelu"}, weight_only),
+    ]
+
+
+CASES += [_lstm_case(), _gru_case(True), _gru_case(False), *_quant_cases(), *_int8_cases()]
 
 # Ops whose semantics a torch function cannot state on its own; tested elsewhere.
 NOT_TORCH = {"scale_by", "swish_beta", "coverage_probe"}  # registered by a doctest, the README and a test

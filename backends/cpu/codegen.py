@@ -96,10 +96,11 @@ def generate(graph: Graph, channels_last: bool = False) -> tuple[str, list[np.nd
         prep = PREPARE[node.op.name](node) if node.op.name in PREPARE else None
         if prep is not None:  # a constant input transformed once, in make(), not on every call
             i, template = prep
-            key = (id(node.inputs[i]), template)
+            setup = template.format(args[i], a=args)  # `{a[2]}` names another input (a scale, a bias)
+            key = (id(node.inputs[i]), setup)
             if key not in prepared:
                 prepared[key] = names.claim(f"{args[i]}_packed", f"p{len(prepared)}")
-                weight_lines.append(f"{prepared[key]} = {template.format(args[i])}")
+                weight_lines.append(f"{prepared[key]} = {setup}")
             args.append(prepared[key])  # the emitter finds it after the node's own inputs
         attrs = _render_attrs(node, symbols)
         args, cast_back = legal_operands(node, args)

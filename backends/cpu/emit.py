@@ -17,7 +17,8 @@ Emitter = Callable[[Node, Sequence[str], dict[str, Any]], str]
 EMITTERS: dict[str, Emitter] = {}
 # op -> (input index, setup expression for make() given that constant's local) when the op wants a constant
 # input prepared once at load time (e.g. a weight packed for the GEMM library), or None to use it as is; the
-# prepared local is passed to the emitter as one extra argument after the node's inputs
+# prepared local is passed to the emitter as one extra argument after the node's inputs. In the expression `{}` is
+# that constant's local and `{a[k]}` the node's k-th operand (a scale, a bias the packing needs too).
 PREPARE: dict[str, Callable[[Node], tuple[int, str] | None]] = {}
 
 
@@ -414,3 +415,50 @@ emits("gru")(lambda n, a, at: f"torch.gru({a[0]}, {a[1]}, ({', '.join(a[2:6])}),
                               f"{at['batch_first']})")
 emits("quantize_linear")(lambda n, a, at: f"rt.quantize_linear({a[0]}, {a[1]}, {a[2]}, {at['axis']})")
 emits("dequantize_linear")(lambda n, a, at: f"rt.dequantize_linear({a[0]}, {a[1]}, {a[2]}, {at['axis']})")
+emits("dynamic_quantize_linear")(lambda n, a, at: f"rt.dynamic_quantize_linear({a[0]}, {at['reduce_range']})")
+
+
+def int8_rows_from(n: Node) -> int | None:
+    """From how many rows this quantized_linear runs its int8 kernel (None: never), measured per shape here."""
+    from .kernels import int8_linear_choice
+
+    out_f, in_f = n.inputs[1].type.shape
+    return int8_linear_choice(int(in_f), int(out_f), n.attrs["act_quant"], n.attrs["reduce_range"])[0]
+
+
+def _prepare_qlinear(n: Node) -> tuple[int, str]:
+    bias = "{a[3]}" if len(n.inputs) > 3 else "None"
+    rows_from = int8_rows_from(n)
+    f32 = "rt.dequantize_weight({0}, {a[2]})"  # where f32 wins here: the dequantized weight, made once
+    low = (f"rt.prepack_int8_linear({{0}}, {{a[2]}}, {bias})" if n.attrs["act_quant"] == "dynamic"
+           else "{0}.contiguous()")
+    if rows_from is None:
+        return 1, f32
+    return 1, low if rows_from == 1 else f"({low}, {f32})"
+
+
+PREPARE["quantized_linear"] = _prepare_qlinear
+
+
+@emits("quantized_linear")
+def _quantized_linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    bias = a[3] if len(n.inputs) > 3 else "None"
+    prepared, act = a[len(n.inputs)], at["activation"]
+    rows_from = int8_rows_from(n)
+
+    def f32(weight: str) -> str:
+        # f32 on the dequantized weight where that is faster here (activations stay f32: more accurate than the
+        # int8 semantics it stands in for, and within the quantize pass's budget)
+        call = f"F.linear({a[0]}, {weight}, {bias})"
+        return _TORCH_ACT[act].format(call) if act != "none" else call
+
+    def low(p: str) -> str:
+        if at["act_quant"] == "dynamic":
+            return f"rt.int8_linear_dynamic({a[0]}, {p}, {at['reduce_range']}, {act!r})"
+        return f"rt.int8_linear_weight_only({a[0]}, {p}, {a[2]}, {bias}, {act!r})"
+
+    if rows_from is None:
+        return f32(prepared)
+    if rows_from == 1:
+        return low(prepared)
+    return f"rt.by_rows({a[0]}, {rows_from}, lambda: {low(prepared + '[0]')}, lambda: {f32(prepared + '[1]')})"

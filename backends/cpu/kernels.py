@@ -9,11 +9,13 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins", "race"]
+__all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins", "race",
+           "prepack_int8_linear", "dequantize_weight", "int8_saturates", "int8_linear_choice", "int8_linear_advice"]
 
 _ROWS = 64  # the M the benchmark (and the packed layout) assumes; the kernel takes any M
 
@@ -138,3 +140,97 @@ def attention_math_wins(q_shape: tuple[int, ...], k_shape: tuple[int, ...], v_sh
     with torch.inference_mode():
         t_fused, t_math = race(fused, math_)
     return t_math < 0.95 * t_fused
+
+
+def prepack_int8_linear(w_int8: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    """fbgemm's packed form of a symmetric int8 weight (per output channel or per tensor) and its float bias.
+
+    The packing API takes torch's (deprecated) quantized tensor type; it is built here, once, at load time, and
+    nothing else of the generated code touches quantized tensors."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the quantized-tensor deprecation notice
+        s = scale.double().reshape(-1)
+        if s.numel() == 1:
+            q = torch._make_per_tensor_quantized_tensor(w_int8, float(s[0]), 0)
+        else:
+            q = torch._make_per_channel_quantized_tensor(w_int8, s, torch.zeros_like(s, dtype=torch.long), 0)
+        return torch.ops.quantized.linear_prepack(q, bias)
+
+
+def dequantize_weight(w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    s = scale.float()
+    return w_int8.float() * (s.reshape(-1, 1) if s.numel() > 1 else s.reshape(()))
+
+
+@functools.lru_cache(maxsize=None)
+def int8_saturates() -> bool:
+    """Whether full-range (0..255) activations overflow this CPU's int8 GEMM (u8·s8 pair sums in int16 without VNNI).
+
+    Probed with the worst case, all-max activations against all-max weights, against exact arithmetic."""
+    k, n = 256, 8
+    x = torch.full((4, k), 1.0)
+    w = torch.full((n, k), 127, dtype=torch.int8)
+    packed = prepack_int8_linear(w, torch.ones(n) / 127, None)
+    got = torch.ops.quantized.linear_dynamic(x, packed, False)
+    return bool((got - float(k)).abs().max() > 0.01 * k)
+
+
+@functools.lru_cache(maxsize=None)
+def int8_linear_choice(in_features: int, out_features: int, act_quant: str, reduce_range: bool
+                       ) -> tuple[int | None, str]:
+    """(from how many rows the int8 kernel runs, or None for never; why), timed here against the best f32 kernel.
+
+    `act_quant="dynamic"` races fbgemm's dynamic int8 linear, "none" (weight-only) `_weight_int8pack_mm`, each
+    against F.linear / packed oneDNN, at 256, 64, 16 and 1 rows, stopping at the first row count where int8 loses.
+    Below the returned row count the generated code runs f32 on the dequantized weight, so the layer is never
+    slower than f32 at a measured size; the reason (with the times) goes to the report."""
+    if act_quant == "dynamic" and not reduce_range and int8_saturates():
+        return None, "full-range int8 activations saturate this CPU's int8 GEMM (no VNNI); quantize with reduce_range"
+    gen = torch.Generator().manual_seed(0)
+    out_features = min(out_features, _MAX_MEASURED_OUT)
+    w = torch.randn(out_features, in_features, generator=gen) * 0.05
+    b = torch.randn(out_features, generator=gen)
+    scale = w.abs().amax(1) / 127
+    wq = torch.round(w / scale[:, None]).to(torch.int8)
+    wdeq = dequantize_weight(wq, scale)
+    if act_quant == "dynamic":
+        packed = prepack_int8_linear(wq, scale, b)
+        low = lambda x: torch.ops.quantized.linear_dynamic(x, packed, reduce_range)  # noqa: E731
+        name = "fbgemm int8 dynamic"
+    else:
+        low = lambda x: torch.ops.aten._weight_int8pack_mm(x, wq, scale) + b  # noqa: E731
+        name = "int8 weight-only (_weight_int8pack_mm)"
+    f32_from = linear_kernel(in_features, out_features)
+    packed_f32 = pack_linear_weight(wdeq) if f32_from is not None else None
+    times: list[tuple[int, float, float]] = []
+    with torch.inference_mode():
+        for rows in reversed(_ROW_STEPS):
+            x = torch.randn(rows, in_features, generator=gen)
+            if packed_f32 is not None and rows >= f32_from:  # type: ignore[operator]
+                f32 = lambda x=x: torch.ops.mkldnn._linear_pointwise(x, packed_f32, b, "none", [], "")  # noqa: E731
+            else:
+                f32 = lambda x=x: F.linear(x, wdeq, b)  # noqa: E731
+            try:
+                low(x), f32()
+                t_low, t_f32 = _ms(lambda x=x: low(x)), _ms(f32)
+                if t_low < 5 * t_f32:  # a kernel 5x slower on one call is not worth nine more (some take 0.1 s)
+                    t_low, t_f32 = race(lambda x=x: low(x), f32)
+            except RuntimeError as e:  # no such kernel on this build or CPU
+                return None, f"{name} unavailable here ({str(e).splitlines()[0][:80]})"
+            times.append((rows, t_low, t_f32))
+            if t_low >= t_f32:
+                break
+    detail = "; ".join(f"{r} rows: {lo:.3f} vs {hi:.3f} ms" for r, lo, hi in times)
+    wins = [r for r, lo, hi in times if lo < hi]
+    if not wins:
+        return None, f"{name} not faster than f32 here ({detail})"
+    rows_from = min(wins)
+    return rows_from, f"{name} from {rows_from} rows ({detail})"
+
+
+def int8_linear_advice(in_features: int, out_features: int, act_quant: str, reduce_range: bool) -> tuple[bool, str]:
+    """`int8_linear_choice` as the quantize pass asks it: does int8 win at any measured size, and why."""
+    rows_from, why = int8_linear_choice(in_features, out_features, act_quant, reduce_range)
+    return rows_from is not None, why

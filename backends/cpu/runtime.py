@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .kernels import pack_conv_weight, pack_linear_weight  # noqa: F401 - called by generated code
+from .kernels import (dequantize_weight, pack_conv_weight, pack_linear_weight,  # noqa: F401 - called by generated code
+                      prepack_int8_linear)
 
 
 def pad_spatial(x: torch.Tensor, pads: Sequence[int], value: float) -> torch.Tensor:
@@ -131,6 +133,39 @@ def quantize_linear(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, axis
 def dequantize_linear(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, axis: int) -> torch.Tensor:
     s, z = _per_axis(scale, x, axis), _per_axis(zp, x, axis)
     return (x.to(torch.int32) - z.to(torch.int32)).to(scale.dtype) * s
+
+
+def dynamic_quantize_linear(x: torch.Tensor, reduce_range: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 quantization over [min(x, 0), max(x, 0)] with the scale computed from x (ONNX DynamicQuantizeLinear)."""
+    qmax = 127 if reduce_range else 255
+    lo = torch.clamp(x.min(), max=0.0) if x.numel() else torch.zeros(())
+    hi = torch.clamp(x.max(), min=0.0) if x.numel() else torch.zeros(())
+    scale = torch.where(hi > lo, (hi - lo) / qmax, torch.ones(())).to(torch.float32)
+    zp = torch.clamp(torch.round(-lo / scale), 0, qmax)
+    q = torch.clamp(torch.round(x / scale) + zp, 0, qmax).to(torch.uint8)
+    return q, scale, zp.to(torch.uint8)
+
+
+def by_rows(x: torch.Tensor, rows_from: int, many: Callable[[], torch.Tensor], few: Callable[[], torch.Tensor]
+            ) -> torch.Tensor:
+    """`many()` when x has at least `rows_from` rows (all dims but the last), else `few()`: the kernel measured
+    faster for that size."""
+    return many() if x.numel() // max(x.shape[-1], 1) >= rows_from else few()
+
+
+def int8_linear_dynamic(x: torch.Tensor, packed: Any, reduce_range: bool, activation: str) -> torch.Tensor:
+    """fbgemm's dynamic int8 linear (activations quantized per tensor at run time, int32 accumulation)."""
+    if activation == "relu":
+        return torch.ops.quantized.linear_relu_dynamic(x, packed, reduce_range)
+    return _TORCH_ACT[activation](torch.ops.quantized.linear_dynamic(x, packed, reduce_range))
+
+
+def int8_linear_weight_only(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None,
+                            activation: str) -> torch.Tensor:
+    """x @ (w_int8 · scale)ᵀ with the int8 weight read directly (`_weight_int8pack_mm` takes 2-D x)."""
+    s = scale.reshape(-1).expand(w_int8.shape[0]).contiguous()
+    y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), w_int8, s).reshape(*x.shape[:-1], -1)
+    return _TORCH_ACT[activation](y if b is None else y + b)
 
 
 def pad_index(x: torch.Tensor, pads: Sequence[int], mode: str) -> torch.Tensor:

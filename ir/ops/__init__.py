@@ -1,6 +1,6 @@
 """The built-in op set. Importing this package registers every op once; see `registry` for the machinery."""
 
-from . import bits, elementwise, layout, nn, reduce, sampling, scatter  # noqa: F401  (registration)
+from . import bits, elementwise, layout, nn, quantized, reduce, sampling, scatter  # noqa: F401  (registration)
 from .registry import (REQUIRED, Attr, ConcreteType, OpDef, OpRef, ShapeError, get_op, op_names, ops_with, register_op,
                        registered_ops, same_as_input)
 from .layout import SLICE_END

@@ -112,8 +112,16 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     dynamic_shapes: Any = None,
     pipeline: str = "O2",
     target: str = "cpu",
+    quantize: str | None = None,
+    calibration: Any = None,
+    budget: float | None = 0.99,
 ) -> CompiledModel:
-    """Import `model`, run `pipeline` over it, and compile it for `target` (cpu, onnxruntime, reference)."""
+    """Import `model`, run `pipeline` over it, and compile it for `target` (cpu, onnxruntime, reference).
+
+    `quantize` ("int8-dynamic", "int8-weight-only") then quantizes the layers the target runs faster in int8,
+    keeping in f32 the most sensitive ones until the outputs' cosine against f32 on the `calibration` inputs (an
+    iterable of samples; default: the example inputs) is at least `budget` (None or 0: no search).
+    """
     import time
 
     t0 = time.perf_counter()
@@ -123,6 +131,10 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     backend = get_backend(target)
     graph = original.copy()
     result = PassManager.parse(pipeline).run(graph)
+    layers: list[dict[str, Any]] = []
+    if quantize is not None and quantize != "fp32":
+        result, layers = _quantize(result, quantize, calibration, budget, target, original, example_inputs,
+                                   example_kwargs)
     check_coverage(result.graph, backend)
     t2 = time.perf_counter()
     exe = backend.compile(result.graph)
@@ -130,9 +142,37 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     # drawn only when a report asks: a model declared with huge inputs must not allocate them at compile time
     examples = lambda: _examples(original, example_inputs, example_kwargs)  # noqa: E731
     eager = model if hasattr(model, "forward") and hasattr(model, "eval") else None
-    return CompiledModel(result.graph, exe, target=target, pipeline=pipeline, result=result, original=original,
-                         eager=eager, example_inputs=examples, eager_constants=_constants(example_kwargs),
-                         timings={"import_s": t1 - t0, "passes_s": t2 - t1, "codegen_s": t3 - t2})
+    compiled = CompiledModel(result.graph, exe, target=target, pipeline=pipeline, result=result, original=original,
+                             eager=eager, example_inputs=examples, eager_constants=_constants(example_kwargs),
+                             timings={"import_s": t1 - t0, "passes_s": t2 - t1, "codegen_s": t3 - t2})
+    compiled.layers = layers
+    compiled.precision = quantize or "fp32"
+    return compiled
+
+
+def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float | None, target: str,
+              original: Graph, args: Any, kwargs: Any) -> tuple[PipelineResult, list[dict[str, Any]]]:
+    """Quantize the optimized graph: measured per-layer choice, then the budget search (graphopt.quantization)."""
+    from graphopt import quantization as q
+
+    graph = result.graph
+    advice = q.cpu_advice() if target == "cpu" else None
+    samples = q.samples_for(graph, calibration) if calibration is not None else [_examples(original, args, kwargs)]
+    keep: list[str] = []
+    rows: list[dict[str, Any]] = []
+    if budget:
+        keep, rows, _ = q.choose_float_layers(graph, samples, mode, budget, advice=advice)
+    quantized = q.quantize_graph(graph, mode, skip=keep, advice=advice, lower=target in ("cpu", "reference"))
+    layers, kept = q.layer_rows(quantized)
+    by_layer = {r["layer"]: r for r in rows}
+    table = [{**by_layer.get(r["layer"], {}), **r, "precision": "int8"} for r in layers]
+    for r in kept:
+        reason = r["reason"]
+        if r["layer"] in keep:
+            reason = (f"kept f32 for the budget: the model's cosine with only this layer int8 is "
+                      f"{by_layer[r['layer']]['output_cosine']:.6f}, among the lowest")
+        table.append({**by_layer.get(r["layer"], {}), "layer": r["layer"], "precision": "fp32", "reason": reason})
+    return PipelineResult(graph, [*result.records, *quantized.records]), table
 
 
 def _examples(graph: Graph, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> list[np.ndarray]:
@@ -169,6 +209,8 @@ class CompiledModel:
         self._examples = example_inputs if example_inputs is not None else []
         self.eager_constants = dict(eager_constants or {})  # non-tensor keyword arguments of the traced call
         self.timings = timings or {}
+        self.precision = "fp32"
+        self.layers: list[dict[str, Any]] = []  # per quantizable layer: precision, why, weight and output error
 
     @property
     def example_inputs(self) -> list[np.ndarray]:

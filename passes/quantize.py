@@ -1,0 +1,197 @@
+"""quantize: int8 weights (and run-time int8 activations) for linear layers, written as explicit Q/DQ in the IR.
+
+    linear(x, W, b)   ⇒   linear(dequantize_linear(dynamic_quantize_linear(x)), dequantize_linear(W_q, s_w, 0), b)
+
+with W_q = round(W / s_w) in int8, symmetric, one scale per output channel (or one per tensor). `int8-weight-only`
+leaves x alone. The result is still a float graph — a reference run of it is the fake-quant model, and ONNX
+exports it as QDQ — until `lower-quantized` turns each pattern into a `quantized_linear` that runs integer
+arithmetic. The per-layer table gives the weight error the seed material asks for, E = Σ(w − q)², with its
+relative form, SQNR and the weight's sparsity.
+
+Layers named in `skip` (by origin, as `module.path`, or by output value name) stay float: that is how
+accuracy-budgeted mixed precision (graphopt.quantization) moves the sensitive ones back.
+
+>>> import numpy as np
+>>> from graphopt.ir import parse
+>>> from graphopt.passes import PassManager
+>>> g = parse('''graph @f(%x: f32[2,64]) {
+...   const @w: f32[64,64] = external
+...   %0: f32[2,64] = linear(%x, @w)
+...   return %0
+... }''', {"w": np.random.default_rng(0).standard_normal((64, 64), np.float32)})
+>>> r = PassManager.parse("quantize{mode=int8-dynamic min-weights=0},lower-quantized,dce").run(g)
+>>> [n.op.name for n in g]
+['quantized_linear']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from graphopt.ir import DType, Graph, Node, OpRef, Value
+
+from .context import PassContext
+from .registry import Budget, PassResult, Row, register_pass
+
+__all__ = ["KernelAdvice", "quantize", "lower_quantized", "layer_ids", "quantize_weight", "weight_error"]
+
+_LINEAR, _DQ, _DQL = OpRef("linear"), OpRef("dequantize_linear"), OpRef("dynamic_quantize_linear")
+
+
+@dataclass(frozen=True)
+class KernelAdvice:
+    """What the target will run faster, asked before weights are rounded: `int8_linear(in_features, out_features,
+    act_quant, reduce_range) -> (int8 wins, why)`. The API provides the compile target's measured answer
+    (`ctx.provide(KernelAdvice(...))`); without one every eligible layer is quantized."""
+
+    int8_linear: Callable[[int, int, str, bool], tuple[bool, str]]
+
+
+def layer_ids(graph: Graph) -> dict[Node, str]:
+    """How reports and `skip` name each linear layer: its origin (the module path), or its output's name where it
+    has none; layers sharing an origin (q, k and v of one attention module) get `origin/output` to stay apart."""
+    linears = [n for n in graph if _LINEAR.of(n)]
+    count: dict[str, int] = {}
+    for n in linears:
+        count[n.origin] = count.get(n.origin, 0) + 1
+    return {n: n.origin if n.origin and count[n.origin] == 1 else
+            f"{n.origin}/{n.outputs[0].name}" if n.origin else n.outputs[0].name for n in linears}
+
+
+def quantize_weight(w: np.ndarray, per_channel: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 weight, f32 scale): symmetric over -127..127, one scale per row (output channel) or one in all."""
+    w64 = w.astype(np.float64)
+    amax = np.abs(w64).max(axis=1) if per_channel else np.array(np.abs(w64).max())
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    s = scale.reshape(-1, 1) if per_channel else scale
+    q = np.clip(np.rint(w64 / s), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def weight_error(w: np.ndarray, q: np.ndarray, scale: np.ndarray) -> Row:
+    """E = Σ(w − q·s)², E relative to Σw², SQNR in dB, and the sparsity (fraction of zeros) of the int8 weight."""
+    deq = q.astype(np.float64) * (scale.reshape(-1, 1) if scale.ndim else scale)
+    err = float(np.sum((w.astype(np.float64) - deq) ** 2))
+    power = float(np.sum(w.astype(np.float64) ** 2))
+    return {"error": err, "rel_error": err / power if power else 0.0,
+            "sqnr_db": 10 * math.log10(power / err) if err > 0 and power > 0 else math.inf,
+            "sparsity": float(np.mean(q == 0))}
+
+
+def _why_not(node: Node, name: str, min_weights: int, skip: frozenset[str], advice: KernelAdvice | None,
+             act_quant: str, reduce_range: bool) -> str | None:
+    """Why this linear stays float (None: it is quantized)."""
+    w = node.inputs[1]
+    if name in skip or node.outputs[0].name in skip:
+        return "skipped (listed in skip)"
+    if w.const is None:
+        return "the weight is not a constant"
+    if node.inputs[0].type.dtype != DType.F32 or w.type.dtype != DType.F32:
+        return f"{node.inputs[0].type.dtype} input; int8 quantization starts from f32"
+    if w.const.size < min_weights:
+        return f"{w.const.size} weights, fewer than min_weights={min_weights}: the scale math costs more than it saves"
+    if advice is not None:
+        out_f, in_f = w.type.shape
+        wins, why = advice.int8_linear(int(in_f), int(out_f), act_quant, reduce_range)
+        if not wins:
+            return why
+    return None
+
+
+@register_pass("quantize", budget=Budget(cosine=0.99))
+def quantize(graph: Graph, ctx: PassContext, *, mode: Literal["int8-dynamic", "int8-weight-only"] = "int8-dynamic",
+             granularity: Literal["per-channel", "per-tensor"] = "per-channel", reduce_range: bool = True,
+             min_weights: int = 4096, skip: tuple[str, ...] = ()) -> PassResult:
+    """Write int8 Q/DQ around linear layers: weights per output channel, activations at run time (int8-dynamic).
+
+    `reduce_range` quantizes activations to 0..127, exact on CPUs without VNNI (see graphopt.ir.ops.quantized)."""
+    skipped = frozenset(skip)
+    advice = ctx.find(KernelAdvice)
+    act_quant = "dynamic" if mode == "int8-dynamic" else "none"
+    layers: list[Row] = []
+    kept: list[Row] = []
+    bytes_before = bytes_after = 0
+    for node, name in layer_ids(graph).items():
+        reason = _why_not(node, name, min_weights, skipped, advice, act_quant, reduce_range)
+        if reason is not None:
+            kept.append({"layer": name, "reason": reason})
+            continue
+        w = node.inputs[1]
+        assert w.const is not None  # checked in _why_not
+        q, scale = quantize_weight(w.const, granularity == "per-channel")
+        with graph.inserting_before(node):
+            wq = graph.add_constant(q, name=graph.fresh_name(w.name + ".int8"))
+            ws = graph.add_constant(scale, name=graph.fresh_name(w.name + ".scale"))
+            wz = graph.add_constant(np.zeros(scale.shape, np.int8), name=graph.fresh_name(w.name + ".zero_point"))
+            node.set_input(1, graph.add_node("dequantize_linear", [wq, ws, wz], {"axis": 0}).outputs[0])
+            if mode == "int8-dynamic":
+                dql = graph.add_node("dynamic_quantize_linear", [node.inputs[0]], {"reduce_range": reduce_range})
+                node.set_input(0, graph.add_node("dequantize_linear", list(dql.outputs), {}).outputs[0])
+        bytes_before += w.const.nbytes
+        bytes_after += q.nbytes + scale.nbytes
+        layers.append({"layer": name, "shape": list(q.shape), **weight_error(w.const, q, scale)})
+        if w.num_uses == 0 and not w.output_refs:
+            graph.remove_constant(w)
+    stats: dict[str, int | float] = {"quantized": len(layers), "kept_float": len(kept)}
+    if layers:
+        stats["weight_mb_before"] = bytes_before / 2**20
+        stats["weight_mb_after"] = bytes_after / 2**20
+        stats["worst_weight_sqnr_db"] = min(r["sqnr_db"] for r in layers)
+    return PassResult(changed=bool(layers), stats=stats, tables={"layers": layers, "kept_float": kept})
+
+
+def _const_zero(v: Value) -> bool:
+    return v.const is not None and not np.any(v.const)
+
+
+def _int8_weight(v: Value) -> tuple[Value, Value] | None:
+    """(int8 weight, scale) when `v` is dequantize_linear of constants with a zero zero point along axis 0."""
+    dq = v.producer
+    if dq is None or not _DQ.of(dq):
+        return None
+    q, s, z = dq.inputs
+    if q.const is None or q.type.dtype != DType.I8 or q.type.rank != 2 or s.const is None or not _const_zero(z):
+        return None
+    if s.type.rank == 1 and dq.attrs["axis"] % 2 != 0:
+        return None
+    return q, s
+
+
+def _dynamic_input(v: Value) -> tuple[Value, bool] | None:
+    """(float x, reduce_range) when `v` is dequantize_linear(dynamic_quantize_linear(x))."""
+    dq = v.producer
+    if dq is None or not _DQ.of(dq):
+        return None
+    dql = dq.inputs[0].producer
+    if dql is None or not _DQL.of(dql) or [i for i in dq.inputs] != list(dql.outputs):
+        return None
+    return dql.inputs[0], bool(dql.attrs["reduce_range"])
+
+
+@register_pass("lower-quantized")
+def lower_quantized(graph: Graph, ctx: PassContext) -> PassResult:
+    """Turn Q/DQ patterns around linear layers into `quantized_linear` (integer arithmetic, one op per layer)."""
+    lowered = {"dynamic": 0, "weight_only": 0}
+    for node in [n for n in graph if _LINEAR.of(n)]:
+        weight = _int8_weight(node.inputs[1])
+        if weight is None:
+            ctx.reject("lower-quantized", node, "the weight is not dequantize_linear of a constant int8 weight")
+            continue
+        dynamic = _dynamic_input(node.inputs[0])
+        x = dynamic[0] if dynamic else node.inputs[0]
+        if x.type.dtype != DType.F32:
+            ctx.reject("lower-quantized", node, f"{x.type.dtype} input")
+            continue
+        attrs = {"act_quant": "dynamic" if dynamic else "none", "reduce_range": dynamic[1] if dynamic else True,
+                 "activation": node.attrs["activation"]}
+        with graph.inserting_before(node):
+            new = graph.add_node("quantized_linear", [x, *weight, *node.inputs[2:]], attrs)
+        node.outputs[0].replace_all_uses_with(new.outputs[0])
+        graph.remove_node(node)
+        lowered["dynamic" if dynamic else "weight_only"] += 1
+    return PassResult(changed=sum(lowered.values()) > 0, stats=lowered)
