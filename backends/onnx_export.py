@@ -548,18 +548,39 @@ exports("dequantize_linear")(lambda cx, n, a: cx.emit("DequantizeLinear", a, axi
 
 @exports("dynamic_quantize_linear")
 def _dynamic_quantize_linear(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
-    if not n.attrs["reduce_range"]:
-        return cx.emit("DynamicQuantizeLinear", a, 3)  # type: ignore[no-any-return]
+    return _dql(cx, a[0], n.attrs["reduce_range"])
+
+
+def _dql(cx: _Ctx, x: str, reduce_range: bool) -> list[str]:
+    if not reduce_range:
+        return cx.emit("DynamicQuantizeLinear", [x], 3)  # type: ignore[no-any-return]
     # 0..127: the same steps as DynamicQuantizeLinear with qmax 127 (which ONNX has no attribute for)
     zero = cx.const(np.float32(0.0))
-    lo = cx.emit("Min", [cx.emit("ReduceMin", a, keepdims=0), zero])
-    hi = cx.emit("Max", [cx.emit("ReduceMax", a, keepdims=0), zero])
+    lo = cx.emit("Min", [cx.emit("ReduceMin", [x], keepdims=0), zero])
+    hi = cx.emit("Max", [cx.emit("ReduceMax", [x], keepdims=0), zero])
     span = cx.emit("Sub", [hi, lo])
     scale = cx.emit("Where", [cx.emit("Greater", [span, zero]), cx.emit("Div", [span, cx.const(np.float32(127.0))]),
                               cx.const(np.float32(1.0))])
     zp = cx.emit("Cast", [cx.emit("Clip", [cx.emit("Round", [cx.emit("Div", [cx.emit("Neg", [lo]), scale])]), zero,
                                            cx.const(np.float32(127.0))])], to=_onnx_dtype(DType.U8))
-    return [cx.emit("QuantizeLinear", [a[0], scale, zp]), scale, zp]
+    return [cx.emit("QuantizeLinear", [x, scale, zp]), scale, zp]
+
+
+@exports("quantized_linear")
+def _quantized_linear(cx: _Ctx, n: Node, a: list[str]) -> str:
+    """Dynamic: ONNX Runtime's integer path — DynamicQuantizeLinear, MatMulInteger (int32 sums), one rescale.
+    Weight-only: the dequantized weight into a float MatMul."""
+    w_t = cx.emit("Transpose", [a[1]], perm=[1, 0])  # [in, out]: constant-folded by ONNX Runtime
+    if n.attrs["act_quant"] == "dynamic":
+        xq, xs, xz = _dql(cx, a[0], n.attrs["reduce_range"])
+        acc = cx.emit("MatMulInteger", [xq, w_t, xz])
+        y = cx.emit("Mul", [cx.emit("Cast", [acc], to=_onnx_dtype(DType.F32)), cx.emit("Mul", [xs, a[2]])])
+    else:
+        w = cx.emit("Mul", [cx.emit("Cast", [w_t], to=_onnx_dtype(DType.F32)), a[2]])
+        y = cx.emit("MatMul", [a[0], w])
+    if len(a) > 3:
+        y = cx.emit("Add", [y, a[3]])
+    return _activation(cx, y, n.attrs["activation"], DType.F32)
 
 
 _CAST_TO_OUTPUT = op_names("exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf", "reciprocal", "log1p",

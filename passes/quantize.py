@@ -8,6 +8,10 @@ exports it as QDQ — until `lower-quantized` turns each pattern into a `quantiz
 arithmetic. The per-layer table gives the weight error the seed material asks for, E = Σ(w − q)², with its
 relative form, SQNR and the weight's sparsity.
 
+With `smooth=α > 0` (SmoothQuant, Xiao et al. 2023) the activation outliers that ruin per-tensor int8 move into
+the weights first: for the linears reading one input x, s_j = max|x_j|^α / max|W_:,j|^(1−α) per input channel
+(from the calibration table), x ← x / s as one `mul` and W ← W·s — exact in float, and both sides quantize better.
+
 Layers named in `skip` (by origin, as `module.path`, or by output value name) stay float: that is how
 accuracy-budgeted mixed precision (graphopt.quantization) moves the sensitive ones back.
 
@@ -35,6 +39,7 @@ import numpy as np
 
 from graphopt.ir import DType, Graph, Node, OpRef, Value
 
+from .calibration import CalibrationTable
 from .context import PassContext
 from .registry import Budget, PassResult, Row, register_pass
 
@@ -106,24 +111,40 @@ def _why_not(node: Node, name: str, min_weights: int, skip: frozenset[str], advi
 @register_pass("quantize", budget=Budget(cosine=0.99))
 def quantize(graph: Graph, ctx: PassContext, *, mode: Literal["int8-dynamic", "int8-weight-only"] = "int8-dynamic",
              granularity: Literal["per-channel", "per-tensor"] = "per-channel", reduce_range: bool = True,
-             min_weights: int = 4096, skip: tuple[str, ...] = ()) -> PassResult:
+             min_weights: int = 4096, skip: tuple[str, ...] = (), smooth: float = 0.0) -> PassResult:
     """Write int8 Q/DQ around linear layers: weights per output channel, activations at run time (int8-dynamic).
 
-    `reduce_range` quantizes activations to 0..127, exact on CPUs without VNNI (see graphopt.ir.ops.quantized)."""
+    `reduce_range` quantizes activations to 0..127, exact on CPUs without VNNI (see graphopt.ir.ops.quantized);
+    `smooth` > 0 migrates activation outliers into the weights first (needs a CalibrationTable)."""
+    if not 0.0 <= smooth <= 1.0:
+        from graphopt.errors import PassError
+
+        raise PassError(f"quantize: smooth must be in [0, 1], got {smooth}")
+    table = ctx.need(CalibrationTable) if smooth > 0 and mode == "int8-dynamic" else None
     skipped = frozenset(skip)
     advice = ctx.find(KernelAdvice)
     act_quant = "dynamic" if mode == "int8-dynamic" else "none"
     layers: list[Row] = []
     kept: list[Row] = []
     bytes_before = bytes_after = 0
+    chosen: list[tuple[Node, str]] = []
     for node, name in layer_ids(graph).items():
         reason = _why_not(node, name, min_weights, skipped, advice, act_quant, reduce_range)
         if reason is not None:
             kept.append({"layer": name, "reason": reason})
-            continue
+        else:
+            chosen.append((node, name))
+    factors = _smoothing(graph, [n for n, _ in chosen], table, smooth) if table is not None else {}
+    for node, name in chosen:
         w = node.inputs[1]
         assert w.const is not None  # checked in _why_not
-        q, scale = quantize_weight(w.const, granularity == "per-channel")
+        if node in factors:
+            smoothed_x, s = factors[node]
+            node.set_input(0, smoothed_x)
+            w_float = (w.const.astype(np.float64) * s[None, :]).astype(np.float32)
+        else:
+            w_float = w.const
+        q, scale = quantize_weight(w_float, granularity == "per-channel")
         with graph.inserting_before(node):
             wq = graph.add_constant(q, name=graph.fresh_name(w.name + ".int8"))
             ws = graph.add_constant(scale, name=graph.fresh_name(w.name + ".scale"))
@@ -134,15 +155,45 @@ def quantize(graph: Graph, ctx: PassContext, *, mode: Literal["int8-dynamic", "i
                 node.set_input(0, graph.add_node("dequantize_linear", list(dql.outputs), {}).outputs[0])
         bytes_before += w.const.nbytes
         bytes_after += q.nbytes + scale.nbytes
-        layers.append({"layer": name, "shape": list(q.shape), **weight_error(w.const, q, scale)})
+        row = {"layer": name, "shape": list(q.shape), **weight_error(w_float, q, scale)}
+        if node in factors:
+            row["smoothed"] = True
+        if advice is not None:  # the measured kernel choice, for the report (cached: not timed twice)
+            row["reason"] = advice.int8_linear(int(q.shape[1]), int(q.shape[0]), act_quant, reduce_range)[1]
+        layers.append(row)
         if w.num_uses == 0 and not w.output_refs:
             graph.remove_constant(w)
     stats: dict[str, int | float] = {"quantized": len(layers), "kept_float": len(kept)}
+    if factors:
+        stats["smoothed"] = len(factors)
     if layers:
         stats["weight_mb_before"] = bytes_before / 2**20
         stats["weight_mb_after"] = bytes_after / 2**20
         stats["worst_weight_sqnr_db"] = min(r["sqnr_db"] for r in layers)
     return PassResult(changed=bool(layers), stats=stats, tables={"layers": layers, "kept_float": kept})
+
+
+def _smoothing(graph: Graph, nodes: list[Node], table: CalibrationTable, alpha: float
+               ) -> dict[Node, tuple[Value, np.ndarray]]:
+    """Per linear: (x / s, s) — one `mul` per distinct input shared by the linears reading it (q, k and v)."""
+    by_input: dict[Value, list[Node]] = {}
+    for n in nodes:
+        by_input.setdefault(n.inputs[0], []).append(n)
+    out: dict[Node, tuple[Value, np.ndarray]] = {}
+    for x, group in by_input.items():
+        if x.name not in table:
+            continue
+        a = table[x.name].channel_absmax.astype(np.float64)
+        w = np.max([np.abs(n.inputs[1].const).max(axis=0) for n in group], axis=0).astype(np.float64)  # type: ignore[union-attr]
+        if a.shape != w.shape:
+            continue
+        s = np.where((a > 0) & (w > 0), a ** alpha / np.maximum(w, 1e-12) ** (1 - alpha), 1.0)
+        s = np.clip(s, 1e-5, 1e5)
+        with graph.inserting_before(group[0]):
+            inv = graph.add_constant((1.0 / s).astype(np.float32), name=graph.fresh_name(x.name + ".smooth"))
+            smoothed = graph.add_node("mul", [x, inv], {}).outputs[0]
+        out.update({n: (smoothed, s) for n in group})
+    return out
 
 
 def _const_zero(v: Value) -> bool:

@@ -426,7 +426,13 @@ def int8_rows_from(n: Node) -> int | None:
     return int8_linear_choice(int(in_f), int(out_f), n.attrs["act_quant"], n.attrs["reduce_range"])[0]
 
 
-def _prepare_qlinear(n: Node) -> tuple[int, str]:
+def _constant_weights(n: Node) -> bool:
+    return all(v.const is not None for v in n.inputs[1:3])
+
+
+def _prepare_qlinear(n: Node) -> tuple[int, str] | None:
+    if not _constant_weights(n):
+        return None
     bias = "{a[3]}" if len(n.inputs) > 3 else "None"
     rows_from = int8_rows_from(n)
     f32 = "rt.dequantize_weight({0}, {a[2]})"  # where f32 wins here: the dequantized weight, made once
@@ -443,7 +449,11 @@ PREPARE["quantized_linear"] = _prepare_qlinear
 @emits("quantized_linear")
 def _quantized_linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     bias = a[3] if len(n.inputs) > 3 else "None"
-    prepared, act = a[len(n.inputs)], at["activation"]
+    act = at["activation"]
+    if not _constant_weights(n):  # weights computed at run time: the op's exact semantics, nothing prepared
+        return (f"rt.quantized_linear_emulated({a[0]}, {a[1]}, {a[2]}, {bias}, {at['act_quant']!r}, "
+                f"{at['reduce_range']}, {act!r})")
+    prepared = a[len(n.inputs)]
     rows_from = int8_rows_from(n)
 
     def f32(weight: str) -> str:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins", "race",
-           "prepack_int8_linear", "dequantize_weight", "int8_saturates", "int8_linear_choice", "int8_linear_advice"]
+           "prepack_int8_linear", "dequantize_weight", "int8_saturates", "int8_linear_choice", "int8_linear_advice", "faster_from"]
 
 _ROWS = 64  # the M the benchmark (and the packed layout) assumes; the kernel takes any M
 
@@ -204,30 +204,41 @@ def int8_linear_choice(in_features: int, out_features: int, act_quant: str, redu
         name = "int8 weight-only (_weight_int8pack_mm)"
     f32_from = linear_kernel(in_features, out_features)
     packed_f32 = pack_linear_weight(wdeq) if f32_from is not None else None
+
+    def f32(x: torch.Tensor) -> torch.Tensor:
+        if packed_f32 is not None and x.shape[0] >= f32_from:  # type: ignore[operator]
+            return torch.ops.mkldnn._linear_pointwise(x, packed_f32, b, "none", [], "")
+        return F.linear(x, wdeq, b)
+
+    try:
+        rows_from, times = faster_from(low, f32, in_features)
+    except RuntimeError as e:  # no such kernel on this build or CPU
+        return None, f"{name} unavailable here ({str(e).splitlines()[0][:80]})"
+    detail = "; ".join(f"{r} rows: {lo:.3f} vs {hi:.3f} ms" for r, lo, hi in times)
+    if rows_from is None:
+        return None, f"{name} not faster than f32 here ({detail})"
+    return rows_from, f"{name} from {rows_from} rows ({detail})"
+
+
+def faster_from(candidate: Callable[[torch.Tensor], object], baseline: Callable[[torch.Tensor], object],
+                in_features: int) -> tuple[int | None, list[tuple[int, float, float]]]:
+    """The smallest row count (of 256, 64, 16, 1, tried in that order, stopping at the first loss) from which
+    `candidate` beats `baseline` at every larger measured count, or None; and the (rows, ms, ms) timings."""
+    gen = torch.Generator().manual_seed(0)
     times: list[tuple[int, float, float]] = []
     with torch.inference_mode():
         for rows in reversed(_ROW_STEPS):
             x = torch.randn(rows, in_features, generator=gen)
-            if packed_f32 is not None and rows >= f32_from:  # type: ignore[operator]
-                f32 = lambda x=x: torch.ops.mkldnn._linear_pointwise(x, packed_f32, b, "none", [], "")  # noqa: E731
-            else:
-                f32 = lambda x=x: F.linear(x, wdeq, b)  # noqa: E731
-            try:
-                low(x), f32()
-                t_low, t_f32 = _ms(lambda x=x: low(x)), _ms(f32)
-                if t_low < 5 * t_f32:  # a kernel 5x slower on one call is not worth nine more (some take 0.1 s)
-                    t_low, t_f32 = race(lambda x=x: low(x), f32)
-            except RuntimeError as e:  # no such kernel on this build or CPU
-                return None, f"{name} unavailable here ({str(e).splitlines()[0][:80]})"
+            low, f32 = (lambda x=x: candidate(x)), (lambda x=x: baseline(x))
+            low(), f32()
+            t_low, t_f32 = _ms(low), _ms(f32)
+            if t_low < 5 * t_f32:  # a kernel 5x slower on one call is not worth nine more (some take 0.1 s)
+                t_low, t_f32 = race(low, f32)
             times.append((rows, t_low, t_f32))
             if t_low >= t_f32:
                 break
-    detail = "; ".join(f"{r} rows: {lo:.3f} vs {hi:.3f} ms" for r, lo, hi in times)
     wins = [r for r, lo, hi in times if lo < hi]
-    if not wins:
-        return None, f"{name} not faster than f32 here ({detail})"
-    rows_from = min(wins)
-    return rows_from, f"{name} from {rows_from} rows ({detail})"
+    return (min(wins) if wins else None), times
 
 
 def int8_linear_advice(in_features: int, out_features: int, act_quant: str, reduce_range: bool) -> tuple[bool, str]:

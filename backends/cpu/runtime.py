@@ -168,6 +168,16 @@ def int8_linear_weight_only(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.
     return _TORCH_ACT[activation](y if b is None else y + b)
 
 
+def quantized_linear_emulated(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None,
+                              act_quant: str, reduce_range: bool, activation: str) -> torch.Tensor:
+    """quantized_linear's exact semantics in float ops, for weights that are not constants (nothing to pack)."""
+    if act_quant == "dynamic":
+        q, s, z = dynamic_quantize_linear(x, reduce_range)
+        x = (q.to(torch.int32) - z.to(torch.int32)).to(torch.float32) * s
+    w = dequantize_weight(w_int8, scale)
+    return _TORCH_ACT[activation](F.linear(x, w, b))
+
+
 def pad_index(x: torch.Tensor, pads: Sequence[int], mode: str) -> torch.Tensor:
     """reflect/edge padding on any dims (F.pad only pads the last 1-3 dims in those modes), by gathering."""
     rank = x.dim()

@@ -32,7 +32,9 @@ _LAZY = {
     "load_pt2": ("graphopt.frontends", "load_pt2"), "export_onnx": ("graphopt.backends.onnx_export", "export_onnx"),
     "CompiledModel": ("graphopt.api", "CompiledModel"), "compile": ("graphopt.api", "compile"),
     "load_model": ("graphopt.api", "load_model"), "load": ("graphopt.api", "load_model"),
-    "to_graph": ("graphopt.api", "to_graph"),
+    "to_graph": ("graphopt.api", "to_graph"), "calibrate": ("graphopt.quantization", "calibrate"),
+    "CalibrationTable": ("graphopt.passes.calibration", "CalibrationTable"),
+    "quantization": ("graphopt.quantization", None),
 }
 
 
@@ -55,7 +57,9 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CalibrationTable",
     "CompiledModel",
+    "calibrate",
     "compile",
     "load",
     "load_model",
@@ -83,5 +87,6 @@ __all__ = [
     "ir",
     "load_pass",
     "passes",
+    "quantization",
     "register_pass",
 ]

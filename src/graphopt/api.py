@@ -115,12 +115,14 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     quantize: str | None = None,
     calibration: Any = None,
     budget: float | None = 0.99,
+    smooth: float = 0.5,
 ) -> CompiledModel:
     """Import `model`, run `pipeline` over it, and compile it for `target` (cpu, onnxruntime, reference).
 
     `quantize` ("int8-dynamic", "int8-weight-only") then quantizes the layers the target runs faster in int8,
     keeping in f32 the most sensitive ones until the outputs' cosine against f32 on the `calibration` inputs (an
-    iterable of samples; default: the example inputs) is at least `budget` (None or 0: no search).
+    iterable of samples, or a CalibrationTable from `graphopt.calibrate`; default: the example inputs) is at
+    least `budget` (None or 0: no search). `smooth` is SmoothQuant's migration strength (0: off).
     """
     import time
 
@@ -133,8 +135,8 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     result = PassManager.parse(pipeline).run(graph)
     layers: list[dict[str, Any]] = []
     if quantize is not None and quantize != "fp32":
-        result, layers = _quantize(result, quantize, calibration, budget, target, original, example_inputs,
-                                   example_kwargs)
+        result, layers = _quantize(result, quantize, calibration, budget, smooth, target, original,
+                                   example_inputs, example_kwargs)
     check_coverage(result.graph, backend)
     t2 = time.perf_counter()
     exe = backend.compile(result.graph)
@@ -150,7 +152,7 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     return compiled
 
 
-def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float | None, target: str,
+def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float | None, smooth: float, target: str,
               original: Graph, args: Any, kwargs: Any) -> tuple[PipelineResult, list[dict[str, Any]]]:
     """Quantize the optimized graph: measured per-layer choice, then the budget search (graphopt.quantization)."""
     from graphopt import quantization as q
@@ -158,11 +160,13 @@ def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float
     graph = result.graph
     advice = q.cpu_advice() if target == "cpu" else None
     samples = q.samples_for(graph, calibration) if calibration is not None else [_examples(original, args, kwargs)]
+    table = q.calibrate(graph, samples) if smooth else None
     keep: list[str] = []
     rows: list[dict[str, Any]] = []
     if budget:
-        keep, rows, _ = q.choose_float_layers(graph, samples, mode, budget, advice=advice)
-    quantized = q.quantize_graph(graph, mode, skip=keep, advice=advice, lower=target in ("cpu", "reference"))
+        keep, rows, _ = q.choose_float_layers(graph, samples, mode, budget, advice=advice, table=table, smooth=smooth)
+    quantized = q.quantize_graph(graph, mode, skip=keep, advice=advice,
+                                 table=table, smooth=smooth)
     layers, kept = q.layer_rows(quantized)
     by_layer = {r["layer"]: r for r in rows}
     table = [{**by_layer.get(r["layer"], {}), **r, "precision": "int8"} for r in layers]

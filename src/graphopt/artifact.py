@@ -29,7 +29,7 @@ __all__ = ["save", "load", "check_destination", "FORMAT", "VERSION"]
 FORMAT = "graphopt-artifact"
 VERSION = 1
 ARTIFACT_FILES = frozenset({"manifest.json", "model.gir", "weights.safetensors", "weights.npz", "forward.py",
-                            "report.json"})  # report.json: what `graphopt compile` adds
+                            "report.json", "layers.png"})  # what `graphopt compile` adds: its report, the layer chart
 
 
 def _sha256(path: Path) -> str:

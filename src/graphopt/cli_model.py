@@ -72,6 +72,44 @@ def _examples_from_shapes(graph: Any, shapes: dict[str, list[int]]) -> list[np.n
     return random_inputs(graph, bindings)
 
 
+def _budget(text: str | None) -> float | None:
+    """--budget cosine=0.99 (or a bare 0.99): the least cosine vs f32 the quantized model may reach."""
+    if text is None:
+        return 0.99
+    key, _, value = text.rpartition("=")
+    if key not in ("", "cosine"):
+        raise ModelLoadError(f"--budget {text!r}: only cosine=VALUE is supported")
+    try:
+        return float(value)
+    except ValueError:
+        raise ModelLoadError(f"--budget {text!r}: expected cosine=0.99") from None
+
+
+def _calibration(spec: str | None) -> Any:
+    """--calibration FILE.npz (arrays by input name, one sample per leading index; no pickle) or module:function
+    (returning an iterable of samples)."""
+    if spec is None:
+        return None
+    if spec.endswith(".npz"):
+        try:
+            with np.load(spec, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"--calibration {spec}: cannot read ({e})") from None
+    mod_name, _, fn_name = spec.partition(":")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        return getattr(importlib.import_module(mod_name), fn_name)()
+    except (ImportError, AttributeError) as e:
+        raise ModelLoadError(f"--calibration {spec!r}: {e}; expected FILE.npz or module:function") from None
+
+
+def _quant_options(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "precision", "fp32") == "fp32":
+        return {}
+    return {"quantize": args.precision, "calibration": _calibration(args.calibration), "budget": _budget(args.budget)}
+
+
 def _compile(args: argparse.Namespace) -> Any:
     from rich.console import Console
 
@@ -81,7 +119,7 @@ def _compile(args: argparse.Namespace) -> Any:
     with console.status(f"importing {args.model} and running {args.pipeline}..."):
         model, ex_args, ex_kwargs, dynamic = _resolve(args.model)
         compiled = graphopt.compile(model, ex_args, example_kwargs=ex_kwargs, dynamic_shapes=dynamic,
-                                    pipeline=args.pipeline, target=args.target)
+                                    pipeline=args.pipeline, target=args.target, **_quant_options(args))
         examples = _examples_from_shapes(compiled.original, _shapes(args.input_shape))
         if examples is not None:
             compiled.example_inputs = examples
@@ -100,7 +138,13 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     print(report)
     out = compiled.save(args.output, overwrite=args.overwrite)
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
-    print(f"wrote {out}/ (manifest.json, model.gir, weights, report.json"
+    extra = ""
+    if compiled.layers:
+        from graphopt.quantization import plot_layers
+
+        plot_layers(compiled.layers, str(out / "layers.png"), title=f"@{compiled.graph.name} {compiled.precision}")
+        extra = ", layers.png"
+    print(f"wrote {out}/ (manifest.json, model.gir, weights, report.json{extra}"
           + (", forward.py)" if compiled.source else ")"))
     return 0
 
@@ -209,6 +253,11 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x128",
                    help="shape of an input for the report's example inputs (binds symbolic dims)")
     c.add_argument("--repeats", type=int, default=20, help="latency repeats in the report (default 20)")
+    c.add_argument("--precision", default="fp32", choices=("fp32", "int8-dynamic", "int8-weight-only"),
+                   help="quantize the layers the target runs faster in int8 (default fp32)")
+    c.add_argument("--calibration", metavar="FILE.npz|module:fn",
+                   help="inputs for the accuracy budget and smoothing (default: the example inputs)")
+    c.add_argument("--budget", metavar="cosine=0.99", help="least cosine vs f32 on the calibration inputs")
     add_load_pass(c)
     c.set_defaults(fn=_cmd_compile)
     r = sub.add_parser("run", help="run a compiled artifact on inputs from an npz (or random ones)")

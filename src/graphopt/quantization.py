@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 
 from graphopt.ir import Graph
+from graphopt.ir import Trait
 from graphopt.passes import PassContext, PassManager, PassSpec, get_pass
+from graphopt.passes.calibration import CalibrationTable
 from graphopt.passes.quantize import KernelAdvice
 
-__all__ = ["PRECISIONS", "quantize_graph", "sensitivity", "choose_float_layers", "samples_for", "plot_layers",
+__all__ = ["PRECISIONS", "calibrate", "quantize_graph", "sensitivity", "choose_float_layers", "samples_for", "plot_layers",
            "layer_rows", "cpu_advice"]
 
 PRECISIONS = ("fp32", "int8-dynamic", "int8-weight-only")
@@ -62,6 +64,38 @@ def samples_for(graph: Graph, data: Any) -> list[list[np.ndarray]]:
     return out
 
 
+def calibrate(model: Any, dataset: Iterable[Any], *, values: Iterable[str] | None = None, progress: bool = False,
+              example_inputs: Any = None, pipeline: str = "O2") -> CalibrationTable:
+    """Run the graph over `dataset` (see `samples_for`) with the reference interpreter and record the values that
+    quantization will touch: the inputs of every QUANTIZABLE node (linear, matmul, conv), or the named `values`.
+
+    `model` is a Graph (used as is) or anything `graphopt.compile` takes (imported, then `pipeline` runs, so the
+    names match the graph that will be quantized). Returns a CalibrationTable (`.save(path)`, `.load(path)`)."""
+    from graphopt.api import to_graph
+    from graphopt.ir.interpreter import run
+
+    if isinstance(model, Graph):
+        graph = model
+    else:
+        graph = to_graph(model, example_inputs)
+        PassManager.parse(pipeline).run(graph)
+    wanted = set(values) if values is not None else {
+        n.inputs[0].name for n in graph if n.op.has(Trait.QUANTIZABLE) and n.inputs and n.inputs[0].type.dtype.is_float}
+    table = CalibrationTable()
+    samples = samples_for(graph, dataset)
+    if progress:
+        from rich.progress import track
+
+        samples = list(track(samples, description=f"calibrating @{graph.name}", transient=True))
+    for xs in samples:
+        for v, a in zip(graph.inputs, xs):
+            if v.name in wanted:
+                table.observe(v.name, a)
+        run(graph, xs, observe=lambda v, a: table.observe(v.name, a) if v.name in wanted else None)
+        table.samples += 1
+    return table
+
+
 def cpu_advice() -> KernelAdvice:
     """The cpu target's measured answer to "is int8 faster than f32 for this layer here"."""
     from graphopt.backends.cpu.kernels import int8_linear_advice
@@ -70,17 +104,22 @@ def cpu_advice() -> KernelAdvice:
 
 
 def quantize_graph(graph: Graph, mode: str, *, skip: Iterable[str] = (), advice: KernelAdvice | None = None,
-                   lower: bool = True) -> Any:
-    """Quantize `graph` in place (then lower to integer ops unless `lower=False`); the pipeline's result."""
+                   lower: bool = True, table: CalibrationTable | None = None, smooth: float = 0.0) -> Any:
+    """Quantize `graph` in place (then lower to integer ops unless `lower=False`); the pipeline's result.
+    `smooth` > 0 (with a calibration `table`) migrates activation outliers into the weights first."""
     if mode not in PRECISIONS[1:]:
         raise ValueError(f"unknown precision {mode!r}; choose one of {', '.join(PRECISIONS)}")
-    specs = [PassSpec(get_pass("quantize"), (("mode", mode), ("skip", tuple(skip))))]
+    options: tuple[tuple[str, Any], ...] = (("mode", mode), ("skip", tuple(skip)))
+    if smooth and table is not None:
+        options += (("smooth", smooth),)
+    specs = [PassSpec(get_pass("quantize"), options)]
     if lower:
         specs.append(PassSpec(get_pass("lower-quantized")))
     specs.append(PassSpec(get_pass("dce")))
     ctx = PassContext()
-    if advice is not None:
-        ctx.provide(advice)
+    for data in (advice, table):
+        if data is not None:
+            ctx.provide(data)
     return PassManager(specs).run(graph, ctx)
 
 
@@ -103,34 +142,36 @@ def layer_rows(result: Any) -> tuple[list[Row], list[Row]]:
 
 
 def sensitivity(graph: Graph, samples: Sequence[Sequence[np.ndarray]], mode: str = "int8-dynamic", *,
-                advice: KernelAdvice | None = None, reference: np.ndarray | None = None) -> list[Row]:
+                advice: KernelAdvice | None = None, reference: np.ndarray | None = None,
+                table: CalibrationTable | None = None, smooth: float = 0.0) -> list[Row]:
     """One row per layer that would be quantized: its weight error (E = Σ(w − q)², relative, SQNR, sparsity) and
     `output_cosine`, the model's outputs with only that layer quantized against f32, over all samples."""
     ref = _outputs(graph, samples) if reference is None else reference
     probe = graph.copy()
-    layers, _ = layer_rows(quantize_graph(probe, mode, advice=advice))
+    layers, _ = layer_rows(quantize_graph(probe, mode, advice=advice, table=table, smooth=smooth))
     ids = [r["layer"] for r in layers]
     rows = []
     for row in layers:
         g = graph.copy()
-        quantize_graph(g, mode, skip=[i for i in ids if i != row["layer"]], advice=advice)
+        quantize_graph(g, mode, skip=[i for i in ids if i != row["layer"]], advice=advice, table=table, smooth=smooth)
         rows.append({**row, "output_cosine": _cosine(_outputs(g, samples), ref)})
     return rows
 
 
 def choose_float_layers(graph: Graph, samples: Sequence[Sequence[np.ndarray]], mode: str, min_cosine: float, *,
-                        advice: KernelAdvice | None = None) -> tuple[list[str], list[Row], float]:
+                        advice: KernelAdvice | None = None, table: CalibrationTable | None = None,
+                        smooth: float = 0.0) -> tuple[list[str], list[Row], float]:
     """The fewest most-sensitive layers to keep in f32 for the model's cosine vs f32 to reach `min_cosine`.
 
     Layers are ranked by sensitivity and the cut is found by bisection over that ranking (every probe runs the
     lowered int8 model); returns (layers kept f32, per-layer rows, the cosine reached)."""
     ref = _outputs(graph, samples)
-    rows = sensitivity(graph, samples, mode, advice=advice, reference=ref)
+    rows = sensitivity(graph, samples, mode, advice=advice, reference=ref, table=table, smooth=smooth)
     ranked = [r["layer"] for r in sorted(rows, key=lambda r: r["output_cosine"])]
 
     def cosine_keeping(k: int) -> float:
         g = graph.copy()
-        quantize_graph(g, mode, skip=ranked[:k], advice=advice)
+        quantize_graph(g, mode, skip=ranked[:k], advice=advice, table=table, smooth=smooth)
         return _cosine(_outputs(g, samples), ref)
 
     reached = {0: cosine_keeping(0)}

@@ -33,6 +33,8 @@ class Report:
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     baseline: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    precision: str = "fp32"
+    layers: list[dict[str, Any]] = field(default_factory=list)  # per quantizable layer: precision, why, errors
 
     @property
     def speedup(self) -> float | None:
@@ -59,8 +61,11 @@ class Report:
             t.add_column(col)
         for p in self.passes:
             t.add_row(p["name"], "yes" if p["changed"] else "no", f"{p['seconds'] * 1e3:.1f}",
-                      f"{p['nodes_before']}→{p['nodes_after']}", ", ".join(f"{k}={v}" for k, v in p["stats"].items()))
+                      f"{p['nodes_before']}→{p['nodes_after']}",
+                      ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in p["stats"].items()))
         console.print(t)
+        if self.layers:
+            console.print(self._layer_table())
         console.print(f"nodes {self.nodes_before} → {self.nodes_after}; weights "
                       f"{self.weight_bytes_before / 1e6:.2f} MB → {self.weight_bytes_after / 1e6:.2f} MB; "
                       + ", ".join(f"{k} {v:.2f} s" for k, v in self.timings.items()))
@@ -78,6 +83,21 @@ class Report:
             if self.speedup is not None:
                 console.print(f"speedup vs {self.baseline}: [bold]{self.speedup:.2f}x[/]")
         return console.export_text().rstrip()
+
+
+    def _layer_table(self) -> Any:
+        from rich.table import Table
+
+        t = Table(title=f"layers ({self.precision}): precision, weight error E = Σ(w − q)², model cosine with only "
+                        "that layer quantized", title_justify="left")
+        for col in ("layer", "precision", "E", "E rel", "SQNR dB", "zeros", "cosine alone", "why"):
+            t.add_column(col, overflow="fold")
+        for r in self.layers:
+            num = lambda k, f, r=r: format(r[k], f) if k in r else "–"  # noqa: E731
+            t.add_row(str(r["layer"]), r["precision"], num("error", ".3g"), num("rel_error", ".2e"),
+                      num("sqnr_db", ".1f"), num("sparsity", ".1%"), num("output_cosine", ".6f"),
+                      r.get("reason", "").split(" (")[0])  # the times are in report.json
+        return t
 
 
 def _flat(outs: Any) -> list[np.ndarray]:
@@ -137,6 +157,7 @@ def build_report(model: Any, *, repeats: int = 20, measure: bool = True) -> Repo
         passes=[{"name": r.name, "changed": r.changed, "seconds": r.seconds, "nodes_before": r.nodes_before,
                  "nodes_after": r.nodes_after, "stats": dict(r.stats)} for r in records],
         timings=dict(model.timings),
+        precision=getattr(model, "precision", "fp32"), layers=list(getattr(model, "layers", [])),
     )
     if not measure or not model.example_inputs:
         return rep
