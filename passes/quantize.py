@@ -46,15 +46,17 @@ from .registry import Budget, PassResult, Row, register_pass
 __all__ = ["KernelAdvice", "quantize", "lower_quantized", "layer_ids", "quantize_weight", "weight_error"]
 
 _LINEAR, _DQ, _DQL = OpRef("linear"), OpRef("dequantize_linear"), OpRef("dynamic_quantize_linear")
+_GATHER, _CAST = OpRef("gather"), OpRef("cast")
 
 
 @dataclass(frozen=True)
 class KernelAdvice:
-    """What the target will run faster, asked before weights are rounded: `int8_linear(in_features, out_features,
-    act_quant, reduce_range) -> (int8 wins, why)`. The API provides the compile target's measured answer
-    (`ctx.provide(KernelAdvice(...))`); without one every eligible layer is quantized."""
+    """What the target will run faster, asked before weights are rounded: `linear(in_features, out_features, kind,
+    reduce_range) -> (the low-precision kernel wins, why)`, kind "dynamic" (int8 activations and weights), "none"
+    (int8 weights only) or "bf16". The API provides the compile target's measured answer
+    (`ctx.provide(KernelAdvice(...))`); without one every eligible layer is converted."""
 
-    int8_linear: Callable[[int, int, str, bool], tuple[bool, str]]
+    linear: Callable[[int, int, str, bool], tuple[bool, str]]
 
 
 def layer_ids(graph: Graph) -> dict[Node, str]:
@@ -97,25 +99,29 @@ def _why_not(node: Node, name: str, min_weights: int, skip: frozenset[str], advi
     if w.const is None:
         return "the weight is not a constant"
     if node.inputs[0].type.dtype != DType.F32 or w.type.dtype != DType.F32:
-        return f"{node.inputs[0].type.dtype} input; int8 quantization starts from f32"
+        return f"{node.inputs[0].type.dtype} input; quantization starts from f32"
     if w.const.size < min_weights:
         return f"{w.const.size} weights, fewer than min_weights={min_weights}: the scale math costs more than it saves"
     if advice is not None:
         out_f, in_f = w.type.shape
-        wins, why = advice.int8_linear(int(in_f), int(out_f), act_quant, reduce_range)
+        wins, why = advice.linear(int(in_f), int(out_f), act_quant, reduce_range)
         if not wins:
             return why
     return None
 
 
 @register_pass("quantize", budget=Budget(cosine=0.99))
-def quantize(graph: Graph, ctx: PassContext, *, mode: Literal["int8-dynamic", "int8-weight-only"] = "int8-dynamic",
+def quantize(graph: Graph, ctx: PassContext, *,
+             mode: Literal["int8-dynamic", "int8-weight-only", "bf16"] = "int8-dynamic",
              granularity: Literal["per-channel", "per-tensor"] = "per-channel", reduce_range: bool = True,
-             min_weights: int = 4096, skip: tuple[str, ...] = (), smooth: float = 0.0) -> PassResult:
-    """Write int8 Q/DQ around linear layers: weights per output channel, activations at run time (int8-dynamic).
+             min_weights: int = 4096, skip: tuple[str, ...] = (), smooth: float = 0.0,
+             embeddings: bool = True) -> PassResult:
+    """Write int8 Q/DQ around linear layers: weights per output channel, activations at run time (int8-dynamic);
+    or (bf16) run linear layers in bfloat16 between casts, every other op staying f32.
 
     `reduce_range` quantizes activations to 0..127, exact on CPUs without VNNI (see graphopt.ir.ops.quantized);
-    `smooth` > 0 migrates activation outliers into the weights first (needs a CalibrationTable)."""
+    `smooth` > 0 migrates activation outliers into the weights first (needs a CalibrationTable); `embeddings`
+    also stores embedding tables (gathers of a constant) in int8, one scale per row."""
     if not 0.0 <= smooth <= 1.0:
         from graphopt.errors import PassError
 
@@ -123,7 +129,7 @@ def quantize(graph: Graph, ctx: PassContext, *, mode: Literal["int8-dynamic", "i
     table = ctx.need(CalibrationTable) if smooth > 0 and mode == "int8-dynamic" else None
     skipped = frozenset(skip)
     advice = ctx.find(KernelAdvice)
-    act_quant = "dynamic" if mode == "int8-dynamic" else "none"
+    act_quant = {"int8-dynamic": "dynamic", "int8-weight-only": "none", "bf16": "bf16"}[mode]
     layers: list[Row] = []
     kept: list[Row] = []
     bytes_before = bytes_after = 0
@@ -134,6 +140,8 @@ def quantize(graph: Graph, ctx: PassContext, *, mode: Literal["int8-dynamic", "i
             kept.append({"layer": name, "reason": reason})
         else:
             chosen.append((node, name))
+    if mode == "bf16":
+        return _to_bf16(graph, chosen, kept, advice)
     factors = _smoothing(graph, [n for n, _ in chosen], table, smooth) if table is not None else {}
     for node, name in chosen:
         w = node.inputs[1]
@@ -146,10 +154,7 @@ def quantize(graph: Graph, ctx: PassContext, *, mode: Literal["int8-dynamic", "i
             w_float = w.const
         q, scale = quantize_weight(w_float, granularity == "per-channel")
         with graph.inserting_before(node):
-            wq = graph.add_constant(q, name=graph.fresh_name(w.name + ".int8"))
-            ws = graph.add_constant(scale, name=graph.fresh_name(w.name + ".scale"))
-            wz = graph.add_constant(np.zeros(scale.shape, np.int8), name=graph.fresh_name(w.name + ".zero_point"))
-            node.set_input(1, graph.add_node("dequantize_linear", [wq, ws, wz], {"axis": 0}).outputs[0])
+            node.set_input(1, _dequantized(graph, w, q, scale))
             if mode == "int8-dynamic":
                 dql = graph.add_node("dynamic_quantize_linear", [node.inputs[0]], {"reduce_range": reduce_range})
                 node.set_input(0, graph.add_node("dequantize_linear", list(dql.outputs), {}).outputs[0])
@@ -159,10 +164,23 @@ def quantize(graph: Graph, ctx: PassContext, *, mode: Literal["int8-dynamic", "i
         if node in factors:
             row["smoothed"] = True
         if advice is not None:  # the measured kernel choice, for the report (cached: not timed twice)
-            row["reason"] = advice.int8_linear(int(q.shape[1]), int(q.shape[0]), act_quant, reduce_range)[1]
+            row["reason"] = advice.linear(int(q.shape[1]), int(q.shape[0]), act_quant, reduce_range)[1]
         layers.append(row)
         if w.num_uses == 0 and not w.output_refs:
             graph.remove_constant(w)
+    if embeddings:
+        for node in _embedding_gathers(graph, min_weights, skipped):
+            table_v = node.inputs[0]
+            assert table_v.const is not None  # checked in _embedding_gathers
+            q, scale = quantize_weight(table_v.const, per_channel=True)  # a row per token: one scale each
+            with graph.inserting_before(node):
+                node.set_input(0, _dequantized(graph, table_v, q, scale))
+            bytes_before += table_v.const.nbytes
+            bytes_after += q.nbytes + scale.nbytes
+            layers.append({"layer": node.origin or node.outputs[0].name, "shape": list(q.shape),
+                           **weight_error(table_v.const, q, scale), "reason": "embedding table, int8 rows"})
+            if table_v.num_uses == 0 and not table_v.output_refs:
+                graph.remove_constant(table_v)
     stats: dict[str, int | float] = {"quantized": len(layers), "kept_float": len(kept)}
     if factors:
         stats["smoothed"] = len(factors)
@@ -171,6 +189,72 @@ def quantize(graph: Graph, ctx: PassContext, *, mode: Literal["int8-dynamic", "i
         stats["weight_mb_after"] = bytes_after / 2**20
         stats["worst_weight_sqnr_db"] = min(r["sqnr_db"] for r in layers)
     return PassResult(changed=bool(layers), stats=stats, tables={"layers": layers, "kept_float": kept})
+
+
+def _to_bf16(graph: Graph, chosen: list[tuple[Node, str]], kept: list[Row], advice: KernelAdvice | None
+             ) -> PassResult:
+    """cast(linear(cast(x, bf16), W_bf16, b_bf16), f32) per chosen layer: the GEMM in bf16 (what avx512_bf16 and
+    AMX run fast), normalization, softmax and the residual stream in f32."""
+    from graphopt.ir import DType as D
+
+    layers: list[Row] = []
+    before = after = 0
+    for node, name in chosen:
+        w = node.inputs[1]
+        assert w.const is not None
+        wb = w.const.astype(D.BF16.numpy)
+        ins = [node.inputs[0], w, *node.inputs[2:]]
+        with graph.inserting_before(node):
+            src = ins[0].producer
+            if src is not None and _CAST.of(src) and src.inputs[0].type.dtype == D.BF16:
+                xb = src.inputs[0]  # the previous bf16 layer's output: bf16 → f32 → bf16 is the identity
+            else:
+                xb = graph.add_node("cast", [ins[0]], {"dtype": D.BF16}).outputs[0]
+            operands = [xb, graph.add_constant(wb, name=graph.fresh_name(w.name + ".bf16"))]
+            for v in ins[2:]:
+                operands.append(graph.add_constant(v.const.astype(D.BF16.numpy), name=graph.fresh_name(v.name + ".bf16"))
+                                if v.const is not None else graph.add_node("cast", [v], {"dtype": D.BF16}).outputs[0])
+            y = graph.add_node("linear", operands, dict(node.attrs)).outputs[0]
+            back = graph.add_node("cast", [y], {"dtype": D.F32}).outputs[0]
+        node.outputs[0].replace_all_uses_with(back)
+        graph.remove_node(node)
+        for v in ins[1:]:
+            if v.const is not None and v.num_uses == 0 and not v.output_refs:
+                graph.remove_constant(v)
+        err = float(np.sum((w.const.astype(np.float64) - wb.astype(np.float64)) ** 2))
+        power = float(np.sum(w.const.astype(np.float64) ** 2))
+        row: Row = {"layer": name, "shape": list(wb.shape), "error": err, "rel_error": err / power if power else 0.0,
+                    "sqnr_db": 10 * math.log10(power / err) if err > 0 and power > 0 else math.inf,
+                    "sparsity": float(np.mean(wb.astype(np.float32) == 0))}
+        if advice is not None:
+            row["reason"] = advice.linear(int(wb.shape[1]), int(wb.shape[0]), "bf16", False)[1]
+        layers.append(row)
+        before, after = before + w.const.nbytes, after + wb.nbytes
+    stats: dict[str, int | float] = {"quantized": len(layers), "kept_float": len(kept)}
+    if layers:
+        stats.update(weight_mb_before=before / 2**20, weight_mb_after=after / 2**20,
+                     worst_weight_sqnr_db=min(r["sqnr_db"] for r in layers))
+    return PassResult(changed=bool(layers), stats=stats, tables={"layers": layers, "kept_float": kept})
+
+
+def _dequantized(graph: Graph, w: Value, q: np.ndarray, scale: np.ndarray) -> Value:
+    """dequantize_linear(int8 constant, scale, 0) along axis 0, at the insertion point: what replaces weight `w`."""
+    wq = graph.add_constant(q, name=graph.fresh_name(w.name + ".int8"))
+    ws = graph.add_constant(scale, name=graph.fresh_name(w.name + ".scale"))
+    wz = graph.add_constant(np.zeros(scale.shape, np.int8), name=graph.fresh_name(w.name + ".zero_point"))
+    return graph.add_node("dequantize_linear", [wq, ws, wz], {"axis": 0}).outputs[0]
+
+
+def _embedding_gathers(graph: Graph, min_weights: int, skip: frozenset[str]) -> list[Node]:
+    """Row lookups (gather along axis 0) in a constant f32 table of at least `min_weights` elements."""
+    out = []
+    for n in graph:
+        t = n.inputs[0] if _GATHER.of(n) else None
+        if t is None or t.const is None or t.type.dtype != DType.F32 or t.type.rank != 2 or n.attrs["axis"] != 0:
+            continue
+        if t.const.size >= min_weights and (n.origin or n.outputs[0].name) not in skip:
+            out.append(n)
+    return out
 
 
 def _smoothing(graph: Graph, nodes: list[Node], table: CalibrationTable, alpha: float
@@ -226,8 +310,23 @@ def _dynamic_input(v: Value) -> tuple[Value, bool] | None:
 
 @register_pass("lower-quantized")
 def lower_quantized(graph: Graph, ctx: PassContext) -> PassResult:
-    """Turn Q/DQ patterns around linear layers into `quantized_linear` (integer arithmetic, one op per layer)."""
-    lowered = {"dynamic": 0, "weight_only": 0}
+    """Turn Q/DQ patterns around linear layers into `quantized_linear` (integer arithmetic, one op per layer), and
+    row lookups in a dequantized table into lookups in the int8 table scaled per row."""
+    lowered = {"dynamic": 0, "weight_only": 0, "embedding": 0}
+    for node in [n for n in graph if _GATHER.of(n) and n.attrs["axis"] == 0]:
+        weight = _int8_weight(node.inputs[0])
+        if weight is None or weight[1].type.rank != 1:
+            continue
+        q, s = weight
+        with graph.inserting_before(node):
+            rows = graph.add_node("cast", [graph.add_node("gather", [q, node.inputs[1]], {"axis": 0}).outputs[0]],
+                                  {"dtype": DType.F32}).outputs[0]
+            row_scale = graph.add_node("gather", [s, node.inputs[1]], {"axis": 0}).outputs[0]
+            row_scale = graph.add_node("unsqueeze", [row_scale], {"axes": [-1]}).outputs[0]
+            new = graph.add_node("mul", [rows, row_scale], {})
+        node.outputs[0].replace_all_uses_with(new.outputs[0])
+        graph.remove_node(node)
+        lowered["embedding"] += 1
     for node in [n for n in graph if _LINEAR.of(n)]:
         weight = _int8_weight(node.inputs[1])
         if weight is None:

@@ -137,7 +137,7 @@ def test_layers_that_cannot_or_should_not_be_quantized_say_why() -> None:
 
 def test_a_target_that_measures_int8_slower_keeps_the_layer_float() -> None:
     g = _mlp()
-    ctx = PassContext().provide(KernelAdvice(lambda i, o, a, rr: (o != 64, f"measured {i}x{o}")))
+    ctx = PassContext().provide(KernelAdvice(lambda i, o, k, rr: (o != 64, f"measured {i}x{o}")))
     r = PassManager.parse("quantize").run(g, ctx)
     rec = r.records[0]
     assert [row["layer"] for row in rec.tables["layers"]] == ["0"]
@@ -218,3 +218,61 @@ def test_onnxruntime_runs_the_qdq_graph() -> None:
     want = get_backend("reference").compile(g)(*xs)[0]
     got = get_backend("onnxruntime").compile(g)(*xs)[0]
     assert _cosine(got, want) > 0.9999
+
+
+def test_embedding_tables_are_stored_in_int8_rows_and_looked_up_scaled() -> None:
+    rng = np.random.default_rng(0)
+    g = parse("""graph @f(%i: i64[2,5]) {
+  const @emb: f32[100,64] = external
+  %0: f32[2,5,64] = gather(@emb, %i)
+  return %0
+}""", {"emb": rng.standard_normal((100, 64)).astype(np.float32)})
+    ids = [rng.integers(0, 100, (2, 5))]
+    want = get_backend("reference").compile(g)(*ids)[0]
+    r = PassManager.parse("quantize,lower-quantized,dce").run(g)
+    assert r.records[1].stats["embedding"] == 1
+    assert_graph_equal(g, parse("""graph @f(%i: i64[2,5]) {
+  const @emb.int8: i8[100,64] = external
+  const @emb.scale: f32[100] = external
+  %2: i8[2,5,64] = gather(@emb.int8, %i)
+  %3: f32[2,5,64] = cast(%2) {dtype=f32}
+  %4: f32[2,5] = gather(@emb.scale, %i)
+  %5: f32[2,5,1] = unsqueeze(%4) {axes=[-1]}
+  %6: f32[2,5,64] = mul(%3, %5)
+  return %6
+}""", {n: c.const for n, c in g.constants.items()}))
+    for target in ("reference", "cpu", "onnxruntime"):
+        got = get_backend(target).compile(g)(*ids)[0]
+        assert np.abs(got - want).max() <= np.abs(want).max(axis=-1, keepdims=True).max() / 127
+    g2 = parse("""graph @f(%i: i64[2,5]) {
+  const @emb: f32[100,64] = external
+  %0: f32[2,5,64] = gather(@emb, %i)
+  return %0
+}""", {"emb": np.ones((100, 64), np.float32)})
+    PassManager.parse("quantize{embeddings=false}").run(g2)
+    assert [n.op.name for n in g2] == ["gather"]
+
+
+def test_bf16_runs_linears_in_bfloat16_between_casts_without_redundant_round_trips() -> None:
+    g = _mlp()
+    want = get_backend("reference").compile(g)(*_inputs())[0]
+    r = PassManager.parse("quantize{mode=bf16},dce").run(g)
+    assert [n.op.name for n in g] == ["cast", "linear", "linear", "cast"]  # no f32 → bf16 hop between them
+    assert [c.type.dtype.value for c in g.constants.values()] == ["bf16"] * 3
+    assert r.records[0].stats["quantized"] == 2 and all(row["sqnr_db"] > 40 for row in r.records[0].tables["layers"])
+    for target in ("reference", "cpu", "onnxruntime"):
+        assert _cosine(get_backend(target).compile(g)(*_inputs())[0], want) > 0.9999
+
+
+def test_bf16_is_not_chosen_where_the_cpu_runs_it_slower() -> None:
+    """On a CPU without avx512_bf16/AMX a bf16 GEMM is emulated and several times slower: the measured advice
+    keeps every layer f32 and says so; where it is faster, the layers convert."""
+    from graphopt.backends.cpu.kernels import bf16_linear_choice, linear_advice
+
+    g = _mlp(hidden=1024)
+    r = PassManager.parse("quantize{mode=bf16}").run(g, PassContext().provide(KernelAdvice(linear_advice)))
+    wins, why = bf16_linear_choice(128, 1024)
+    rec = r.records[0]
+    assert ("0" in [row["layer"] for row in rec.tables["layers"]]) == wins
+    if not wins:
+        assert "bf16 GEMM not faster than f32" in why and rec.tables["kept_float"][0]["reason"] == why

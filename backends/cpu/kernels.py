@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins", "race",
-           "prepack_int8_linear", "dequantize_weight", "int8_saturates", "int8_linear_choice", "int8_linear_advice", "faster_from"]
+           "prepack_int8_linear", "dequantize_weight", "int8_saturates", "int8_linear_choice", "linear_advice", "bf16_linear_choice",
+           "faster_from"]
 
 _ROWS = 64  # the M the benchmark (and the packed layout) assumes; the kernel takes any M
 
@@ -241,7 +242,37 @@ def faster_from(candidate: Callable[[torch.Tensor], object], baseline: Callable[
     return (min(wins) if wins else None), times
 
 
-def int8_linear_advice(in_features: int, out_features: int, act_quant: str, reduce_range: bool) -> tuple[bool, str]:
-    """`int8_linear_choice` as the quantize pass asks it: does int8 win at any measured size, and why."""
-    rows_from, why = int8_linear_choice(in_features, out_features, act_quant, reduce_range)
+def linear_advice(in_features: int, out_features: int, kind: str, reduce_range: bool) -> tuple[bool, str]:
+    """What the quantize pass asks (`KernelAdvice.linear`): does the low-precision kernel win here, and why. int8
+    wins if it does at any measured size (the code switches by row count); bf16 only if at every size."""
+    if kind == "bf16":
+        return bf16_linear_choice(in_features, out_features)
+    rows_from, why = int8_linear_choice(in_features, out_features, kind, reduce_range)
     return rows_from is not None, why
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_linear_choice(in_features: int, out_features: int) -> tuple[bool, str]:
+    """(a bf16 GEMM, casts included, beats the best f32 one at every measured row count here; why)."""
+    gen = torch.Generator().manual_seed(0)
+    out_features = min(out_features, _MAX_MEASURED_OUT)
+    w = torch.randn(out_features, in_features, generator=gen) * 0.05
+    b = torch.randn(out_features, generator=gen)
+    wb, bb = w.bfloat16(), b.bfloat16()
+    low = lambda x: F.linear(x.bfloat16(), wb, bb).float()  # noqa: E731
+    f32_from = linear_kernel(in_features, out_features)
+    packed_f32 = pack_linear_weight(w) if f32_from is not None else None
+
+    def f32(x: torch.Tensor) -> torch.Tensor:
+        if packed_f32 is not None and x.shape[0] >= f32_from:  # type: ignore[operator]
+            return torch.ops.mkldnn._linear_pointwise(x, packed_f32, b, "none", [], "")
+        return F.linear(x, w, b)
+
+    try:
+        rows_from, times = faster_from(low, f32, in_features)
+    except RuntimeError as e:
+        return False, f"bf16 GEMM unavailable here ({str(e).splitlines()[0][:80]})"
+    detail = "; ".join(f"{r} rows: {lo:.3f} vs {hi:.3f} ms" for r, lo, hi in times)
+    if rows_from == 1:
+        return True, f"bf16 GEMM faster than f32 ({detail})"
+    return False, f"bf16 GEMM not faster than f32 at every size here ({detail})"

@@ -156,6 +156,47 @@ def _onnx_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], graph:
     return Variant(label, "peer", lambda: sess.run(None, feeds), time.perf_counter() - t0, len(data), note)
 
 
+def _onnx_int8_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], threads: int) -> Variant:
+    """ONNX Runtime's own int8 path, as its docs tell users to reach it: `quantize_dynamic` (per-tensor int8
+    weights, QOperator format) on the torch.onnx export."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from graphopt.backends.onnxruntime import session
+
+    t0 = time.perf_counter()
+    proto = torch.onnx.export(model, args, kwargs=kwargs or None, dynamo=True, verbose=False).model_proto
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(proto.SerializeToString())
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        data = dst.read_bytes()
+    sess = session(data, threads=threads)
+    positional = iter(args)
+    feeds = {}
+    for i in sess.get_inputs():
+        v = kwargs[i.name] if i.name in kwargs else next(positional)
+        feeds[i.name] = np.asarray(v.detach().numpy() if hasattr(v, "detach") else v)
+    return Variant("onnxruntime int8-dynamic", "peer", lambda: sess.run(None, feeds), time.perf_counter() - t0,
+                   len(data), "quantize_dynamic")
+
+
+def _torch_int8_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Variant:
+    """torch's dynamic int8 (`torch.ao.quantization.quantize_dynamic` on every nn.Linear, fbgemm)."""
+    import copy
+    import warnings
+
+    import torch
+
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    size = sum(t.numel() * t.element_size() for t in q.state_dict().values() if isinstance(t, torch.Tensor))
+    return Variant("torch int8-dynamic", "peer", lambda: q(*args, **kwargs), time.perf_counter() - t0, size,
+                   "quantize_dynamic")
+
+
 def _gemm_roofline() -> dict[str, float]:
     """GFLOP/s of a 128x768 @ 768x3072 GEMM through F.linear and packed oneDNN (the best CPU paths here)."""
     import torch
@@ -189,8 +230,12 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
           dynamic_shapes: Any = None, targets: Sequence[str] = ("cpu", "onnxruntime"),
           peers: Sequence[str] = ("eager", "torch.compile", "onnxruntime"), pipeline: str = "O3", threads: int = 2,
           repeats: int = 50, warmup: int = 3, ablate: bool = False, pause_s: float = 0.05, progress: bool = True,
-          name: str | None = None) -> BenchResult:
-    """Compile and time every variant of `model` on the example inputs; see the module docstring."""
+          name: str | None = None, precisions: Sequence[str] = (), calibration: Any = None) -> BenchResult:
+    """Compile and time every variant of `model` on the example inputs; see the module docstring.
+
+    `precisions` ("int8-dynamic", ...) adds a graphopt-cpu variant per precision, quantized with the accuracy
+    budget on `calibration` (default: the example inputs); the peers "onnxruntime-int8" and "torch-int8" are
+    ONNX Runtime's and torch's dynamic int8 as their docs give them."""
     import torch
 
     import graphopt
@@ -242,16 +287,31 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
             attempt("onnxruntime (graphopt O0 export)",
                     lambda: _onnx_peer(model, args, kwargs, graph0, threads, own_export=True))
 
-    def graphopt_variant(label: str, kind: str, pipe: str, target: str) -> Variant:
+    if "onnxruntime-int8" in peers:
+        step("ONNX Runtime quantize_dynamic")
+        attempt("onnxruntime int8-dynamic", lambda: _onnx_int8_peer(model, args, kwargs, threads))
+    if "torch-int8" in peers:
+        attempt("torch int8-dynamic", lambda: _torch_int8_peer(model, args, kwargs))
+
+    example_arrays = [np.asarray(x.detach().numpy() if hasattr(x, "detach") else x) for x in inputs]
+
+    def graphopt_variant(label: str, kind: str, pipe: str, target: str, precision: str | None = None) -> Variant:
         t0 = time.perf_counter()
-        cm = graphopt.compile(graph0.copy(), pipeline=pipe, target=target)
+        cm = graphopt.compile(graph0.copy(), pipeline=pipe, target=target, quantize=precision,
+                              calibration=calibration if calibration is not None else [example_arrays])
         call_args = list(args) + [kwargs[v.name] for v in cm.graph.inputs[len(args):] if v.name in kwargs]
+        kept = sum(r["precision"] == "fp32" for r in cm.layers)
+        note = f"{len(cm.layers) - kept} int8 / {kept} f32 layers" if precision else ""
         return Variant(label, kind, lambda: cm(*call_args), time.perf_counter() - t0,
-                       sum(c.const.nbytes for c in cm.graph.constants.values()))
+                       sum(c.const.nbytes for c in cm.graph.constants.values()), note)
 
     for target in targets:
         step(f"graphopt {pipeline} → {target}")
         attempt(f"graphopt-{target}", lambda t=target: graphopt_variant(f"graphopt-{t}", "graphopt", pipeline, t))
+    for precision in precisions:
+        step(f"graphopt {pipeline} → cpu, {precision}")
+        attempt(f"graphopt-cpu {precision}",
+                lambda p=precision: graphopt_variant(f"graphopt-cpu {p}", "graphopt", pipeline, "cpu", p))
     if ablate and targets:
         specs = [str(s) for s in PassManager.parse(pipeline).passes]
         for spec in dict.fromkeys(specs):

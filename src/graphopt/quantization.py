@@ -32,7 +32,7 @@ from graphopt.passes.quantize import KernelAdvice
 __all__ = ["PRECISIONS", "calibrate", "quantize_graph", "sensitivity", "choose_float_layers", "samples_for", "plot_layers",
            "layer_rows", "cpu_advice"]
 
-PRECISIONS = ("fp32", "int8-dynamic", "int8-weight-only")
+PRECISIONS = ("fp32", "int8-dynamic", "int8-weight-only", "bf16")
 Row = dict[str, Any]
 
 
@@ -98,9 +98,9 @@ def calibrate(model: Any, dataset: Iterable[Any], *, values: Iterable[str] | Non
 
 def cpu_advice() -> KernelAdvice:
     """The cpu target's measured answer to "is int8 faster than f32 for this layer here"."""
-    from graphopt.backends.cpu.kernels import int8_linear_advice
+    from graphopt.backends.cpu.kernels import linear_advice
 
-    return KernelAdvice(int8_linear_advice)
+    return KernelAdvice(linear_advice)
 
 
 def quantize_graph(graph: Graph, mode: str, *, skip: Iterable[str] = (), advice: KernelAdvice | None = None,
