@@ -159,14 +159,21 @@ def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float
 
     graph = result.graph
     advice = q.cpu_advice() if target == "cpu" else None
+    # 7-bit activations only where full-range ones would overflow this CPU's int8 GEMM (no VNNI): measured
+    reduce_range = True
+    if target == "cpu":
+        from graphopt.backends.cpu.kernels import int8_saturates
+
+        reduce_range = int8_saturates()
     samples = q.samples_for(graph, calibration) if calibration is not None else [_examples(original, args, kwargs)]
     table = q.calibrate(graph, samples) if smooth else None
     keep: list[str] = []
     rows: list[dict[str, Any]] = []
     if budget:
-        keep, rows, _ = q.choose_float_layers(graph, samples, mode, budget, advice=advice, table=table, smooth=smooth)
-    quantized = q.quantize_graph(graph, mode, skip=keep, advice=advice,
-                                 table=table, smooth=smooth)
+        keep, rows, _ = q.choose_float_layers(graph, samples, mode, budget, advice=advice, table=table, smooth=smooth,
+                                              reduce_range=reduce_range)
+    quantized = q.quantize_graph(graph, mode, skip=keep, advice=advice, table=table, smooth=smooth,
+                                 reduce_range=reduce_range)
     layers, kept = q.layer_rows(quantized)
     by_layer = {r["layer"]: r for r in rows}
     table = [{**by_layer.get(r["layer"], {}), **r, "precision": "int8"} for r in layers]

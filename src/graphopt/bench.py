@@ -301,7 +301,8 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
                               calibration=calibration if calibration is not None else [example_arrays])
         call_args = list(args) + [kwargs[v.name] for v in cm.graph.inputs[len(args):] if v.name in kwargs]
         kept = sum(r["precision"] == "fp32" for r in cm.layers)
-        note = f"{len(cm.layers) - kept} int8 / {kept} f32 layers" if precision else ""
+        kind = "bf16" if precision == "bf16" else "int8"
+        note = f"{len(cm.layers) - kept} {kind} / {kept} f32 layers" if precision else ""
         return Variant(label, kind, lambda: cm(*call_args), time.perf_counter() - t0,
                        sum(c.const.nbytes for c in cm.graph.constants.values()), note)
 

@@ -104,12 +104,13 @@ def cpu_advice() -> KernelAdvice:
 
 
 def quantize_graph(graph: Graph, mode: str, *, skip: Iterable[str] = (), advice: KernelAdvice | None = None,
-                   lower: bool = True, table: CalibrationTable | None = None, smooth: float = 0.0) -> Any:
+                   lower: bool = True, table: CalibrationTable | None = None, smooth: float = 0.0,
+                   reduce_range: bool = True) -> Any:
     """Quantize `graph` in place (then lower to integer ops unless `lower=False`); the pipeline's result.
     `smooth` > 0 (with a calibration `table`) migrates activation outliers into the weights first."""
     if mode not in PRECISIONS[1:]:
         raise ValueError(f"unknown precision {mode!r}; choose one of {', '.join(PRECISIONS)}")
-    options: tuple[tuple[str, Any], ...] = (("mode", mode), ("skip", tuple(skip)))
+    options: tuple[tuple[str, Any], ...] = (("mode", mode), ("skip", tuple(skip)), ("reduce-range", reduce_range))
     if smooth and table is not None:
         options += (("smooth", smooth),)
     specs = [PassSpec(get_pass("quantize"), options)]
@@ -143,35 +144,38 @@ def layer_rows(result: Any) -> tuple[list[Row], list[Row]]:
 
 def sensitivity(graph: Graph, samples: Sequence[Sequence[np.ndarray]], mode: str = "int8-dynamic", *,
                 advice: KernelAdvice | None = None, reference: np.ndarray | None = None,
-                table: CalibrationTable | None = None, smooth: float = 0.0) -> list[Row]:
+                table: CalibrationTable | None = None, smooth: float = 0.0, reduce_range: bool = True) -> list[Row]:
     """One row per layer that would be quantized: its weight error (E = Σ(w − q)², relative, SQNR, sparsity) and
     `output_cosine`, the model's outputs with only that layer quantized against f32, over all samples."""
     ref = _outputs(graph, samples) if reference is None else reference
     probe = graph.copy()
-    layers, _ = layer_rows(quantize_graph(probe, mode, advice=advice, table=table, smooth=smooth))
+    layers, _ = layer_rows(quantize_graph(probe, mode, advice=advice, table=table, smooth=smooth, reduce_range=reduce_range))
     ids = [r["layer"] for r in layers]
     rows = []
     for row in layers:
         g = graph.copy()
-        quantize_graph(g, mode, skip=[i for i in ids if i != row["layer"]], advice=advice, table=table, smooth=smooth)
+        quantize_graph(g, mode, skip=[i for i in ids if i != row["layer"]], advice=advice, table=table, smooth=smooth,
+                       reduce_range=reduce_range)
         rows.append({**row, "output_cosine": _cosine(_outputs(g, samples), ref)})
     return rows
 
 
 def choose_float_layers(graph: Graph, samples: Sequence[Sequence[np.ndarray]], mode: str, min_cosine: float, *,
                         advice: KernelAdvice | None = None, table: CalibrationTable | None = None,
-                        smooth: float = 0.0) -> tuple[list[str], list[Row], float]:
+                        smooth: float = 0.0, reduce_range: bool = True) -> tuple[list[str], list[Row], float]:
     """The fewest most-sensitive layers to keep in f32 for the model's cosine vs f32 to reach `min_cosine`.
 
     Layers are ranked by sensitivity and the cut is found by bisection over that ranking (every probe runs the
     lowered int8 model); returns (layers kept f32, per-layer rows, the cosine reached)."""
     ref = _outputs(graph, samples)
-    rows = sensitivity(graph, samples, mode, advice=advice, reference=ref, table=table, smooth=smooth)
+    rows = sensitivity(graph, samples, mode, advice=advice, reference=ref, table=table, smooth=smooth,
+                       reduce_range=reduce_range)
     ranked = [r["layer"] for r in sorted(rows, key=lambda r: r["output_cosine"])]
 
     def cosine_keeping(k: int) -> float:
         g = graph.copy()
-        quantize_graph(g, mode, skip=ranked[:k], advice=advice, table=table, smooth=smooth)
+        quantize_graph(g, mode, skip=ranked[:k], advice=advice, table=table, smooth=smooth,
+                       reduce_range=reduce_range)
         return _cosine(_outputs(g, samples), ref)
 
     reached = {0: cosine_keeping(0)}
