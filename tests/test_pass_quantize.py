@@ -101,17 +101,20 @@ def test_quantized_model_stays_within_the_declared_budget(mode: str, target: str
     assert all(row["sqnr_db"] > 35 and 0 < row["rel_error"] < 1e-3 for row in layers)
 
 
-def test_cpu_int8_kernels_compute_what_the_reference_integer_kernel_computes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """fbgemm's dynamic int8 linear (forced for every layer and size) against the reference's integer arithmetic:
-    the same int8 model, up to where an activation lands on a rounding boundary."""
+@pytest.mark.parametrize("kernel", ["fbgemm", "onednn"])
+def test_cpu_int8_kernels_compute_what_the_reference_integer_kernel_computes(monkeypatch: pytest.MonkeyPatch,
+                                                                             kernel: str) -> None:
+    """fbgemm's and oneDNN's dynamic int8 linear (each forced for every layer and size) against the reference's
+    integer arithmetic: the same int8 model, up to where an activation lands on a rounding boundary."""
     from graphopt.backends.cpu import kernels
 
     monkeypatch.setattr(kernels, "int8_linear_choice", lambda *a: (1, "forced"))
+    monkeypatch.setattr(kernels, "int8_kernel", lambda *a: kernel)
     q = _mlp()
     PassManager.parse("quantize,lower-quantized,dce").run(q)
     xs = _inputs(300)
     exe = get_backend("cpu").compile(q)
-    assert exe.source.count("rt.int8_linear_dynamic(") == 2
+    assert exe.source.count("rt.int8_linear_dynamic(") == 2 and exe.source.count(repr(kernel)) == 2
     ref, cpu = get_backend("reference").compile(q)(*xs)[0], exe(*xs)[0]
     assert _cosine(cpu, ref) > 0.99999
     np.testing.assert_allclose(cpu, ref, atol=0.02 * np.abs(ref).max())
@@ -271,8 +274,21 @@ def test_bf16_is_not_chosen_where_the_cpu_runs_it_slower() -> None:
 
     g = _mlp(hidden=1024)
     r = PassManager.parse("quantize{mode=bf16}").run(g, PassContext().provide(KernelAdvice(linear_advice)))
-    wins, why = bf16_linear_choice(128, 1024)
+    rows_from, why = bf16_linear_choice(128, 1024)
     rec = r.records[0]
-    assert ("0" in [row["layer"] for row in rec.tables["layers"]]) == wins
-    if not wins:
+    assert ("0" in [row["layer"] for row in rec.tables["layers"]]) == (rows_from is not None)
+    if rows_from is None:
         assert "bf16 GEMM not faster than f32" in why and rec.tables["kept_float"][0]["reason"] == why
+
+
+def test_bf16_layers_run_f32_below_the_row_count_where_bf16_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from graphopt.backends.cpu import kernels
+
+    monkeypatch.setattr(kernels, "bf16_linear_choice", lambda *a: (64, "forced"))
+    g = _mlp()
+    PassManager.parse("quantize{mode=bf16},dce").run(g)
+    exe = get_backend("cpu").compile(g)
+    assert exe.source.count("rt.by_rows(") == 2
+    for rows in (8, 100):  # the f32 branch and the bf16 one
+        xs = _inputs(rows)
+        assert _cosine(exe(*xs)[0], get_backend("reference").compile(g)(*xs)[0]) > 0.9999

@@ -104,7 +104,27 @@ def _packed_from(n: Node) -> int | None:
     return linear_kernel(in_f, out_f, n.inputs[0].type.dtype.torch)
 
 
-PREPARE["linear"] = lambda n: (1, "rt.pack_linear_weight({})") if _packed_from(n) is not None else None
+def _bf16_from(n: Node) -> int | None:
+    """For a bf16 linear with a constant weight: the row count from which bf16 beats f32 here, when that is more
+    than one row (below it the code computes in f32 on an upcast copy of the weight); else None."""
+    w = n.inputs[1]
+    if n.inputs[0].type.dtype != DType.BF16 or w.const is None or w.const.size < 4096:
+        return None
+    from .kernels import bf16_linear_choice
+
+    out_f, in_f = w.type.shape
+    rows_from = bf16_linear_choice(int(in_f), int(out_f))[0]
+    return rows_from if rows_from is not None and rows_from > 1 else None
+
+
+def _prepare_linear(n: Node) -> tuple[int, str] | None:
+    packed = "rt.pack_linear_weight({0})" if _packed_from(n) is not None else None
+    if _bf16_from(n) is not None:
+        return 1, f"({packed or '{0}'}, {{0}}.float())"
+    return (1, packed) if packed is not None else None
+
+
+PREPARE["linear"] = _prepare_linear
 
 
 # the linear epilogue as the torch call for the unpacked path (the packed one uses oneDNN's post-ops)
@@ -116,17 +136,29 @@ _TORCH_ACT = {"relu": "torch.relu({})", "gelu": "F.gelu({})", "gelu_tanh": "F.ge
 def _linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     bias = a[2] if len(n.inputs) > 2 else "None"
     act = at["activation"]
+    bf16_from = _bf16_from(n)
+    prepared = a[len(n.inputs)] if len(a) > len(n.inputs) else None
+    packed = f"{prepared}[0]" if bf16_from is not None else prepared
+    call = _linear_call(n, a[0], a[1], packed, bias, act)
+    if bf16_from is None:
+        return call
+    # bf16 loses below `bf16_from` rows here: there, f32 on the upcast weight, rounded back to the op's bf16
+    f32 = f"F.linear({a[0]}.float(), {prepared}[1], {bias if bias == 'None' else bias + '.float()'})"
+    f32 = _TORCH_ACT[act].format(f32) if act != "none" else f32
+    return f"rt.by_rows({a[0]}, {bf16_from}, lambda: {call}, lambda: ({f32}).to(torch.bfloat16))"
+
+
+def _linear_call(n: Node, x: str, w: str, packed: str | None, bias: str, act: str) -> str:
     rows_from = _packed_from(n)
-    if rows_from is None:
-        call = f"F.linear({a[0]}, {a[1]}, {bias})"
+    if rows_from is None or packed is None:
+        call = f"F.linear({x}, {w}, {bias})"
         return _TORCH_ACT[act].format(call) if act != "none" else call
-    packed = a[len(n.inputs)]
     from .runtime import ONEDNN_ACTIVATIONS
 
     attr, algo = ONEDNN_ACTIVATIONS[act]
     if rows_from == 1:
-        return f"torch.ops.mkldnn._linear_pointwise({a[0]}, {packed}, {bias}, {attr!r}, [], {algo!r})"
-    return f"rt.linear({a[0]}, {a[1]}, {packed}, {bias}, {rows_from}, {act!r})"
+        return f"torch.ops.mkldnn._linear_pointwise({x}, {packed}, {bias}, {attr!r}, [], {algo!r})"
+    return f"rt.linear({x}, {w}, {packed}, {bias}, {rows_from}, {act!r})"
 
 
 @emits("div")
@@ -436,8 +468,14 @@ def _prepare_qlinear(n: Node) -> tuple[int, str] | None:
     bias = "{a[3]}" if len(n.inputs) > 3 else "None"
     rows_from = int8_rows_from(n)
     f32 = "rt.dequantize_weight({0}, {a[2]})"  # where f32 wins here: the dequantized weight, made once
-    low = (f"rt.prepack_int8_linear({{0}}, {{a[2]}}, {bias})" if n.attrs["act_quant"] == "dynamic"
-           else "{0}.contiguous()")
+    if n.attrs["act_quant"] == "dynamic":
+        from .kernels import int8_kernel
+
+        out_f, in_f = n.inputs[1].type.shape
+        kernel = int8_kernel(int(in_f), int(out_f), n.attrs["reduce_range"])
+        low = f"rt.prepack_int8_linear({{0}}, {{a[2]}}, {bias}, {kernel!r})"
+    else:
+        low = "{0}.contiguous()"
     if rows_from is None:
         return 1, f32
     return 1, low if rows_from == 1 else f"({low}, {f32})"

@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 __all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins", "race",
-           "prepack_int8_linear", "dequantize_weight", "int8_saturates", "int8_linear_choice", "linear_advice", "bf16_linear_choice",
+           "prepack_int8_linear", "int8_linear", "int8_kernel", "OneDNNInt8Linear", "dequantize_weight", "int8_saturates", "int8_linear_choice", "linear_advice", "bf16_linear_choice",
            "faster_from"]
 
 _ROWS = 64  # the M the benchmark (and the packed layout) assumes; the kernel takes any M
@@ -143,13 +144,31 @@ def attention_math_wins(q_shape: tuple[int, ...], k_shape: tuple[int, ...], v_sh
     return t_math < 0.95 * t_fused
 
 
-def prepack_int8_linear(w_int8: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> Any:
-    """fbgemm's packed form of a symmetric int8 weight (per output channel or per tensor) and its float bias.
+@dataclass(frozen=True)
+class OneDNNInt8Linear:
+    """A weight packed for oneDNN's int8 linear (`onednn::qlinear_pointwise`: AMX and VNNI kernels), with what the
+    call needs beside it."""
 
-    The packing API takes torch's (deprecated) quantized tensor type; it is built here, once, at load time, and
-    nothing else of the generated code touches quantized tensors."""
+    weight: torch.Tensor
+    scale: torch.Tensor
+    zero_points: torch.Tensor
+    bias: torch.Tensor | None
+
+
+def prepack_int8_linear(w_int8: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+                        kernel: str = "fbgemm") -> Any:
+    """The packed form of a symmetric int8 weight (per output channel or per tensor) and its float bias, for
+    fbgemm's dynamic linear or oneDNN's int8 linear.
+
+    fbgemm's packing API takes torch's (deprecated) quantized tensor type; it is built here, once, at load time,
+    and nothing else of the generated code touches quantized tensors."""
     import warnings
 
+    if kernel == "onednn":
+        n = w_int8.shape[0]
+        s = scale.float().reshape(-1).expand(n).contiguous()
+        return OneDNNInt8Linear(torch.ops.onednn.qlinear_prepack(w_int8, None), s,
+                                torch.zeros(n, dtype=torch.long), bias)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the quantized-tensor deprecation notice
         s = scale.double().reshape(-1)
@@ -160,22 +179,62 @@ def prepack_int8_linear(w_int8: torch.Tensor, scale: torch.Tensor, bias: torch.T
         return torch.ops.quantized.linear_prepack(q, bias)
 
 
+def int8_linear(x: torch.Tensor, packed: Any, reduce_range: bool) -> torch.Tensor:
+    """Dynamic int8 linear: x quantized per tensor at run time (uint8, 0..127 with reduce_range), int32 sums."""
+    if not isinstance(packed, OneDNNInt8Linear):
+        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range)  # type: ignore[no-any-return]
+    from torch.ao.quantization.fx import _decomposed  # noqa: F401 - registers the quantized_decomposed ops
+
+    qd = torch.ops.quantized_decomposed
+    qmax = 127 if reduce_range else 255
+    x2 = x.reshape(-1, x.shape[-1])
+    sc, zp = qd.choose_qparams.tensor(x2, 0, qmax, 1e-12, torch.uint8)
+    xq = qd.quantize_per_tensor.tensor(x2, sc, zp, 0, qmax, torch.uint8)
+    y = torch.ops.onednn.qlinear_pointwise.tensor(xq, sc, zp, packed.weight, packed.scale, packed.zero_points,
+                                                  packed.bias, 1.0, 0, torch.float32, "none", [], "")
+    return y.reshape(*x.shape[:-1], y.shape[-1])  # type: ignore[no-any-return]
+
+
 def dequantize_weight(w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     s = scale.float()
     return w_int8.float() * (s.reshape(-1, 1) if s.numel() > 1 else s.reshape(()))
 
 
 @functools.lru_cache(maxsize=None)
-def int8_saturates() -> bool:
+def int8_saturates(kernel: str = "fbgemm") -> bool:
     """Whether full-range (0..255) activations overflow this CPU's int8 GEMM (u8·s8 pair sums in int16 without VNNI).
 
     Probed with the worst case, all-max activations against all-max weights, against exact arithmetic."""
     k, n = 256, 8
     x = torch.full((4, k), 1.0)
     w = torch.full((n, k), 127, dtype=torch.int8)
-    packed = prepack_int8_linear(w, torch.ones(n) / 127, None)
-    got = torch.ops.quantized.linear_dynamic(x, packed, False)
+    try:
+        got = int8_linear(x, prepack_int8_linear(w, torch.ones(n) / 127, None, kernel), False)
+    except RuntimeError:  # no such kernel here: treat as unusable at full range
+        return True
     return bool((got - float(k)).abs().max() > 0.01 * k)
+
+
+@functools.lru_cache(maxsize=None)
+def int8_kernel(in_features: int, out_features: int, reduce_range: bool) -> str:
+    """"fbgemm" or "onednn": the faster dynamic int8 linear for this shape here (timed at 256 rows). oneDNN's runs
+    AMX tiles where the CPU has them; fbgemm's quantizes inside the GEMM call and wins on AVX2."""
+    gen = torch.Generator().manual_seed(0)
+    out_features = min(out_features, _MAX_MEASURED_OUT)
+    wq = torch.randint(-127, 128, (out_features, in_features), generator=gen, dtype=torch.int8)
+    scale, b = torch.full((out_features,), 1e-3), torch.randn(out_features, generator=gen)
+    x = torch.randn(_ROW_STEPS[-1], in_features, generator=gen)
+    kernels = [k for k in ("fbgemm", "onednn") if reduce_range or not int8_saturates(k)]
+    if len(kernels) < 2:
+        return kernels[0] if kernels else "fbgemm"
+    try:
+        packed = {k: prepack_int8_linear(wq, scale, b, k) for k in kernels}
+        with torch.inference_mode():
+            t_fbgemm, t_onednn = race(lambda: int8_linear(x, packed["fbgemm"], reduce_range),
+                                      lambda: int8_linear(x, packed["onednn"], reduce_range))
+    except RuntimeError:
+        return "fbgemm"
+    return "onednn" if t_onednn < t_fbgemm else "fbgemm"
 
 
 @functools.lru_cache(maxsize=None)
@@ -187,7 +246,8 @@ def int8_linear_choice(in_features: int, out_features: int, act_quant: str, redu
     against F.linear / packed oneDNN, at 256, 64, 16 and 1 rows, stopping at the first row count where int8 loses.
     Below the returned row count the generated code runs f32 on the dequantized weight, so the layer is never
     slower than f32 at a measured size; the reason (with the times) goes to the report."""
-    if act_quant == "dynamic" and not reduce_range and int8_saturates():
+    kernel = int8_kernel(in_features, out_features, reduce_range) if act_quant == "dynamic" else "fbgemm"
+    if act_quant == "dynamic" and not reduce_range and int8_saturates(kernel):
         return None, "full-range int8 activations saturate this CPU's int8 GEMM (no VNNI); quantize with reduce_range"
     gen = torch.Generator().manual_seed(0)
     out_features = min(out_features, _MAX_MEASURED_OUT)
@@ -197,9 +257,9 @@ def int8_linear_choice(in_features: int, out_features: int, act_quant: str, redu
     wq = torch.round(w / scale[:, None]).to(torch.int8)
     wdeq = dequantize_weight(wq, scale)
     if act_quant == "dynamic":
-        packed = prepack_int8_linear(wq, scale, b)
-        low = lambda x: torch.ops.quantized.linear_dynamic(x, packed, reduce_range)  # noqa: E731
-        name = "fbgemm int8 dynamic"
+        packed = prepack_int8_linear(wq, scale, b, kernel)
+        low = lambda x: int8_linear(x, packed, reduce_range)  # noqa: E731
+        name = f"{kernel} int8 dynamic"
     else:
         low = lambda x: torch.ops.aten._weight_int8pack_mm(x, wq, scale) + b  # noqa: E731
         name = "int8 weight-only (_weight_int8pack_mm)"
@@ -244,22 +304,26 @@ def faster_from(candidate: Callable[[torch.Tensor], object], baseline: Callable[
 
 def linear_advice(in_features: int, out_features: int, kind: str, reduce_range: bool) -> tuple[bool, str]:
     """What the quantize pass asks (`KernelAdvice.linear`): does the low-precision kernel win here, and why. int8
-    wins if it does at any measured size (the code switches by row count); bf16 only if at every size."""
-    if kind == "bf16":
-        return bf16_linear_choice(in_features, out_features)
-    rows_from, why = int8_linear_choice(in_features, out_features, kind, reduce_range)
-    return rows_from is not None, why
+    or bf16 wins if it does at any measured size: below that row count the generated code runs f32."""
+    choice = (bf16_linear_choice(in_features, out_features) if kind == "bf16"
+              else int8_linear_choice(in_features, out_features, kind, reduce_range))
+    return choice[0] is not None, choice[1]
 
 
 @functools.lru_cache(maxsize=None)
-def bf16_linear_choice(in_features: int, out_features: int) -> tuple[bool, str]:
-    """(a bf16 GEMM, casts included, beats the best f32 one at every measured row count here; why)."""
+def bf16_linear_choice(in_features: int, out_features: int) -> tuple[int | None, str]:
+    """(from how many rows a bf16 GEMM, casts included, beats the best f32 one here, or None; why)."""
     gen = torch.Generator().manual_seed(0)
     out_features = min(out_features, _MAX_MEASURED_OUT)
     w = torch.randn(out_features, in_features, generator=gen) * 0.05
     b = torch.randn(out_features, generator=gen)
     wb, bb = w.bfloat16(), b.bfloat16()
-    low = lambda x: F.linear(x.bfloat16(), wb, bb).float()  # noqa: E731
+    try:  # oneDNN's packed bf16 layout where this CPU has one (AVX-512 BF16, AMX); plain F.linear otherwise
+        wp = pack_linear_weight(wb)
+        low = lambda x: torch.ops.mkldnn._linear_pointwise(x.bfloat16(), wp, bb, "none", [], "").float()  # noqa: E731
+        low(torch.randn(2, in_features))
+    except RuntimeError:
+        low = lambda x: F.linear(x.bfloat16(), wb, bb).float()  # noqa: E731
     f32_from = linear_kernel(in_features, out_features)
     packed_f32 = pack_linear_weight(w) if f32_from is not None else None
 
@@ -271,8 +335,8 @@ def bf16_linear_choice(in_features: int, out_features: int) -> tuple[bool, str]:
     try:
         rows_from, times = faster_from(low, f32, in_features)
     except RuntimeError as e:
-        return False, f"bf16 GEMM unavailable here ({str(e).splitlines()[0][:80]})"
+        return None, f"bf16 GEMM unavailable here ({str(e).splitlines()[0][:80]})"
     detail = "; ".join(f"{r} rows: {lo:.3f} vs {hi:.3f} ms" for r, lo, hi in times)
-    if rows_from == 1:
-        return True, f"bf16 GEMM faster than f32 ({detail})"
-    return False, f"bf16 GEMM not faster than f32 at every size here ({detail})"
+    if rows_from is None:
+        return None, f"bf16 GEMM not faster than f32 here ({detail})"
+    return rows_from, f"bf16 GEMM from {rows_from} rows ({detail})"

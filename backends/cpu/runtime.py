@@ -8,8 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .kernels import (dequantize_weight, pack_conv_weight, pack_linear_weight,  # noqa: F401 - called by generated code
-                      prepack_int8_linear)
+from .kernels import (OneDNNInt8Linear, dequantize_weight, int8_linear, pack_conv_weight,  # noqa: F401 - generated
+                      pack_linear_weight, prepack_int8_linear)  # code calls these
 
 
 def pad_spatial(x: torch.Tensor, pads: Sequence[int], value: float) -> torch.Tensor:
@@ -154,10 +154,10 @@ def by_rows(x: torch.Tensor, rows_from: int, many: Callable[[], torch.Tensor], f
 
 
 def int8_linear_dynamic(x: torch.Tensor, packed: Any, reduce_range: bool, activation: str) -> torch.Tensor:
-    """fbgemm's dynamic int8 linear (activations quantized per tensor at run time, int32 accumulation)."""
-    if activation == "relu":
+    """fbgemm's or oneDNN's dynamic int8 linear (activations quantized per tensor at run time, int32 sums)."""
+    if activation == "relu" and not isinstance(packed, OneDNNInt8Linear):
         return torch.ops.quantized.linear_relu_dynamic(x, packed, reduce_range)
-    return _TORCH_ACT[activation](torch.ops.quantized.linear_dynamic(x, packed, reduce_range))
+    return _TORCH_ACT[activation](int8_linear(x, packed, reduce_range))
 
 
 def int8_linear_weight_only(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None,
