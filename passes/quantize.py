@@ -46,7 +46,8 @@ from .registry import Budget, PassResult, Row, register_pass
 __all__ = ["KernelAdvice", "quantize", "lower_quantized", "layer_ids", "quantize_weight", "weight_error"]
 
 _LINEAR, _DQ, _DQL = OpRef("linear"), OpRef("dequantize_linear"), OpRef("dynamic_quantize_linear")
-_GATHER, _CAST = OpRef("gather"), OpRef("cast")
+_GATHER, _CAST, _CONV, _Q = OpRef("gather"), OpRef("cast"), OpRef("conv"), OpRef("quantize_linear")
+_CLAMP = OpRef("clamp")
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,15 @@ class KernelAdvice:
     (`ctx.provide(KernelAdvice(...))`); without one every eligible layer is converted."""
 
     linear: Callable[[int, int, str, bool], tuple[bool, str]]
+    # conv(input shape, weight shape, pads, strides, dilations, groups, reduce_range) -> (int8 wins, why)
+    conv: Callable[[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], int, bool],
+                   tuple[bool, str]] | None = None
 
 
 def layer_ids(graph: Graph) -> dict[Node, str]:
-    """How reports and `skip` name each linear layer: its origin (the module path), or its output's name where it
-    has none; layers sharing an origin (q, k and v of one attention module) get `origin/output` to stay apart."""
-    linears = [n for n in graph if _LINEAR.of(n)]
+    """How reports and `skip` name each linear and convolution layer: its origin (the module path), or its output's
+    name where it has none; layers sharing an origin (q, k and v of one attention module) get `origin/output`."""
+    linears = [n for n in graph if _LINEAR.of(n) or _CONV.of(n)]
     count: dict[str, int] = {}
     for n in linears:
         count[n.origin] = count.get(n.origin, 0) + 1
@@ -91,11 +95,13 @@ def weight_error(w: np.ndarray, q: np.ndarray, scale: np.ndarray) -> Row:
 
 
 def _why_not(node: Node, name: str, min_weights: int, skip: frozenset[str], advice: KernelAdvice | None,
-             act_quant: str, reduce_range: bool) -> str | None:
-    """Why this linear stays float (None: it is quantized)."""
+             act_quant: str, reduce_range: bool, mode: str = "int8-dynamic") -> str | None:
+    """Why this linear or convolution stays float (None: it is quantized)."""
     w = node.inputs[1]
     if name in skip or node.outputs[0].name in skip:
         return "skipped (listed in skip)"
+    if _CONV.of(node):
+        return _why_not_conv(node, min_weights, mode)
     if w.const is None:
         return "the weight is not a constant"
     if node.inputs[0].type.dtype != DType.F32 or w.type.dtype != DType.F32:
@@ -112,12 +118,14 @@ def _why_not(node: Node, name: str, min_weights: int, skip: frozenset[str], advi
 
 @register_pass("quantize", budget=Budget(cosine=0.99))
 def quantize(graph: Graph, ctx: PassContext, *,
-             mode: Literal["int8-dynamic", "int8-weight-only", "bf16"] = "int8-dynamic",
+             mode: Literal["int8-dynamic", "int8-static", "int8-weight-only", "bf16"] = "int8-dynamic",
              granularity: Literal["per-channel", "per-tensor"] = "per-channel", reduce_range: bool = True,
              min_weights: int = 4096, skip: tuple[str, ...] = (), smooth: float = 0.0,
-             embeddings: bool = True) -> PassResult:
+             embeddings: bool = True,
+             observer: Literal["minmax", "percentile", "mse", "entropy"] = "percentile") -> PassResult:
     """Write int8 Q/DQ around linear layers: weights per output channel, activations at run time (int8-dynamic);
-    or (bf16) run linear layers in bfloat16 between casts, every other op staying f32.
+    or (bf16) run linear layers in bfloat16 between casts, every other op staying f32; int8-static also gives 2-D
+    convolutions int8 inputs with a calibrated scale (`observer` picks the range from the CalibrationTable).
 
     `reduce_range` quantizes activations to 0..127, exact on CPUs without VNNI (see graphopt.ir.ops.quantized);
     `smooth` > 0 migrates activation outliers into the weights first (needs a CalibrationTable); `embeddings`
@@ -126,23 +134,31 @@ def quantize(graph: Graph, ctx: PassContext, *,
         from graphopt.errors import PassError
 
         raise PassError(f"quantize: smooth must be in [0, 1], got {smooth}")
-    table = ctx.need(CalibrationTable) if smooth > 0 and mode == "int8-dynamic" else None
+    table = ctx.need(CalibrationTable) if (smooth > 0 and mode == "int8-dynamic") or mode == "int8-static" else None
     skipped = frozenset(skip)
     advice = ctx.find(KernelAdvice)
-    act_quant = {"int8-dynamic": "dynamic", "int8-weight-only": "none", "bf16": "bf16"}[mode]
+    act_quant = {"int8-dynamic": "dynamic", "int8-static": "dynamic", "int8-weight-only": "none", "bf16": "bf16"}[mode]
     layers: list[Row] = []
     kept: list[Row] = []
     bytes_before = bytes_after = 0
     chosen: list[tuple[Node, str]] = []
     for node, name in layer_ids(graph).items():
-        reason = _why_not(node, name, min_weights, skipped, advice, act_quant, reduce_range)
+        reason = _why_not(node, name, min_weights, skipped, advice, act_quant, reduce_range, mode)
         if reason is not None:
             kept.append({"layer": name, "reason": reason})
         else:
             chosen.append((node, name))
     if mode == "bf16":
         return _to_bf16(graph, chosen, kept, advice)
-    factors = _smoothing(graph, [n for n, _ in chosen], table, smooth) if table is not None else {}
+    convs = [(n, name) for n, name in chosen if _CONV.of(n)]
+    chosen = [(n, name) for n, name in chosen if not _CONV.of(n)]
+    if convs:
+        assert table is not None  # needed above for int8-static, the only mode that keeps convs
+        conv_rows, conv_kept, conv_bytes = _static_convs(graph, convs, table, advice, observer, reduce_range)
+        layers += conv_rows
+        kept += conv_kept
+        bytes_before, bytes_after = bytes_before + conv_bytes[0], bytes_after + conv_bytes[1]
+    factors = _smoothing(graph, [n for n, _ in chosen], table, smooth) if table is not None and smooth else {}
     for node, name in chosen:
         w = node.inputs[1]
         assert w.const is not None  # checked in _why_not
@@ -155,7 +171,7 @@ def quantize(graph: Graph, ctx: PassContext, *,
         q, scale = quantize_weight(w_float, granularity == "per-channel")
         with graph.inserting_before(node):
             node.set_input(1, _dequantized(graph, w, q, scale))
-            if mode == "int8-dynamic":
+            if mode in ("int8-dynamic", "int8-static"):
                 dql = graph.add_node("dynamic_quantize_linear", [node.inputs[0]], {"reduce_range": reduce_range})
                 node.set_input(0, graph.add_node("dequantize_linear", list(dql.outputs), {}).outputs[0])
         bytes_before += w.const.nbytes
@@ -237,6 +253,83 @@ def _to_bf16(graph: Graph, chosen: list[tuple[Node, str]], kept: list[Row], advi
     return PassResult(changed=bool(layers), stats=stats, tables={"layers": layers, "kept_float": kept})
 
 
+def _why_not_conv(node: Node, min_weights: int, mode: str) -> str | None:
+    if mode != "int8-static":
+        return "convolutions are quantized by int8-static only (their inputs need calibrated scales)"
+    w, x = node.inputs[1], node.inputs[0]
+    if w.const is None or w.type.dtype != DType.F32 or x.type.dtype != DType.F32:
+        return "an f32 convolution with a constant weight is needed"
+    if w.type.rank != 4 or not all(isinstance(d, int) for d in x.type.shape):
+        return "2-D convolutions over static shapes only"
+    pads = node.attrs["pads"] or (0,) * 4
+    if list(pads[:2]) != list(pads[2:]):
+        return "asymmetric padding"
+    if w.const.size < min_weights:
+        return f"{w.const.size} weights, fewer than min_weights={min_weights}"
+    return None
+
+
+def activation_range(table: CalibrationTable, name: str, observer: str, reduce_range: bool
+                     ) -> tuple[np.float32, np.uint8, float, float]:
+    """(scale, zero point, low, high) of a static uint8 quantization of value `name`: the observer's threshold
+    clips both ends, zero stays exactly representable, and [low, high] is what the scale can represent."""
+    stats = table[name]
+    qmax = 127 if reduce_range else 255
+    lo, hi = min(stats.min, 0.0), max(stats.max, 0.0)
+    if observer != "minmax":
+        t = table.threshold(name, observer)  # type: ignore[arg-type]
+        lo, hi = max(lo, -t), min(hi, t)
+    scale = np.float32((hi - lo) / qmax) if hi > lo else np.float32(1.0)
+    zp = np.uint8(np.clip(np.rint(-lo / scale), 0, qmax))
+    return scale, zp, float((0 - int(zp)) * scale), float((qmax - int(zp)) * scale)
+
+
+def _static_convs(graph: Graph, convs: list[tuple[Node, str]], table: CalibrationTable,
+                  advice: KernelAdvice | None, observer: str, reduce_range: bool
+                  ) -> tuple[list[Row], list[Row], tuple[int, int]]:
+    """clamp → quantize_linear → dequantize_linear on each convolution's input (a calibrated scale) and int8
+    weights per output channel; layers the target measures slower in int8, or never observed, stay f32."""
+    rows: list[Row] = []
+    kept: list[Row] = []
+    before = after = 0
+    for node, name in convs:
+        x, w = node.inputs[0], node.inputs[1]
+        if x.name not in table:
+            kept.append({"layer": name, "reason": "its input was not observed in calibration"})
+            continue
+        at = node.attrs
+        pads, strides = tuple(at["pads"] or (0,) * 4)[:2], tuple(at["strides"] or (1, 1))
+        if advice is not None and advice.conv is not None:
+            wins, why = advice.conv(tuple(x.type.shape), tuple(w.type.shape), pads, strides,  # type: ignore[arg-type]
+                                    tuple(at["dilations"] or (1, 1)), at["groups"], reduce_range)
+            if not wins:
+                kept.append({"layer": name, "reason": why})
+                continue
+        else:
+            why = ""
+        scale, zp, lo, hi = activation_range(table, x.name, observer, reduce_range)
+        assert w.const is not None
+        q, ws = quantize_weight(w.const.reshape(w.const.shape[0], -1), per_channel=True)
+        q = q.reshape(w.const.shape)
+        with graph.inserting_before(node):
+            c = graph.add_node("clamp", [x], {"min": lo, "max": hi}).outputs[0]
+            s_v = graph.add_constant(np.asarray(scale, np.float32), name=graph.fresh_name(x.name + ".scale"))
+            z_v = graph.add_constant(np.asarray(zp, np.uint8), name=graph.fresh_name(x.name + ".zero_point"))
+            xq = graph.add_node("quantize_linear", [c, s_v, z_v], {}).outputs[0]
+            node.set_input(0, graph.add_node("dequantize_linear", [xq, s_v, z_v], {}).outputs[0])
+            node.set_input(1, _dequantized(graph, w, q, ws))
+        before, after = before + w.const.nbytes, after + q.nbytes + ws.nbytes
+        row = {"layer": name, "shape": list(q.shape), **weight_error(w.const.reshape(q.shape[0], -1),
+                                                                      q.reshape(q.shape[0], -1), ws),
+               "input_scale": float(scale), "input_range": [lo, hi]}
+        if why:
+            row["reason"] = why
+        rows.append(row)
+        if w.num_uses == 0 and not w.output_refs:
+            graph.remove_constant(w)
+    return rows, kept, (before, after)
+
+
 def _dequantized(graph: Graph, w: Value, q: np.ndarray, scale: np.ndarray) -> Value:
     """dequantize_linear(int8 constant, scale, 0) along axis 0, at the insertion point: what replaces weight `w`."""
     wq = graph.add_constant(q, name=graph.fresh_name(w.name + ".int8"))
@@ -297,6 +390,27 @@ def _int8_weight(v: Value) -> tuple[Value, Value] | None:
     return q, s
 
 
+def _static_input(v: Value) -> tuple[Value, Value, Value, bool] | None:
+    """(float x, scale, zero point, reduce_range) when `v` is dequantize_linear(quantize_linear(clamp(x))) with one
+    constant scale and zero point, and the clamp keeps the codes within 0..127 or 0..255."""
+    dq = v.producer
+    if dq is None or not _DQ.of(dq):
+        return None
+    q = dq.inputs[0].producer
+    if q is None or not _Q.of(q) or list(q.inputs[1:]) != list(dq.inputs[1:]):
+        return None
+    s, z = q.inputs[1], q.inputs[2]
+    if s.const is None or z.const is None or s.type.rank or z.type.dtype != DType.U8:
+        return None
+    c = q.inputs[0].producer
+    if c is None or not _CLAMP.of(c) or c.attrs["max"] is None:
+        return None
+    top = int(np.rint(c.attrs["max"] / float(s.const) + int(z.const)))
+    if top not in (127, 255):
+        return None
+    return c.inputs[0], s, z, top == 127
+
+
 def _dynamic_input(v: Value) -> tuple[Value, bool] | None:
     """(float x, reduce_range) when `v` is dequantize_linear(dynamic_quantize_linear(x))."""
     dq = v.producer
@@ -327,6 +441,27 @@ def lower_quantized(graph: Graph, ctx: PassContext) -> PassResult:
         node.outputs[0].replace_all_uses_with(new.outputs[0])
         graph.remove_node(node)
         lowered["embedding"] += 1
+    lowered["static_conv"] = 0
+    for node in [n for n in graph if _CONV.of(n)]:
+        static = _static_input(node.inputs[0])
+        w_dq = node.inputs[1].producer
+        if static is None or w_dq is None or not _DQ.of(w_dq):
+            continue
+        q_w, s_w, z_w = w_dq.inputs
+        if q_w.const is None or q_w.type.dtype != DType.I8 or s_w.const is None or not _const_zero(z_w):
+            continue
+        x, s_x, z_x, reduce_range = static
+        extra = list(node.inputs[2:])  # bias, residual: positional in both ops
+        attrs = {k: node.attrs[k] for k in ("strides", "pads", "dilations", "groups", "activation")}
+        attrs["strides"] = attrs["strides"] or [1, 1]
+        attrs["pads"] = attrs["pads"] or [0, 0, 0, 0]
+        attrs["dilations"] = attrs["dilations"] or [1, 1]
+        with graph.inserting_before(node):
+            new = graph.add_node("quantized_conv", [x, q_w, s_w, s_x, z_x, *extra], {**attrs,
+                                                                                     "reduce_range": reduce_range})
+        node.outputs[0].replace_all_uses_with(new.outputs[0])
+        graph.remove_node(node)
+        lowered["static_conv"] += 1
     for node in [n for n in graph if _LINEAR.of(n)]:
         weight = _int8_weight(node.inputs[1])
         if weight is None:

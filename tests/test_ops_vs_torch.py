@@ -328,7 +328,21 @@ def _int8_cases() -> list[Case]:
     def weight_only(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, b: torch.Tensor) -> Any:
         return F.gelu(F.linear(x, w.float() * s[:, None], b))
 
+    cx = np.abs(f32(2, 3, 6, 6)) * 3
+    cw = np.clip(np.rint(f32(4, 3, 3, 3) * 40), -127, 127).astype(np.int8)
+    cws, cb, res = pos(4) * 0.01, f32(4), f32(2, 4, 3, 3)
+    xs, xz = np.array(0.05, np.float32), np.array(3, np.uint8)
+
+    def static_conv(x: torch.Tensor, w: torch.Tensor, ws: torch.Tensor, s: torch.Tensor, z: torch.Tensor,
+                    b: torch.Tensor, r: torch.Tensor) -> Any:
+        with warnings.catch_warnings():  # torch's own fake quantization: quantize_per_tensor with 0..127 codes
+            warnings.simplefilter("ignore", UserWarning)
+            xq = torch.fake_quantize_per_tensor_affine(x, float(s), int(z), 0, 127)
+        return F.relu(F.conv2d(xq, w.float() * ws[:, None, None, None], b, 2, 1) + r)
+
     return [
+        ("quantized_conv", [cx, cw, cws, xs, xz, cb, res], {"strides": [2, 2], "pads": [1, 1, 1, 1],
+                                                            "dilations": [1, 1], "activation": "relu"}, static_conv),
         ("dynamic_quantize_linear", [x], {}, dql(False)),
         ("dynamic_quantize_linear", [x], {"reduce_range": True}, dql(True)),
         ("quantized_linear", [x, w, ws, b], {}, fbgemm),

@@ -292,3 +292,78 @@ def test_bf16_layers_run_f32_below_the_row_count_where_bf16_wins(monkeypatch: py
     for rows in (8, 100):  # the f32 branch and the bf16 one
         xs = _inputs(rows)
         assert _cosine(exe(*xs)[0], get_backend("reference").compile(g)(*xs)[0]) > 0.9999
+
+
+def _cnn() -> tuple[Graph, list[np.ndarray]]:
+    """conv+relu, then a residual block's second conv (conv + bias + residual, relu): what ResNets are made of."""
+    rng = np.random.default_rng(0)
+    g = parse("""graph @cnn(%x: f32[2,16,10,10]) {
+  const @w1: f32[32,16,3,3] = external
+  const @b1: f32[32] = external
+  const @w2: f32[32,32,3,3] = external
+  const @b2: f32[32] = external
+  %0: f32[2,32,10,10] = conv(%x, @w1, @b1) {pads=[1,1,1,1], activation="relu"}
+  %1: f32[2,32,10,10] = conv(%0, @w2, @b2, %0) {pads=[1,1,1,1], activation="relu"}
+  return %1
+}""", {"w1": rng.standard_normal((32, 16, 3, 3)).astype(np.float32) * 0.1,
+      "b1": rng.standard_normal(32).astype(np.float32) * 0.1,
+      "w2": rng.standard_normal((32, 32, 3, 3)).astype(np.float32) * 0.05,
+      "b2": rng.standard_normal(32).astype(np.float32) * 0.1})
+    return g, [rng.standard_normal((2, 16, 10, 10)).astype(np.float32)]
+
+
+def _table(g: Graph, samples: list[list[np.ndarray]]) -> CalibrationTable:
+    from graphopt.quantization import calibrate
+
+    return calibrate(g, samples)
+
+
+def test_static_int8_gives_convolutions_calibrated_qdq_then_integer_convs() -> None:
+    g, xs = _cnn()
+    want = get_backend("reference").compile(g)(*xs)[0]
+    ctx = PassContext().provide(_table(g, [xs]))
+    r = PassManager.parse("quantize{mode=int8-static observer=minmax}").run(g, ctx)
+    assert r.records[0].stats["quantized"] == 2
+    chain = [n.op.name for n in g]
+    assert chain == ["clamp", "quantize_linear", "dequantize_linear", "dequantize_linear", "conv"] * 2
+    clamp = next(iter(g))
+    assert clamp.attrs["min"] < 0 < clamp.attrs["max"]  # the graph input is signed: zero point inside the range
+    PassManager.parse("lower-quantized,dce").run(g)
+    assert [n.op.name for n in g] == ["quantized_conv", "quantized_conv"]
+    second = list(g)[1]
+    assert len(second.inputs) == 7 and second.attrs["activation"] == "relu"  # bias and residual kept
+    for target in ("reference", "cpu", "onnxruntime"):
+        assert _cosine(get_backend(target).compile(g)(*xs)[0], want) > 0.999, target
+
+
+def test_onednn_int8_convolution_computes_the_reference_integer_convolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    from graphopt.backends.cpu import kernels
+
+    monkeypatch.setattr(kernels, "int8_conv_choice", lambda *a: (True, "forced"))
+    g, xs = _cnn()
+    ctx = PassContext().provide(_table(g, [xs]))
+    PassManager.parse("quantize{mode=int8-static},lower-quantized,dce").run(g, ctx)
+    exe = get_backend("cpu").compile(g)
+    assert exe.source.count("rt.quantized_conv(") == 2
+    ref, cpu = get_backend("reference").compile(g)(*xs)[0], exe(*xs)[0]
+    np.testing.assert_allclose(cpu, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_static_observers_clip_outliers_and_static_needs_a_table() -> None:
+    g, xs = _cnn()
+    rng = np.random.default_rng(5)
+    samples = [[rng.standard_normal(xs[0].shape).astype(np.float32)] for _ in range(20)]
+    samples[3][0][0, 0, 0, 0] = 500.0  # one outlier in 64,000 calibration values
+    table = _table(g, samples)
+    ranges = {}
+    for observer in ("minmax", "percentile", "mse", "entropy"):
+        q = g.copy()
+        PassManager.parse(f"quantize{{mode=int8-static observer={observer}}}").run(q, PassContext().provide(table))
+        ranges[observer] = next(iter(q)).attrs["max"]
+    assert ranges["minmax"] >= 500 * 0.99 and ranges["percentile"] < 10 and ranges["entropy"] < 100
+    assert ranges["mse"] <= ranges["minmax"]  # MSE may keep a lone outlier: clipping it costs more than rounding
+    with pytest.raises(PassError, match="needs a CalibrationTable"):
+        PassManager.parse("quantize{mode=int8-static}").run(g.copy())
+    q = g.copy()
+    r = PassManager.parse("quantize{mode=int8-dynamic}").run(q)
+    assert all("int8-static only" in row["reason"] for row in r.records[0].tables["kept_float"])

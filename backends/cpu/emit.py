@@ -510,3 +510,44 @@ def _quantized_linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     if rows_from == 1:
         return low(prepared)
     return f"rt.by_rows({a[0]}, {rows_from}, lambda: {low(prepared + '[0]')}, lambda: {f32(prepared + '[1]')})"
+
+
+def _qconv_geometry(n: Node) -> tuple[list[int], list[int], list[int], int]:
+    at = n.attrs
+    return list(at["strides"]), list(at["pads"][:2]), list(at["dilations"]), at["groups"]
+
+
+def int8_conv_wins(n: Node) -> bool:
+    """Whether this quantized_conv runs oneDNN's int8 kernel here (measured per shape), else f32 emulation."""
+    from .kernels import int8_conv_choice
+
+    if n.inputs[1].const is None or not all(isinstance(d, int) for d in n.inputs[0].type.shape):
+        return False
+    strides, pads, dil, groups = _qconv_geometry(n)
+    if list(n.attrs["pads"][:2]) != list(n.attrs["pads"][2:]) or n.inputs[1].type.rank != 4:
+        return False
+    return int8_conv_choice(tuple(n.inputs[0].type.shape), tuple(n.inputs[1].type.shape), tuple(pads),  # type: ignore
+                            tuple(strides), tuple(dil), groups, n.attrs["reduce_range"])[0]
+
+
+def _prepare_qconv(n: Node) -> tuple[int, str] | None:
+    if not int8_conv_wins(n):
+        return None
+    strides, pads, dil, groups = _qconv_geometry(n)
+    return 1, (f"rt.prepack_int8_conv({{0}}, {{a[2]}}, float({{a[3]}}), int({{a[4]}}), {strides}, {pads}, {dil}, "
+               f"{groups}, {list(n.inputs[0].type.shape)})")
+
+
+PREPARE["quantized_conv"] = _prepare_qconv
+
+
+@emits("quantized_conv")
+def _quantized_conv(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    strides, pads, dil, groups = _qconv_geometry(n)
+    bias = a[5] if len(n.inputs) > 5 else "None"
+    residual = a[6] if len(n.inputs) > 6 else "None"
+    qmax = 127 if at["reduce_range"] else 255
+    geometry = f"{strides}, {pads}, {dil}, {groups}, {qmax}, {at['activation']!r}"
+    if int8_conv_wins(n):
+        return f"rt.quantized_conv({a[0]}, {a[len(n.inputs)]}, {a[3]}, {a[4]}, {a[2]}, {bias}, {residual}, {geometry})"
+    return f"rt.quantized_conv_emulated({a[0]}, {a[1]}, {a[2]}, {a[3]}, {a[4]}, {bias}, {residual}, {geometry})"

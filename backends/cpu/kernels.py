@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins", "race",
-           "prepack_int8_linear", "int8_linear", "int8_kernel", "OneDNNInt8Linear", "dequantize_weight", "int8_saturates", "int8_linear_choice", "linear_advice", "bf16_linear_choice",
+           "prepack_int8_linear", "int8_linear", "int8_kernel", "OneDNNInt8Linear", "dequantize_weight",
+           "prepack_int8_conv", "int8_conv", "int8_conv_choice", "int8_conv_saturates", "conv_advice", "int8_saturates", "int8_linear_choice", "linear_advice", "bf16_linear_choice",
            "faster_from"]
 
 _ROWS = 64  # the M the benchmark (and the packed layout) assumes; the kernel takes any M
@@ -197,7 +198,91 @@ def int8_linear(x: torch.Tensor, packed: Any, reduce_range: bool) -> torch.Tenso
 
 def dequantize_weight(w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     s = scale.float()
-    return w_int8.float() * (s.reshape(-1, 1) if s.numel() > 1 else s.reshape(()))
+    return w_int8.float() * (s.reshape((-1,) + (1,) * (w_int8.dim() - 1)) if s.numel() > 1 else s.reshape(()))
+
+
+def prepack_int8_conv(w_int8: torch.Tensor, scale: torch.Tensor, x_scale: float, x_zp: int, strides: list[int],
+                      pads: list[int], dilations: list[int], groups: int, input_size: list[int]) -> torch.Tensor:
+    """A 2-D int8 convolution weight in oneDNN's layout for a static input scale (`onednn::qconv_prepack`)."""
+    s = scale.float().reshape(-1).expand(w_int8.shape[0]).contiguous()
+    return torch.ops.onednn.qconv_prepack(w_int8, s, x_scale, x_zp, strides, pads, dilations, groups,  # type: ignore
+                                          input_size)
+
+
+def int8_conv(x: torch.Tensor, packed: torch.Tensor, x_scale: float, x_zp: int, w_scale: torch.Tensor,
+              bias: torch.Tensor | None, strides: list[int], pads: list[int], dilations: list[int], groups: int,
+              qmax: int, relu: bool) -> torch.Tensor:
+    """oneDNN's int8 convolution: x quantized with its static scale (uint8, channels-last), int32 sums, the result
+    rescaled to f32 with the bias (and a relu) fused."""
+    from torch.ao.quantization.fx import _decomposed  # noqa: F401 - registers the quantized_decomposed ops
+
+    xq = torch.ops.quantized_decomposed.quantize_per_tensor(x.contiguous(memory_format=torch.channels_last),
+                                                            x_scale, x_zp, 0, qmax, torch.uint8)
+    n = w_scale.numel()
+    return torch.ops.onednn.qconv2d_pointwise(  # type: ignore[no-any-return]
+        xq, x_scale, x_zp, packed, w_scale.float().reshape(-1), torch.zeros(n, dtype=torch.long), bias, strides,
+        pads, dilations, groups, 1.0, 0, torch.float32, "relu" if relu else "none", [], "")
+
+
+@functools.lru_cache(maxsize=None)
+def int8_conv_saturates() -> bool:
+    """Whether full-range activations overflow oneDNN's int8 convolution here (no VNNI), probed at the worst case."""
+    c = 64
+    w = torch.full((4, c, 1, 1), 127, dtype=torch.int8)
+    x = torch.full((1, c, 2, 2), 255.0)
+    try:
+        packed = prepack_int8_conv(w, torch.ones(4), 1.0, 0, [1, 1], [0, 0], [1, 1], 1, [1, c, 2, 2])
+        got = int8_conv(x, packed, 1.0, 0, torch.ones(4), None, [1, 1], [0, 0], [1, 1], 1, 255, False)
+    except RuntimeError:
+        return True
+    want = 255.0 * 127 * c
+    return bool((got - want).abs().max() > 0.01 * want)
+
+
+@functools.lru_cache(maxsize=None)
+def int8_conv_choice(input_size: tuple[int, ...], weight_size: tuple[int, ...], pads: tuple[int, ...],
+                     strides: tuple[int, ...], dilations: tuple[int, ...], groups: int,
+                     reduce_range: bool) -> tuple[bool, str]:
+    """(oneDNN's int8 convolution, input quantization included, beats the best f32 convolution here; why)."""
+    if not reduce_range and int8_conv_saturates():
+        return False, "full-range int8 activations saturate this CPU's int8 convolution (no VNNI)"
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(weight_size, generator=gen) * 0.05
+    b = torch.randn(weight_size[0], generator=gen)
+    x = torch.randn(input_size, generator=gen).relu()
+    ws = w.abs().amax((1, 2, 3)) / 127
+    wq = torch.round(w / ws[:, None, None, None]).to(torch.int8)
+    qmax = 127 if reduce_range else 255
+    x_scale = float(x.max()) / qmax
+    args = (list(strides), list(pads), list(dilations), groups)
+    try:
+        packed = prepack_int8_conv(wq, ws, x_scale, 0, *args, list(input_size))
+        low = lambda: int8_conv(x, packed, x_scale, 0, ws, b, *args, qmax, True)  # noqa: E731
+        low()
+    except RuntimeError as e:
+        return False, f"oneDNN int8 convolution unavailable here ({str(e).splitlines()[0][:80]})"
+    wd = dequantize_weight(wq, ws)
+    if conv_kernel(tuple(input_size), tuple(weight_size), tuple(pads), tuple(strides), tuple(dilations), groups):
+        pf = pack_conv_weight(wd, list(pads), list(strides), list(dilations), groups, list(input_size))
+        f32 = lambda: torch.ops.mkldnn._convolution_pointwise(x, pf, b, list(pads), list(strides),  # noqa: E731
+                                                               list(dilations), groups, "relu", [], "")
+    else:
+        f32 = lambda: torch.relu(F.conv2d(x, wd, b, list(strides), list(pads), list(dilations), groups))  # noqa: E731
+    with torch.inference_mode():
+        low(), low()  # oneDNN builds its primitive on the first calls
+        t_low, t_f32 = race(low, f32)
+    detail = f"{t_low:.3f} vs {t_f32:.3f} ms"
+    if t_low < t_f32:
+        return True, f"oneDNN int8 convolution faster than f32 ({detail})"
+    return False, f"oneDNN int8 convolution not faster than f32 here ({detail})"
+
+
+def conv_advice(input_size: tuple[int, ...], weight_size: tuple[int, ...], pads: tuple[int, ...],
+                strides: tuple[int, ...], dilations: tuple[int, ...], groups: int, reduce_range: bool
+                ) -> tuple[bool, str]:
+    """What the quantize pass asks (`KernelAdvice.conv`) for a static int8 convolution."""
+    return int8_conv_choice(tuple(input_size), tuple(weight_size), tuple(pads), tuple(strides), tuple(dilations),
+                            groups, reduce_range)
 
 
 @functools.lru_cache(maxsize=None)

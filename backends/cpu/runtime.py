@@ -8,8 +8,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .kernels import (OneDNNInt8Linear, dequantize_weight, int8_linear, pack_conv_weight,  # noqa: F401 - generated
-                      pack_linear_weight, prepack_int8_linear)  # code calls these
+from .kernels import (OneDNNInt8Linear, dequantize_weight, int8_conv, int8_linear,  # noqa: F401 - generated code
+                      pack_conv_weight, pack_linear_weight, prepack_int8_conv, prepack_int8_linear)  # calls these
 
 
 def pad_spatial(x: torch.Tensor, pads: Sequence[int], value: float) -> torch.Tensor:
@@ -176,6 +176,33 @@ def quantized_linear_emulated(x: torch.Tensor, w_int8: torch.Tensor, scale: torc
         x = (q.to(torch.int32) - z.to(torch.int32)).to(torch.float32) * s
     w = dequantize_weight(w_int8, scale)
     return _TORCH_ACT[activation](F.linear(x, w, b))
+
+
+def quantized_conv(x: torch.Tensor, packed: torch.Tensor, x_scale: torch.Tensor, x_zp: torch.Tensor,
+                   w_scale: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None, strides: list[int],
+                   pads: list[int], dilations: list[int], groups: int, qmax: int, activation: str) -> torch.Tensor:
+    """oneDNN's int8 convolution with a relu fused when nothing comes between; a residual add and any other
+    activation follow in f32."""
+    fuse_relu = activation == "relu" and residual is None
+    y = int8_conv(x, packed, float(x_scale), int(x_zp), w_scale, bias, strides, pads, dilations, groups, qmax,
+                  fuse_relu)
+    if residual is not None:
+        y = y + residual
+    return y if fuse_relu else _TORCH_ACT[activation](y)
+
+
+def quantized_conv_emulated(x: torch.Tensor, w_int8: torch.Tensor, w_scale: torch.Tensor, x_scale: torch.Tensor,
+                            x_zp: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
+                            strides: list[int], pads: list[int], dilations: list[int], groups: int, qmax: int,
+                            activation: str) -> torch.Tensor:
+    """quantized_conv's exact semantics in float ops: the static fake-quantized input into an f32 convolution on
+    the dequantized weight (for weights that are not constants, and where int8 measured slower)."""
+    s, z = x_scale.float(), x_zp.float()
+    xq = (torch.clamp(torch.round(x / s) + z, 0, qmax) - z) * s
+    y = F.conv2d(xq, dequantize_weight(w_int8, w_scale), bias, strides, pads[:2], dilations, groups)
+    if residual is not None:
+        y = y + residual
+    return _TORCH_ACT[activation](y)
 
 
 def pad_index(x: torch.Tensor, pads: Sequence[int], mode: str) -> torch.Tensor:

@@ -22,7 +22,7 @@ from ..dtypes import DType
 from ..types import TensorType
 from .nn import ACTIVATIONS, _activate, _linear_flow
 from .registry import Attr, ShapeError, register_op
-from .traits import I, O, Tie, Trait, tie
+from .traits import AxisRef, I, O, Tie, Trait, tie
 
 __all__ = ["activation_qparams"]
 
@@ -112,4 +112,65 @@ def _quantized_linear(x: np.ndarray, weight: np.ndarray, weight_scale: np.ndarra
         y = acc.astype(np.float32) * (np.float32(xs) * s)
     if bias is not None:
         y = y + bias.astype(np.float32)
+    return _activate(y.astype(np.float32), activation)
+
+
+def _qconv_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    from .nn import _conv_infer
+
+    x, w, ws, xs, xz = types[:5]
+    if x.dtype != DType.F32 or w.dtype != DType.I8:
+        raise ShapeError(f"quantized_conv takes an f32 input and an i8 weight, got {x} and {w}")
+    if ws.dtype != DType.F32 or ws.shape not in ((w.shape[0],), ()):
+        raise ShapeError(f"quantized_conv weight_scale must be f32[] or f32[{w.shape[0]}], got {ws}")
+    if xs.dtype != DType.F32 or xs.rank != 0 or xz.dtype != DType.U8 or xz.rank != 0:
+        raise ShapeError(f"quantized_conv x_scale must be f32[] and x_zero_point u8[], got {xs} and {xz}")
+    float_types = [x, w.with_dtype(DType.F32), *types[5:]]
+    return _conv_infer(float_types, {k: v for k, v in attrs.items() if k != "reduce_range"})
+
+
+def _qconv_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """conv's rule over (x, weight, bias, residual), renumbered past the scales; a per-channel weight scale follows
+    the output channels. Not exact: the input's scale is fixed by calibration, not by the values that remain."""
+    from .nn import _conv_flow
+
+    where = {0: 0, 1: 1, 2: 5, 3: 6}  # conv's input index -> this op's
+
+    def moved(refs: tuple[AxisRef, ...]) -> tuple[AxisRef, ...]:
+        return tuple(AxisRef(r.side, where[r.index] if r.side == "in" else r.index, r.axis) for r in refs)
+
+    ties = [Tie(moved(t.a), moved(t.b), t.offset, exact=False) for t in _conv_flow([ins[0], ins[1], *ins[5:]], outs,
+                                                                                     attrs)]
+    if ins[2].rank:
+        ties.append(tie(O(0, 1), I(2, 0), exact=False))
+    return ties
+
+
+@register_op("quantized_conv", inputs=["x", "weight", "weight_scale", "x_scale", "x_zero_point", "bias?", "residual?"],
+             infer=_qconv_infer, traits=[Trait.PRECISION_SENSITIVE], dim_flow=_qconv_flow,
+             attrs={"strides": Attr("ints"), "pads": Attr("ints"), "dilations": Attr("ints"), "groups": Attr("int", 1),
+                    "activation": Attr("str", "none", choices=tuple(ACTIVATIONS)), "reduce_range": Attr("bool", True)},
+             flops=lambda i, o, a: 2 * o[0].numel * int(np.prod(i[1].shape[1:])))
+def _quantized_conv(x: np.ndarray, weight: np.ndarray, weight_scale: np.ndarray, x_scale: np.ndarray,
+                    x_zero_point: np.ndarray, bias: np.ndarray | None = None, residual: np.ndarray | None = None, *,
+                    strides: Any, pads: Any, dilations: Any, groups: int, activation: str,
+                    reduce_range: bool) -> np.ndarray:
+    """act(conv(x, weight · weight_scale) + bias + residual) with x quantized by a calibrated (static) scale.
+
+    x → clip(round(x / x_scale) + x_zero_point, 0, qmax) (qmax 127 with reduce_range, else 255); the convolution
+    sums (x_q − zp) · w_q exactly in integers; the result is rescaled by x_scale · weight_scale per output channel,
+    then bias, residual and activation follow in f32 — what oneDNN's int8 convolution computes."""
+    from .nn import _conv
+
+    qmax = 127 if reduce_range else 255
+    s, z = np.float32(x_scale), int(x_zero_point)
+    xq = np.clip(np.rint(x.astype(np.float32) / s) + z, 0, qmax) - z
+    acc = _conv(xq.astype(np.float64), weight.astype(np.float64), strides=strides, pads=pads, dilations=dilations,
+                groups=groups, activation="none")  # integer-valued: exact in f64 (|sum| < 2^53)
+    ws = weight_scale.astype(np.float32).reshape(-1)
+    y = acc.astype(np.float32) * (s * ws).reshape((1, -1) + (1,) * (x.ndim - 2))
+    if bias is not None:
+        y = y + bias.astype(np.float32).reshape((1, -1) + (1,) * (x.ndim - 2))
+    if residual is not None:
+        y = y + residual.astype(np.float32)
     return _activate(y.astype(np.float32), activation)

@@ -164,9 +164,11 @@ def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float
     if target == "cpu":
         from graphopt.backends.cpu.kernels import int8_saturates
 
-        reduce_range = int8_saturates()
+        from graphopt.backends.cpu.kernels import int8_conv_saturates
+
+        reduce_range = int8_saturates() or (mode == "int8-static" and int8_conv_saturates())
     samples = q.samples_for(graph, calibration) if calibration is not None else [_examples(original, args, kwargs)]
-    table = q.calibrate(graph, samples) if smooth else None
+    table = q.calibrate(graph, samples) if smooth or mode == "int8-static" else None
     keep: list[str] = []
     rows: list[dict[str, Any]] = []
     if budget:

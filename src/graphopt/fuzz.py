@@ -341,9 +341,29 @@ def _run_one(graph: Graph, pipeline: str, target: str, xs: list[np.ndarray], wan
     except Exception as e:  # noqa: BLE001 - a crash is what the fuzzer reports
         where = traceback.extract_tb(e.__traceback__)[-1]
         return "crash", f"{type(e).__name__}: {str(e)[:200]} ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
+    budgets = _budgets(pipeline)
+    if budgets:  # a lossy pass ran: its declared budget is the tolerance
+        for w, o in zip(want, out):
+            if not np.issubdtype(np.asarray(w).dtype, np.floating):
+                continue
+            for b in budgets:
+                broken = b.violation(b.measure(np.asarray(w), np.asarray(o)))
+                if broken and np.abs(np.asarray(w)).max(initial=0) > 1e-6:
+                    return "mismatch", f"outside the lossy budget: {broken}"
+        return "ok", ""
     low = any(v.type.dtype in (DType.F16, DType.BF16) for n in graph for v in (*n.inputs, *n.outputs))
     problem = _same(out, want, low)
     return ("mismatch", problem) if problem else ("ok", "")
+
+
+def _budgets(pipeline: str) -> list[Any]:
+    """The budgets of the lossy passes in `pipeline` (empty for an exact pipeline)."""
+    from graphopt.passes import PassManager
+
+    try:
+        return [p.info.budget for p in PassManager.parse(pipeline).passes if p.info.budget is not None]
+    except GraphoptError:
+        return []
 
 
 def check(graph: Graph, pipeline: str, target: str, seed: int) -> tuple[str, str]:

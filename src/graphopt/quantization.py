@@ -32,7 +32,7 @@ from graphopt.passes.quantize import KernelAdvice
 __all__ = ["PRECISIONS", "calibrate", "quantize_graph", "sensitivity", "choose_float_layers", "samples_for", "plot_layers",
            "layer_rows", "cpu_advice"]
 
-PRECISIONS = ("fp32", "int8-dynamic", "int8-weight-only", "bf16")
+PRECISIONS = ("fp32", "int8-dynamic", "int8-static", "int8-weight-only", "bf16")
 Row = dict[str, Any]
 
 
@@ -98,9 +98,9 @@ def calibrate(model: Any, dataset: Iterable[Any], *, values: Iterable[str] | Non
 
 def cpu_advice() -> KernelAdvice:
     """The cpu target's measured answer to "is int8 faster than f32 for this layer here"."""
-    from graphopt.backends.cpu.kernels import linear_advice
+    from graphopt.backends.cpu.kernels import conv_advice, linear_advice
 
-    return KernelAdvice(linear_advice)
+    return KernelAdvice(linear_advice, conv_advice)
 
 
 def quantize_graph(graph: Graph, mode: str, *, skip: Iterable[str] = (), advice: KernelAdvice | None = None,
@@ -111,7 +111,9 @@ def quantize_graph(graph: Graph, mode: str, *, skip: Iterable[str] = (), advice:
     if mode not in PRECISIONS[1:]:
         raise ValueError(f"unknown precision {mode!r}; choose one of {', '.join(PRECISIONS)}")
     options: tuple[tuple[str, Any], ...] = (("mode", mode), ("skip", tuple(skip)), ("reduce-range", reduce_range))
-    if smooth and table is not None:
+    if mode == "int8-static" and table is None:
+        raise ValueError("int8-static needs a calibration table (graphopt.calibrate) for its activation scales")
+    if smooth and table is not None and mode == "int8-dynamic":
         options += (("smooth", smooth),)
     specs = [PassSpec(get_pass("quantize"), options)]
     if lower:
