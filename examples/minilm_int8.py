@@ -77,8 +77,9 @@ def main() -> None:
     inputs = encode(tok, SENTENCES)
     calib = [{k: v.numpy() for k, v in encode(tok, CALIBRATION[i:i + 4]).items()} for i in range(0, 12, 4)]
     dyn = {k: {0: Dim("batch"), 1: Dim("seq", max=512)} for k in inputs}
-    q = graphopt.compile(bert, example_kwargs=inputs, dynamic_shapes=dyn, quantize="int8-dynamic", calibration=calib)
-    f32 = graphopt.compile(bert, example_kwargs=inputs, dynamic_shapes=dyn)
+    q = graphopt.compile(bert, example_kwargs=inputs, dynamic_shapes=dyn, pipeline="O3", quantize="int8-dynamic",
+                         calibration=calib)
+    f32 = graphopt.compile(bert, example_kwargs=inputs, dynamic_shapes=dyn, pipeline="O3")
     sess = ort_int8(bert, inputs)
     feeds = {k: v.numpy() for k, v in inputs.items()}
     mask = inputs["attention_mask"]

@@ -259,8 +259,8 @@ def _why_not_conv(node: Node, min_weights: int, mode: str) -> str | None:
     w, x = node.inputs[1], node.inputs[0]
     if w.const is None or w.type.dtype != DType.F32 or x.type.dtype != DType.F32:
         return "an f32 convolution with a constant weight is needed"
-    if w.type.rank != 4 or not all(isinstance(d, int) for d in x.type.shape):
-        return "2-D convolutions over static shapes only"
+    if w.type.rank != 4 or not all(isinstance(d, int) for d in x.type.shape[1:]):
+        return "2-D convolutions with static channels and spatial sizes only"
     pads = node.attrs["pads"] or (0,) * 4
     if list(pads[:2]) != list(pads[2:]):
         return "asymmetric padding"
@@ -300,7 +300,8 @@ def _static_convs(graph: Graph, convs: list[tuple[Node, str]], table: Calibratio
         at = node.attrs
         pads, strides = tuple(at["pads"] or (0,) * 4)[:2], tuple(at["strides"] or (1, 1))
         if advice is not None and advice.conv is not None:
-            wins, why = advice.conv(tuple(x.type.shape), tuple(w.type.shape), pads, strides,  # type: ignore[arg-type]
+            shape = (x.type.shape[0] if isinstance(x.type.shape[0], int) else 1, *x.type.shape[1:])  # batch 1 if free
+            wins, why = advice.conv(tuple(shape), tuple(w.type.shape), pads, strides,  # type: ignore[arg-type]
                                     tuple(at["dilations"] or (1, 1)), at["groups"], reduce_range)
             if not wins:
                 kept.append({"layer": name, "reason": why})

@@ -517,16 +517,26 @@ def _qconv_geometry(n: Node) -> tuple[list[int], list[int], list[int], int]:
     return list(at["strides"]), list(at["pads"][:2]), list(at["dilations"]), at["groups"]
 
 
+def _qconv_input_size(n: Node) -> list[int] | None:
+    """The input shape the kernel is measured and packed for: a symbolic batch is taken as 1 (the layout suits any
+    batch; the speed is measured at 1)."""
+    shape = n.inputs[0].type.shape
+    if not all(isinstance(d, int) for d in shape[1:]):
+        return None
+    return [shape[0] if isinstance(shape[0], int) else 1, *shape[1:]]  # type: ignore[list-item]
+
+
 def int8_conv_wins(n: Node) -> bool:
     """Whether this quantized_conv runs oneDNN's int8 kernel here (measured per shape), else f32 emulation."""
     from .kernels import int8_conv_choice
 
-    if n.inputs[1].const is None or not all(isinstance(d, int) for d in n.inputs[0].type.shape):
+    size = _qconv_input_size(n)
+    if n.inputs[1].const is None or size is None:
         return False
     strides, pads, dil, groups = _qconv_geometry(n)
     if list(n.attrs["pads"][:2]) != list(n.attrs["pads"][2:]) or n.inputs[1].type.rank != 4:
         return False
-    return int8_conv_choice(tuple(n.inputs[0].type.shape), tuple(n.inputs[1].type.shape), tuple(pads),  # type: ignore
+    return int8_conv_choice(tuple(size), tuple(n.inputs[1].type.shape), tuple(pads),  # type: ignore
                             tuple(strides), tuple(dil), groups, n.attrs["reduce_range"])[0]
 
 
@@ -535,7 +545,7 @@ def _prepare_qconv(n: Node) -> tuple[int, str] | None:
         return None
     strides, pads, dil, groups = _qconv_geometry(n)
     return 1, (f"rt.prepack_int8_conv({{0}}, {{a[2]}}, float({{a[3]}}), int({{a[4]}}), {strides}, {pads}, {dil}, "
-               f"{groups}, {list(n.inputs[0].type.shape)})")
+               f"{groups}, {_qconv_input_size(n)})")
 
 
 PREPARE["quantized_conv"] = _prepare_qconv

@@ -116,6 +116,7 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     calibration: Any = None,
     budget: float | None = 0.99,
     smooth: float = 0.5,
+    kernel_choice: str = "measure",
 ) -> CompiledModel:
     """Import `model`, run `pipeline` over it, and compile it for `target` (cpu, onnxruntime, reference).
 
@@ -123,7 +124,11 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     keeping in f32 the most sensitive ones until the outputs' cosine against f32 on the `calibration` inputs (an
     iterable of samples, or a CalibrationTable from `graphopt.calibrate`; default: the example inputs) is at
     least `budget` (None or 0: no search). `smooth` is SmoothQuant's migration strength (0: off).
+    `kernel_choice="always"` quantizes every eligible layer even where the target measures it slower (accuracy
+    studies; the cpu target then runs such layers' int8 semantics in f32 ops); the default "measure" keeps them f32.
     """
+    if kernel_choice not in ("measure", "always"):
+        raise ValueError(f"kernel_choice must be 'measure' or 'always', got {kernel_choice!r}")
     import time
 
     t0 = time.perf_counter()
@@ -136,7 +141,7 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     layers: list[dict[str, Any]] = []
     if quantize is not None and quantize != "fp32":
         result, layers = _quantize(result, quantize, calibration, budget, smooth, target, original,
-                                   example_inputs, example_kwargs)
+                                   example_inputs, example_kwargs, measure=kernel_choice == "measure")
     check_coverage(result.graph, backend)
     t2 = time.perf_counter()
     exe = backend.compile(result.graph)
@@ -153,12 +158,13 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
 
 
 def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float | None, smooth: float, target: str,
-              original: Graph, args: Any, kwargs: Any) -> tuple[PipelineResult, list[dict[str, Any]]]:
+              original: Graph, args: Any, kwargs: Any, *, measure: bool = True
+              ) -> tuple[PipelineResult, list[dict[str, Any]]]:
     """Quantize the optimized graph: measured per-layer choice, then the budget search (graphopt.quantization)."""
     from graphopt import quantization as q
 
     graph = result.graph
-    advice = q.cpu_advice() if target == "cpu" else None
+    advice = q.cpu_advice() if target == "cpu" and measure else None
     # 7-bit activations only where full-range ones would overflow this CPU's int8 GEMM (no VNNI): measured
     reduce_range = True
     if target == "cpu":
