@@ -209,7 +209,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     split = lambda text: [t for t in text.split(",") if t]  # noqa: E731
     result = bench(model, ex_args or (), example_kwargs=ex_kwargs, dynamic_shapes=dynamic,
                    targets=split(args.targets), peers=split(args.peers), pipeline=args.pipeline, threads=args.threads,
-                   repeats=args.repeats, ablate=args.ablate, name=args.name)
+                   repeats=args.repeats, ablate=args.ablate, name=args.name, precisions=split(args.precisions))
     print(result.markdown())
     if args.output:
         for path in write_outputs(result, args.output):
@@ -280,6 +280,8 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--repeats", type=int, default=50, help="timed rounds (default 50)")
     b.add_argument("--ablate", action="store_true", help="also time the pipeline with each pass removed")
+    b.add_argument("--precisions", default="", metavar="int8-dynamic,bf16",
+                   help="also time graphopt-cpu in these precisions (peers: add onnxruntime-int8,torch-int8)")
     b.add_argument("--name", help="model name in the tables")
     b.add_argument("-o", "--output", help="folder for result.json, result.md and result.png")
     add_load_pass(b)
