@@ -348,14 +348,27 @@ def int8_linear_choice(in_features: int, out_features: int, act_quant: str, redu
     else:
         low = lambda x: torch.ops.aten._weight_int8pack_mm(x, wq, scale) + b  # noqa: E731
         name = "int8 weight-only (_weight_int8pack_mm)"
+    return _choice(name, low, _f32_linear(wdeq, b, in_features, out_features), in_features)
+
+
+def _f32_linear(w: torch.Tensor, b: torch.Tensor, in_features: int, out_features: int
+                ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The f32 linear the cpu target runs for this weight: packed oneDNN from the row count measured faster, else
+    F.linear — the baseline every low-precision kernel must beat."""
     f32_from = linear_kernel(in_features, out_features)
-    packed_f32 = pack_linear_weight(wdeq) if f32_from is not None else None
+    packed = pack_linear_weight(w) if f32_from is not None else None
 
     def f32(x: torch.Tensor) -> torch.Tensor:
-        if packed_f32 is not None and x.shape[0] >= f32_from:  # type: ignore[operator]
-            return torch.ops.mkldnn._linear_pointwise(x, packed_f32, b, "none", [], "")
-        return F.linear(x, wdeq, b)
+        if packed is not None and x.shape[0] >= f32_from:  # type: ignore[operator]
+            return torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")  # type: ignore[no-any-return]
+        return F.linear(x, w, b)
 
+    return f32
+
+
+def _choice(name: str, low: Callable[[torch.Tensor], object], f32: Callable[[torch.Tensor], object],
+            in_features: int) -> tuple[int | None, str]:
+    """(rows from which `low` wins, why) with the timings in the reason."""
     try:
         rows_from, times = faster_from(low, f32, in_features)
     except RuntimeError as e:  # no such kernel on this build or CPU
@@ -409,19 +422,4 @@ def bf16_linear_choice(in_features: int, out_features: int) -> tuple[int | None,
         low(torch.randn(2, in_features))
     except RuntimeError:
         low = lambda x: F.linear(x.bfloat16(), wb, bb).float()  # noqa: E731
-    f32_from = linear_kernel(in_features, out_features)
-    packed_f32 = pack_linear_weight(w) if f32_from is not None else None
-
-    def f32(x: torch.Tensor) -> torch.Tensor:
-        if packed_f32 is not None and x.shape[0] >= f32_from:  # type: ignore[operator]
-            return torch.ops.mkldnn._linear_pointwise(x, packed_f32, b, "none", [], "")
-        return F.linear(x, w, b)
-
-    try:
-        rows_from, times = faster_from(low, f32, in_features)
-    except RuntimeError as e:
-        return None, f"bf16 GEMM unavailable here ({str(e).splitlines()[0][:80]})"
-    detail = "; ".join(f"{r} rows: {lo:.3f} vs {hi:.3f} ms" for r, lo, hi in times)
-    if rows_from is None:
-        return None, f"bf16 GEMM not faster than f32 here ({detail})"
-    return rows_from, f"bf16 GEMM from {rows_from} rows ({detail})"
+    return _choice("bf16 GEMM", low, _f32_linear(w, b, in_features, out_features), in_features)
