@@ -120,7 +120,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ablate", default="minilm", help="models to run the per-pass ablation on ('' for none)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
-    ap.add_argument("--precisions", default="int8-dynamic,bf16", help="graphopt low-precision variants ('' for none)")
+    ap.add_argument("--precisions", default="auto",
+                    help="graphopt low-precision variants ('' for none; auto: int8-static for the CNN, "
+                         "int8-dynamic for the rest, and bf16)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     charts = args.out.parent / "charts"
@@ -131,7 +133,8 @@ def main() -> None:
     for key in keys:
         title, factory = MODELS[key]
         model, pos, kw = factory()
-        precisions = [p for p in args.precisions.split(",") if p]
+        auto = ["int8-static" if key == "resnet18" else "int8-dynamic", "bf16"]
+        precisions = auto if args.precisions == "auto" else [p for p in args.precisions.split(",") if p]
         peers = ("eager", "torch.compile", "onnxruntime") + (("onnxruntime-int8", "torch-int8") if precisions else ())
         result = bench(model, pos, example_kwargs=kw, threads=args.threads, repeats=args.repeats, peers=peers,
                        ablate=key in args.ablate.split(","), name=title, precisions=precisions)

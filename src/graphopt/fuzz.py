@@ -334,7 +334,10 @@ def _run_one(graph: Graph, pipeline: str, target: str, xs: list[np.ndarray], wan
     import graphopt
 
     try:
-        compiled = graphopt.compile(graph.copy(), pipeline=pipeline, target=target)
+        if "int8-static" in pipeline:  # static quantization reads a calibration table: the fuzz inputs' own
+            compiled = _compile_calibrated(graph, pipeline, target, xs)
+        else:
+            compiled = graphopt.compile(graph.copy(), pipeline=pipeline, target=target)
         out = compiled.executable(*[x.copy() for x in xs])
     except GraphoptError as e:
         return "refused", str(e).splitlines()[0]
@@ -354,6 +357,18 @@ def _run_one(graph: Graph, pipeline: str, target: str, xs: list[np.ndarray], wan
     low = any(v.type.dtype in (DType.F16, DType.BF16) for n in graph for v in (*n.inputs, *n.outputs))
     problem = _same(out, want, low)
     return ("mismatch", problem) if problem else ("ok", "")
+
+
+def _compile_calibrated(graph: Graph, pipeline: str, target: str, xs: list[np.ndarray]) -> Any:
+    """`pipeline` run with a CalibrationTable of `graph` on `xs` in its context, then compiled for `target`."""
+    from graphopt.api import CompiledModel
+    from graphopt.backends import get_backend
+    from graphopt.passes import PassContext, PassManager
+    from graphopt.quantization import calibrate
+
+    g = graph.copy()
+    result = PassManager.parse(pipeline).run(g, PassContext().provide(calibrate(g, [xs])))
+    return CompiledModel(result.graph, get_backend(target).compile(result.graph), target=target, pipeline=pipeline)
 
 
 def _budgets(pipeline: str) -> list[Any]:
