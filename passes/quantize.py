@@ -121,7 +121,7 @@ def quantize(graph: Graph, ctx: PassContext, *,
              mode: Literal["int8-dynamic", "int8-static", "int8-weight-only", "bf16"] = "int8-dynamic",
              granularity: Literal["per-channel", "per-tensor"] = "per-channel", reduce_range: bool = True,
              min_weights: int = 4096, skip: tuple[str, ...] = (), smooth: float = 0.0,
-             embeddings: bool = True,
+             embeddings: bool = True, min_embedding: int = 1 << 20,
              observer: Literal["minmax", "percentile", "mse", "entropy"] = "percentile") -> PassResult:
     """Write int8 Q/DQ around linear layers: weights per output channel, activations at run time (int8-dynamic);
     or (bf16) run linear layers in bfloat16 between casts, every other op staying f32; int8-static also gives 2-D
@@ -129,7 +129,8 @@ def quantize(graph: Graph, ctx: PassContext, *,
 
     `reduce_range` quantizes activations to 0..127, exact on CPUs without VNNI (see graphopt.ir.ops.quantized);
     `smooth` > 0 migrates activation outliers into the weights first (needs a CalibrationTable); `embeddings`
-    also stores embedding tables (gathers of a constant) in int8, one scale per row."""
+    also stores embedding tables (gathers of a constant) of at least `min_embedding` elements in int8, one scale
+    per row (a lookup then costs four small ops instead of one: worth it for a 30k-word table, not a 200-word one)."""
     if not 0.0 <= smooth <= 1.0:
         from graphopt.errors import PassError
 
@@ -185,7 +186,7 @@ def quantize(graph: Graph, ctx: PassContext, *,
         if w.num_uses == 0 and not w.output_refs:
             graph.remove_constant(w)
     if embeddings:
-        for node in _embedding_gathers(graph, min_weights, skipped):
+        for node in _embedding_gathers(graph, max(min_weights, min_embedding), skipped):
             table_v = node.inputs[0]
             assert table_v.const is not None  # checked in _embedding_gathers
             q, scale = quantize_weight(table_v.const, per_channel=True)  # a row per token: one scale each

@@ -232,7 +232,7 @@ def test_embedding_tables_are_stored_in_int8_rows_and_looked_up_scaled() -> None
 }""", {"emb": rng.standard_normal((100, 64)).astype(np.float32)})
     ids = [rng.integers(0, 100, (2, 5))]
     want = get_backend("reference").compile(g)(*ids)[0]
-    r = PassManager.parse("quantize,lower-quantized,dce").run(g)
+    r = PassManager.parse("quantize{min-embedding=0},lower-quantized,dce").run(g)
     assert r.records[1].stats["embedding"] == 1
     assert_graph_equal(g, parse("""graph @f(%i: i64[2,5]) {
   const @emb.int8: i8[100,64] = external
@@ -252,7 +252,9 @@ def test_embedding_tables_are_stored_in_int8_rows_and_looked_up_scaled() -> None
   %0: f32[2,5,64] = gather(@emb, %i)
   return %0
 }""", {"emb": np.ones((100, 64), np.float32)})
-    PassManager.parse("quantize{embeddings=false}").run(g2)
+    PassManager.parse("quantize{embeddings=false min-embedding=0}").run(g2)
+    assert [n.op.name for n in g2] == ["gather"]
+    PassManager.parse("quantize").run(g2)  # 6,400 elements: below the default min-embedding, stays f32
     assert [n.op.name for n in g2] == ["gather"]
 
 

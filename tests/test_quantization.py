@@ -18,9 +18,11 @@ from graphopt.quantization import choose_float_layers, quantize_graph, samples_f
 @pytest.fixture
 def int8_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every layer's int8 kernel 'measured faster' from one row: tests of the search, not of this CPU's speed."""
+    from graphopt import quantization
     from graphopt.backends.cpu import kernels
 
     monkeypatch.setattr(kernels, "int8_linear_choice", lambda *a: (1, "forced for the test"))
+    monkeypatch.setattr(quantization, "slower_than_f32", lambda *a: None)  # and the model as a whole
 
 
 def test_calibration_table_thresholds_and_round_trip(tmp_path: Path) -> None:
@@ -159,3 +161,18 @@ def test_cli_compiles_in_int8_with_a_budget_and_writes_the_layer_chart(tmp_path:
     assert main(["compile", str(gir), "-o", str(tmp_path / "o2"), "--precision", "int8-dynamic",
                  "--budget", "sqnr=30"]) == 1
     assert "only cosine=VALUE" in capsys.readouterr().err
+
+
+def test_a_quantized_model_slower_end_to_end_is_not_shipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-layer races can all say int8 while the model as a whole is slower (tiny models: call overheads); the
+    end-to-end race then keeps the f32 graph, and every layer's row says why."""
+    from graphopt import quantization
+
+    monkeypatch.setattr(quantization, "slower_than_f32", lambda q, f, xs: "measured slower end to end (forced)")
+    from graphopt.backends.cpu import kernels
+
+    monkeypatch.setattr(kernels, "int8_linear_choice", lambda *a: (1, "forced"))
+    q = graphopt.compile(_model(), (_x(),), quantize="int8-dynamic", budget=None)
+    assert not any(n.op.name == "quantized_linear" for n in q.graph)
+    assert {r["precision"] for r in q.layers} == {"fp32"}
+    assert all("end to end" in r["reason"] for r in q.layers)

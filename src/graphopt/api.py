@@ -177,12 +177,18 @@ def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float
     table = q.calibrate(graph, samples) if smooth or mode == "int8-static" else None
     keep: list[str] = []
     rows: list[dict[str, Any]] = []
+    f32_graph = graph.copy() if measure and target == "cpu" else None  # the fallback if int8 is slower overall
     if budget:
         keep, rows, _ = q.choose_float_layers(graph, samples, mode, budget, advice=advice, table=table, smooth=smooth,
                                               reduce_range=reduce_range)
     quantized = q.quantize_graph(graph, mode, skip=keep, advice=advice, table=table, smooth=smooth,
                                  reduce_range=reduce_range)
     layers, kept = q.layer_rows(quantized)
+    if f32_graph is not None and layers:
+        slower = q.slower_than_f32(graph, f32_graph, samples[0])
+        if slower is not None:  # per-layer wins did not add up (tiny models: the extra ops cost more)
+            rows_all = [{**r, "precision": "fp32", "reason": slower} for r in layers + kept]
+            return PipelineResult(f32_graph, [*result.records, *quantized.records]), rows_all
     by_layer = {r["layer"]: r for r in rows}
     table = [{**by_layer.get(r["layer"], {}), **r, "precision": "int8"} for r in layers]
     for r in kept:

@@ -230,11 +230,12 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
           dynamic_shapes: Any = None, targets: Sequence[str] = ("cpu", "onnxruntime"),
           peers: Sequence[str] = ("eager", "torch.compile", "onnxruntime"), pipeline: str = "O3", threads: int = 2,
           repeats: int = 50, warmup: int = 3, ablate: bool = False, pause_s: float = 0.05, progress: bool = True,
-          name: str | None = None, precisions: Sequence[str] = (), calibration: Any = None) -> BenchResult:
+          name: str | None = None, precisions: Sequence[str] = (), calibration: Any = None,
+          budget: float = 0.99) -> BenchResult:
     """Compile and time every variant of `model` on the example inputs; see the module docstring.
 
     `precisions` ("int8-dynamic", ...) adds a graphopt-cpu variant per precision, quantized with the accuracy
-    budget on `calibration` (default: the example inputs); the peers "onnxruntime-int8" and "torch-int8" are
+    `budget` (least cosine vs f32) on `calibration` (default: the example inputs); the peers "onnxruntime-int8" and "torch-int8" are
     ONNX Runtime's and torch's dynamic int8 as their docs give them."""
     import torch
 
@@ -297,7 +298,7 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
 
     def graphopt_variant(label: str, kind: str, pipe: str, target: str, precision: str | None = None) -> Variant:
         t0 = time.perf_counter()
-        cm = graphopt.compile(graph0.copy(), pipeline=pipe, target=target, quantize=precision,
+        cm = graphopt.compile(graph0.copy(), pipeline=pipe, target=target, quantize=precision, budget=budget,
                               calibration=calibration if calibration is not None else [example_arrays])
         call_args = list(args) + [kwargs[v.name] for v in cm.graph.inputs[len(args):] if v.name in kwargs]
         kept = sum(r["precision"] == "fp32" for r in cm.layers)

@@ -29,7 +29,7 @@ from graphopt.passes import PassContext, PassManager, PassSpec, get_pass
 from graphopt.passes.calibration import CalibrationTable
 from graphopt.passes.quantize import KernelAdvice
 
-__all__ = ["PRECISIONS", "calibrate", "quantize_graph", "sensitivity", "choose_float_layers", "samples_for", "plot_layers",
+__all__ = ["PRECISIONS", "calibrate", "slower_than_f32", "quantize_graph", "sensitivity", "choose_float_layers", "samples_for", "plot_layers",
            "layer_rows", "cpu_advice"]
 
 PRECISIONS = ("fp32", "int8-dynamic", "int8-static", "int8-weight-only", "bf16")
@@ -131,6 +131,21 @@ def _outputs(graph: Graph, samples: Sequence[Sequence[np.ndarray]]) -> np.ndarra
 
     exe = get_backend("cpu").compile(graph)
     return np.concatenate([np.asarray(o, np.float64).ravel() for s in samples for o in exe(*s)])
+
+
+def slower_than_f32(quantized: Graph, f32: Graph, inputs: Sequence[np.ndarray]) -> str | None:
+    """Why the quantized graph is not worth shipping (None: it is faster): both compiled for the cpu target and
+    timed on `inputs`, alternating. Per-layer races decide kernels; this decides the model — a tiny model's
+    per-call overheads can add up to more than its int8 GEMMs save."""
+    from graphopt.backends import get_backend
+    from graphopt.backends.cpu.kernels import race
+
+    cpu = get_backend("cpu")
+    fq, ff = cpu.compile(quantized), cpu.compile(f32)
+    t_q, t_f = race(lambda: fq(*inputs), lambda: ff(*inputs), pairs=11)
+    if t_q < t_f:
+        return None
+    return f"the quantized model measured slower than f32 end to end ({t_q:.3f} vs {t_f:.3f} ms): kept f32"
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
