@@ -43,7 +43,8 @@ from .calibration import CalibrationTable
 from .context import PassContext
 from .registry import Budget, PassResult, Row, register_pass
 
-__all__ = ["KernelAdvice", "quantize", "lower_quantized", "layer_ids", "quantize_weight", "weight_error"]
+__all__ = ["KernelAdvice", "quantize", "lower_quantized", "layer_ids", "quantize_weight", "weight_error",
+           "approximation_error", "activation_range"]
 
 _LINEAR, _DQ, _DQL = OpRef("linear"), OpRef("dequantize_linear"), OpRef("dynamic_quantize_linear")
 _GATHER, _CAST, _CONV, _Q = OpRef("gather"), OpRef("cast"), OpRef("conv"), OpRef("quantize_linear")
@@ -87,11 +88,23 @@ def quantize_weight(w: np.ndarray, per_channel: bool = True) -> tuple[np.ndarray
 def weight_error(w: np.ndarray, q: np.ndarray, scale: np.ndarray) -> Row:
     """E = Σ(w − q·s)², E relative to Σw², SQNR in dB, and the sparsity (fraction of zeros) of the int8 weight."""
     deq = q.astype(np.float64) * (scale.reshape(-1, 1) if scale.ndim else scale)
-    err = float(np.sum((w.astype(np.float64) - deq) ** 2))
+    return approximation_error(w, deq, zeros=float(np.mean(q == 0)))
+
+
+def approximation_error(w: np.ndarray, approx: np.ndarray, zeros: float) -> Row:
+    """E = Σ(w − approx)², relative to Σw², the SQNR in dB, and the given sparsity: one row of the layer table."""
+    err = float(np.sum((w.astype(np.float64) - approx.astype(np.float64)) ** 2))
     power = float(np.sum(w.astype(np.float64) ** 2))
     return {"error": err, "rel_error": err / power if power else 0.0,
-            "sqnr_db": 10 * math.log10(power / err) if err > 0 and power > 0 else math.inf,
-            "sparsity": float(np.mean(q == 0))}
+            "sqnr_db": 10 * math.log10(power / err) if err > 0 and power > 0 else math.inf, "sparsity": zeros}
+
+
+def _stats(layers: list[Row], kept: list[Row], before: int, after: int) -> dict[str, int | float]:
+    stats: dict[str, int | float] = {"quantized": len(layers), "kept_float": len(kept)}
+    if layers:
+        stats.update(weight_mb_before=before / 2**20, weight_mb_after=after / 2**20,
+                     worst_weight_sqnr_db=min(r["sqnr_db"] for r in layers))
+    return stats
 
 
 def _why_not(node: Node, name: str, min_weights: int, skip: frozenset[str], advice: KernelAdvice | None,
@@ -198,13 +211,9 @@ def quantize(graph: Graph, ctx: PassContext, *,
                            **weight_error(table_v.const, q, scale), "reason": "embedding table, int8 rows"})
             if table_v.num_uses == 0 and not table_v.output_refs:
                 graph.remove_constant(table_v)
-    stats: dict[str, int | float] = {"quantized": len(layers), "kept_float": len(kept)}
+    stats = _stats(layers, kept, bytes_before, bytes_after)
     if factors:
         stats["smoothed"] = len(factors)
-    if layers:
-        stats["weight_mb_before"] = bytes_before / 2**20
-        stats["weight_mb_after"] = bytes_after / 2**20
-        stats["worst_weight_sqnr_db"] = min(r["sqnr_db"] for r in layers)
     return PassResult(changed=bool(layers), stats=stats, tables={"layers": layers, "kept_float": kept})
 
 
@@ -238,20 +247,14 @@ def _to_bf16(graph: Graph, chosen: list[tuple[Node, str]], kept: list[Row], advi
         for v in ins[1:]:
             if v.const is not None and v.num_uses == 0 and not v.output_refs:
                 graph.remove_constant(v)
-        err = float(np.sum((w.const.astype(np.float64) - wb.astype(np.float64)) ** 2))
-        power = float(np.sum(w.const.astype(np.float64) ** 2))
-        row: Row = {"layer": name, "shape": list(wb.shape), "error": err, "rel_error": err / power if power else 0.0,
-                    "sqnr_db": 10 * math.log10(power / err) if err > 0 and power > 0 else math.inf,
-                    "sparsity": float(np.mean(wb.astype(np.float32) == 0))}
+        row: Row = {"layer": name, "shape": list(wb.shape),
+                    **approximation_error(w.const, wb, zeros=float(np.mean(wb.astype(np.float32) == 0)))}
         if advice is not None:
             row["reason"] = advice.linear(int(wb.shape[1]), int(wb.shape[0]), "bf16", False)[1]
         layers.append(row)
         before, after = before + w.const.nbytes, after + wb.nbytes
-    stats: dict[str, int | float] = {"quantized": len(layers), "kept_float": len(kept)}
-    if layers:
-        stats.update(weight_mb_before=before / 2**20, weight_mb_after=after / 2**20,
-                     worst_weight_sqnr_db=min(r["sqnr_db"] for r in layers))
-    return PassResult(changed=bool(layers), stats=stats, tables={"layers": layers, "kept_float": kept})
+    return PassResult(changed=bool(layers), stats=_stats(layers, kept, before, after),
+                      tables={"layers": layers, "kept_float": kept})
 
 
 def _why_not_conv(node: Node, min_weights: int, mode: str) -> str | None:

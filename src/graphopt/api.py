@@ -152,7 +152,7 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     compiled = CompiledModel(result.graph, exe, target=target, pipeline=pipeline, result=result, original=original,
                              eager=eager, example_inputs=examples, eager_constants=_constants(example_kwargs),
                              timings={"import_s": t1 - t0, "passes_s": t2 - t1, "codegen_s": t3 - t2})
-    compiled.layers = layers
+    compiled.layers = layers  # per quantizable layer: precision (int8, bf16 or fp32), why, errors
     compiled.precision = quantize or "fp32"
     return compiled
 
@@ -168,9 +168,7 @@ def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float
     # 7-bit activations only where full-range ones would overflow this CPU's int8 GEMM (no VNNI): measured
     reduce_range = True
     if target == "cpu":
-        from graphopt.backends.cpu.kernels import int8_saturates
-
-        from graphopt.backends.cpu.kernels import int8_conv_saturates
+        from graphopt.backends.cpu.kernels import int8_conv_saturates, int8_saturates
 
         reduce_range = int8_saturates() or (mode == "int8-static" and int8_conv_saturates())
     samples = q.samples_for(graph, calibration) if calibration is not None else [_examples(original, args, kwargs)]
@@ -190,14 +188,15 @@ def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float
             rows_all = [{**r, "precision": "fp32", "reason": slower} for r in layers + kept]
             return PipelineResult(f32_graph, [*result.records, *quantized.records]), rows_all
     by_layer = {r["layer"]: r for r in rows}
-    table = [{**by_layer.get(r["layer"], {}), **r, "precision": "int8"} for r in layers]
+    low = "bf16" if mode == "bf16" else "int8"
+    out = [{**by_layer.get(r["layer"], {}), **r, "precision": low} for r in layers]
     for r in kept:
         reason = r["reason"]
         if r["layer"] in keep:
-            reason = (f"kept f32 for the budget: the model's cosine with only this layer int8 is "
+            reason = (f"kept f32 for the budget: the model's cosine with only this layer in {low} is "
                       f"{by_layer[r['layer']]['output_cosine']:.6f}, among the lowest")
-        table.append({**by_layer.get(r["layer"], {}), "layer": r["layer"], "precision": "fp32", "reason": reason})
-    return PipelineResult(graph, [*result.records, *quantized.records]), table
+        out.append({**by_layer.get(r["layer"], {}), "layer": r["layer"], "precision": "fp32", "reason": reason})
+    return PipelineResult(graph, [*result.records, *quantized.records]), out
 
 
 def _examples(graph: Graph, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> list[np.ndarray]:
