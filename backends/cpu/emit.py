@@ -132,6 +132,11 @@ _TORCH_ACT = {"relu": "torch.relu({})", "gelu": "F.gelu({})", "gelu_tanh": "F.ge
               "silu": "F.silu({})", "tanh": "torch.tanh({})"}
 
 
+def _activated(call: str, act: str) -> str:
+    """`call` followed by the epilogue `act` as its torch call ("none": the call itself)."""
+    return _TORCH_ACT[act].format(call) if act != "none" else call
+
+
 @emits("linear")
 def _linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     bias = a[2] if len(n.inputs) > 2 else "None"
@@ -144,15 +149,14 @@ def _linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
         return call
     # bf16 loses below `bf16_from` rows here: there, f32 on the upcast weight, rounded back to the op's bf16
     f32 = f"F.linear({a[0]}.float(), {prepared}[1], {bias if bias == 'None' else bias + '.float()'})"
-    f32 = _TORCH_ACT[act].format(f32) if act != "none" else f32
+    f32 = _activated(f32, act)
     return f"rt.by_rows({a[0]}, {bf16_from}, lambda: {call}, lambda: ({f32}).to(torch.bfloat16))"
 
 
 def _linear_call(n: Node, x: str, w: str, packed: str | None, bias: str, act: str) -> str:
     rows_from = _packed_from(n)
     if rows_from is None or packed is None:
-        call = f"F.linear({x}, {w}, {bias})"
-        return _TORCH_ACT[act].format(call) if act != "none" else call
+        return _activated(f"F.linear({x}, {w}, {bias})", act)
     from .runtime import ONEDNN_ACTIVATIONS
 
     attr, algo = ONEDNN_ACTIVATIONS[act]
@@ -356,7 +360,7 @@ def _conv(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
             f"{at['groups']})")
     if residual is not None:
         call = f"({call} + {residual})"
-    return _TORCH_ACT[act].format(call) if act != "none" else call
+    return _activated(call, act)
 
 
 @emits("max_pool", "avg_pool")
@@ -497,8 +501,7 @@ def _quantized_linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     def f32(weight: str) -> str:
         # f32 on the dequantized weight where that is faster here (activations stay f32: more accurate than the
         # int8 semantics it stands in for, and within the quantize pass's budget)
-        call = f"F.linear({a[0]}, {weight}, {bias})"
-        return _TORCH_ACT[act].format(call) if act != "none" else call
+        return _activated(f"F.linear({a[0]}, {weight}, {bias})", act)
 
     def low(p: str) -> str:
         if at["act_quant"] == "dynamic":

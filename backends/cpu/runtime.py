@@ -38,7 +38,7 @@ def linear(x: torch.Tensor, w: torch.Tensor, packed: torch.Tensor, b: torch.Tens
            activation: str = "none") -> torch.Tensor:
     """F.linear for few rows (GEMV-like), oneDNN with the packed weight from `rows_from` rows (measured); the
     activation runs as oneDNN's fused post-op on the packed path."""
-    if x.numel() // x.shape[-1] >= rows_from:
+    if rows(x) >= rows_from:
         attr, algo = ONEDNN_ACTIVATIONS[activation]
         return torch.ops.mkldnn._linear_pointwise(x, packed, b, attr, [], algo)
     return _TORCH_ACT[activation](F.linear(x, w, b))
@@ -150,7 +150,12 @@ def by_rows(x: torch.Tensor, rows_from: int, many: Callable[[], torch.Tensor], f
             ) -> torch.Tensor:
     """`many()` when x has at least `rows_from` rows (all dims but the last), else `few()`: the kernel measured
     faster for that size."""
-    return many() if x.numel() // max(x.shape[-1], 1) >= rows_from else few()
+    return many() if rows(x) >= rows_from else few()
+
+
+def rows(x: torch.Tensor) -> int:
+    """The GEMM row count of an activation: every dim but the last (what the kernel choices are measured by)."""
+    return x.numel() // max(x.shape[-1], 1)
 
 
 def int8_linear_dynamic(x: torch.Tensor, packed: Any, reduce_range: bool, activation: str) -> torch.Tensor:
@@ -172,8 +177,7 @@ def quantized_linear_emulated(x: torch.Tensor, w_int8: torch.Tensor, scale: torc
                               act_quant: str, reduce_range: bool, activation: str) -> torch.Tensor:
     """quantized_linear's exact semantics in float ops, for weights that are not constants (nothing to pack)."""
     if act_quant == "dynamic":
-        q, s, z = dynamic_quantize_linear(x, reduce_range)
-        x = (q.to(torch.int32) - z.to(torch.int32)).to(torch.float32) * s
+        x = dequantize_linear(*dynamic_quantize_linear(x, reduce_range), axis=1)
     w = dequantize_weight(w_int8, scale)
     return _TORCH_ACT[activation](F.linear(x, w, b))
 
