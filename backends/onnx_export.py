@@ -352,6 +352,13 @@ def _arange(cx: _Ctx, n: Node, a: list[str]) -> str:
     return cx.emit("Range", [cx.const(at["start"], dt), end, cx.const(at["step"], dt)])
 
 
+@exports("shape_tensor")
+def _shape_tensor(cx: _Ctx, n: Node, a: list[str]) -> str:
+    y = cx.ints(n.attrs["values"])
+    y = cx.cast(y, DType.I64, n.attrs["dtype"]) if n.attrs["dtype"] != DType.I64 else y
+    return cx.emit("Reshape", [y, cx.ints(n.outputs[0].type.shape)])
+
+
 @exports("full")
 def _full(cx: _Ctx, n: Node, a: list[str]) -> str:
     from onnx import numpy_helper

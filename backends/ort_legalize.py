@@ -56,6 +56,9 @@ def _probe(node: Node) -> str | None:
             ins.append(g.add_constant(v.const, name=f"c{i}"))
         else:
             ins.append(g.add_input(f"in{i}", v.type))  # type: ignore[arg-type]
+    bound = {d for v in ins if v.type is not None for d in v.type.shape if isinstance(d, str)}
+    for sym in sorted(_attr_symbols(node) - bound):  # a dim attribute's symbols: bound by an input of that size
+        g.add_input(f"dim_{sym}", TensorType(DType.F32, [sym]))
     probe = g.add_node(node.op, ins, node.attrs, types=[o.type for o in node.outputs])
     g.set_outputs(probe.outputs)
     try:
@@ -66,6 +69,19 @@ def _probe(node: Node) -> str | None:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return text.split(" : ", 2)[-1] if "ONNXRuntimeError" in text else text
     return None
+
+
+def _attr_symbols(node: Node) -> set[str]:
+    from graphopt.ir.symbolic import free_symbols
+
+    out: set[str] = set()
+    for key, spec in node.op.attrs.items():
+        value = node.attrs.get(key)
+        if spec.kind == "dim" and value is not None:
+            out |= free_symbols(value)
+        elif spec.kind == "dims" and value is not None:
+            out |= {s for d in value for s in free_symbols(d)}
+    return out
 
 
 def _needs_probe(node: Node) -> bool:

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 else:
     sympy = lazy_module("sympy")  # 0.4 s to import: loaded when an expression is first parsed or simplified
 
-__all__ = ["Dim", "canon", "dim_add", "dim_sub", "dim_mul", "dim_floordiv", "dim_ceildiv", "divide",
+__all__ = ["Dim", "canon", "dim_add", "dim_sub", "dim_mul", "dim_floordiv", "dim_ceildiv", "divide", "dim_max",
+           "dim_min", "dim_compare",
            "evaluate", "free_symbols", "is_symbol", "to_sympy"]
 
 Dim = Union[int, str]
@@ -112,6 +113,42 @@ def dim_floordiv(a: Dim, b: Dim) -> Dim:
 
 def dim_ceildiv(a: Dim, b: Dim) -> Dim:
     return dim_floordiv(dim_add(a, dim_sub(b, 1)), b)
+
+
+def dim_max(*dims: Dim) -> Dim:
+    if all(isinstance(d, int) for d in dims):
+        return max(dims)  # type: ignore[type-var]
+    return from_sympy(sympy.Max(*(to_sympy(d) for d in dims)))
+
+
+def dim_min(*dims: Dim) -> Dim:
+    if all(isinstance(d, int) for d in dims):
+        return min(dims)  # type: ignore[type-var]
+    return from_sympy(sympy.Min(*(to_sympy(d) for d in dims)))
+
+
+_RELATIONS = {"eq": operator.eq, "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}
+
+
+def dim_compare(relation: str, a: Dim, b: Dim) -> bool | None:
+    """`a <relation> b` (eq, lt, le, gt, ge) when the dims alone decide it, else None. Symbols are positive
+    integers, so `seq == -1` is False and `seq >= 1` is True, while `seq == 1` is undecided.
+
+    >>> dim_compare("eq", "seq", -1), dim_compare("ge", "2*seq", "seq"), dim_compare("eq", "seq", 1)
+    (False, True, None)
+    """
+    if isinstance(a, int) and isinstance(b, int):
+        return bool(_RELATIONS[relation](a, b))
+    x, y = to_sympy(a), to_sympy(b)
+    rel = sympy.Eq(x, y) if relation == "eq" else _RELATIONS[relation](x, y)
+    if rel is sympy.true or rel is sympy.false:
+        return bool(rel)
+    diff = sympy.simplify(x - y)  # sympy decides `2*seq - seq > 0` but not always `2*seq > seq` directly
+    sign = {"eq": diff.is_zero, "lt": diff.is_negative, "le": diff.is_nonpositive, "gt": diff.is_positive,
+            "ge": diff.is_nonnegative}[relation]
+    if sign is None and relation == "eq":
+        sign = None if diff.is_nonzero is None else False
+    return None if sign is None else bool(sign)
 
 
 def divide(a: Dim, b: Dim) -> Dim | None:

@@ -32,6 +32,7 @@ NO_FLOW = {
     "gru": "recurrent: hidden units tie across three gates packed in one weight (left for the pruning issue)",
     "conv_transpose": "grouped output-channel layout differs from conv's: left to a later rule",
     "arange": "no inputs",
+    "shape_tensor": "no inputs",
     "full": "no inputs",
     "topk": "k is an attribute size along the axis",
     "cumprod": "a product along the axis; kept out until a pass needs it",

@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 
 from graphopt.errors import ModelLoadError, UnsupportedOpError
-from graphopt.ir import Builder, Graph, TensorType, Value
+from graphopt.ir import Builder, DType, Graph, TensorType, Value
 
 from .loading import dtype_of
 
 __all__ = ["ConversionContext", "Known", "CONVERTERS", "Converter", "converter", "attrs_of", "need", "ident",
-           "check_declared", "known_shape", "FOLD_LIMIT"]
+           "check_declared", "FOLD_LIMIT", "Unprovable", "known_array", "from_known",
+           "fold_known"]
 
 FOLD_LIMIT = 4096  # elements: shape-sized results are folded while importing, weights are left to the passes
 Converter = Callable[["ConversionContext", Any, list[Any]], Any]
@@ -92,11 +93,8 @@ class ConversionContext(Builder):
     def tensor(self, x: Any) -> Value:
         if isinstance(x, Value):
             return x
-        if isinstance(x, Known):
-            if not all(isinstance(d, int) for d in x.dims):
-                raise UnsupportedOpError(f"shape value {x.dims} is used as a tensor; graphopt keeps shapes "
-                                         "symbolic only inside shape arguments", ops={"Shape": 1})
-            return self.graph.add_constant(np.array(x.dims, dtype=np.int64).reshape(x.shape))
+        if isinstance(x, Known):  # shape arithmetic used as data: the dims are read from the bound symbols
+            return self.op("shape_tensor", [], values=x.dims, shape=x.shape, dtype=x.dtype)
         raise TypeError(f"not a tensor: {x!r}")
 
     def known(self, x: Any) -> list[Any] | None:
@@ -148,11 +146,67 @@ def check_declared(v: Value, declared: Any) -> None:
 
 
 class Known:
-    """A small int64 tensor known at import time whose entries may be symbolic dims (from Shape)."""
+    """A small integer tensor known at import time whose entries may be symbolic dims (from Shape): the values of
+    legacy exporters' shape arithmetic. Ops on them fold symbolically (`fold_known`); where one is used as data it
+    is materialized by a `shape_tensor` node."""
 
-    def __init__(self, dims: list[Any], shape: tuple[int, ...] | None = None) -> None:
+    def __init__(self, dims: list[Any], shape: tuple[int, ...] | None = None, dtype: DType = DType.I64) -> None:
         self.dims = dims
         self.shape = shape if shape is not None else (len(dims),)
+        self.dtype = dtype
+
+    def array(self) -> np.ndarray:
+        """The entries as a numpy object array of the value's shape (ints and dim expressions)."""
+        out = np.empty(len(self.dims), dtype=object)
+        out[:] = self.dims
+        return out.reshape(self.shape)
+
+
+class Unprovable(Exception):
+    """A fold on symbolic dims whose result is not decided by the dims alone (`seq == 1`): left to run time."""
+
+
+def known_array(cx: ConversionContext, x: Any) -> np.ndarray | None:
+    """`x` as an object array of ints / dims when it is known at import time and small, else None."""
+    if isinstance(x, Known):
+        return x.array()
+    if isinstance(x, Value) and x.const is not None and x.const.size <= FOLD_LIMIT \
+            and (np.issubdtype(x.const.dtype, np.integer) or x.const.dtype == np.bool_):
+        out = np.empty(x.const.shape, dtype=object)
+        out[...] = x.const.tolist() if x.const.ndim else x.const.item()
+        return out
+    return None
+
+
+def from_known(cx: ConversionContext, arr: Any, dtype: DType = DType.I64) -> Any:
+    """An object array of folded entries back as a Value (all concrete) or a Known (some symbolic)."""
+    arr = np.asarray(arr, dtype=object)
+    flat = arr.ravel().tolist()
+    if dtype == DType.BOOL:  # comparisons: decided entry by entry, or not folded at all
+        return cx.graph.add_constant(np.array(flat, dtype=np.bool_).reshape(arr.shape))
+    if all(isinstance(v, (int, np.integer)) for v in flat):
+        return cx.graph.add_constant(np.array(flat, dtype=dtype.numpy).reshape(arr.shape))
+    return Known(flat, tuple(arr.shape), dtype)
+
+
+def fold_known(cx: ConversionContext, args: Sequence[Any], fn: Callable[..., Any],
+               dtype: DType | None = None) -> Any | None:
+    """Apply `fn` entrywise (numpy broadcasting) when some operand is a Known and all are known at import time;
+    None when it cannot fold (an operand only known at run time, or `fn` raised Unprovable)."""
+    if not any(isinstance(x, Known) for x in args):
+        return None
+    arrays = [known_array(cx, x) for x in args]
+    if any(a is None for a in arrays):
+        return None
+    try:
+        out = np.frompyfunc(fn, len(arrays), 1)(*arrays)
+    except Unprovable:
+        return None
+    if np.size(out) > FOLD_LIMIT:
+        return None
+    if dtype is None:
+        dtype = next(x.dtype for x in args if isinstance(x, Known))
+    return from_known(cx, out, dtype)
 
 
 def ident(name: str) -> str:
@@ -172,11 +226,3 @@ def need(cx: ConversionContext, x: Any, what: str) -> list[Any]:
     if k is None:
         raise NotImplementedError(f"{what} must be known at import time (a constant or computed from shapes)")
     return k
-
-
-def known_shape(x: Any) -> tuple[int, ...] | None:
-    if isinstance(x, Known):
-        return x.shape
-    if isinstance(x, Value) and x.const is not None:
-        return tuple(x.const.shape)
-    return None

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from graphopt.ir import SLICE_END, DType, Value
-from graphopt.ir.symbolic import dim_add, dim_floordiv, dim_mul, dim_sub
+from graphopt.ir.symbolic import dim_add, dim_compare, dim_floordiv, dim_max, dim_min, dim_mul, dim_sub
 
-from .context import ConversionContext, Converter, Known, attrs_of, converter, known_shape, need
+from .context import (ConversionContext, Converter, Known, Unprovable, attrs_of, converter, fold_known, from_known,
+                      known_array, need)
 
 # -- converters ----------------------------------------------------------------------------------------------
 def _simple(op: str, **fixed: Any) -> Converter:
@@ -22,27 +23,33 @@ def _simple(op: str, **fixed: Any) -> Converter:
 for _ox, _ir in {"Abs": "abs", "Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Sin": "sin", "Cos": "cos",
                  "Tanh": "tanh", "Tan": "tan", "Asin": "asin", "Acos": "acos", "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh", "Asinh": "asinh", "Acosh": "acosh", "Atanh": "atanh", "Sigmoid": "sigmoid", "Relu": "relu", "Erf": "erf", "Floor": "floor", "Ceil": "ceil",
                  "Round": "round", "Sign": "sign", "Reciprocal": "reciprocal", "Not": "logical_not",
-                 "IsNaN": "isnan", "HardSwish": "hardswish", "Identity": "identity", "And": "logical_and",
-                 "Or": "logical_or", "Xor": "logical_xor", "Equal": "eq", "Less": "lt", "LessOrEqual": "le",
-                 "Greater": "gt", "GreaterOrEqual": "ge", "Where": "where", "MatMul": "matmul"}.items():
+                 "IsNaN": "isnan", "HardSwish": "hardswish", "And": "logical_and",
+                 "Or": "logical_or", "Xor": "logical_xor", "MatMul": "matmul"}.items():
     converter(_ox)(_simple(_ir))
 
 
 def _fold_binary(cx: ConversionContext, n: Any, a: list[Any], fn: Callable[[Any, Any], Any], op: str) -> Any:
-    """Shape arithmetic on known shape vectors folds to a known vector — only while both operands are scalars or
-    1-D. A shape scalar broadcast against a matrix (`batch_index * seq + arange(seq)` in attention masks) is a
-    tensor computation: folding it as two vectors gave a [2] result for a [2, 16] one."""
-    ka, kb = cx.known(a[0]), cx.known(a[1])
-    sa, sb = known_shape(a[0]), known_shape(a[1])
-    if (isinstance(a[0], Known) or isinstance(a[1], Known)) and ka is not None and kb is not None \
-            and sa is not None and sb is not None and len(sa) <= 1 and len(sb) <= 1:
-        shape = tuple(np.broadcast_shapes(sa, sb))
-        if len(ka) == 1:
-            ka = ka * len(kb)
-        if len(kb) == 1:
-            kb = kb * len(ka)
-        return Known([fn(x, y) for x, y in zip(ka, kb)], shape)
-    return _variadic(cx, a, op)
+    """Shape arithmetic on values known at import time folds entrywise, with numpy's broadcasting (a shape
+    scalar against a matrix, `batch_index * seq + arange(seq)` in attention masks, gives the matrix); what
+    cannot fold runs at run time on the materialized dims."""
+    folded = fold_known(cx, a, fn)
+    return folded if folded is not None else _variadic(cx, a, op)
+
+
+def _compare(relation: str) -> Callable[[Any, Any], bool]:
+    def fn(x: Any, y: Any) -> bool:
+        out = dim_compare(relation, x, y)
+        if out is None:
+            raise Unprovable(f"{x} {relation} {y}")
+        return out
+
+    return fn
+
+
+def _floordiv(x: Any, y: Any) -> Any:
+    if not isinstance(y, int) or y <= 0 or (isinstance(x, int) and x < 0):
+        raise Unprovable(f"{x} / {y}")  # ONNX truncates: equal to floor division only for these signs
+    return dim_floordiv(x, y)
 
 
 def _variadic(cx: ConversionContext, a: list[Any], op: str) -> Any:
@@ -56,8 +63,27 @@ converter("Add")(lambda cx, n, a: _fold_binary(cx, n, a, dim_add, "add"))
 converter("Mul")(lambda cx, n, a: _fold_binary(cx, n, a, dim_mul, "mul"))
 converter("Sub")(lambda cx, n, a: _fold_binary(cx, n, a, dim_sub, "sub"))
 converter("Sum")(lambda cx, n, a: _variadic(cx, a, "add"))
-converter("Max")(lambda cx, n, a: _variadic(cx, a, "maximum"))
-converter("Min")(lambda cx, n, a: _variadic(cx, a, "minimum"))
+converter("Max")(lambda cx, n, a: _fold_binary(cx, n, a, dim_max, "maximum") if len(a) == 2 else _variadic(cx, a, "maximum"))
+converter("Min")(lambda cx, n, a: _fold_binary(cx, n, a, dim_min, "minimum") if len(a) == 2 else _variadic(cx, a, "minimum"))
+for _ox, _rel in {"Equal": "eq", "Less": "lt", "LessOrEqual": "le", "Greater": "gt", "GreaterOrEqual": "ge"}.items():
+    converter(_ox)(lambda cx, n, a, _r=_rel: fold_known(cx, a, _compare(_r), DType.BOOL) or cx.op(_r, a))
+
+
+def _select(c: Any, x: Any, y: Any) -> Any:
+    if not isinstance(c, (bool, int)):
+        raise Unprovable(f"a condition of {c}")
+    return x if c else y
+
+
+@converter("Where")
+def _where(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    folded = fold_known(cx, a, _select)
+    return folded if folded is not None else cx.op("where", a)
+
+
+@converter("Identity")
+def _identity(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    return a[0] if isinstance(a[0], Known) else cx.op("identity", a)
 
 
 @converter("Mean")
@@ -74,8 +100,10 @@ def _pow(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 
 @converter("Div")
 def _div(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
-    if any(isinstance(x, Known) for x in a):
-        return _fold_binary(cx, n, a, dim_floordiv, "div")
+    folded = fold_known(cx, a, _floordiv)
+    if folded is not None:
+        return folded
+    a = [cx.tensor(x) for x in a]
     int_div = a[0].type.dtype.is_int and a[1].type.dtype.is_int  # ONNX integer Div truncates
     return cx.op("div", a, rounding_mode="trunc" if int_div else "none")
 
@@ -146,7 +174,7 @@ def _cast(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 
     dt = DType.from_numpy(helper.tensor_dtype_to_np_dtype(attrs_of(n)["to"]))
     if isinstance(a[0], Known) and dt.is_int:
-        return a[0]
+        return Known(a[0].dims, a[0].shape, dt)
     return cx.op("cast", a, dtype=dt)
 
 
@@ -154,7 +182,7 @@ def _cast(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 def _cast_like(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     dt = cx.tensor(a[1]).type.dtype
     if isinstance(a[0], Known) and dt.is_int:
-        return a[0]
+        return Known(a[0].dims, a[0].shape, dt)
     return cx.op("cast", [a[0]], dtype=dt)
 
 
@@ -176,14 +204,15 @@ def _gemm(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 @converter("Shape")
 def _shape(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     at = attrs_of(n)
-    dims = list(cx.tensor(a[0]).type.shape)
+    dims = list(a[0].shape) if isinstance(a[0], Known) else list(cx.tensor(a[0]).type.shape)
     start, end = at.get("start", 0), at.get("end", len(dims))
     return Known(dims[start:end])
 
 
 @converter("Size")
 def _size(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
-    return Known([dim_mul(*cx.tensor(a[0]).type.shape)], ())
+    shape = a[0].shape if isinstance(a[0], Known) else cx.tensor(a[0]).type.shape
+    return Known([dim_mul(*shape)], ())
 
 
 @converter("Constant")
@@ -202,8 +231,11 @@ def _constant(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 
 @converter("Reshape")
 def _reshape(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
-    x = cx.tensor(a[0])
     shape = need(cx, a[1], "the target shape")
+    if isinstance(a[0], Known) and all(isinstance(d, int) for d in shape):  # shape arithmetic stays symbolic
+        arr = a[0].array()
+        return from_known(cx, arr.reshape([arr.shape[i] if d == 0 else d for i, d in enumerate(shape)]), a[0].dtype)
+    x = cx.tensor(a[0])
     if not attrs_of(n).get("allowzero", 0):
         shape = [x.type.shape[i] if isinstance(d, int) and d == 0 else d for i, d in enumerate(shape)]
     return cx.op("reshape", [x], shape=shape)
@@ -212,7 +244,8 @@ def _reshape(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 @converter("Flatten")
 def _flatten(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
-    ax = attrs_of(n).get("axis", 1) % max(x.type.rank, 1)
+    ax = attrs_of(n).get("axis", 1)
+    ax = ax + x.type.rank if ax < 0 else ax  # axis may equal the rank: [b, s] with axis 2 is [b*s, 1]
     return cx.op("reshape", [x], shape=[dim_mul(*x.type.shape[:ax]), dim_mul(*x.type.shape[ax:])])
 
 
@@ -225,36 +258,37 @@ def _transpose(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 @converter("Unsqueeze")
 def _unsqueeze(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     axes = need(cx, a[1], "Unsqueeze axes")
-    if isinstance(a[0], Known) and a[0].shape == () and axes in ([0], [-1]):
-        return Known(a[0].dims)
+    if isinstance(a[0], Known):
+        arr = a[0].array()
+        return from_known(cx, np.expand_dims(arr, [int(x) % (arr.ndim + len(axes)) for x in axes]), a[0].dtype)
     return cx.op("unsqueeze", [a[0]], axes=axes)
 
 
 @converter("Squeeze")
 def _squeeze(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     axes = need(cx, a[1], "Squeeze axes") if len(a) > 1 and a[1] is not None else None
-    if isinstance(a[0], Known) and a[0].shape == (1,):
-        return Known(a[0].dims, ())
+    if isinstance(a[0], Known):
+        arr = a[0].array()
+        drop = [i for i, d in enumerate(arr.shape) if d == 1] if axes is None else [int(x) % arr.ndim for x in axes]
+        return from_known(cx, np.squeeze(arr, tuple(drop)), a[0].dtype)
     return cx.op("squeeze", [a[0]], axes=axes)
 
 
 @converter("Concat")
 def _concat(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
-    if any(isinstance(x, Known) for x in a) and all(cx.known(x) is not None and known_shape(x) is not None
-                                                     and len(known_shape(x)) == 1 for x in a):  # type: ignore[arg-type]
-        return Known([d for x in a for d in cx.known(x)])  # type: ignore[union-attr]
+    arrays = [known_array(cx, x) for x in a]
+    if any(isinstance(x, Known) for x in a) and all(arr is not None for arr in arrays):
+        dtype = next(x.dtype for x in a if isinstance(x, Known))
+        return from_known(cx, np.concatenate(arrays, axis=attrs_of(n)["axis"]), dtype)  # type: ignore[arg-type]
     return cx.op("concat", a, axis=attrs_of(n)["axis"])
 
 
 @converter("Gather")
 def _gather(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     axis = attrs_of(n).get("axis", 0)
-    idx_shape = known_shape(a[1])
-    if isinstance(a[0], Known) and idx_shape is not None and len(idx_shape) <= 1:  # scalar or 1-D: stays a shape
-        idx = need(cx, a[1], "the index into a shape")
-        picked = [a[0].dims[i] for i in idx]
-        scalar = isinstance(a[1], Value) and a[1].type.rank == 0
-        return Known(picked, () if scalar else None)
+    idx = known_array(cx, a[1])
+    if isinstance(a[0], Known) and idx is not None and all(isinstance(i, int) for i in idx.ravel()):
+        return from_known(cx, np.take(a[0].array(), idx.astype(np.int64), axis=axis), a[0].dtype)
     return cx.op("gather", a, axis=axis)
 
 
@@ -276,9 +310,12 @@ def _slice(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     axes = need(cx, a[3], "Slice axes") if len(a) > 3 and a[3] is not None else None
     steps = need(cx, a[4], "Slice steps") if len(a) > 4 and a[4] is not None else None
     clip = lambda v: SLICE_END if isinstance(v, int) and v >= SLICE_END else (-SLICE_END if isinstance(v, int) and v <= -SLICE_END else v)  # noqa: E731
-    if isinstance(a[0], Known):
-        s, e = starts[0], ends[0]
-        return Known(a[0].dims[slice(s, None if e >= SLICE_END else e, steps[0] if steps else 1)])
+    if isinstance(a[0], Known) and all(isinstance(v, int) for v in (*starts, *ends, *(steps or ()))):
+        arr = a[0].array()
+        picks = [slice(None)] * arr.ndim
+        for k, ax in enumerate(axes if axes is not None else range(len(starts))):
+            picks[int(ax) % arr.ndim] = slice(starts[k], ends[k], steps[k] if steps else 1)
+        return from_known(cx, arr[tuple(picks)], a[0].dtype)
     if steps and any(s < 0 for s in steps):
         raise NotImplementedError("Slice with negative steps")
     return cx.op("slice", [a[0]], starts=[clip(s) for s in starts], ends=[clip(e) for e in ends], axes=axes,
@@ -287,8 +324,11 @@ def _slice(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 
 @converter("Expand")
 def _expand(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
-    x = cx.tensor(a[0])
     shape = need(cx, a[1], "the Expand shape")
+    if isinstance(a[0], Known) and all(isinstance(d, int) for d in shape):
+        arr = a[0].array()
+        return from_known(cx, np.broadcast_to(arr, np.broadcast_shapes(arr.shape, tuple(shape))), a[0].dtype)
+    x = cx.tensor(a[0])
     lead = len(shape) - x.type.rank
     out = [d if i < lead or d != 1 else x.type.shape[i - lead] for i, d in enumerate(shape)]
     if len(out) < x.type.rank:  # ONNX Expand broadcasts both ways: a shorter shape keeps x's leading dims

@@ -383,6 +383,24 @@ def _arange(*, start: int, end: int, step: int, dtype: DType) -> np.ndarray:
     return np.arange(start, end, step).astype(dtype.numpy)
 
 
+def _shape_tensor_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    shape = attrs["shape"] if attrs["shape"] is not None else (len(attrs["values"]),)
+    if math.prod(shape) != len(attrs["values"]):
+        raise ShapeError(f"shape_tensor: {len(attrs['values'])} values do not fill shape {list(shape)}")
+    return tt(attrs["dtype"], shape)
+
+
+@register_op("shape_tensor", inputs=[], infer=_shape_tensor_infer, flops=_moved,
+             attrs={"values": Attr("dims"), "shape": Attr("ints", optional=True, default=None),
+                    "dtype": Attr("dtype", DType.I64)})
+def _shape_tensor(*, values: tuple[int, ...], shape: tuple[int, ...] | None, dtype: DType) -> np.ndarray:
+    """Dims as data: the (symbolic) sizes in `values`, bound when the graph runs, as a tensor of `shape`.
+
+    Legacy ONNX exports compute position ids, masks and reshape targets from `Shape`; where such a value is used
+    as an ordinary tensor it is materialized from the bound symbols by this op (TVM Relax's shape_to_tensor)."""
+    return np.array(values, dtype=dtype.numpy).reshape(shape if shape is not None else (len(values),))
+
+
 @register_op("full", inputs=[], flops=_moved, infer=lambda t, a: tt(a["dtype"], a["shape"]),
              attrs={"shape": Attr("dims"), "value": Attr("float"), "dtype": Attr("dtype", DType.F32)})
 def _full(*, shape: tuple[int, ...], value: float, dtype: DType) -> np.ndarray:
