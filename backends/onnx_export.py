@@ -175,6 +175,7 @@ def _leaky_relu(cx: _Ctx, n: Node, a: list[str]) -> str:
 exports("rsqrt")(lambda cx, n, a: cx.emit("Reciprocal", [cx.emit("Sqrt", a)]))
 exports("silu")(lambda cx, n, a: cx.emit("Mul", [a[0], cx.emit("Sigmoid", a)]))
 exports("log1p")(lambda cx, n, a: cx.emit("Log", [cx.emit("Add", [a[0], cx.const(1, n.inputs[0].type.dtype)])]))
+exports("expm1")(lambda cx, n, a: cx.emit("Sub", [cx.emit("Exp", [a[0]]), cx.const(1, n.inputs[0].type.dtype)]))
 exports("trunc")(lambda cx, n, a: cx.emit("Mul", [cx.emit("Sign", a), cx.emit("Floor", [cx.emit("Abs", a)])]))
 
 
@@ -607,7 +608,7 @@ def _quantized_linear(cx: _Ctx, n: Node, a: list[str]) -> str:
     return _activation(cx, y, n.attrs["activation"], DType.F32)
 
 
-_CAST_TO_OUTPUT = op_names("exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf", "reciprocal", "log1p",
+_CAST_TO_OUTPUT = op_names("exp", "log", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid", "erf", "reciprocal", "log1p", "expm1",
                            "silu", "gelu", "softplus", "elu", "hardswish", "hardsigmoid", "softmax", "log_softmax",
                            "reduce_sum", "reduce_prod", "cumsum", "reduce_mean", "abs", "neg")
 _BOOL_INPUTS = op_names("logical_and", "logical_or", "logical_xor", "logical_not")

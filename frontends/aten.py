@@ -158,7 +158,7 @@ _UNARY = {
     "abs": "abs", "neg": "neg", "exp": "exp", "log": "log", "sqrt": "sqrt", "rsqrt": "rsqrt", "sin": "sin",
     "cos": "cos", "tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "erf": "erf", "floor": "floor",
     "ceil": "ceil", "round": "round", "trunc": "trunc", "sign": "sign", "reciprocal": "reciprocal",
-    "logical_not": "logical_not", "isnan": "isnan", "isinf": "isinf", "log1p": "log1p", "silu": "silu",
+    "logical_not": "logical_not", "isnan": "isnan", "isinf": "isinf", "log1p": "log1p", "expm1": "expm1", "silu": "silu",
     "hardswish": "hardswish", "hardsigmoid": "hardsigmoid",
 }
 for _op, _ir in _UNARY.items():
@@ -184,9 +184,12 @@ def _leaky_relu(cx: Any, node: Any, x: Value, negative_slope: float = 0.01) -> V
 
 @converter("aten.elu.default")
 def _elu(cx: Any, node: Any, x: Value, alpha: float = 1.0, scale: float = 1.0, input_scale: float = 1.0) -> Value:
-    if scale != 1 or input_scale != 1:
-        raise NotImplementedError("elu with scale/input_scale (selu) is not mapped")
-    return cx.op("elu", [x], alpha=float(alpha))
+    if input_scale != 1:  # the negative side is alpha * (exp(x * input_scale) - 1), the positive side x
+        neg = cx.op("elu", [cx.op("mul", [x, _scalar(cx, x, float(input_scale))])], alpha=float(alpha))
+        y = cx.op("where", [cx.op("gt", [x, _scalar(cx, x, 0.0)]), x, neg])
+    else:
+        y = cx.op("elu", [x], alpha=float(alpha))
+    return y if scale == 1 else cx.op("mul", [y, _scalar(cx, x, float(scale))])
 
 
 @converter("aten.softplus.default")
@@ -396,11 +399,11 @@ def _tri(cx: Any, node: Any, x: Value, diagonal: int = 0) -> Value:
     return cx.op(op_name(node.target).split(".")[1], [x], diagonal=diagonal)
 
 
-@converter("aten.cumsum.default")
+@converter("aten.cumsum.default", "aten.cumprod.default")
 def _cumsum(cx: Any, node: Any, x: Value, dim: int, dtype: Any = None) -> Value:
     if dtype is not None and DType.from_torch(dtype) != x.type.dtype:
         x = cx.op("cast", [x], dtype=DType.from_torch(dtype))
-    return cx.op("cumsum", [x], axis=dim)
+    return cx.op(op_name(node.target).split(".")[1], [x], axis=dim)
 
 
 @converter("aten.topk.default")
@@ -515,9 +518,11 @@ converter("aten.mm.default", "aten.bmm.default", "aten.matmul.default")(
     lambda cx, node, a, b: cx.op("matmul", [a, b]))
 
 
-@converter("aten.addmm.default", "aten.baddbmm.default")
+@converter("aten.addmm.default", "aten.baddbmm.default", "aten.addmv.default", "aten.addbmm.default")
 def _addmm(cx: Any, node: Any, bias: Value, a: Value, b: Value, beta: Any = 1, alpha: Any = 1) -> Value:
     y = cx.op("matmul", [a, b])
+    if op_name(node.target) == "aten.addbmm.default":  # the batch of products is summed
+        y = cx.op("reduce_sum", [y], axes=[0], keepdims=False)
     if alpha != 1:
         y = cx.op("mul", [y, _scalar(cx, y, alpha)])
     if beta == 0:
@@ -561,7 +566,9 @@ def _batch_norm(cx: Any, node: Any, x: Value, w: Any, b: Any, mean: Value, var: 
 def _conv(cx: Any, node: Any, x: Value, w: Value, b: Any, stride: Sequence[int], padding: Sequence[int],
           dilation: Sequence[int], transposed: bool, output_padding: Sequence[int], groups: int) -> Value:
     if transposed:
-        raise NotImplementedError("transposed convolution")
+        from .aten_composite import conv_transposed
+
+        return conv_transposed(cx, x, w, b, stride, padding, dilation, output_padding, groups)
     nd = w.type.rank - 2
     pads = list(padding) * 2 if len(padding) == nd else list(padding)
     ins = [x, w] + ([b] if b is not None else [])
@@ -664,3 +671,5 @@ def _upsample_bicubic(cx: Any, node: Any, x: Value, output_size: Sequence[Any] |
 def _getitem(cx: Any, node: Any, seq: Any, i: int) -> Any:
     return seq[i]
 
+
+from . import aten_composite  # noqa: E402,F401 - registers the composite converters

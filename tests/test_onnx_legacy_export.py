@@ -187,3 +187,17 @@ def test_reference_interpreter_runs_the_legacy_graph_too() -> None:
         want = model(ids, mask).numpy()
     got = reference.run(graph, [ids.numpy(), mask.numpy()])[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("starts, ends, steps", [([-1], [-2**63], [-1]), ([-2], [0], [-2]), ([5], [1], [-1])])
+def test_slice_with_negative_steps_over_a_symbolic_dim(starts: list[int], ends: list[int], steps: list[int]) -> None:
+    inits = [nh.from_array(np.array(v, np.int64), k) for k, v in
+             (("st", starts), ("en", ends), ("ax", [1]), ("sp", steps))]
+    m = h.make_model(h.make_graph([h.make_node("Slice", ["x", "st", "en", "ax", "sp"], ["y"])], "g",
+                                  [h.make_tensor_value_info("x", T.FLOAT, [2, "seq"])],
+                                  [h.make_tensor_value_info("y", T.FLOAT, [2, "n"])], initializer=inits),
+                     opset_imports=[h.make_opsetid("", 17)])
+    for s in (6, 9):
+        x = np.arange(2 * s, dtype=np.float32).reshape(2, s)
+        got, want = _run_both(m, x)
+        np.testing.assert_array_equal(got, want)

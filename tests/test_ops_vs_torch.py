@@ -102,6 +102,7 @@ CASES: list[Case] = [
     ("exp", [f32(5).astype(np.float16)], {}, torch.exp),
     ("log", [pos(5)], {}, torch.log),
     ("log1p", [pos(5)], {}, torch.log1p),
+    ("expm1", [np.linspace(-1e-3, 2, 7, dtype=np.float32)], {}, torch.expm1),
     ("sqrt", [pos(5)], {}, torch.sqrt),
     ("rsqrt", [pos(5)], {}, torch.rsqrt),
     ("reciprocal", [pos(5)], {}, torch.reciprocal),

@@ -51,7 +51,7 @@ _CALLS = {
     "sigmoid": "torch.sigmoid", "relu": "torch.relu", "erf": "torch.erf", "floor": "torch.floor",
     "ceil": "torch.ceil", "round": "torch.round", "trunc": "torch.trunc", "sign": "torch.sign",
     "reciprocal": "torch.reciprocal", "logical_not": "torch.logical_not", "isnan": "torch.isnan",
-    "isinf": "torch.isinf", "log1p": "torch.log1p", "silu": "F.silu", "hardswish": "F.hardswish",
+    "isinf": "torch.isinf", "log1p": "torch.log1p", "expm1": "torch.expm1", "silu": "F.silu", "hardswish": "F.hardswish",
     "hardsigmoid": "F.hardsigmoid", "maximum": "torch.maximum", "minimum": "torch.minimum",
     "logical_and": "torch.logical_and", "logical_or": "torch.logical_or", "logical_xor": "torch.logical_xor",
     "fmod": "torch.fmod", "remainder": "torch.remainder", "bitwise_and": "torch.bitwise_and",

@@ -316,8 +316,6 @@ def _slice(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         for k, ax in enumerate(axes if axes is not None else range(len(starts))):
             picks[int(ax) % arr.ndim] = slice(starts[k], ends[k], steps[k] if steps else 1)
         return from_known(cx, arr[tuple(picks)], a[0].dtype)
-    if steps and any(s < 0 for s in steps):
-        raise NotImplementedError("Slice with negative steps")
     return cx.op("slice", [a[0]], starts=[clip(s) for s in starts], ends=[clip(e) for e in ends], axes=axes,
                   steps=steps)
 

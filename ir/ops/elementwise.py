@@ -191,6 +191,7 @@ _unary("relu", lambda x: np.where(x < 0, np.zeros((), x.dtype), x), to_float=Fal
 _unary("exp", np.exp, cost=4, doc="e ** x")
 _unary("log", np.log, cost=4, doc="natural logarithm")
 _unary("log1p", np.log1p, cost=4, doc="log(1 + x)")
+_unary("expm1", np.expm1, cost=4, doc="exp(x) - 1, exact near 0")
 _unary("sqrt", np.sqrt, cost=4, doc="square root")
 _unary("rsqrt", lambda x: 1 / np.sqrt(x), cost=4, doc="1 / sqrt(x)")
 _unary("reciprocal", lambda x: 1 / x, doc="1 / x")

@@ -197,8 +197,21 @@ def _split(x: np.ndarray, *, axis: int, sizes: tuple[int, ...]) -> tuple[np.ndar
 def _slice_len(dim: Dim, start: Dim, end: Dim, step: int) -> Dim:
     if isinstance(dim, int) and isinstance(start, int) and isinstance(end, int):
         return len(range(*slice(start, end, step).indices(dim)))
-    if step < 0:
-        raise ShapeError(f"cannot infer the length of slice {start}:{end}:{step} of a dim of size {dim}")
+    if step < 0:  # backwards over a symbolic dim (x[::-1], Swin's shifts): first index start, stop after end
+        def first(i: Dim) -> Dim:
+            if isinstance(i, int):
+                return dim_sub(dim, 1) if i >= SLICE_END or i == -1 else dim_add(dim, i) if i < 0 else i
+            return i
+
+        def stop(i: Dim) -> Dim:
+            if isinstance(i, int):
+                return -1 if i <= -SLICE_END else dim_add(dim, i) if i < 0 else i
+            return i
+
+        n = dim_sub(first(start), stop(end))
+        if isinstance(n, int):
+            n = max(n, 0)
+        return dim_ceildiv(n, -step)
 
     # Symbolic: assume the bounds are in range, as the model's own indexing does (x[:, :seq], x[-k:]).
     def absolute(i: Dim) -> Dim:

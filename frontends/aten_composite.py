@@ -1,0 +1,226 @@
+"""ATen ops that graphopt expresses through several IR ops: inverse trig, atan2, flip, sort, vector norms, group
+norm, masked index_put, scatter_add, transposed convolution, clamp with tensor bounds, log2/log10/exp2.
+
+They are what small real models and PyTorch's OpInfo sweep hit (benchmarks/opinfo.py). Each is a decomposition
+into ops every target already runs, so the reference, cpu and onnxruntime targets get them at once; the fusion
+passes see the pieces (a group norm's mean/var, an L2 norm's sum of squares) as they see ONNX's decompositions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from graphopt.ir import SLICE_END, DType, Value
+
+__all__ = ["conv_transposed"]
+
+from .aten import _scalar, converter, op_name
+
+for _op in ("asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "tan"):
+    converter(f"aten.{_op}.default")(lambda cx, node, x, _ir=_op: cx.op(_ir, [x]))
+
+
+def _const(cx: Any, value: float, like: Value) -> Value:
+    return cx.const(value, like.type.dtype)
+
+
+@converter("aten.atan2.default")
+def _atan2(cx: Any, node: Any, y: Value, x: Value) -> Value:
+    """atan(y/x) moved to the right quadrant; x == 0 gives ±pi/2 (or 0 at the origin), as torch does."""
+    base = cx.op("atan", [cx.op("div", [y, x], rounding_mode="none")])
+    zero = _const(cx, 0.0, y)
+    pi = _const(cx, math.pi, y)
+    upper = cx.op("ge", [y, zero])
+    left = cx.op("where", [upper, cx.op("add", [base, pi]), cx.op("sub", [base, pi])])
+    axis = cx.op("where", [cx.op("gt", [y, zero]), _const(cx, math.pi / 2, y),
+                           cx.op("where", [cx.op("lt", [y, zero]), _const(cx, -math.pi / 2, y), zero])])
+    return cx.op("where", [cx.op("gt", [x, zero]), base,
+                           cx.op("where", [cx.op("lt", [x, zero]), left, axis])])
+
+
+@converter("aten.flip.default")
+def _flip(cx: Any, node: Any, x: Value, dims: Sequence[int]) -> Value:
+    axes = [d % x.type.rank for d in dims]
+    if not axes:
+        return cx.op("identity", [x])
+    return cx.op("slice", [x], starts=[-1] * len(axes), ends=[-SLICE_END] * len(axes), axes=axes,
+                 steps=[-1] * len(axes))
+
+
+@converter("aten.sort.default", "aten.sort.stable")
+def _sort(cx: Any, node: Any, x: Value, *args: Any, **kwargs: Any) -> Any:
+    if op_name(node.target) == "aten.sort.stable":  # (self, *, stable, dim, descending)
+        dim, descending = kwargs.get("dim", -1), kwargs.get("descending", False)
+    else:
+        dim = args[0] if args else kwargs.get("dim", -1)
+        descending = args[1] if len(args) > 1 else kwargs.get("descending", False)
+    if x.type.rank == 0:
+        return cx.op("identity", [x]), cx.const(np.array(0, np.int64), DType.I64)
+    n = x.type.shape[dim % x.type.rank]
+    if not isinstance(n, int):
+        raise NotImplementedError("sort along a symbolic dim")
+    # the IR's topk is stable (argsort kind="stable"), so ties keep their order as torch's stable sort does
+    return cx.op("topk", [x], k=n, axis=dim, largest=bool(descending), sorted=True)
+
+
+@converter("aten.linalg_vector_norm.default")
+def _vector_norm(cx: Any, node: Any, x: Value, ord: Any = 2, dim: Any = None, keepdim: bool = False,  # noqa: A002
+                 dtype: Any = None) -> Value:
+    if dtype is not None and DType.from_torch(dtype) != x.type.dtype:
+        x = cx.op("cast", [x], dtype=DType.from_torch(dtype))
+    axes = None if dim is None or dim == [] else [dim] if isinstance(dim, int) else list(dim)
+    kw = {"axes": axes, "keepdims": bool(keepdim)}
+    a = cx.op("abs", [x])
+    if ord == math.inf:
+        return cx.op("reduce_max", [a], **kw)
+    if ord == -math.inf:
+        return cx.op("reduce_min", [a], **kw)
+    if ord == 0:
+        nz = cx.op("cast", [cx.op("ne", [x, _const(cx, 0.0, x)])], dtype=x.type.dtype)
+        return cx.op("reduce_sum", [nz], **kw)
+    if ord == 1:
+        return cx.op("reduce_sum", [a], **kw)
+    if ord == 2:
+        return cx.op("sqrt", [cx.op("reduce_sum", [cx.op("mul", [x, x])], **kw)])
+    p = float(ord)
+    powered = cx.op("reduce_sum", [cx.op("pow", [a, _const(cx, p, x)])], **kw)
+    return cx.op("pow", [powered, _const(cx, 1.0 / p, x)])
+
+
+@converter("aten.native_group_norm.default")
+def _group_norm(cx: Any, node: Any, x: Value, w: Any, b: Any, n: Any, c: Any, hw: Any, groups: int,
+                eps: float) -> Any:
+    """Normalize over (channels of a group, spatial) per sample: reshape [N, G, C/G * HW], mean and variance,
+    reshape back, then the per-channel affine."""
+    shape = list(x.type.shape)
+    c = shape[1]
+    if not isinstance(c, int):
+        raise NotImplementedError("group norm over a symbolic channel count")
+    g = cx.op("reshape", [x], shape=[shape[0], groups, -1])
+    mean = cx.op("reduce_mean", [g], axes=[2], keepdims=True)
+    centered = cx.op("sub", [g, mean])
+    var = cx.op("reduce_mean", [cx.op("mul", [centered, centered])], axes=[2], keepdims=True)
+    rstd = cx.op("rsqrt", [cx.op("add", [var, _const(cx, float(eps), x)])])
+    y = cx.op("reshape", [cx.op("mul", [centered, rstd])], shape=shape)
+    bshape = [c] + [1] * (len(shape) - 2)
+    if w is not None:
+        y = cx.op("mul", [y, cx.op("reshape", [w], shape=bshape)])
+    if b is not None:
+        y = cx.op("add", [y, cx.op("reshape", [b], shape=bshape)])
+    return (y, cx.op("reshape", [mean], shape=[shape[0], groups]),
+            cx.op("reshape", [rstd], shape=[shape[0], groups]))
+
+
+@converter("aten.index_put.default", "aten.index_put_.default")
+def _index_put(cx: Any, node: Any, x: Value, indices: Sequence[Any], values: Value,
+               accumulate: bool = False) -> Value:
+    """`y[y < 0] = 0`: one boolean mask of x's shape is a select; integer indices are a scatter."""
+    used = [t for t in indices if t is not None]
+    if len(used) == 1 and used[0].type.dtype == DType.BOOL and len(indices) == 1 \
+            and used[0].type.shape == x.type.shape[: used[0].type.rank]:
+        mask = used[0]
+        while mask.type.rank < x.type.rank:
+            mask = cx.op("unsqueeze", [mask], axes=[mask.type.rank])
+        if values.type.rank > 0 and values.type.numel() != 1:  # type: ignore[union-attr]
+            raise NotImplementedError("index_put of a boolean mask with a tensor of values (data-dependent count)")
+        v = values if values.type.rank == 0 else cx.op("reshape", [values], shape=[])
+        v = v if v.type.dtype == x.type.dtype else cx.op("cast", [v], dtype=x.type.dtype)
+        if accumulate:
+            return cx.op("add", [x, cx.op("where", [mask, v, _const(cx, 0, x)])])
+        return cx.op("where", [mask, v, x])
+    if len(used) == len(indices) and all(t.type.dtype.is_int for t in used):
+        # x[i0, i1, ...] = values: ScatterND over the leading len(indices) axes
+        k = len(indices)
+        lead = [cx.op("unsqueeze", [t], axes=[-1]) for t in used]
+        idx = lead[0] if k == 1 else cx.op("concat", lead, axis=-1)
+        upd_shape = list(idx.type.shape[:-1]) + list(x.type.shape[k:])
+        upd = values if list(values.type.shape) == upd_shape else cx.op("expand", [values], shape=upd_shape)
+        upd = upd if upd.type.dtype == x.type.dtype else cx.op("cast", [upd], dtype=x.type.dtype)
+        return cx.op("scatter_nd", [x, idx, upd], reduction="add" if accumulate else "none")
+    raise NotImplementedError("index_put with this mix of index tensors")
+
+
+@converter("aten.scatter_add.default")
+def _scatter_add(cx: Any, node: Any, x: Value, dim: int, index: Value, src: Value) -> Value:
+    if list(src.type.shape) != list(index.type.shape):  # torch reads only src[:index.shape]
+        src = cx.op("slice", [src], starts=[0] * index.type.rank, ends=list(index.type.shape),
+                    axes=list(range(index.type.rank)))
+    return cx.op("scatter_elements", [x, index, src], axis=dim, reduction="add")
+
+
+@converter("aten.scatter.src", "aten.scatter.value")
+def _scatter(cx: Any, node: Any, x: Value, dim: int, index: Value, src: Any) -> Value:
+    if not isinstance(src, Value):
+        src = cx.op("expand", [_scalar(cx, x, src)], shape=list(index.type.shape))
+    elif list(src.type.shape) != list(index.type.shape):
+        src = cx.op("slice", [src], starts=[0] * index.type.rank, ends=list(index.type.shape),
+                    axes=list(range(index.type.rank)))
+    return cx.op("scatter_elements", [x, index, src], axis=dim)
+
+
+@converter("aten.clamp.Tensor")
+def _clamp_tensor(cx: Any, node: Any, x: Value, lo: Any = None, hi: Any = None) -> Value:
+    y = x
+    if lo is not None:
+        y = cx.op("maximum", [y, _scalar(cx, x, lo)])
+    if hi is not None:
+        y = cx.op("minimum", [y, _scalar(cx, x, hi)])
+    return y if y is not x else cx.op("identity", [x])
+
+
+@converter("aten.log2.default", "aten.log10.default")
+def _log_base(cx: Any, node: Any, x: Value) -> Value:
+    base = 2.0 if "log2" in op_name(node.target) else 10.0
+    return cx.op("mul", [cx.op("log", [x]), _const(cx, 1.0 / math.log(base), x)])
+
+
+@converter("aten.exp2.default")
+def _exp2(cx: Any, node: Any, x: Value) -> Value:
+    return cx.op("exp", [cx.op("mul", [x, _const(cx, math.log(2.0), x)])])
+
+
+@converter("aten.copysign.Tensor", "aten.copysign.Scalar")
+def _copysign(cx: Any, node: Any, a: Value, b: Any) -> Value:
+    if not a.type.dtype.is_float:
+        a = cx.op("cast", [a], dtype=DType.F32)
+    b = _scalar(cx, a, b)
+    mag = cx.op("abs", [a])
+    return cx.op("where", [cx.op("lt", [b, _const(cx, 0.0, a)]), cx.op("neg", [mag]), mag])
+
+
+@converter("aten.fmax.default", "aten.fmin.default")
+def _fmax(cx: Any, node: Any, a: Value, b: Value) -> Value:
+    """maximum/minimum that ignore a NaN operand (NaN only where both are)."""
+    both = cx.op("maximum" if "fmax" in op_name(node.target) else "minimum", [a, b])
+    return cx.op("where", [cx.op("isnan", [a]), b, cx.op("where", [cx.op("isnan", [b]), a, both])])
+
+
+@converter("aten.index_select.default")
+def _index_select(cx: Any, node: Any, x: Value, dim: int, index: Value) -> Value:
+    if x.type.rank == 0:  # a scalar "selects" itself
+        return cx.op("identity", [x])
+    index = index if index.type.rank == 1 else cx.op("reshape", [index], shape=[-1])  # a 0-d index acts as [i]
+    return cx.op("gather", [x, index], axis=dim)
+
+
+@converter("aten.copy.default")
+def _copy(cx: Any, node: Any, dst: Value, src: Value, non_blocking: bool = False) -> Value:
+    """The functional copy: src broadcast to dst's shape, in dst's dtype (what an in-place `x[...] = y` becomes
+    after functionalization)."""
+    y = src if src.type.dtype == dst.type.dtype else cx.op("cast", [src], dtype=dst.type.dtype)
+    return y if list(y.type.shape) == list(dst.type.shape) else cx.op("expand", [y], shape=list(dst.type.shape))
+
+
+def conv_transposed(cx: Any, x: Value, w: Value, b: Any, stride: Sequence[int], padding: Sequence[int],
+                    dilation: Sequence[int], output_padding: Sequence[int], groups: int) -> Value:
+    """aten.convolution with transposed=True: torch's weight is [C_in, C_out/groups, k...], as ONNX's."""
+    nd = w.type.rank - 2
+    pads = list(padding) * 2 if len(padding) == nd else list(padding)
+    ins = [x, w] + ([b] if b is not None else [])
+    return cx.op("conv_transpose", ins, strides=list(stride), pads=pads, dilations=list(dilation),
+                 output_padding=list(output_padding), groups=groups)
+

@@ -1,0 +1,88 @@
+"""The ATen ops graphopt builds from several IR ops (frontends/aten_composite.py and friends), each through
+torch.export → graphopt on the reference and cpu targets, against eager PyTorch — the ops small real models and
+PyTorch's OpInfo sweep (benchmarks/opinfo.py) hit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import graphopt
+
+g = torch.Generator().manual_seed(0)
+X = torch.randn(2, 6, 5, generator=g)
+Y = torch.randn(2, 6, 5, generator=g)
+POS = torch.rand(2, 6, 5, generator=g) + 0.5
+
+
+def _put_negatives_to_zero(x: torch.Tensor) -> torch.Tensor:
+    y = x.clone()
+    y[y < 0] = 0  # index_put with a boolean mask
+    return y
+
+
+def _put_rows(x: torch.Tensor) -> torch.Tensor:
+    y = x.clone()
+    y[torch.tensor([0, 1]), torch.tensor([2, 4])] = 7.0  # index_put with integer indices
+    return y
+
+
+CASES: list[tuple[str, Callable[..., Any], tuple[torch.Tensor, ...]]] = [
+    ("asin", torch.asin, (X.clamp(-0.9, 0.9),)), ("acos", torch.acos, (X.clamp(-0.9, 0.9),)),
+    ("atan", torch.atan, (X,)), ("acosh", torch.acosh, (POS + 1,)), ("atanh", torch.atanh, (X.clamp(-0.9, 0.9),)),
+    ("sinh", torch.sinh, (X,)), ("cosh", torch.cosh, (X,)), ("asinh", torch.asinh, (X,)), ("tan", torch.tan, (X * 0.5,)),
+    ("atan2", torch.atan2, (Y, X)),
+    ("atan2-axes", torch.atan2, (torch.tensor([1.0, -1.0, 0.0, 2.0, -3.0]), torch.tensor([0.0, 0.0, 0.0, -1.0, -1.0]))),
+    ("flip", lambda x: torch.flip(x, [0, 2]), (X,)),
+    ("sort", lambda x: torch.sort(x, dim=1, descending=True), (X,)),
+    ("sort-stable", lambda x: torch.sort(x, stable=True), (X,)),
+    ("normalize", lambda x: F.normalize(x, dim=-1), (X,)),
+    ("vector-norm-inf", lambda x: torch.linalg.vector_norm(x, float("inf"), dim=1), (X,)),
+    ("vector-norm-3", lambda x: torch.linalg.vector_norm(x, 3, dim=(1, 2), keepdim=True), (X,)),
+    ("group-norm", lambda x: F.group_norm(x, 3, torch.linspace(0.5, 2, 6), torch.linspace(-1, 1, 6)), (X,)),
+    ("group-norm-4d", lambda x: F.group_norm(x.reshape(2, 6, 5, 1), 2), (X,)),
+    ("index-put-mask", _put_negatives_to_zero, (X,)),
+    ("index-put-ints", _put_rows, (X,)),
+    ("scatter-add", lambda x: x.scatter_add(1, torch.tensor([[[0, 1, 2, 3, 4]] * 2] * 2), x[:, :2] * 3), (X,)),
+    ("clamp-tensor", lambda x, y: torch.clamp(x, min=y, max=y + 1), (X, Y)),
+    ("conv-transpose2d", lambda x: F.conv_transpose2d(x.reshape(1, 2, 6, 5), torch.linspace(-1, 1, 2 * 3 * 9)
+                                                    .reshape(2, 3, 3, 3), stride=2, padding=1, output_padding=1),
+     (X,)),
+    ("selu", F.selu, (X,)), ("celu", lambda x: F.celu(x, 0.7), (X,)), ("expm1", torch.expm1, (X * 1e-3,)),
+    ("log2", torch.log2, (POS,)), ("log10", torch.log10, (POS,)), ("exp2", torch.exp2, (X,)),
+    ("copysign", torch.copysign, (X, Y)), ("fmax", torch.fmax, (X, Y.masked_fill(Y > 1, float("nan")))),
+    ("addmv", lambda b, m: torch.addmv(b[0, :, 0], m[0], m[0, 0], beta=0.5, alpha=2.0), (X, Y)),
+    ("addbmm", lambda a: torch.addbmm(a[0, :, :5], a, a.transpose(1, 2)[:, :, :5]), (X,)),
+    ("cumprod", lambda x: torch.cumprod(x, 1), (X,)),
+    ("index-select", lambda x: torch.index_select(x, 2, torch.tensor([4, 0, 0])), (X,)),
+]
+
+
+class _Fn(torch.nn.Module):
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *xs: torch.Tensor) -> Any:
+        return self.fn(*xs)
+
+
+@pytest.mark.parametrize("target", ["reference", "cpu"])
+@pytest.mark.parametrize("name, fn, inputs", CASES, ids=[c[0] for c in CASES])
+def test_composite_aten_op_matches_eager(name: str, fn: Callable[..., Any], inputs: tuple[torch.Tensor, ...],
+                                         target: str) -> None:
+    m = _Fn(fn).eval()
+    with torch.no_grad():
+        want = m(*inputs)
+    got = graphopt.compile(m, inputs, target=target)(*inputs)
+    wants = list(want) if isinstance(want, tuple) else [want]
+    gots = list(got) if isinstance(got, (tuple, list)) else [got]
+    assert len(gots) == len(wants)
+    for a, b in zip(gots, wants):
+        a = np.asarray(a.detach() if isinstance(a, torch.Tensor) else a)
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-5, equal_nan=True, err_msg=name)
