@@ -44,7 +44,8 @@ def keep_whole() -> list[Any]:
     gru ops, and a static resize becomes one matmul per axis."""
     import torch
 
-    return [torch.ops.aten.lstm.input, torch.ops.aten.gru.input, torch.ops.aten.upsample_bicubic2d.vec]
+    return [torch.ops.aten.lstm.input, torch.ops.aten.gru.input, torch.ops.aten.upsample_bicubic2d.vec,
+            torch.ops.aten.upsample_bilinear2d.vec, torch.ops.aten.upsample_nearest2d.vec]
 
 
 def op_name(target: Any) -> str:
@@ -92,6 +93,8 @@ def convert(cx: Any, node: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> 
         return None
     for a in list(args) + list(kwargs.values()) if name != "operator.getitem" else ():
         if a is UNAVAILABLE or isinstance(a, (list, tuple)) and any(x is UNAVAILABLE for x in a):
+            if not node.users:  # e.g. the squeeze of max_pool1d's unused indices: nothing reads it either
+                return UNAVAILABLE
             raise NotImplementedError("it reads an output graphopt does not compute (e.g. layer-norm statistics)")
     kwargs = {k: v for k, v in kwargs.items() if k not in ("device", "layout", "pin_memory", "memory_format")}
     return _TABLE[name](cx, node, *args, **kwargs)
@@ -233,7 +236,7 @@ def _log_softmax(cx: Any, node: Any, x: Value, dim: int, half_to_float: Any = Fa
 
 
 # -- layout --------------------------------------------------------------------------------------------------
-@converter("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default")
+@converter("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default", "aten.view_copy.default")
 def _view(cx: Any, node: Any, x: Value, shape: Sequence[Any]) -> Value:
     return cx.op("reshape", [x], shape=[cx.dim(d) for d in shape])
 
@@ -254,17 +257,17 @@ def _as_strided(cx: Any, node: Any, x: Value, size: Sequence[Any], stride: Seque
     return cx.op("reshape", [x], shape=dims)
 
 
-@converter("aten.permute.default")
+@converter("aten.permute.default", "aten.permute_copy.default")
 def _permute(cx: Any, node: Any, x: Value, dims: Sequence[int]) -> Value:
     return cx.op("transpose", [x], perm=[d % max(x.type.rank, 1) for d in dims])
 
 
-@converter("aten.t.default", "aten.numpy_T.default")
+@converter("aten.t.default", "aten.numpy_T.default", "aten.t_copy.default")
 def _t(cx: Any, node: Any, x: Value) -> Value:
     return cx.op("transpose", [x], perm=list(range(x.type.rank))[::-1]) if x.type.rank > 1 else x
 
 
-@converter("aten.transpose.int")
+@converter("aten.transpose.int", "aten.transpose_copy.int")
 def _transpose(cx: Any, node: Any, x: Value, a: int, b: int) -> Value:
     perm = list(range(x.type.rank))
     a, b = a % x.type.rank, b % x.type.rank
@@ -272,7 +275,7 @@ def _transpose(cx: Any, node: Any, x: Value, a: int, b: int) -> Value:
     return cx.op("transpose", [x], perm=perm)
 
 
-@converter("aten.unsqueeze.default")
+@converter("aten.unsqueeze.default", "aten.unsqueeze_copy.default")
 def _unsqueeze(cx: Any, node: Any, x: Value, dim: int) -> Value:
     return cx.op("unsqueeze", [x], axes=[dim % (x.type.rank + 1)])
 
@@ -287,7 +290,7 @@ def _squeeze(cx: Any, node: Any, x: Value, dims: Any = None) -> Value:
     return cx.op("squeeze", [x], axes=axes) if axes else x
 
 
-@converter("aten.expand.default")
+@converter("aten.expand.default", "aten.expand_copy.default")
 def _expand(cx: Any, node: Any, x: Value, sizes: Sequence[Any], implicit: bool = False) -> Value:
     lead = len(sizes) - x.type.rank
     shape = [x.type.shape[i - lead] if (not isinstance(s, str) and s == -1) else cx.dim(s)
@@ -355,7 +358,7 @@ def _split(cx: Any, node: Any, x: Value, sizes: Any, dim: int = 0) -> tuple[Valu
     return out if isinstance(out, tuple) else (out,)
 
 
-@converter("aten.unbind.int")
+@converter("aten.unbind.int", "aten.unbind_copy.int")
 def _unbind(cx: Any, node: Any, x: Value, dim: int = 0) -> tuple[Value, ...]:
     dim = dim % x.type.rank
     parts = _split(cx, node, x, [1] * int(x.type.shape[dim]), dim)
@@ -596,9 +599,10 @@ def _max_pool(cx: Any, node: Any, x: Value, kernel: Sequence[int], stride: Seque
 @converter("aten.avg_pool2d.default", "aten.avg_pool1d.default")
 def _avg_pool(cx: Any, node: Any, x: Value, kernel: Sequence[int], stride: Sequence[int] = (), padding: Any = 0,
               ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: Any = None) -> Value:
-    if divisor_override is not None:
-        raise NotImplementedError("avg_pool with divisor_override")
     k, s, p = _pool_args(kernel, stride, padding, x.type.rank - 2)
+    if divisor_override is not None:  # the window's sum over a fixed divisor: the padded mean times k / divisor
+        y = cx.op("avg_pool", [x], kernel=k, strides=s, pads=p, ceil_mode=ceil_mode, count_include_pad=True)
+        return cx.op("mul", [y, _scalar(cx, y, math.prod(k) / divisor_override)])
     return cx.op("avg_pool", [x], kernel=k, strides=s, pads=p, ceil_mode=ceil_mode,
                   count_include_pad=count_include_pad)
 
@@ -644,25 +648,31 @@ def _recurrent(cx: Any, op: str, x: Value, states: list[Value], params: Sequence
     return (y, *(vs[0] if num_layers == 1 else cx.op("concat", vs, axis=0) for vs in finals))
 
 
-@converter("aten.upsample_bicubic2d.vec")
-def _upsample_bicubic(cx: Any, node: Any, x: Value, output_size: Sequence[Any] | None, align_corners: bool,
-                      scale_factors: Sequence[float] | None) -> Value:
-    """Bicubic F.interpolate as y = M_h · x · M_wᵀ, each M from torch's formulas (A = -0.75, borders clamped)."""
+@converter("aten.upsample_bicubic2d.vec", "aten.upsample_bilinear2d.vec", "aten.upsample_nearest2d.vec")
+def _upsample(cx: Any, node: Any, x: Value, output_size: Sequence[Any] | None, *args: Any) -> Value:
+    """F.interpolate (bicubic, bilinear, nearest) as y = M_h · x · M_wᵀ, each M from torch's formulas (cubic
+    A = -0.75, borders clamped; nearest takes floor(dst · in/out))."""
     import numpy as np
 
-    from .resize_math import cubic_coeffs, resize_matrix
+    from .resize_math import cubic_coeffs, linear_coeffs, nearest_coeffs, resize_matrix
 
+    kind = op_name(node.target).split(".")[1]
+    align_corners, scale_factors = (False, args[0]) if kind == "upsample_nearest2d" else (args[0], args[1])
     n_in = x.type.shape[2:]
     if not all(isinstance(d, int) for d in n_in):
-        raise NotImplementedError("bicubic interpolation over symbolic spatial sizes")
+        raise NotImplementedError(f"{kind} over symbolic spatial sizes")
     if output_size is not None:
         n_out = [int(d) for d in output_size]
         scales = [o / i for o, i in zip(n_out, n_in)]
     else:
         scales = [float(f) for f in scale_factors]  # type: ignore[union-attr]
         n_out = [int(math.floor(i * f)) for i, f in zip(n_in, scales)]
-    ctm = "align_corners" if align_corners else "half_pixel"
-    m_h, m_w = (resize_matrix(i, o, f, cubic_coeffs(-0.75, False), ctm=ctm)[0] for i, o, f in zip(n_in, n_out, scales))
+    if kind == "upsample_nearest2d":
+        coeffs, ctm = nearest_coeffs("floor"), "asymmetric"
+    else:
+        coeffs = cubic_coeffs(-0.75, False) if kind == "upsample_bicubic2d" else linear_coeffs(False)
+        ctm = "align_corners" if align_corners else "half_pixel"
+    m_h, m_w = (resize_matrix(i, o, f, coeffs, ctm=ctm)[0] for i, o, f in zip(n_in, n_out, scales))
     y = cx.op("matmul", [cx.const(m_h, x.type.dtype), x])
     return cx.op("matmul", [y, cx.const(np.ascontiguousarray(m_w.T), x.type.dtype)])
 

@@ -215,6 +215,115 @@ def _copy(cx: Any, node: Any, dst: Value, src: Value, non_blocking: bool = False
     return y if list(y.type.shape) == list(dst.type.shape) else cx.op("expand", [y], shape=list(dst.type.shape))
 
 
+@converter("aten.max.default", "aten.min.default")
+def _max_all(cx: Any, node: Any, x: Value) -> Value:
+    return cx.op("reduce_max" if ".max." in op_name(node.target) else "reduce_min", [x], axes=None, keepdims=False)
+
+
+@converter("aten.round.decimals")
+def _round_decimals(cx: Any, node: Any, x: Value, decimals: int = 0) -> Value:
+    scale = _const(cx, 10.0 ** decimals, x)
+    return cx.op("div", [cx.op("round", [cx.op("mul", [x, scale])]), scale], rounding_mode="none")
+
+
+@converter("aten.signbit.default")
+def _signbit(cx: Any, node: Any, x: Value) -> Value:
+    if not x.type.dtype.is_float:
+        return cx.op("lt", [x, _scalar(cx, x, 0)])
+    # -0.0 has its sign bit set: 1/x is -inf there
+    neg_zero = cx.op("logical_and", [cx.op("eq", [x, _const(cx, 0.0, x)]),
+                                     cx.op("lt", [cx.op("reciprocal", [x]), _const(cx, 0.0, x)])])
+    return cx.op("logical_or", [cx.op("lt", [x, _const(cx, 0.0, x)]), neg_zero])
+
+
+@converter("aten.hypot.default")
+def _hypot(cx: Any, node: Any, a: Value, b: Value) -> Value:
+    return cx.op("sqrt", [cx.op("add", [cx.op("mul", [a, a]), cx.op("mul", [b, b])])])
+
+
+@converter("aten.erfc.default")
+def _erfc(cx: Any, node: Any, x: Value) -> Value:
+    return cx.op("sub", [_const(cx, 1.0, x), cx.op("erf", [x])])
+
+
+@converter("aten.var_mean.correction")
+def _var_mean(cx: Any, node: Any, x: Value, dims: Any = None, *, correction: Any = None,
+              keepdim: bool = False) -> tuple[Value, Value]:
+    axes = None if dims is None else [dims] if isinstance(dims, int) else list(dims)
+    var = cx.op("var", [x], axes=axes, keepdims=bool(keepdim), correction=float(1 if correction is None else correction))
+    return var, cx.op("reduce_mean", [x], axes=axes, keepdims=bool(keepdim))
+
+
+@converter("aten.slice_scatter.default")
+def _slice_scatter(cx: Any, node: Any, x: Value, src: Value, dim: int = 0, start: Any = None, end: Any = None,
+                   step: int = 1) -> Value:
+    """x with x[start:end:step] along dim replaced by src: a scatter of src at the sliced positions."""
+    dim = dim % x.type.rank
+    n = x.type.shape[dim]
+    if not isinstance(n, int):
+        raise NotImplementedError("slice_scatter along a symbolic dim")
+    positions = np.arange(n)[slice(start, end, step)]
+    shape = [1] * x.type.rank
+    shape[dim] = len(positions)
+    idx = cx.op("expand", [cx.const(positions.reshape(shape).astype(np.int64), DType.I64)],
+                shape=list(src.type.shape))
+    return cx.op("scatter_elements", [x, idx, src], axis=dim)
+
+
+@converter("aten.scatter_reduce.two")
+def _scatter_reduce(cx: Any, node: Any, x: Value, dim: int, index: Value, src: Value, reduce: str,
+                    include_self: bool = True) -> Value:
+    reduction = {"sum": "add", "prod": "mul", "amax": "max", "amin": "min"}.get(reduce)
+    if reduction is None or not include_self:
+        raise NotImplementedError(f"scatter_reduce with reduce={reduce!r}, include_self={include_self}")
+    if list(src.type.shape) != list(index.type.shape):
+        src = cx.op("slice", [src], starts=[0] * index.type.rank, ends=list(index.type.shape),
+                    axes=list(range(index.type.rank)))
+    return cx.op("scatter_elements", [x, index, src], axis=dim, reduction=reduction)
+
+
+@converter("aten.unfold.default")
+def _unfold(cx: Any, node: Any, x: Value, dim: int, size: int, step: int) -> Value:
+    """Windows of `size` every `step` along dim, as a new last axis: one gather with a [windows, size] index."""
+    if x.type.rank == 0:
+        return cx.op("reshape", [x], shape=[1])
+    dim = dim % x.type.rank
+    n = x.type.shape[dim]
+    if not isinstance(n, int):
+        raise NotImplementedError("unfold along a symbolic dim")
+    starts = np.arange(0, n - size + 1, step)
+    idx = cx.const((starts[:, None] + np.arange(size)[None, :]).astype(np.int64), DType.I64)
+    y = cx.op("gather", [x, idx], axis=dim)  # [..., windows, size, ...]
+    perm = list(range(y.type.rank))
+    perm.append(perm.pop(dim + 1))
+    return y if dim + 1 == y.type.rank - 1 else cx.op("transpose", [y], perm=perm)
+
+
+@converter("aten.narrow_copy.default", "aten.narrow.default")
+def _narrow(cx: Any, node: Any, x: Value, dim: int, start: Any, length: Any) -> Value:
+    start, length = cx.dim(start), cx.dim(length)
+    end = start + length if isinstance(start, int) and isinstance(length, int) else None
+    if end is None:
+        raise NotImplementedError("narrow with symbolic bounds")
+    return cx.op("slice", [x], starts=[start], ends=[end], axes=[dim % x.type.rank])
+
+
+@converter("aten.diagonal.default", "aten.diagonal_copy.default")
+def _diagonal(cx: Any, node: Any, x: Value, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Value:
+    """The diagonal as torch lays it out: dim1 and dim2 removed, the diagonal appended as the last axis."""
+    r = x.type.rank
+    d1, d2 = dim1 % r, dim2 % r
+    n1, n2 = x.type.shape[d1], x.type.shape[d2]
+    if not isinstance(n1, int) or not isinstance(n2, int):
+        raise NotImplementedError("diagonal over symbolic dims")
+    rows = np.arange(max(0, -offset), min(n1, n2 - offset)) if n2 - offset > 0 else np.arange(0)
+    rest = [i for i in range(r) if i not in (d1, d2)]
+    moved = cx.op("transpose", [x], perm=rest + [d1, d2])  # [..., n1, n2]
+    flat = cx.op("reshape", [moved], shape=[*[x.type.shape[i] for i in rest], n1 * n2])
+    idx = cx.const((rows * n2 + rows + offset).astype(np.int64), DType.I64)
+    return cx.op("gather", [flat, idx], axis=len(rest))
+
+
 def conv_transposed(cx: Any, x: Value, w: Value, b: Any, stride: Sequence[int], padding: Sequence[int],
                     dilation: Sequence[int], output_padding: Sequence[int], groups: int) -> Value:
     """aten.convolution with transposed=True: torch's weight is [C_in, C_out/groups, k...], as ONNX's."""

@@ -60,6 +60,23 @@ CASES: list[tuple[str, Callable[..., Any], tuple[torch.Tensor, ...]]] = [
     ("addbmm", lambda a: torch.addbmm(a[0, :, :5], a, a.transpose(1, 2)[:, :, :5]), (X,)),
     ("cumprod", lambda x: torch.cumprod(x, 1), (X,)),
     ("index-select", lambda x: torch.index_select(x, 2, torch.tensor([4, 0, 0])), (X,)),
+    ("bilinear", lambda x: F.interpolate(x.reshape(1, 2, 6, 5), size=(9, 4), mode="bilinear"), (X,)),
+    ("bilinear-corners", lambda x: F.interpolate(x.reshape(1, 2, 6, 5), scale_factor=2, mode="bilinear",
+                                                 align_corners=True), (X,)),
+    ("nearest", lambda x: F.interpolate(x.reshape(1, 2, 6, 5), size=(12, 7), mode="nearest"), (X,)),
+    ("diagonal", lambda x: torch.diagonal(x, offset=1, dim1=1, dim2=2), (X,)),
+    ("trace", lambda x: torch.trace(x[0]), (X,)),
+    ("unfold", lambda x: x.unfold(1, 3, 2), (X,)),
+    ("slice-scatter", lambda x, y: torch.slice_scatter(x, y[:, 1:4], dim=1, start=1, end=6, step=2), (X, Y)),
+    ("scatter-reduce-amax", lambda x: x.scatter_reduce(2, torch.tensor([[[0, 0, 1, 1, 4]] * 6] * 2), x * 2,
+                                                       "amax"), (X,)),
+    ("var-mean", lambda x: torch.var_mean(x, dim=1, correction=0), (X,)),
+    ("round-decimals", lambda x: torch.round(x * 100, decimals=-1), (X,)),
+    ("signbit", lambda x: torch.signbit(torch.cat([x.flatten(), torch.tensor([-0.0, 0.0])])), (X,)),
+    ("hypot", torch.hypot, (X, Y)), ("erfc", torch.erfc, (X,)), ("max-all", torch.max, (X,)),
+    ("narrow", lambda x: torch.narrow(x, 2, 1, 3), (X,)),
+    ("avg-pool-divisor", lambda x: F.avg_pool2d(x.reshape(1, 2, 6, 5), 2, divisor_override=3), (X,)),
+    ("max-pool1d-unused-indices", lambda x: F.max_pool1d(x, 2), (X,)),
 ]
 
 

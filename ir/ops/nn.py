@@ -10,6 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..dtypes import DType
+from ..symbolic import dim_add, dim_floordiv, dim_mul
 from ..types import Dim, TensorType
 from .registry import Attr, ConcreteType, ShapeError, register_op, same_as_input
 from .shapes import broadcast, compute_dtype, norm_axis, tt
@@ -245,8 +246,12 @@ def _window_shape(t: TensorType, kernel: tuple[int, ...], attrs: Mapping[str, An
     out: list[Dim] = []
     for i in range(nd):
         n = t.shape[2 + i]
-        if not isinstance(n, int):
-            raise ShapeError(f"spatial dim {2 + i} is symbolic ({n}); convolution needs static spatial sizes")
+        if not isinstance(n, int):  # audio, variable resolution: assumes the input is at least one window long
+            if ceil_mode:
+                raise ShapeError(f"spatial dim {2 + i} is symbolic ({n}); ceil_mode pooling needs static sizes")
+            span = pads[i] + pads[i + nd] - dil[i] * (kernel[i] - 1) - 1
+            out.append(dim_add(dim_floordiv(dim_add(n, span), strides[i]), 1))
+            continue
         out.append(_out_len(n, kernel[i], strides[i], pads[i], pads[i + nd], dil[i], ceil_mode))
     return tuple(out)
 
@@ -327,9 +332,10 @@ def _conv_t_shape(x: TensorType, w: TensorType, attrs: Mapping[str, Any]) -> tup
     out: list[Dim] = []
     for i in range(nd):
         n, k = x.shape[2 + i], w.shape[2 + i]
-        if not isinstance(n, int) or not isinstance(k, int):
-            raise ShapeError("conv_transpose needs static spatial dims")
-        out.append(strides[i] * (n - 1) + extra[i] + (k - 1) * dil[i] + 1 - pads[i] - pads[i + nd])
+        if not isinstance(k, int):
+            raise ShapeError("conv_transpose needs a static kernel")
+        const = -strides[i] + extra[i] + (k - 1) * dil[i] + 1 - pads[i] - pads[i + nd]
+        out.append(dim_add(dim_mul(strides[i], n), const))
     return tuple(out)
 
 
