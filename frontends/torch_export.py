@@ -30,7 +30,7 @@ from graphopt.ir.symbolic import from_sympy
 
 from . import aten
 
-__all__ = ["import_torch", "import_exported_program", "load_pt2", "export_torch", "decompose"]
+__all__ = ["import_torch", "import_exported_program", "load_pt2", "export_torch", "decompose", "export_failure"]
 
 
 def export_torch(model: Any, example_inputs: Sequence[Any] = (), example_kwargs: Mapping[str, Any] | None = None,
@@ -46,9 +46,52 @@ def export_torch(model: Any, example_inputs: Sequence[Any] = (), example_kwargs:
         with torch.no_grad():
             ep = torch.export.export(model, tuple(example_inputs), dict(example_kwargs or {}),
                                      dynamic_shapes=dynamic_shapes)
+    except Exception as e:
+        short = export_failure(e, type(model).__name__)
+        if short is None:
+            raise
+        raise short from None  # torch's 40-line message stays on short.__context__ for whoever needs it
     finally:
         model.train(was_training)
     return decompose(ep)
+
+
+def export_failure(e: BaseException, model: str) -> ModelLoadError | None:
+    r"""torch.export's two failures users hit most, said in a few lines with what to do; None for the rest.
+
+    >>> class GuardOnDataDependentSymNode(Exception): ...
+    >>> msg = "Could not guard on data-dependent expression Eq(u0, 1)\nThe following call raised this error:\n" \
+    ...       '  File "m.py", line 5, in forward\n    if x.sum() > 0:\n'
+    >>> print(export_failure(GuardOnDataDependentSymNode(msg), "Net"))  # doctest: +ELLIPSIS
+    cannot export Net: its Python code branches on tensor values at m.py, line 5, in forward: `if x.sum() > 0:`...
+    """
+    text = str(e)
+    lines = text.splitlines()
+    if type(e).__name__ == "GuardOnDataDependentSymNode" or "data-dependent expression" in text:
+        where, code = "?", ""
+        if "The following call raised this error:" in lines:
+            i = lines.index("The following call raised this error:")
+            frame = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            where = frame.removeprefix("File ").replace('"', "")
+            code = lines[i + 2].strip() if i + 2 < len(lines) else ""
+        return ModelLoadError(
+            f"cannot export {model}: its Python code branches on tensor values at {where}"
+            + (f": `{code}`" if code else "") + ". A compiled graph has no Python control flow that depends on "
+            "data. Compute both sides and select with torch.where, use torch.cond, or make the condition a value "
+            "known at compile time (a constant argument).")
+    if "Constraints violated" in text:
+        problems = [ln.strip()[2:] for ln in lines if ln.strip().startswith("- ")]
+        fixes = []
+        if "Suggested fixes:" in lines:
+            for ln in lines[lines.index("Suggested fixes:") + 1:]:
+                if not ln.startswith("  ") or not ln.strip():
+                    break
+                fixes.append(ln.strip())
+        return ModelLoadError(
+            f"cannot export {model} with these dynamic shapes: the model's code only holds for part of the range "
+            "you gave.\n" + "\n".join(f"  {p}" for p in problems[:5])
+            + ("\nNarrow the range (torch.export's suggestion): " + "; ".join(fixes) if fixes else ""))
+    return None
 
 
 def decompose(ep: Any) -> Any:
@@ -258,8 +301,8 @@ class _Converter(Builder):
     def _check_supported(self) -> None:
         missing: Counter[str] = Counter()
         where: dict[str, list[str]] = {}
-        for node in self.ep.graph.nodes:
-            if node.op == "call_function" and not aten.is_supported(node):
+        for node in _all_nodes(self.ep.graph_module):
+            if node.op == "call_function" and not aten.is_supported(node) and aten.op_name(node.target) != "cond":
                 key = aten.op_name(node.target)
                 missing[key] += 1
                 where.setdefault(key, []).append(_origin(node) or _source(node) or node.name)
@@ -271,7 +314,34 @@ class _Converter(Builder):
                 "graphopt.ir.register_op if none fits), or run the model in eager PyTorch.",
                 ops=dict(missing))
 
+    def _convert_cond(self, node: Any) -> None:
+        """torch.cond(pred, true_fn, false_fn, operands): both branches inlined, the results selected with
+        `where`. Exact (the branches are pure and agree in shape and dtype, as torch.cond requires); both sides
+        are computed, which is what a dataflow graph (ONNX If aside) can do without control flow."""
+        pred = self._map(node.args[0])
+        operands = list(self._map(node.args[3]))
+        branches = [self._inline(getattr(self.ep.graph_module, a.target), operands) for a in node.args[1:3]]
+        if not isinstance(pred, Value):  # decided at export time
+            self.env[node] = tuple(branches[0] if pred else branches[1])
+            return
+        with self.graph.inserting_at_end(origin=_origin(node)):
+            self.env[node] = tuple(self.op("where", [pred, t, f]) for t, f in zip(*branches))
+
+    def _inline(self, gm: Any, operands: list[Any]) -> list[Any]:
+        args = iter(operands)
+        for n in gm.graph.nodes:
+            if n.op == "placeholder":
+                self.env[n] = next(args)
+            elif n.op == "call_function":
+                self._convert(n)
+            elif n.op == "output":
+                return [self.env[a] for a in n.args[0]]
+        raise ModelLoadError(f"branch {gm} has no output")
+
     def _convert(self, node: Any) -> None:
+        if aten.op_name(node.target) == "cond":
+            self._convert_cond(node)
+            return
         val = node.meta.get("val")
         if aten.is_sym(node):  # SymInt arithmetic (sym_size, s0*s1): a dim, not a tensor
             self.env[node] = self.dim(val)
@@ -313,6 +383,18 @@ class _Converter(Builder):
             return self.env[a]
         return a
 
+
+
+def _all_nodes(gm: Any) -> list[Any]:
+    """The graph's nodes and those of its control-flow branches (torch.cond's true/false subgraphs)."""
+    out = []
+    for node in gm.graph.nodes:
+        out.append(node)
+        if node.op == "get_attr":
+            sub = getattr(gm, node.target, None)
+            if hasattr(sub, "graph"):
+                out += _all_nodes(sub)
+    return out
 
 
 def _spec_for(dynamic_shapes: Any, arg: str, pos: int) -> Any:

@@ -201,3 +201,31 @@ def test_slice_with_negative_steps_over_a_symbolic_dim(starts: list[int], ends: 
         x = np.arange(2 * s, dtype=np.float32).reshape(2, s)
         got, want = _run_both(m, x)
         np.testing.assert_array_equal(got, want)
+
+
+def _if_model(cond_from_shape: bool) -> Any:
+    then = h.make_graph([h.make_node("Mul", ["x", "two"], ["t"])], "then", [],
+                        [h.make_tensor_value_info("t", T.FLOAT, ["batch", 3])])
+    other = h.make_graph([h.make_node("Sub", ["x", "two"], ["e"])], "else", [],
+                         [h.make_tensor_value_info("e", T.FLOAT, ["batch", 3])])
+    if cond_from_shape:  # `if x.shape[1] == 3` as exporters write it: decided at import
+        pre = [h.make_node("Shape", ["x"], ["s"]), _const("one", 1), h.make_node("Gather", ["s", "one"], ["d"]),
+               _const("three", 3), h.make_node("Equal", ["d", "three"], ["c"])]
+    else:  # a run-time condition on the data
+        pre = [h.make_node("ReduceSum", ["x"], ["sum"], keepdims=0), _const("zero", 0),
+               h.make_node("Cast", ["zero"], ["fzero"], to=T.FLOAT), h.make_node("Greater", ["sum", "fzero"], ["c"])]
+    g = h.make_graph(pre + [h.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, ["batch", 3])],
+                     [h.make_tensor_value_info("y", T.FLOAT, ["batch", 3])],
+                     initializer=[nh.from_array(np.array(2.0, np.float32), "two")])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("cond_from_shape", [True, False])
+def test_onnx_if_folds_a_known_condition_and_selects_on_a_runtime_one(cond_from_shape: bool) -> None:
+    m = _if_model(cond_from_shape)
+    ops = {n.op.name for n in graphopt.import_onnx(m)}
+    assert ("where" in ops) is (not cond_from_shape)
+    for sign in (1.0, -1.0):
+        got, want = _run_both(m, np.full((2, 3), sign, np.float32))
+        np.testing.assert_array_equal(got, want)

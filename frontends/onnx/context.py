@@ -67,7 +67,22 @@ class ConversionContext(Builder):
             dims = [d.dim_value if d.HasField("dim_value") else ident(d.dim_param or f"{vi.name}_{i}")
                     for i, d in enumerate(tt.shape.dim)]
             self.env[vi.name] = self.graph.add_input(ident(vi.name), TensorType(dtype_of(tt.elem_type, vi.name), dims))
-        for i, node in enumerate(g.node):
+        self.convert_nodes(g.node)
+        self.graph.set_outputs([self.tensor(self.env[o.name]) for o in g.output])
+        for v, o in zip(self.graph.outputs, g.output):
+            check_declared(v, o)
+        for v, o in zip(self.graph.outputs, g.output):
+            if v.producer is not None and v.name != ident(o.name) and ident(o.name) not in self.graph._values:
+                self.graph.rename(v, ident(o.name))
+        return self.graph
+
+    def convert_nodes(self, nodes: Sequence[Any]) -> None:
+        """Convert ONNX nodes in order into the graph, binding their outputs by name (also for If branches,
+        whose nodes read the enclosing graph's values by name)."""
+        for i, node in enumerate(nodes):
+            if node.op_type not in CONVERTERS or node.domain not in ("", "ai.onnx"):
+                raise UnsupportedOpError(f"ONNX op {node.op_type} (node {node.name or i!r}) has no graphopt "
+                                         "converter", ops={node.op_type: 1})
             args = [self.env[x] for x in node.input]
             with self.graph.inserting_at_end(origin=node.name or f"{node.op_type}_{i}"):
                 try:
@@ -81,13 +96,6 @@ class ConversionContext(Builder):
             for name, v in zip(node.output, outs):
                 if name:
                     self.env[name] = v
-        self.graph.set_outputs([self.tensor(self.env[o.name]) for o in g.output])
-        for v, o in zip(self.graph.outputs, g.output):
-            check_declared(v, o)
-        for v, o in zip(self.graph.outputs, g.output):
-            if v.producer is not None and v.name != ident(o.name) and ident(o.name) not in self.graph._values:
-                self.graph.rename(v, ident(o.name))
-        return self.graph
 
     # -- values: IR Values, or known shape vectors (lists of dims) ----------------------------------------
     def tensor(self, x: Any) -> Value:

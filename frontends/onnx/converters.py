@@ -566,3 +566,26 @@ def _gather_nd(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     parts = [cx.op("squeeze", [cx.op("slice", [idx], starts=[j], ends=[j + 1], axes=[last])], axes=[last])
              for j in range(k)]
     return cx.op("index", [a[0], *parts], axis=0)
+
+
+@converter("If")
+def _if(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    """A condition known at import time (shape checks, export flags) takes its branch; a run-time condition
+    computes both branches and selects with `where` (exact when both branches agree in shape and dtype)."""
+    at = attrs_of(n)
+    cond = cx.known(a[0])
+
+    def branch(g: Any) -> list[Any]:
+        cx.convert_nodes(g.node)
+        return [cx.env[o.name] for o in g.output]
+
+    if cond is not None:
+        return branch(at["then_branch"] if cond[0] else at["else_branch"])
+    then, other = branch(at["then_branch"]), branch(at["else_branch"])
+    out = []
+    for t, e in zip(then, other):
+        t, e = cx.tensor(t), cx.tensor(e)
+        if t.type != e.type:
+            raise NotImplementedError(f"If on a run-time condition whose branches differ ({t.type} vs {e.type})")
+        out.append(cx.op("where", [a[0], t, e]))
+    return out
