@@ -567,6 +567,20 @@ def _gru(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
     return [cx.emit("Transpose", [y], perm=[1, 0, 2]) if bf else y, h]
 
 
+@exports("rnn")
+def _rnn(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
+    x, h0, w_ih, w_hh, b_ih, b_hh = a
+    hidden = n.inputs[3].type.shape[1]
+    lead = lambda w: cx.emit("Unsqueeze", [w, cx.ints([0])])  # noqa: E731 - a num_directions axis of 1
+    bias = cx.emit("Concat", [lead(b_ih), lead(b_hh)], axis=1)
+    bf = n.attrs["batch_first"]
+    x = cx.emit("Transpose", [x], perm=[1, 0, 2]) if bf else x
+    act = {"tanh": "Tanh", "relu": "Relu"}[n.attrs["nonlinearity"]]
+    y, h = cx.emit("RNN", [x, lead(w_ih), lead(w_hh), bias, "", h0], 2, hidden_size=hidden, activations=[act])
+    y = cx.emit("Squeeze", [y, cx.ints([1])])
+    return [cx.emit("Transpose", [y], perm=[1, 0, 2]) if bf else y, h]
+
+
 exports("quantize_linear")(lambda cx, n, a: cx.emit("QuantizeLinear", a, axis=n.attrs["axis"]))
 exports("dequantize_linear")(lambda cx, n, a: cx.emit("DequantizeLinear", a, axis=n.attrs["axis"]))
 

@@ -44,7 +44,8 @@ def keep_whole() -> list[Any]:
     gru ops, and a static resize becomes one matmul per axis."""
     import torch
 
-    return [torch.ops.aten.lstm.input, torch.ops.aten.gru.input, torch.ops.aten.upsample_bicubic2d.vec,
+    return [torch.ops.aten.lstm.input, torch.ops.aten.gru.input, torch.ops.aten.rnn_tanh.input,
+            torch.ops.aten.rnn_relu.input, torch.ops.aten.upsample_bicubic2d.vec,
             torch.ops.aten.upsample_bilinear2d.vec, torch.ops.aten.upsample_nearest2d.vec]
 
 
@@ -616,7 +617,9 @@ def _adaptive_avg_pool(cx: Any, node: Any, x: Value, output_size: Sequence[int])
 @converter("aten.lstm.input")
 def _lstm(cx: Any, node: Any, x: Value, hx: Sequence[Value], params: Sequence[Value], has_biases: bool,
           num_layers: int, dropout: float, train: bool, bidirectional: bool, batch_first: bool) -> Any:
-    if len(params) != (4 if has_biases else 2) * num_layers or getattr(hx[0].type, "shape", (0,))[0] != num_layers:
+    dirs = 2 if bidirectional else 1
+    if len(params) != (4 if has_biases else 2) * num_layers * dirs or \
+            getattr(hx[0].type, "shape", (0,))[0] != num_layers * dirs:
         raise NotImplementedError("LSTM with projections (proj_size)")
     return _recurrent(cx, "lstm", x, list(hx), params, has_biases, num_layers, bidirectional, batch_first)
 
@@ -627,25 +630,46 @@ def _gru(cx: Any, node: Any, x: Value, h0: Value, params: Sequence[Value], has_b
     return _recurrent(cx, "gru", x, [h0], params, has_biases, num_layers, bidirectional, batch_first)
 
 
+@converter("aten.rnn_tanh.input", "aten.rnn_relu.input")
+def _rnn(cx: Any, node: Any, x: Value, h0: Value, params: Sequence[Value], has_biases: bool, num_layers: int,
+         dropout: float, train: bool, bidirectional: bool, batch_first: bool) -> Any:
+    act = "relu" if "relu" in op_name(node.target) else "tanh"
+    return _recurrent(cx, "rnn", x, [h0], params, has_biases, num_layers, bidirectional, batch_first,
+                      nonlinearity=act)
+
+
+def reverse_time(cx: Any, x: Value, batch_first: bool) -> Value:
+    """x with its time axis reversed (a backward direction runs the forward op on this, and reverses back)."""
+    axis = 1 if batch_first else 0
+    return cx.op("slice", [x], starts=[-1], ends=[-_BIG], axes=[axis], steps=[-1])
+
+
 def _recurrent(cx: Any, op: str, x: Value, states: list[Value], params: Sequence[Value], has_biases: bool,
-               num_layers: int, bidirectional: bool, batch_first: bool) -> Any:
-    """A stack of `op` layers (the IR's lstm/gru run one layer each); states are [layers, B, H] per kind."""
+               num_layers: int, bidirectional: bool, batch_first: bool, **attrs: Any) -> Any:
+    """A stack of `op` layers (the IR's lstm/gru/rnn run one layer, one direction each); states are
+    [layers * directions, B, H] per kind. A backward direction runs on the time-reversed sequence, and the two
+    directions' outputs are concatenated on the feature axis, as torch lays them out."""
     import numpy as np
 
-    if bidirectional:
-        raise NotImplementedError(f"bidirectional {op.upper()}")
     per = 4 if has_biases else 2
+    dirs = 2 if bidirectional else 1
     y, finals = x, [[] for _ in states]  # type: ignore[var-annotated]
     for layer in range(num_layers):
-        w_ih, w_hh, *bias = params[per * layer: per * layer + per]
-        if not bias:
-            zeros = cx.const(np.zeros(w_ih.type.shape[0]), x.type.dtype)
-            bias = [zeros, zeros]
-        picked = [cx.op("slice", [s], starts=[layer], ends=[layer + 1], axes=[0]) for s in states]
-        y, *new = cx.op(op, [y, *picked, w_ih, w_hh, *bias], batch_first=batch_first)
-        for kind, v in zip(finals, new):
-            kind.append(v)
-    return (y, *(vs[0] if num_layers == 1 else cx.op("concat", vs, axis=0) for vs in finals))
+        outs = []
+        for d in range(dirs):
+            k = layer * dirs + d
+            w_ih, w_hh, *bias = params[per * k: per * k + per]
+            if not bias:
+                zeros = cx.const(np.zeros(w_ih.type.shape[0]), x.type.dtype)
+                bias = [zeros, zeros]
+            picked = [cx.op("slice", [s], starts=[k], ends=[k + 1], axes=[0]) for s in states]
+            src = reverse_time(cx, y, batch_first) if d else y
+            out, *new = cx.op(op, [src, *picked, w_ih, w_hh, *bias], batch_first=batch_first, **attrs)
+            outs.append(reverse_time(cx, out, batch_first) if d else out)
+            for kind, v in zip(finals, new):
+                kind.append(v)
+        y = outs[0] if dirs == 1 else cx.op("concat", outs, axis=-1)
+    return (y, *(vs[0] if len(vs) == 1 else cx.op("concat", vs, axis=0) for vs in finals))
 
 
 @converter("aten.upsample_bicubic2d.vec", "aten.upsample_bilinear2d.vec", "aten.upsample_nearest2d.vec")

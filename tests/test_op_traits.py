@@ -30,6 +30,7 @@ NO_FLOW = {
     "index_put": "writes by data-dependent index",
     "lstm": "recurrent: hidden units tie across four gates packed in one weight (left for the pruning issue)",
     "gru": "recurrent: hidden units tie across three gates packed in one weight (left for the pruning issue)",
+    "rnn": "recurrent: hidden units tie through the recurrence (left for the pruning issue)",
     "conv_transpose": "grouped output-channel layout differs from conv's: left to a later rule",
     "arange": "no inputs",
     "shape_tensor": "no inputs",

@@ -290,6 +290,17 @@ def _gru_case(batch_first: bool) -> Case:
     return ("gru", [x, h0, *params], {"batch_first": batch_first}, ref)
 
 
+def _rnn_case(nonlinearity: str) -> Case:
+    rnn = torch.nn.RNN(4, 3, nonlinearity=nonlinearity, batch_first=nonlinearity == "relu")
+    x, h0 = (f32(2, 5, 4) if nonlinearity == "relu" else f32(5, 2, 4)), f32(1, 2, 3)
+    params = [p.detach().numpy() for p in (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)]
+
+    def ref(x: torch.Tensor, h: torch.Tensor, *_: Any) -> Any:
+        return rnn(x, h)
+
+    return ("rnn", [x, h0, *params], {"batch_first": nonlinearity == "relu", "nonlinearity": nonlinearity}, ref)
+
+
 def _quant_cases() -> list[Case]:
     x = f32(2, 3, 4) * 3
     scale, zp = np.array(0.05, np.float32), np.array(3, np.int8)
@@ -352,7 +363,8 @@ def _int8_cases() -> list[Case]:
     ]
 
 
-CASES += [_lstm_case(), _gru_case(True), _gru_case(False), *_quant_cases(), *_int8_cases()]
+CASES += [_lstm_case(), _gru_case(True), _gru_case(False), _rnn_case("tanh"), _rnn_case("relu"), *_quant_cases(),
+          *_int8_cases()]
 
 # Ops whose semantics a torch function cannot state on its own; tested elsewhere.
 NOT_TORCH = {"scale_by", "swish_beta", "coverage_probe"}  # registered by a doctest, the README and a test

@@ -451,6 +451,8 @@ emits("lstm")(lambda n, a, at: f"torch.lstm({a[0]}, ({a[1]}, {a[2]}), ({', '.joi
                                f"False, False, {at['batch_first']})")
 emits("gru")(lambda n, a, at: f"torch.gru({a[0]}, {a[1]}, ({', '.join(a[2:6])}), True, 1, 0.0, False, False, "
                               f"{at['batch_first']})")
+emits("rnn")(lambda n, a, at: f"torch.rnn_{at['nonlinearity']}({a[0]}, {a[1]}, ({', '.join(a[2:6])}), True, 1, 0.0, "
+                              f"False, False, {at['batch_first']})")
 emits("quantize_linear")(lambda n, a, at: f"rt.quantize_linear({a[0]}, {a[1]}, {a[2]}, {at['axis']})")
 emits("dequantize_linear")(lambda n, a, at: f"rt.dequantize_linear({a[0]}, {a[1]}, {a[2]}, {at['axis']})")
 emits("dynamic_quantize_linear")(lambda n, a, at: f"rt.dynamic_quantize_linear({a[0]}, {at['reduce_range']})")

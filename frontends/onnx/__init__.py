@@ -1,7 +1,7 @@
 """ONNX frontend: a .onnx file or ModelProto (opset 13 and up) → graphopt IR.
 
 Reading order: `loading` (safe loading), `context` (the conversion context and the converter table),
-`converters`, `composite` and `resize` (the converters), `importer` (the driver).
+`converters`, `composite`, `recurrent` and `resize` (the converters), `importer` (the driver).
 
 Untrusted files are handled defensively: a missing path, a truncated or malformed protobuf, a model that
 fails `onnx.checker`, or an external-data location outside the model's folder each raise ModelLoadError
@@ -20,7 +20,7 @@ dim expressions instead of becoming runtime nodes.
 
 from __future__ import annotations
 
-from . import composite, converters, resize  # noqa: F401  (registers the converters)
+from . import composite, converters, recurrent, resize  # noqa: F401  (registers the converters)
 from .context import CONVERTERS, ConversionContext, converter
 from .importer import import_onnx
 from .loading import MIN_OPSET

@@ -519,7 +519,8 @@ def _rms_norm(x: np.ndarray, scale: np.ndarray | None = None, *, axis: int, eps:
 
 # -- recurrent -------------------------------------------------------------------------------------------
 def _recurrent_infer(name: str, gates: int) -> Callable[[list[TensorType], Mapping[str, Any]], list[TensorType]]:
-    """Types of an lstm (4 gates; states h, c) or gru (3 gates; state h): inputs x, *states, w_ih, w_hh, biases."""
+    """Types of an lstm (4 gates; states h, c), gru (3 gates; state h) or rnn (1 gate; state h): inputs x,
+    *states, w_ih, w_hh, biases."""
     states = 2 if gates == 4 else 1
 
     def infer(types: list[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
@@ -583,6 +584,27 @@ def _gru(x: np.ndarray, h0: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih
         h = (1 - z) * n + z * h
         ys.append(h)
     y = np.stack(ys)
+    if batch_first:
+        y = y.swapaxes(0, 1)
+    return y.astype(x.dtype), h[None].astype(x.dtype)
+
+
+@register_op("rnn", inputs=["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"], outputs=["y", "h_n"],
+             infer=_recurrent_infer("rnn", 1),
+             attrs={"batch_first": Attr("bool", False), "nonlinearity": Attr("str", "tanh", choices=("tanh", "relu"))},
+             flops=lambda i, o, a: 2 * o[0].numel * (i[2].shape[1] + i[3].shape[1]))
+def _rnn(x: np.ndarray, h0: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, *,
+         batch_first: bool, nonlinearity: str) -> tuple[np.ndarray, np.ndarray]:
+    """One unidirectional Elman RNN layer (torch.nn.RNN, ONNX RNN): h = act(x·W_ihᵀ + b_ih + h·W_hhᵀ + b_hh)."""
+    seq = _c(x).swapaxes(0, 1) if batch_first else _c(x)
+    h = _c(h0)[0]
+    xs = seq @ _c(w_ih).T + _c(b_ih)
+    act = np.tanh if nonlinearity == "tanh" else (lambda v: np.maximum(v, 0))
+    ys = []
+    for t in range(seq.shape[0]):
+        h = act(xs[t] + h @ _c(w_hh).T + _c(b_hh))
+        ys.append(h)
+    y = np.stack(ys) if ys else np.zeros((0, *h.shape))
     if batch_first:
         y = y.swapaxes(0, 1)
     return y.astype(x.dtype), h[None].astype(x.dtype)
