@@ -229,3 +229,48 @@ def test_onnx_if_folds_a_known_condition_and_selects_on_a_runtime_one(cond_from_
     for sign in (1.0, -1.0):
         got, want = _run_both(m, np.full((2, 3), sign, np.float32))
         np.testing.assert_array_equal(got, want)
+
+
+def _reduce_with_axes_input() -> Any:
+    g = h.make_graph([h.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)], "g",
+                     [h.make_tensor_value_info("x", T.FLOAT, [2, 3, 4]), h.make_tensor_value_info("axes", T.INT64, [1])],
+                     [h.make_tensor_value_info("y", T.FLOAT, ["a", "b"])])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", 18)])
+
+
+def test_shape_arguments_from_inputs_name_the_inputs() -> None:
+    from graphopt.errors import ShapeInputsNeeded
+
+    with pytest.raises(ShapeInputsNeeded, match="reduce axes .* graph input\\(s\\) 'axes'") as e:
+        graphopt.import_onnx(_reduce_with_axes_input())
+    assert e.value.inputs == ["axes"]
+
+
+def test_compile_specializes_on_shape_inputs_per_value_under_a_guard() -> None:
+    from graphopt.specialize import SpecializingModel
+
+    m = graphopt.compile(_reduce_with_axes_input(), target="cpu")
+    assert isinstance(m, SpecializingModel) and m.needed == ["axes"]
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    for axis in (1, 2, 1, 0):
+        np.testing.assert_array_equal(np.asarray(m(x, np.array([axis]))), x.sum(axis=axis))
+    assert len(m.specializations) == 3  # axis 1 was compiled once and reused
+    assert [v.name for v in m.graph.inputs] == ["x"]  # the latest specialization: axes became a constant
+
+
+def test_a_runtime_roi_is_honoured_not_ignored() -> None:
+    import onnxruntime as ort
+
+    node = h.make_node("Resize", ["x", "roi", "scales"], ["y"], mode="linear",
+                       coordinate_transformation_mode="tf_crop_and_resize")
+    g = h.make_graph([node], "g", [h.make_tensor_value_info("x", T.FLOAT, [1, 1, 4, 4]),
+                                   h.make_tensor_value_info("roi", T.FLOAT, [8])],
+                     [h.make_tensor_value_info("y", T.FLOAT, [1, 1, 3, 3])],
+                     initializer=[nh.from_array(np.array([1, 1, 0.75, 0.75], np.float32), "scales")])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    compiled = graphopt.compile(m, target="reference")
+    for roi in ([0, 0, 0.4, 0.6, 1, 1, 0.6, 0.8], [0, 0, 0, 0, 1, 1, 1, 1]):
+        r = np.array(roi, np.float32)
+        want = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x, "roi": r})[0]
+        np.testing.assert_allclose(np.asarray(compiled(x, r)), want, rtol=1e-5, atol=1e-5)

@@ -27,6 +27,13 @@ def slice_backwards(x: torch.Tensor, axis: int, start: int, end: int, step: int)
     return x.index_select(axis, torch.arange(first, stop, step))
 
 
+def topk(x: torch.Tensor, k: int, axis: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest (smallest) along axis, sorted, equal values in input order: a stable sort, then the first k.
+    torch.topk is faster but orders ties as its kernel happens to."""
+    values, indices = torch.sort(x, dim=axis, descending=largest, stable=True)
+    return values.narrow(axis, 0, k), indices.narrow(axis, 0, k)
+
+
 # a linear's or conv's activation as oneDNN's fused post-op (attr, algorithm)
 ONEDNN_ACTIVATIONS = {"none": ("none", ""), "relu": ("relu", ""), "gelu": ("gelu", "none"),
                       "gelu_tanh": ("gelu", "tanh"), "silu": ("swish", ""), "tanh": ("tanh", "")}

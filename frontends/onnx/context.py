@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from graphopt.errors import ModelLoadError, UnsupportedOpError
+from graphopt.errors import ModelLoadError, ShapeInputsNeeded, UnsupportedOpError
 from graphopt.ir import Builder, DType, Graph, TensorType, Value
 
 from .loading import dtype_of
 
 __all__ = ["ConversionContext", "Known", "CONVERTERS", "Converter", "converter", "attrs_of", "need", "ident",
-           "check_declared", "FOLD_LIMIT", "Unprovable", "known_array", "from_known",
+           "check_declared", "FOLD_LIMIT", "upstream_inputs", "Unprovable", "known_array", "from_known",
            "fold_known"]
 
 FOLD_LIMIT = 4096  # elements: shape-sized results are folded while importing, weights are left to the passes
@@ -46,6 +46,7 @@ class ConversionContext(Builder):
         self.external = external
         self.constants = constants
         self.env: dict[str, Any] = {"": None}
+        self.input_names: dict[str, str] = {}  # IR input name -> the model file's name (for constants=)
 
     def run(self) -> Graph:
         from onnx import helper, numpy_helper
@@ -67,6 +68,7 @@ class ConversionContext(Builder):
             dims = [d.dim_value if d.HasField("dim_value") else ident(d.dim_param or f"{vi.name}_{i}")
                     for i, d in enumerate(tt.shape.dim)]
             self.env[vi.name] = self.graph.add_input(ident(vi.name), TensorType(dtype_of(tt.elem_type, vi.name), dims))
+            self.input_names[ident(vi.name)] = vi.name
         self.convert_nodes(g.node)
         self.graph.set_outputs([self.tensor(self.env[o.name]) for o in g.output])
         for v, o in zip(self.graph.outputs, g.output):
@@ -230,7 +232,33 @@ def attrs_of(node: Any) -> dict[str, Any]:
 
 
 def need(cx: ConversionContext, x: Any, what: str) -> list[Any]:
+    """`x` as a list of python values (dims allowed); ShapeInputsNeeded names the graph inputs it comes from when
+    it is only known at run time (a Reshape target fed as an input, Resize scales computed from data)."""
     k = cx.known(x)
     if k is None:
-        raise NotImplementedError(f"{what} must be known at import time (a constant or computed from shapes)")
+        sources = upstream_inputs(cx, x)
+        if not sources:
+            raise NotImplementedError(f"{what} must be known at import time (a constant or computed from shapes)")
+        raise ShapeInputsNeeded(f"{what} must be known at compile time; it comes from graph input(s) "
+                                f"{', '.join(repr(s) for s in sources)}. Give their values with "
+                                "import_onnx(..., constants={...}), or let graphopt.compile specialize on them when "
+                                "the model is called.", sources)
     return k
+
+
+def upstream_inputs(cx: ConversionContext, x: Any) -> list[str]:
+    """The graph inputs (by the model file's names) that `x` is computed from."""
+    if not isinstance(x, Value):
+        return []
+    inputs = {id(v) for v in cx.graph.inputs}
+    seen, stack, found = set(), [x], []
+    while stack:
+        v = stack.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if id(v) in inputs:
+            found.append(cx.input_names.get(v.name, v.name))
+        elif v.producer is not None:
+            stack.extend(v.producer.inputs)
+    return sorted(found)

@@ -357,9 +357,7 @@ def _pad(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
     rank = x.type.rank
     given = [int(p) for p in need(cx, a[1], "Pad pads")]
-    value = cx.known(a[2]) if len(a) > 2 and a[2] is not None else [0.0]
-    if value is None:
-        raise NotImplementedError("Pad value must be known at import time")
+    value = need(cx, a[2], "the Pad value") if len(a) > 2 and a[2] is not None else [0.0]
     axes = [int(i) % rank for i in need(cx, a[3], "Pad axes")] if len(a) > 3 and a[3] is not None else list(range(rank))
     pads = [0] * (2 * rank)
     for k, ax in enumerate(axes):
@@ -398,9 +396,7 @@ def _constant_of_shape(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 
 @converter("Range")
 def _range(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
-    start, limit, delta = (cx.known(x) for x in a)
-    if start is None or limit is None or delta is None:
-        raise NotImplementedError("Range bounds must be known at import time")
+    start, limit, delta = (need(cx, x, "Range bounds") for x in a)
     dt = cx.tensor(a[0]).type.dtype if isinstance(a[0], Value) else DType.I64
     if dt.is_float:
         return cx.graph.add_constant(np.arange(start[0], limit[0], delta[0], dtype=dt.numpy))

@@ -14,7 +14,7 @@ import numpy as np
 
 from graphopt.ir import DType, Value
 
-from .context import ConversionContext, attrs_of, converter
+from .context import ConversionContext, attrs_of, converter, need
 from ..resize_math import cubic_coeffs, linear_coeffs, nearest_coeffs, resize_matrix
 
 
@@ -28,11 +28,11 @@ def _resize(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x = cx.tensor(a[0])
     rank = x.type.rank
     a = a + [None] * (4 - len(a))
-    roi = cx.known(a[1]) if a[1] is not None else None
-    scales = cx.known(a[2]) if a[2] is not None else None
-    sizes = cx.known(a[3]) if a[3] is not None else None
-    if (a[2] is not None and scales is None) or (a[3] is not None and sizes is None):
-        raise NotImplementedError("Resize scales and sizes must be known at import time")
+    # roi matters only to tf_crop_and_resize; there a run-time roi must not be silently ignored
+    crop = at.get("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize"
+    roi = (need(cx, a[1], "Resize roi") if crop else cx.known(a[1])) if a[1] is not None else None
+    scales = need(cx, a[2], "Resize scales") if a[2] is not None else None
+    sizes = need(cx, a[3], "Resize sizes") if a[3] is not None else None
     axes = [int(i) % rank for i in at.get("axes", range(rank))]
     shape = list(x.type.shape)
     if any(not isinstance(shape[ax], int) for ax in axes):

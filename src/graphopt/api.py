@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from graphopt.backends import check_coverage, get_backend
-from graphopt.errors import ModelLoadError
+from graphopt.errors import ModelLoadError, ShapeInputsNeeded
 from graphopt.ir import Graph
 from graphopt.passes import PassManager
 from graphopt.passes.manager import PipelineResult
@@ -27,7 +27,7 @@ __all__ = ["compile", "CompiledModel", "load_model", "read_gir", "to_graph"]
 
 
 def to_graph(model: Any, example_inputs: Sequence[Any] | None = None, *, example_kwargs: Mapping[str, Any] | None = None,
-             dynamic_shapes: Any = None) -> Graph:
+             dynamic_shapes: Any = None, constants: Mapping[str, Any] | None = None) -> Graph:
     """Import anything graphopt accepts: nn.Module, ExportedProgram, .onnx/.pt2/.gir path, ModelProto, Graph.
 
     `example_inputs` may be a tuple, one tensor, or a dict of keyword inputs (how Hugging Face models are called),
@@ -40,7 +40,7 @@ def to_graph(model: Any, example_inputs: Sequence[Any] | None = None, *, example
         if path.suffix == ".onnx":
             from graphopt.frontends.onnx import import_onnx
 
-            return import_onnx(path)
+            return import_onnx(path, constants=constants)
         if path.suffix in (".pt2", ".pt"):
             from graphopt.frontends import load_pt2
 
@@ -51,7 +51,7 @@ def to_graph(model: Any, example_inputs: Sequence[Any] | None = None, *, example
     if type(model).__name__ == "ModelProto":
         from graphopt.frontends.onnx import import_onnx
 
-        return import_onnx(model)
+        return import_onnx(model, constants=constants)
     if type(model).__name__ == "ExportedProgram":
         from graphopt.frontends.torch_export import decompose, import_exported_program
 
@@ -117,6 +117,7 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     budget: float | None = 0.99,
     smooth: float = 0.5,
     kernel_choice: str = "measure",
+    constants: Mapping[str, Any] | None = None,
 ) -> CompiledModel:
     """Import `model`, run `pipeline` over it, and compile it for `target` (cpu, onnxruntime, reference).
 
@@ -126,6 +127,9 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     least `budget` (None or 0: no search). `smooth` is SmoothQuant's migration strength (0: off).
     `kernel_choice="always"` quantizes every eligible layer even where the target measures it slower (accuracy
     studies; the cpu target then runs such layers' int8 semantics in f32 ops); the default "measure" keeps them f32.
+    `constants` fixes ONNX graph inputs to values (shape-like inputs: a Reshape target, Resize scales). Without
+    it, an ONNX model whose shape arguments come from its inputs is returned as a `SpecializingModel` that
+    compiles once per distinct value of those inputs when called (see graphopt.specialize).
     """
     if kernel_choice not in ("measure", "always"):
         raise ValueError(f"kernel_choice must be 'measure' or 'always', got {kernel_choice!r}")
@@ -133,7 +137,18 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
 
     t0 = time.perf_counter()
     example_inputs, example_kwargs = _calling_convention(example_inputs, example_kwargs)
-    original = to_graph(model, example_inputs, example_kwargs=example_kwargs, dynamic_shapes=dynamic_shapes)
+    try:
+        original = to_graph(model, example_inputs, example_kwargs=example_kwargs, dynamic_shapes=dynamic_shapes,
+                            constants=constants)
+    except ShapeInputsNeeded as e:
+        if constants is not None or not _is_onnx(model):
+            raise
+        from graphopt.specialize import SpecializingModel
+
+        options = dict(pipeline=pipeline, target=target, quantize=quantize, calibration=calibration, budget=budget,
+                       smooth=smooth, kernel_choice=kernel_choice)
+        return SpecializingModel(e.inputs, _onnx_input_names(model),  # type: ignore[return-value]
+                                 lambda values: compile(model, constants=values, **options))  # type: ignore[arg-type]
     t1 = time.perf_counter()
     backend = get_backend(target)
     graph = original.copy()
@@ -155,6 +170,20 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     compiled.layers = layers  # per quantizable layer: precision (int8, bf16 or fp32), why, errors
     compiled.precision = quantize or "fp32"
     return compiled
+
+
+def _is_onnx(model: Any) -> bool:
+    return type(model).__name__ == "ModelProto" or (isinstance(model, (str, os.PathLike))
+                                                      and Path(model).suffix == ".onnx")
+
+
+def _onnx_input_names(model: Any) -> list[str]:
+    """The model file's graph inputs (initializers listed as inputs are weights, not inputs)."""
+    from graphopt.frontends.onnx.loading import load_proto
+
+    proto = model if type(model).__name__ == "ModelProto" else load_proto(model)[0]
+    inits = {t.name for t in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name not in inits]
 
 
 def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float | None, smooth: float, target: str,

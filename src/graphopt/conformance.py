@@ -134,37 +134,35 @@ def _failure(case: Any, target: str, e: Exception) -> CaseResult:
 def run_case(case: Any, target: str, pipeline: str = "O0") -> CaseResult:
     """Import, optimize, compile and run every data set of `case` on `target`; compare with the expected outputs.
 
-    graphopt needs shape-like arguments at compile time; a case that passes them as graph inputs is retried
-    with its integer and small (≤ 8 elements: scales, bounds, pads) inputs specialized to the data set's values (`import_onnx(..., constants=...)`), and its
-    result says so in `detail`.
+    The case model is taken as given. One whose shape-like arguments (Reshape targets, Resize scales, reduction
+    axes) are graph inputs runs as a `SpecializingModel` — compiled per distinct value of those inputs when called,
+    as `graphopt.compile` does — and its result says so in `detail` ("specialized on call: ...").
     """
+    from graphopt.errors import ShapeInputsNeeded
+    from graphopt.specialize import SpecializingModel
+
     try:
-        runs = [(_compile(case.model, target, pipeline), data) for data in case.data_sets]
-        frozen: list[str] = []
-    except Exception as e:  # noqa: BLE001 - a crash is a result here, recorded with its message
-        if "known at import time" not in str(e):
-            return _failure(case, target, e)
-        frozen = [i.name for i, x in zip(case.model.graph.input, case.data_sets[0][0])
-                  if _array(x).dtype.kind in "iu" or _array(x).size <= 8]
         try:
-            runs = []
-            for inputs, outputs in case.data_sets:
-                named = dict(zip((i.name for i in case.model.graph.input), inputs))
-                consts = {name: _array(named[name]) for name in frozen}
-                rest = [x for i, x in zip(case.model.graph.input, inputs) if i.name not in frozen]
-                runs.append((_compile(case.model, target, pipeline, consts), (rest, outputs)))
-        except Exception as e2:  # noqa: BLE001
-            return _failure(case, target, e2)
-    for exe, (inputs, outputs) in runs:
+            exe: Any = _compile(case.model, target, pipeline)
+        except ShapeInputsNeeded as e:
+            names = [i.name for i in case.model.graph.input
+                     if i.name not in {t.name for t in case.model.graph.initializer}]
+            exe = SpecializingModel(e.inputs, names, lambda consts: _compile(case.model, target, pipeline, consts))
+    except Exception as e:  # noqa: BLE001 - a crash is a result here, recorded with its message
+        return _failure(case, target, e)
+    for inputs, outputs in case.data_sets:
         try:
             with np.errstate(all="ignore"):
                 got = exe(*[_array(x) for x in inputs])
         except Exception as e:  # noqa: BLE001
-            return CaseResult(case.name, op_type(case), target, "error", _first_line(e))
+            status = "unsupported" if type(e).__name__ in ("UnsupportedOpError", "ShapeInputsNeeded",
+                                                           "ModelLoadError") else "error"
+            return CaseResult(case.name, op_type(case), target, status, _first_line(e))
         diff = _compare(got, outputs, case.rtol, case.atol)
         if diff:
             return CaseResult(case.name, op_type(case), target, "fail", diff)
-    return CaseResult(case.name, op_type(case), target, "pass", f"specialized: {', '.join(frozen)}" if frozen else "")
+    detail = f"specialized on call: {', '.join(exe.needed)}" if isinstance(exe, SpecializingModel) else ""
+    return CaseResult(case.name, op_type(case), target, "pass", detail)
 
 
 def run_ort(case: Any) -> CaseResult:

@@ -71,6 +71,16 @@ class UnsupportedOpError(GraphoptError):
         super().__init__(message)
 
 
+class ShapeInputsNeeded(UnsupportedOpError):
+    """A shape-like argument (a Reshape target, Resize scales, reduction axes) comes from graph inputs whose values
+    graphopt needs at compile time. `inputs` names them (as the model file does); `graphopt.compile` then
+    specializes on their values when the model is called (see graphopt.specialize)."""
+
+    def __init__(self, message: str, inputs: list[str]) -> None:
+        self.inputs = list(inputs)
+        super().__init__(message, ops={})
+
+
 class ModelLoadError(GraphoptError):
     """A model file that is missing, malformed or unsafe to load."""
 
