@@ -289,7 +289,9 @@ def _activation(cx: _Ctx, y: str, act: str, dt: DType) -> str:
 @exports("reshape")
 def _reshape(cx: _Ctx, n: Node, a: list[str]) -> str:
     shape = n.attrs["shape"]
-    return cx.emit("Reshape", [a[0], cx.ints(shape)], allowzero=1 if 0 in shape else None)
+    # a 0 in the target means "copy that dim" unless allowzero; a symbol may be 0 at run time (nonzero's count)
+    zero = 0 in shape or any(not isinstance(d, int) for d in shape)
+    return cx.emit("Reshape", [a[0], cx.ints(shape)], allowzero=1 if zero else None)
 
 
 exports("transpose")(lambda cx, n, a: cx.emit("Transpose", a, perm=list(n.attrs["perm"])))
@@ -351,6 +353,9 @@ def _arange(cx: _Ctx, n: Node, a: list[str]) -> str:
     end = cx.const(at["end"], dt) if isinstance(at["end"], int) else cx.cast(
         cx.emit("Squeeze", [cx.dim(at["end"]), cx.ints([0])]), DType.I64, dt)
     return cx.emit("Range", [cx.const(at["start"], dt), end, cx.const(at["step"], dt)])
+
+
+exports("nonzero")(lambda cx, n, a: cx.emit("NonZero", a))
 
 
 @exports("shape_tensor")
@@ -659,6 +664,9 @@ def to_onnx(graph: Graph, *, opset: int = OPSET) -> Any:
         outs = [outs] if isinstance(outs, str) else list(outs)
         for v, o in zip(node.outputs, outs):
             names[id(v)] = o
+            for axis, d in enumerate(v.type.shape):  # a data-dependent size (nonzero's count) is read from here
+                if is_symbol(d) and d not in cx.sym_source:
+                    cx.sym_source[d] = (o, axis)
     # ONNX graph outputs need their own names; an Identity gives each one (also when an input is returned).
     outputs = []
     taken = {v.name for v in graph.inputs} | set(graph.constants) | {o for n in cx.nodes for o in n.output}

@@ -384,7 +384,14 @@ def _index(cx: Any, node: Any, x: Value, indices: Sequence[Any]) -> Value:
         raise NotImplementedError("advanced indexing with non-adjacent index tensors")
     idx = [indices[i] for i in used]
     if any(t.type.dtype == DType.BOOL for t in idx):
-        raise NotImplementedError("boolean-mask indexing (data-dependent shape)")
+        if len(idx) != 1:
+            raise NotImplementedError("boolean-mask indexing mixed with other index tensors")
+        # x[mask]: the mask's non-zero positions (a data-dependent count, torch.export's unbacked symbol) index
+        # x's leading axes, one index tensor per masked axis
+        mask = idx[0]
+        count = cx.dim(node.meta["val"].shape[used[0]])
+        nz = cx.op("nonzero", [mask], count=str(count))
+        idx = [cx.op("gather", [nz, cx.const(j, DType.I64)], axis=0) for j in range(mask.type.rank)]
     return cx.op("index", [x, *idx], axis=used[0])
 
 

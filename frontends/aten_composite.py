@@ -324,6 +324,13 @@ def _diagonal(cx: Any, node: Any, x: Value, offset: int = 0, dim1: int = 0, dim2
     return cx.op("gather", [flat, idx], axis=len(rest))
 
 
+@converter("aten.nonzero.default")
+def _nonzero(cx: Any, node: Any, x: Value) -> Value:
+    """torch's [count, rank] layout of the IR's [rank, count]; count is torch.export's unbacked symbol."""
+    count = cx.dim(node.meta["val"].shape[0])
+    return cx.op("transpose", [cx.op("nonzero", [x], count=str(count))], perm=[1, 0])
+
+
 def conv_transposed(cx: Any, x: Value, w: Value, b: Any, stride: Sequence[int], padding: Sequence[int],
                     dilation: Sequence[int], output_padding: Sequence[int], groups: int) -> Value:
     """aten.convolution with transposed=True: torch's weight is [C_in, C_out/groups, k...], as ONNX's."""

@@ -344,7 +344,10 @@ class _Converter(Builder):
             return
         val = node.meta.get("val")
         if aten.is_sym(node):  # SymInt arithmetic (sym_size, s0*s1): a dim, not a tensor
-            self.env[node] = self.dim(val)
+            import torch
+
+            # a SymBool only feeds torch's runtime asserts on unbacked sizes (u0 >= 0), which are no-ops here
+            self.env[node] = None if isinstance(val, (torch.SymBool, bool)) else self.dim(val)
             return
         args = self._map(node.args)
         kwargs = self._map(node.kwargs)

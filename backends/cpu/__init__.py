@@ -68,6 +68,8 @@ class CpuBackend:
             value = node.attrs[key]
             dims = [value] if spec.kind == "dim" else list(value or ()) if spec.kind == "dims" else []
             missing = set().union(*(free_symbols(d) for d in dims if isinstance(d, str))) - bound
+            if missing and graph is not None:  # data-dependent sizes (nonzero's count) are bound where computed
+                missing -= {d for n in graph for o in n.outputs for d in o.type.shape if is_symbol(d)}  # type: ignore[union-attr]
             if missing:
                 return f"attribute {key} uses {', '.join(sorted(missing))}, which no graph input binds"
         return None

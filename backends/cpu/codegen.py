@@ -118,6 +118,11 @@ def generate(graph: Graph, channels_last: bool = False) -> tuple[str, list[np.nd
         target = outs[0] if len(outs) == 1 and node.op.variadic_outputs is None else ", ".join(outs) + (
             "," if len(outs) == 1 else "")
         body.append(f"{target} = {expr}")
+        for o, name in zip(node.outputs, outs):  # data-dependent sizes (nonzero's count): bound where computed
+            for axis, d in enumerate(o.type.shape if o.type is not None else ()):
+                if is_symbol(d) and d not in symbols:
+                    symbols[d] = names.claim(d, f"sym_{d}")
+                    body.append(f"{symbols[d]} = {name}.shape[{axis}]")
         dead = [local[id(v)] for v in dict.fromkeys(node.inputs) if last_use.get(id(v)) == pos and id(v) not in keep]
         dead += [n for o, n in zip(node.outputs, outs) if o.num_uses == 0 and id(o) not in keep]
         if dead:

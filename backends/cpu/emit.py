@@ -282,6 +282,7 @@ def _arange(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     return f"torch.arange({at['start']}, {at['end']}, {at['step']}, dtype={_dt(at['dtype'])})"
 
 
+emits("nonzero")(lambda n, a, at: f"torch.nonzero({a[0]}).T.contiguous()")
 emits("shape_tensor")(lambda n, a, at: f"torch.tensor({_tuple(at['values'])}, dtype={_dt(at['dtype'])})"
                      f".reshape({_tuple(n.outputs[0].type.shape)})")
 emits("full")(lambda n, a, at: f"torch.full({_tuple(at['shape'])}, {at['value']!r}, dtype={_dt(at['dtype'])})")

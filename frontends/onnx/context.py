@@ -78,6 +78,16 @@ class ConversionContext(Builder):
                 self.graph.rename(v, ident(o.name))
         return self.graph
 
+    def fresh_symbol(self, hint: str) -> str:
+        """A dim symbol no input uses, for a data-dependent size (NonZero's count)."""
+        taken = {d for v in self.graph.inputs for d in v.type.shape if isinstance(d, str)}  # type: ignore[union-attr]
+        self._fresh = getattr(self, "_fresh", 0)
+        while True:
+            self._fresh += 1
+            name = f"{hint}{self._fresh}"
+            if name not in taken:
+                return name
+
     def convert_nodes(self, nodes: Sequence[Any]) -> None:
         """Convert ONNX nodes in order into the graph, binding their outputs by name (also for If branches,
         whose nodes read the enclosing graph's values by name)."""

@@ -585,3 +585,6 @@ def _if(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
             raise NotImplementedError(f"If on a run-time condition whose branches differ ({t.type} vs {e.type})")
         out.append(cx.op("where", [a[0], t, e]))
     return out
+
+
+converter("NonZero")(lambda cx, n, a: cx.op("nonzero", a, count=cx.fresh_symbol("nonzero")))

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import DType
-from ..symbolic import dim_add, dim_ceildiv, dim_mul, dim_sub
+from ..symbolic import dim_add, dim_ceildiv, dim_mul, dim_sub, is_symbol
 from ..types import Dim, TensorType
 from .registry import Attr, ConcreteType, ShapeError, register_op
 from .shapes import broadcast, norm_axes, norm_axis, reshape_dims, tt
@@ -412,6 +412,20 @@ def _shape_tensor(*, values: tuple[int, ...], shape: tuple[int, ...] | None, dty
     Legacy ONNX exports compute position ids, masks and reshape targets from `Shape`; where such a value is used
     as an ordinary tensor it is materialized from the bound symbols by this op (TVM Relax's shape_to_tensor)."""
     return np.array(values, dtype=dtype.numpy).reshape(shape if shape is not None else (len(values),))
+
+
+def _nonzero_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    if not is_symbol(attrs["count"]):
+        raise ShapeError(f"nonzero's count must name a fresh symbol, got {attrs['count']!r}")
+    return tt(DType.I64, (types[0].rank, attrs["count"]))
+
+
+@register_op("nonzero", inputs=["x"], infer=_nonzero_infer, flops=_moved, attrs={"count": Attr("str")})
+def _nonzero(x: np.ndarray, *, count: str) -> np.ndarray:
+    """Indices of the non-zero elements, [rank, count] in row-major order (ONNX NonZero). The output's size is
+    data-dependent: `count` names a fresh symbol, bound when the graph runs (torch.export's unbacked symbols), so
+    the ops after it are typed with it as with any other dim."""
+    return np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)
 
 
 @register_op("full", inputs=[], flops=_moved, infer=lambda t, a: tt(a["dtype"], a["shape"]),
