@@ -554,18 +554,27 @@ def _layer_norm(cx: Any, node: Any, x: Value, shape: Sequence[int], w: Any, b: A
     if w is None and b is not None:
         raise NotImplementedError("layer norm with a bias but no weight")
     y = cx.op("layer_norm", ins, axis=-len(shape), eps=float(eps))
-    return y, UNAVAILABLE, UNAVAILABLE
+    if len(node.users) <= 1 and all(u.target is not None and "getitem" in str(u.target) and u.args[1] == 0
+                                    for u in node.users):
+        return y, UNAVAILABLE, UNAVAILABLE
+    # the statistics are read (native_layer_norm called directly): mean and 1/std over the normalized axes
+    axes = list(range(x.type.rank - len(shape), x.type.rank))
+    mean = cx.op("reduce_mean", [x], axes=axes, keepdims=True)
+    var = cx.op("var", [x], axes=axes, keepdims=True, correction=0.0)
+    return y, mean, cx.op("rsqrt", [cx.op("add", [var, _scalar(cx, x, float(eps))])])
 
 
 @converter("aten._native_batch_norm_legit_no_training.default", "aten.native_batch_norm.default",
-           "aten._native_batch_norm_legit.default")
+           "aten._native_batch_norm_legit.default", "aten._native_batch_norm_legit_functional.default")
 def _batch_norm(cx: Any, node: Any, x: Value, w: Any, b: Any, mean: Value, var: Value, *rest: Any) -> Any:
     import numpy as np
 
     name = op_name(node.target)
     training = rest[0] if name != "aten._native_batch_norm_legit_no_training.default" else False
-    if training is True:
-        raise NotImplementedError("batch norm in training mode; call model.eval() first")
+    if training is True:  # batch statistics (instance norm is this, over [1, N*C, ...])
+        from .aten_composite import batch_norm_batch_stats
+
+        return batch_norm_batch_stats(cx, x, w, b, mean, var, *rest[1:])
     eps = rest[-1]
     c = x.type.shape[1]
     w = w if w is not None else cx.const(np.ones(c), x.type.dtype)
@@ -594,7 +603,8 @@ def _pool_args(kernel: Sequence[int], stride: Sequence[int], padding: Any, nd: i
     return kernel, stride, padding * 2
 
 
-@converter("aten.max_pool2d_with_indices.default", "aten.max_pool2d.default", "aten.max_pool1d.default")
+@converter("aten.max_pool2d_with_indices.default", "aten.max_pool2d.default", "aten.max_pool1d.default",
+           "aten.max_pool3d_with_indices.default")
 def _max_pool(cx: Any, node: Any, x: Value, kernel: Sequence[int], stride: Sequence[int] = (), padding: Any = 0,
               dilation: Any = 1, ceil_mode: bool = False) -> Any:
     nd = x.type.rank - 2
@@ -604,7 +614,7 @@ def _max_pool(cx: Any, node: Any, x: Value, kernel: Sequence[int], stride: Seque
     return (y, UNAVAILABLE) if "with_indices" in op_name(node.target) else y
 
 
-@converter("aten.avg_pool2d.default", "aten.avg_pool1d.default")
+@converter("aten.avg_pool2d.default", "aten.avg_pool1d.default", "aten.avg_pool3d.default")
 def _avg_pool(cx: Any, node: Any, x: Value, kernel: Sequence[int], stride: Sequence[int] = (), padding: Any = 0,
               ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: Any = None) -> Value:
     k, s, p = _pool_args(kernel, stride, padding, x.type.rank - 2)
@@ -616,7 +626,7 @@ def _avg_pool(cx: Any, node: Any, x: Value, kernel: Sequence[int], stride: Seque
 
 
 @converter("aten._adaptive_avg_pool2d.default", "aten.adaptive_avg_pool2d.default",
-           "aten._adaptive_avg_pool1d.default", "aten.adaptive_avg_pool1d.default")
+           "aten._adaptive_avg_pool1d.default", "aten.adaptive_avg_pool1d.default", "aten._adaptive_avg_pool3d.default")
 def _adaptive_avg_pool(cx: Any, node: Any, x: Value, output_size: Sequence[int]) -> Value:
     return cx.op("adaptive_avg_pool", [x], output_size=list(output_size))
 

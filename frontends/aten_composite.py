@@ -270,16 +270,160 @@ def _slice_scatter(cx: Any, node: Any, x: Value, src: Value, dim: int = 0, start
     return cx.op("scatter_elements", [x, idx, src], axis=dim)
 
 
+_IDENTITY = {"sum": 0.0, "prod": 1.0, "amax": -math.inf, "amin": math.inf}
+
+
 @converter("aten.scatter_reduce.two")
 def _scatter_reduce(cx: Any, node: Any, x: Value, dim: int, index: Value, src: Value, reduce: str,
                     include_self: bool = True) -> Value:
-    reduction = {"sum": "add", "prod": "mul", "amax": "max", "amin": "min"}.get(reduce)
-    if reduction is None or not include_self:
-        raise NotImplementedError(f"scatter_reduce with reduce={reduce!r}, include_self={include_self}")
+    """sum/prod/amax/amin as ScatterElements reductions; without include_self the indexed positions are first
+    reset to the reduction's identity. mean is sum / count (the count scattered as ones)."""
     if list(src.type.shape) != list(index.type.shape):
         src = cx.op("slice", [src], starts=[0] * index.type.rank, ends=list(index.type.shape),
                     axes=list(range(index.type.rank)))
-    return cx.op("scatter_elements", [x, index, src], axis=dim, reduction=reduction)
+    base = x
+    if reduce == "mean":
+        ones = cx.op("full", [], shape=list(index.type.shape), value=1.0, dtype=x.type.dtype)
+        zero = cx.op("mul", [x, _const(cx, 0.0, x)])
+        count = cx.op("scatter_elements", [zero, index, ones], axis=dim, reduction="add")
+        if not include_self:
+            base = cx.op("scatter_elements", [x, index, cx.op("mul", [src, _const(cx, 0.0, src)])], axis=dim)
+        total = cx.op("scatter_elements", [base, index, src], axis=dim, reduction="add")
+        n = cx.op("add", [count, _const(cx, 1.0 if include_self else 0.0, x)])
+        touched = cx.op("gt", [count, _const(cx, 0.0, x)])
+        mean = cx.op("div", [total, cx.op("maximum", [n, _const(cx, 1.0, x)])], rounding_mode="none")
+        if x.type.dtype.is_int:
+            mean = cx.op("div", [total, cx.op("maximum", [n, _const(cx, 1, x)])], rounding_mode="floor")
+        return cx.op("where", [touched, mean, x])
+    reduction = {"sum": "add", "prod": "mul", "amax": "max", "amin": "min"}.get(reduce)
+    if reduction is None:
+        raise NotImplementedError(f"scatter_reduce with reduce={reduce!r}")
+    if not include_self:
+        fill = cx.op("full", [], shape=list(index.type.shape), value=_IDENTITY[reduce], dtype=x.type.dtype)
+        base = cx.op("scatter_elements", [x, index, fill], axis=dim)
+    return cx.op("scatter_elements", [base, index, src], axis=dim, reduction=reduction)
+
+
+@converter("aten.masked_select.default")
+def _masked_select(cx: Any, node: Any, x: Value, mask: Value) -> Value:
+    from .aten import _index
+
+    shape = list(np.broadcast_shapes(tuple(x.type.shape), tuple(mask.type.shape)))
+    x = x if list(x.type.shape) == shape else cx.op("expand", [x], shape=shape)
+    mask = mask if list(mask.type.shape) == shape else cx.op("expand", [mask], shape=shape)
+    return _index(cx, node, x, [mask])
+
+
+@converter("aten.kthvalue.default")
+def _kthvalue(cx: Any, node: Any, x: Value, k: int, dim: int = -1, keepdim: bool = False) -> tuple[Value, Value]:
+    if x.type.rank == 0:
+        return cx.op("identity", [x]), cx.const(np.array(0, np.int64), DType.I64)
+    dim = dim % x.type.rank
+    values, indices = cx.op("topk", [x], k=k, axis=dim, largest=False, sorted=True)
+    pick = [cx.op("slice", [t], starts=[k - 1], ends=[k], axes=[dim]) for t in (values, indices)]
+    return tuple(p if keepdim else cx.op("squeeze", [p], axes=[dim]) for p in pick)  # type: ignore[return-value]
+
+
+@converter("aten.median.default")
+def _median(cx: Any, node: Any, x: Value) -> Value:
+    """The lower median of all elements, as torch takes it."""
+    flat = cx.op("reshape", [x], shape=[-1])
+    n = flat.type.shape[0]
+    if not isinstance(n, int):
+        raise NotImplementedError("median over a symbolic size")
+    values, _ = cx.op("topk", [flat], k=n, axis=0, largest=False, sorted=True)
+    return cx.op("reshape", [cx.op("slice", [values], starts=[(n - 1) // 2], ends=[(n + 1) // 2], axes=[0])],
+                 shape=[])
+
+
+@converter("aten.dist.default")
+def _dist(cx: Any, node: Any, a: Value, b: Value, p: float = 2.0) -> Value:
+    return _vector_norm(cx, node, cx.op("sub", [a, b]), p)
+
+
+@converter("aten._cdist_forward.default")
+def _cdist(cx: Any, node: Any, a: Value, b: Value, p: float = 2.0, mode: Any = None) -> Value:
+    """Pairwise distances [..., P, R] by broadcasting a[..., P, 1, M] - b[..., 1, R, M] (exact, not the
+    matmul form torch may use for large inputs)."""
+    diff = cx.op("sub", [cx.op("unsqueeze", [a], axes=[a.type.rank - 1]),
+                         cx.op("unsqueeze", [b], axes=[b.type.rank - 2])])
+    return _vector_norm(cx, node, diff, p, dim=-1)
+
+
+@converter("aten.empty_permuted.default")
+def _empty_permuted(cx: Any, node: Any, size: Any, layout: Any, dtype: Any = None, **kw: Any) -> Value:
+    # contents are undefined until written; zeros are one valid choice
+    dt = DType.from_torch(dtype) if dtype is not None else DType.F32
+    return cx.op("full", [], shape=[cx.dim(d) for d in size], value=0.0, dtype=dt)
+
+
+@converter("aten.ldexp.Tensor")
+def _ldexp(cx: Any, node: Any, x: Value, e: Value) -> Value:
+    x = x if x.type.dtype.is_float else cx.op("cast", [x], dtype=DType.F32)
+    e = cx.op("cast", [e], dtype=x.type.dtype) if e.type.dtype != x.type.dtype else e
+    return cx.op("mul", [x, cx.op("pow", [_const(cx, 2.0, x), e])])
+
+
+@converter("aten.logcumsumexp.default")
+def _logcumsumexp(cx: Any, node: Any, x: Value, dim: int) -> Value:
+    """log(cumsum(exp(x - m))) + m with m the maximum along dim: no overflow, as torch's kernel."""
+    dim = dim % max(x.type.rank, 1)
+    if x.type.rank == 0:
+        return cx.op("identity", [x])
+    m = cx.op("reduce_max", [x], axes=[dim], keepdims=True)
+    m = cx.op("where", [cx.op("isinf", [m]), _const(cx, 0.0, x), m])
+    total = cx.op("cumsum", [cx.op("exp", [cx.op("sub", [x, m])])], axis=dim)
+    return cx.op("add", [cx.op("log", [total]), m])
+
+
+@converter("aten.bucketize.Tensor")
+def _bucketize(cx: Any, node: Any, x: Value, boundaries: Value, *, out_int32: bool = False,
+               right: bool = False) -> Value:
+    """The number of boundaries below x (at or below, with right=True): a broadcast compare and a sum."""
+    cmp = cx.op("ge" if right else "gt", [cx.op("unsqueeze", [x], axes=[x.type.rank]), boundaries])
+    count = cx.op("reduce_sum", [cx.op("cast", [cmp], dtype=DType.I64)], axes=[-1], keepdims=False)
+    return cx.op("cast", [count], dtype=DType.I32) if out_int32 else count
+
+
+@converter("aten.searchsorted.Tensor")
+def _searchsorted(cx: Any, node: Any, seq: Value, values: Value, *, out_int32: bool = False, right: bool = False,
+                  side: Any = None, sorter: Any = None) -> Value:
+    if sorter is not None or seq.type.rank != 1:
+        raise NotImplementedError("searchsorted with a sorter or a batched sorted sequence")
+    return _bucketize(cx, node, values, seq, out_int32=out_int32, right=right or side == "right")
+
+
+@converter("aten._native_batch_norm_legit.no_stats")
+def _batch_norm_no_stats(cx: Any, node: Any, x: Value, w: Any, b: Any, training: bool, momentum: float,
+                         eps: float) -> tuple[Value, ...]:
+    return batch_norm_batch_stats(cx, x, w, b, None, None, momentum, eps)
+
+
+def batch_norm_batch_stats(cx: Any, x: Value, w: Any, b: Any, running_mean: Any, running_var: Any, *rest: Any
+                           ) -> tuple[Value, ...]:
+    """Batch norm with the batch's own statistics (training-mode semantics, and instance norm, which torch runs
+    as batch norm over [1, N*C, ...]): y, the saved mean and 1/std, and the updated running statistics."""
+    momentum, eps = float(rest[-2]), float(rest[-1])
+    axes = [0] + list(range(2, x.type.rank))
+    mean = cx.op("reduce_mean", [x], axes=axes, keepdims=True)
+    var = cx.op("var", [x], axes=axes, keepdims=True, correction=0.0)
+    rstd = cx.op("rsqrt", [cx.op("add", [var, _const(cx, eps, x)])])
+    y = cx.op("mul", [cx.op("sub", [x, mean]), rstd])
+    c = x.type.shape[1]
+    bshape = [c] + [1] * (x.type.rank - 2)
+    if w is not None:
+        y = cx.op("mul", [y, cx.op("reshape", [w], shape=bshape)])
+    if b is not None:
+        y = cx.op("add", [y, cx.op("reshape", [b], shape=bshape)])
+    flat = [cx.op("reshape", [t], shape=[c]) for t in (mean, rstd)]
+    out: list[Value] = [y, *flat]
+    if running_mean is not None and running_var is not None:
+        n = math.prod(d for i, d in enumerate(x.type.shape) if i != 1 and isinstance(d, int))
+        unbiased = cx.op("mul", [cx.op("reshape", [var], shape=[c]), _const(cx, n / max(n - 1, 1), x)])
+        keep = _const(cx, 1.0 - momentum, x)
+        out += [cx.op("add", [cx.op("mul", [running_mean, keep]), cx.op("mul", [flat[0], _const(cx, momentum, x)])]),
+                cx.op("add", [cx.op("mul", [running_var, keep]), cx.op("mul", [unbiased, _const(cx, momentum, x)])])]
+    return tuple(out)
 
 
 @converter("aten.unfold.default")

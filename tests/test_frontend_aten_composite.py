@@ -77,6 +77,22 @@ CASES: list[tuple[str, Callable[..., Any], tuple[torch.Tensor, ...]]] = [
     ("narrow", lambda x: torch.narrow(x, 2, 1, 3), (X,)),
     ("avg-pool-divisor", lambda x: F.avg_pool2d(x.reshape(1, 2, 6, 5), 2, divisor_override=3), (X,)),
     ("max-pool1d-unused-indices", lambda x: F.max_pool1d(x, 2), (X,)),
+    ("scatter-reduce-mean-exclusive", lambda x: x.scatter_reduce(2, torch.tensor([[[0, 0, 1, 1, 4]] * 6] * 2), x * 2,
+                                                                 "mean", include_self=False), (X,)),
+    ("scatter-reduce-prod-exclusive", lambda x: x.scatter_reduce(1, torch.tensor([[[1] * 5] * 6] * 2), x, "prod",
+                                                                 include_self=False), (X,)),
+    ("masked-select", lambda x, y: torch.masked_select(x, y[0] > 0), (X, Y)),
+    ("argwhere", lambda x: torch.argwhere(x > 0.5), (X,)),
+    ("kthvalue", lambda x: torch.kthvalue(x, 2, dim=1), (X,)),
+    ("median", torch.median, (X,)),
+    ("cdist", lambda x, y: torch.cdist(x, y[:, :4]), (X, Y)),
+    ("dist", lambda x, y: torch.dist(x, y, 3), (X, Y)),
+    ("ldexp", lambda x: torch.ldexp(x, torch.tensor([1, -2, 3, 0, 2])), (X,)),
+    ("logcumsumexp", lambda x: torch.logcumsumexp(x * 30, 1), (X,)),
+    ("bucketize", lambda x: torch.bucketize(x, torch.tensor([-1.0, 0.0, 0.5]), right=True), (X,)),
+    ("instance-norm", lambda x: F.instance_norm(x), (X,)),
+    ("layer-norm-stats", lambda x: torch.native_layer_norm(x, [5], None, None, 1e-5), (X,)),
+    ("avg-pool3d", lambda x: F.avg_pool3d(x.reshape(1, 1, 2, 6, 5), 2), (X,)),
 ]
 
 
