@@ -567,7 +567,7 @@ def _gru(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
     x = cx.emit("Transpose", [x], perm=[1, 0, 2]) if bf else x  # sequence-first between transposes, as for lstm
     # linear_before_reset=1: the reset gate scales (R_h·h + Rb_h), as torch.nn.GRU computes it
     y, h = cx.emit("GRU", [x, reorder(w_ih), reorder(w_hh), bias, "", h0], 2, hidden_size=hidden,
-                   linear_before_reset=1)
+                   linear_before_reset=1 if n.attrs["linear_before_reset"] else 0)
     y = cx.emit("Squeeze", [y, cx.ints([1])])
     return [cx.emit("Transpose", [y], perm=[1, 0, 2]) if bf else y, h]
 

@@ -78,18 +78,22 @@ def _onnx_gru(direction: str, linear_before_reset: int = 1) -> Any:
     return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
 
 
+@pytest.mark.parametrize("target", ["reference", "cpu", "onnxruntime"])
+@pytest.mark.parametrize("linear_before_reset", [1, 0])  # 0: ONNX's default and Keras' GRU; 1: torch's
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
-def test_onnx_gru_in_every_direction(direction: str) -> None:
+def test_onnx_gru_in_every_direction(direction: str, linear_before_reset: int, target: str) -> None:
     import onnxruntime as ort
 
-    m = _onnx_gru(direction)
+    m = _onnx_gru(direction, linear_before_reset)
     x = np.random.default_rng(5).standard_normal((6, 2, 4)).astype(np.float32)
     want = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})
-    got = graphopt.compile(m, target="reference")(x)
+    got = graphopt.compile(m, target=target)(x)
     for g, w in zip(got, want):
         np.testing.assert_allclose(np.asarray(g), w, rtol=1e-4, atol=1e-5)
 
 
 def test_what_the_ir_ops_do_not_compute_is_refused_by_name() -> None:
-    with pytest.raises(UnsupportedOpError, match="linear_before_reset=0"):
-        graphopt.import_onnx(_onnx_gru("forward", linear_before_reset=0))
+    m = _onnx_gru("forward")
+    m.graph.node[0].attribute.append(h.make_attribute("clip", 2.0))
+    with pytest.raises(UnsupportedOpError, match="GRU with clip"):
+        graphopt.import_onnx(m)

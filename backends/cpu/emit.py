@@ -452,7 +452,8 @@ def _sdpa(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
 emits("lstm")(lambda n, a, at: f"torch.lstm({a[0]}, ({a[1]}, {a[2]}), ({', '.join(a[3:7])}), True, 1, 0.0, "
                                f"False, False, {at['batch_first']})")
 emits("gru")(lambda n, a, at: f"torch.gru({a[0]}, {a[1]}, ({', '.join(a[2:6])}), True, 1, 0.0, False, False, "
-                              f"{at['batch_first']})")
+                              f"{at['batch_first']})" if at["linear_before_reset"] else
+             f"rt.gru_reset_first({', '.join(a[:6])}, {at['batch_first']})")
 emits("rnn")(lambda n, a, at: f"torch.rnn_{at['nonlinearity']}({a[0]}, {a[1]}, ({', '.join(a[2:6])}), True, 1, 0.0, "
                               f"False, False, {at['batch_first']})")
 emits("quantize_linear")(lambda n, a, at: f"rt.quantize_linear({a[0]}, {a[1]}, {a[2]}, {at['axis']})")

@@ -27,6 +27,27 @@ def slice_backwards(x: torch.Tensor, axis: int, start: int, end: int, step: int)
     return x.index_select(axis, torch.arange(first, stop, step))
 
 
+def gru_reset_first(x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor,
+                    b_hh: torch.Tensor, batch_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A GRU whose reset gate scales h before the recurrent linear (ONNX's default, Keras): torch has no kernel for
+    it, so the steps run here, with the input projections of all steps in one GEMM."""
+    seq = x.transpose(0, 1) if batch_first else x
+    h = h0[0]
+    size = h.shape[-1]
+    xs = torch.addmm(b_ih, seq.reshape(-1, seq.shape[-1]), w_ih.t()).view(seq.shape[0], seq.shape[1], -1)
+    w_rz, w_n = w_hh[: 2 * size].t(), w_hh[2 * size:].t()
+    ys = []
+    for t in range(seq.shape[0]):
+        xr, xz, xn = xs[t].split(size, dim=-1)
+        hr, hz = torch.addmm(b_hh[: 2 * size], h, w_rz).split(size, dim=-1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + torch.addmm(b_hh[2 * size:], r * h, w_n))
+        h = (1 - z) * n + z * h
+        ys.append(h)
+    y = torch.stack(ys) if ys else seq.new_zeros((0, *h.shape))
+    return (y.transpose(0, 1) if batch_first else y), h[None]
+
+
 def topk(x: torch.Tensor, k: int, axis: int, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest (smallest) along axis, sorted, equal values in input order: a stable sort, then the first k.
     torch.topk is faster but orders ties as its kernel happens to."""

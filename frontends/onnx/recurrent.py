@@ -4,8 +4,7 @@ Older ONNX exports of recurrent models (torch.onnx's TorchScript exporter, Keras
 ops. Each direction becomes one IR op on the sequence-first input — a reverse direction on the time-reversed
 sequence, reversed back — with the gates reordered from ONNX's layout (LSTM i,o,f,c; GRU z,r,h) to the IR's
 (torch's: LSTM i,f,g,o; GRU r,z,n). What the IR's ops do not compute is refused by name: peepholes, clipping,
-coupled input/forget gates, non-default activations, GRU with linear_before_reset=0, and sequence_lens that
-are not all the full length.
+coupled input/forget gates, non-default activations, and sequence_lens that are not all the full length.
 """
 
 from __future__ import annotations
@@ -74,9 +73,6 @@ def _recurrent(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         raise NotImplementedError(f"{op} with clip")
     if at.get("input_forget", 0):
         raise NotImplementedError("LSTM with input_forget (coupled input and forget gates)")
-    if op == "GRU" and not at.get("linear_before_reset", 0):
-        raise NotImplementedError("GRU with linear_before_reset=0 (the IR's gru applies the reset gate after the "
-                                  "recurrent linear, as torch.nn.GRU does)")
     layout = at.get("layout", 0)
     x = cx.tensor(a[0])
     x = cx.op("transpose", [x], perm=[1, 0, 2]) if layout else x  # the IR ops run sequence-first here
@@ -106,7 +102,8 @@ def _recurrent(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         picked = [cx.op("slice", [s], starts=[d], ends=[d + 1], axes=[0]) for s in states]
         backward = direction == "reverse" or d == 1
         src = _reverse(cx, x) if backward else x
-        extra = {"nonlinearity": nonlinearity} if op == "RNN" else {}
+        extra = {"nonlinearity": nonlinearity} if op == "RNN" else \
+            {"linear_before_reset": bool(at.get("linear_before_reset", 0))} if op == "GRU" else {}
         y, *new = cx.op(op.lower(), [src, *picked, *weights, *biases], batch_first=False, **extra)
         ys.append(cx.op("unsqueeze", [_reverse(cx, y) if backward else y], axes=[1]))  # [seq, 1, batch, H]
         for kind, v in zip(finals, new):

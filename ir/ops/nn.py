@@ -563,12 +563,13 @@ def _lstm(x: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_ih: np.ndarray, w_hh:
 
 
 @register_op("gru", inputs=["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"], outputs=["y", "h_n"],
-             infer=_recurrent_infer("gru", 3), attrs={"batch_first": Attr("bool", False)},
+             infer=_recurrent_infer("gru", 3),
+             attrs={"batch_first": Attr("bool", False), "linear_before_reset": Attr("bool", True)},
              flops=lambda i, o, a: 2 * o[0].numel * (i[2].shape[1] + i[3].shape[1]) * 3)
 def _gru(x: np.ndarray, h0: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, *,
-         batch_first: bool) -> tuple[np.ndarray, np.ndarray]:
-    """One unidirectional GRU layer, gates ordered r, z, n (torch.nn.GRU: the reset gate scales W_hn·h + b_hn).
-    h0 is [1, B, H]."""
+         batch_first: bool, linear_before_reset: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One unidirectional GRU layer, gates ordered r, z, n. With linear_before_reset (torch.nn.GRU) the reset gate
+    scales W_hn·h + b_hn; without it (ONNX's default, Keras) it scales h before that linear. h0 is [1, B, H]."""
     from scipy.special import expit
 
     seq = _c(x).swapaxes(0, 1) if batch_first else _c(x)
@@ -580,7 +581,11 @@ def _gru(x: np.ndarray, h0: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih
         xr, xz, xn = np.split(xs[t], 3, axis=-1)
         hr, hz, hn = np.split(h @ wh + bh, 3, axis=-1)
         r, z = expit(xr + hr), expit(xz + hz)
-        n = np.tanh(xn + r * hn)
+        if linear_before_reset:
+            n = np.tanh(xn + r * hn)
+        else:
+            size = h.shape[-1]
+            n = np.tanh(xn + (r * h) @ wh[:, 2 * size:] + bh[2 * size:])
         h = (1 - z) * n + z * h
         ys.append(h)
     y = np.stack(ys)
