@@ -588,3 +588,19 @@ def _if(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 
 
 converter("NonZero")(lambda cx, n, a: cx.op("nonzero", a, count=cx.fresh_symbol("nonzero")))
+converter("DynamicQuantizeLinear")(lambda cx, n, a: cx.op("dynamic_quantize_linear", a))
+
+
+@converter("Compress")
+def _compress(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+    """The slices where the condition is true: a data-dependent count (nonzero's fresh symbol), then a gather."""
+    x, cond = cx.tensor(a[0]), cx.tensor(a[1])
+    axis = attrs_of(n).get("axis")
+    if axis is None:
+        x, axis = cx.op("reshape", [x], shape=[-1]), 0
+    axis = axis % x.type.rank
+    size = x.type.shape[axis]
+    if isinstance(size, int) and cond.type.shape[0] != size:  # a shorter condition keeps only its own length
+        x = cx.op("slice", [x], starts=[0], ends=[cond.type.shape[0]], axes=[axis])
+    nz = cx.op("nonzero", [cond], count=cx.fresh_symbol("compress"))
+    return cx.op("gather", [x, cx.op("reshape", [nz], shape=[nz.type.shape[1]])], axis=axis)
