@@ -113,7 +113,7 @@ def _compile(path: str, model: Any, example: tuple[Any, Any], protos: dict[str, 
         return graphopt.compile(model, example, dynamic_shapes=({0: batch, 1: seq},) * 2, pipeline="O3")
     buf = io.BytesIO()
     names = ["input_ids", "attention_mask"]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _exporter_failures():
         warnings.simplefilter("ignore")
         if path == "onnx-dynamo":
             from torch.export import Dim
@@ -131,6 +131,19 @@ def _compile(path: str, model: Any, example: tuple[Any, Any], protos: dict[str, 
             proto = onnx.load_from_string(buf.getvalue())
     protos[path] = proto
     return graphopt.compile(proto, target="cpu", pipeline="O3")
+
+
+class ExportFailed(Exception):
+    """torch.onnx.export itself failed: the model has no ONNX file for graphopt to compile on this path."""
+
+
+class _exporter_failures:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, e: Any, tb: Any) -> None:
+        if e is not None and not isinstance(e, ExportFailed):
+            raise ExportFailed(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}") from e
 
 
 def _ort_verdict(proto: Any, check: tuple[Any, Any], want: Any) -> str:
@@ -188,6 +201,9 @@ def one(family: str) -> dict[str, Any]:
             counts = Counter(n.op.name for n in c.graph)
             r["fused"] = {op: counts[op] for op in FUSED if counts[op]}
             compiled[path] = c
+        except ExportFailed as e:  # no file to compile: the exporter's failure, not graphopt's
+            r["status"] = "no export"
+            r["error"] = f"the exporter failed: {e}"
         except Exception as e:  # noqa: BLE001 - the error is the result
             r["status"] = "fails"
             r["error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:240]}"
@@ -237,8 +253,8 @@ def sweep(families: list[str], timeout: int) -> list[dict[str, Any]]:
 def _cell(r: dict[str, Any] | None) -> str:
     if not r:
         return "—"
-    if r["status"] == "fails":
-        return "fails"
+    if r["status"] in ("fails", "no export"):
+        return r["status"]
     return f"{r['status']} {r.get('speedup', '?')}x"
 
 
@@ -258,12 +274,14 @@ def report(rows: list[dict[str, Any]], seconds: float) -> str:
              "1e-4 of the output's largest magnitude against eager PyTorch. `x` is the speedup over eager at batch 1 "
              "× length 32 (median of interleaved shuffled rounds): these models are tiny, so it measures per-op "
              "overhead, not the full-size speedup. *fused* compares the O3 fused-op counts (linear, attention, "
-             "norms) of each ONNX path with the torch.export path.", ""]
+             "norms) of each ONNX path with the torch.export path. *no export*: torch's exporter itself failed, so there is no "
+             "file for graphopt on that path.", ""]
     ok = {p: sum(1 for r in rows if r.get(p, {}).get("status") == "match") for p in PATHS}
-    lines += ["| path | compiles | matches eager |", "|---|---:|---:|"]
+    lines += ["| path | families exported | graphopt compiles | matches eager |", "|---|---:|---:|---:|"]
     for p in PATHS:
         comp = sum(1 for r in rows if r.get(p, {}).get("status") in ("match", "mismatch"))
-        lines.append(f"| {p} | {comp}/{len(rows)} | {ok[p]}/{len(rows)} |")
+        exported = sum(1 for r in rows if p in r and r[p].get("status") != "no export")
+        lines.append(f"| {p} | {exported}/{len(rows)} | {comp}/{exported} | {ok[p]}/{exported} |")
     lines += ["", "| family | torch.export | onnx-dynamo | onnx-legacy | fused alike (dynamo / legacy) |",
               "|---|---|---|---|---|"]
     for r in rows:

@@ -1,6 +1,6 @@
 """fuse-rmsnorm: the decomposed RMSNorm (Llama, T5, ONNX exports) → one `rms_norm`.
 
-    y = x · rsqrt(mean(x²) + ε)   (or x / √(mean(x²) + ε));   out = γ · y
+    y = x · rsqrt(mean(x²) + ε)   (or x / √(…), x · (1 / √(…)), x · reciprocal(√(…)));   out = γ · y
 
 >>> from graphopt.ir import parse
 >>> from graphopt.passes import PassManager
@@ -48,6 +48,10 @@ def _normalized(square: str, norm: str) -> Pattern:
     ms = Pat("add", Pat("reduce_mean", sq, axes=AttrVar("axes"), keepdims=True), EPS)
     if norm == "div":
         return Pat("div", X, Pat("sqrt", ms), rounding_mode="none")
+    if norm == "recip":  # x · (1 / √…): the TorchScript exporter's torch.rsqrt
+        return Pat("mul", X, Pat("div", Const(1.0), Pat("sqrt", ms), rounding_mode="none"))
+    if norm == "reciprocal":
+        return Pat("mul", X, Pat("reciprocal", Pat("sqrt", ms)))
     return Pat("mul", X, Pat("rsqrt", ms))
 
 
@@ -69,7 +73,7 @@ def _absorb(rw: Rewriter, m: Match) -> object:
 
 FUSE_RMSNORM_RULES = [
     *(Rule(f"rmsnorm-{sq}-{norm}", _normalized(sq, norm), _replace, check=_check)
-      for sq, norm in itertools.product(("pow", "mul"), ("div", "rsqrt"))),
+      for sq, norm in itertools.product(("pow", "mul"), ("div", "rsqrt", "recip", "reciprocal"))),
     Rule("rmsnorm-scale", Pat("mul", Pat("rms_norm", Var("x"), single_use=True), Const(name="g")), _absorb,
          check=_scale_ok, doc="rms_norm(x) * gamma → rms_norm(x, gamma)"),
 ]

@@ -148,3 +148,32 @@ graph @f(%x: f32[4]) {
     PassManager.parse("fuse-gelu").run(g, ctx)
     assert "gelu" not in {n.op.name for n in g}
     assert any("is not 1.41421" in r.reason for r in ctx.rejections)
+
+
+@pytest.mark.parametrize("inverse", ["div(@one, %s)", "reciprocal(%s)"])
+def test_rmsnorm_as_the_torchscript_exporter_writes_rsqrt_fuses(inverse: str) -> None:
+    """torch.rsqrt exported by the TorchScript exporter is Div(1, Sqrt(...)): the same RMSNorm."""
+    import numpy as np
+
+    from graphopt.backends import reference
+    from graphopt.ir import parse
+    from graphopt.passes import PassManager
+
+    inv = inverse % "%3"
+    g = parse(f"""graph @f(%x: f32[2,4]) {{
+  const @two: f32[] = 2.0
+  const @eps: f32[] = 1e-6
+  const @one: f32[] = 1.0
+  %0: f32[2,4] = pow(%x, @two)
+  %1: f32[2,1] = reduce_mean(%0) {{axes=[-1], keepdims=true}}
+  %2: f32[2,1] = add(%1, @eps)
+  %3: f32[2,1] = sqrt(%2)
+  %4: f32[2,1] = {inv}{' {rounding_mode="none"}' if inv.startswith('div') else ''}
+  %5: f32[2,4] = mul(%x, %4)
+  return %5
+}}""")
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    want = reference.run(g, [x])[0]
+    PassManager.parse("fuse-rmsnorm,dce").run(g)
+    assert [n.op.name for n in g] == ["rms_norm"]
+    np.testing.assert_allclose(reference.run(g, [x])[0], want, rtol=1e-5)
