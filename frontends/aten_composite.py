@@ -399,6 +399,93 @@ def _batch_norm_no_stats(cx: Any, node: Any, x: Value, w: Any, b: Any, training:
     return batch_norm_batch_stats(cx, x, w, b, None, None, momentum, eps)
 
 
+@converter("aten._batch_norm_with_update_functional.default")
+def _batch_norm_with_update(cx: Any, node: Any, x: Value, w: Any, b: Any, rm: Value, rv: Value, momentum: float,
+                            eps: float) -> tuple[Any, ...]:
+    y, mean, rstd, new_rm, new_rv = batch_norm_batch_stats(cx, x, w, b, rm, rv, momentum, eps)
+    reserve = cx.const(np.zeros(0, np.uint8), DType.U8)  # cuDNN's reserve space: empty on CPU, as torch returns it
+    return y, mean, rstd, reserve, new_rm, new_rv
+
+
+@converter("aten.grid_sampler_2d.default", "aten.grid_sampler_3d.default")
+def _grid_sampler(cx: Any, node: Any, x: Value, grid: Value, mode: int, padding: int, align_corners: bool) -> Value:
+    return cx.op("grid_sample", [x, grid], mode=("linear", "nearest", "cubic")[mode],
+                 padding_mode=("zeros", "border", "reflection")[padding], align_corners=bool(align_corners))
+
+
+@converter("aten._pdist_forward.default")
+def _pdist(cx: Any, node: Any, x: Value, p: float = 2.0) -> Value:
+    """The upper triangle (i < j, row-major) of the pairwise distance matrix."""
+    n = x.type.shape[0]
+    if not isinstance(n, int):
+        raise NotImplementedError("pdist over a symbolic count")
+    full = _cdist(cx, node, x, x, p)
+    i, j = np.triu_indices(n, 1)
+    flat = cx.op("reshape", [full], shape=[n * n])
+    return cx.op("gather", [flat, cx.const((i * n + j).astype(np.int64), DType.I64)], axis=0)
+
+
+@converter("aten.index_reduce.default")
+def _index_reduce(cx: Any, node: Any, x: Value, dim: int, index: Value, source: Value, reduce: str,
+                  include_self: bool = True) -> Value:
+    """x's slices at index along dim reduced with source's: scatter_reduce with the index spread over the other
+    axes."""
+    if x.type.rank == 0:  # a scalar is a one-element vector here
+        one = [cx.op("reshape", [t], shape=[1]) for t in (x, source)]
+        return cx.op("reshape", [_index_reduce(cx, node, one[0], 0, index, one[1], reduce, include_self)], shape=[])
+    dim = dim % x.type.rank
+    shape = [1] * source.type.rank
+    shape[dim] = -1
+    full = cx.op("expand", [cx.op("reshape", [index], shape=shape)], shape=list(source.type.shape))
+    return _scatter_reduce(cx, node, x, dim, full, source, reduce, include_self)
+
+
+@converter("aten.diagonal_scatter.default")
+def _diagonal_scatter(cx: Any, node: Any, x: Value, src: Value, offset: int = 0, dim1: int = 0,
+                      dim2: int = 1) -> Value:
+    """x with its diagonal (as aten.diagonal lays it out) replaced by src: a scatter into the flattened pair of
+    axes."""
+    r = x.type.rank
+    d1, d2 = dim1 % r, dim2 % r
+    n1, n2 = x.type.shape[d1], x.type.shape[d2]
+    if not isinstance(n1, int) or not isinstance(n2, int):
+        raise NotImplementedError("diagonal_scatter over symbolic dims")
+    rows = np.arange(max(0, -offset), min(n1, n2 - offset)) if n2 - offset > 0 else np.arange(0)
+    rest = [i for i in range(r) if i not in (d1, d2)]
+    perm = rest + [d1, d2]
+    moved = cx.op("transpose", [x], perm=perm)
+    flat = cx.op("reshape", [moved], shape=[*[x.type.shape[i] for i in rest], n1 * n2])
+    pos = (rows * n2 + rows + offset).astype(np.int64)
+    idx = cx.op("expand", [cx.const(pos.reshape([1] * len(rest) + [-1]), DType.I64)], shape=list(src.type.shape))
+    out = cx.op("scatter_elements", [flat, idx, src], axis=len(rest))
+    back = cx.op("reshape", [out], shape=[*[x.type.shape[i] for i in rest], n1, n2])
+    inverse = [perm.index(i) for i in range(r)]
+    return cx.op("transpose", [back], perm=inverse)
+
+
+@converter("aten.frexp.Tensor")
+def _frexp(cx: Any, node: Any, x: Value) -> tuple[Value, Value]:
+    """x = mantissa · 2^exponent with |mantissa| in [0.5, 1); zero gives (0, 0)."""
+    a = cx.op("abs", [x])
+    zero = cx.op("eq", [a, _const(cx, 0.0, x)])
+    safe = cx.op("where", [zero, _const(cx, 1.0, x), a])
+    e = cx.op("add", [cx.op("floor", [_log_base_of(cx, safe, 2.0)]), _const(cx, 1.0, x)])
+    m = cx.op("div", [x, cx.op("pow", [_const(cx, 2.0, x), e])], rounding_mode="none")
+    # log2 rounding can leave |m| at exactly 1 (or just under 0.5): one correction step
+    big = cx.op("ge", [cx.op("abs", [m]), _const(cx, 1.0, x)])
+    m = cx.op("where", [big, cx.op("mul", [m, _const(cx, 0.5, x)]), m])
+    e = cx.op("where", [big, cx.op("add", [e, _const(cx, 1.0, x)]), e])
+    small = cx.op("logical_and", [cx.op("lt", [cx.op("abs", [m]), _const(cx, 0.5, x)]), cx.op("logical_not", [zero])])
+    m = cx.op("where", [small, cx.op("mul", [m, _const(cx, 2.0, x)]), m])
+    e = cx.op("where", [small, cx.op("sub", [e, _const(cx, 1.0, x)]), e])
+    e = cx.op("where", [zero, _const(cx, 0.0, x), e])
+    return cx.op("where", [zero, x, m]), cx.op("cast", [e], dtype=DType.I32)
+
+
+def _log_base_of(cx: Any, x: Value, base: float) -> Value:
+    return cx.op("mul", [cx.op("log", [x]), _const(cx, 1.0 / math.log(base), x)])
+
+
 def batch_norm_batch_stats(cx: Any, x: Value, w: Any, b: Any, running_mean: Any, running_var: Any, *rest: Any
                            ) -> tuple[Value, ...]:
     """Batch norm with the batch's own statistics (training-mode semantics, and instance norm, which torch runs

@@ -93,6 +93,13 @@ CASES: list[tuple[str, Callable[..., Any], tuple[torch.Tensor, ...]]] = [
     ("instance-norm", lambda x: F.instance_norm(x), (X,)),
     ("layer-norm-stats", lambda x: torch.native_layer_norm(x, [5], None, None, 1e-5), (X,)),
     ("avg-pool3d", lambda x: F.avg_pool3d(x.reshape(1, 1, 2, 6, 5), 2), (X,)),
+    ("grid-sample", lambda x, y: F.grid_sample(x.reshape(1, 2, 3, 10), y.reshape(1, 3, 10, 2).tanh(),
+                                               align_corners=False), (X, Y)),
+    ("pdist", lambda x: F.pdist(x[0]), (X,)),
+    ("index-reduce-amax", lambda x, y: x.index_reduce(1, torch.tensor([0, 2, 2]), y[:, :3], "amax",
+                                                      include_self=False), (X, Y)),
+    ("diagonal-scatter", lambda x, y: torch.diagonal_scatter(x, y[:, 0, :4], offset=1, dim1=1, dim2=2), (X, Y)),
+    ("frexp", lambda x: torch.frexp(torch.cat([x.flatten() * 100, torch.tensor([0.0, 1.0, 0.5, -8.0])])), (X,)),
 ]
 
 
