@@ -445,22 +445,12 @@ def _diagonal_scatter(cx: Any, node: Any, x: Value, src: Value, offset: int = 0,
                       dim2: int = 1) -> Value:
     """x with its diagonal (as aten.diagonal lays it out) replaced by src: a scatter into the flattened pair of
     axes."""
-    r = x.type.rank
-    d1, d2 = dim1 % r, dim2 % r
-    n1, n2 = x.type.shape[d1], x.type.shape[d2]
-    if not isinstance(n1, int) or not isinstance(n2, int):
-        raise NotImplementedError("diagonal_scatter over symbolic dims")
-    rows = np.arange(max(0, -offset), min(n1, n2 - offset)) if n2 - offset > 0 else np.arange(0)
-    rest = [i for i in range(r) if i not in (d1, d2)]
-    perm = rest + [d1, d2]
-    moved = cx.op("transpose", [x], perm=perm)
-    flat = cx.op("reshape", [moved], shape=[*[x.type.shape[i] for i in rest], n1 * n2])
-    pos = (rows * n2 + rows + offset).astype(np.int64)
+    rest, perm, pos = _diagonal_layout(x, offset, dim1, dim2, "diagonal_scatter")
     idx = cx.op("expand", [cx.const(pos.reshape([1] * len(rest) + [-1]), DType.I64)], shape=list(src.type.shape))
-    out = cx.op("scatter_elements", [flat, idx, src], axis=len(rest))
-    back = cx.op("reshape", [out], shape=[*[x.type.shape[i] for i in rest], n1, n2])
-    inverse = [perm.index(i) for i in range(r)]
-    return cx.op("transpose", [back], perm=inverse)
+    out = cx.op("scatter_elements", [_flat_pair(cx, x, rest, perm), idx, src], axis=len(rest))
+    back = cx.op("reshape", [out], shape=[*[x.type.shape[i] for i in rest], x.type.shape[perm[-2]],
+                                          x.type.shape[perm[-1]]])
+    return cx.op("transpose", [back], perm=[perm.index(i) for i in range(x.type.rank)])
 
 
 @converter("aten.frexp.Tensor")
@@ -539,20 +529,29 @@ def _narrow(cx: Any, node: Any, x: Value, dim: int, start: Any, length: Any) -> 
     return cx.op("slice", [x], starts=[start], ends=[end], axes=[dim % x.type.rank])
 
 
-@converter("aten.diagonal.default", "aten.diagonal_copy.default")
-def _diagonal(cx: Any, node: Any, x: Value, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Value:
-    """The diagonal as torch lays it out: dim1 and dim2 removed, the diagonal appended as the last axis."""
+def _diagonal_layout(x: Value, offset: int, dim1: int, dim2: int, what: str) -> tuple[list[int], list[int], Any]:
+    """(the other axes, the transpose putting dim1, dim2 last, the diagonal's flat positions in those two)."""
     r = x.type.rank
     d1, d2 = dim1 % r, dim2 % r
     n1, n2 = x.type.shape[d1], x.type.shape[d2]
     if not isinstance(n1, int) or not isinstance(n2, int):
-        raise NotImplementedError("diagonal over symbolic dims")
+        raise NotImplementedError(f"{what} over symbolic dims")
     rows = np.arange(max(0, -offset), min(n1, n2 - offset)) if n2 - offset > 0 else np.arange(0)
     rest = [i for i in range(r) if i not in (d1, d2)]
-    moved = cx.op("transpose", [x], perm=rest + [d1, d2])  # [..., n1, n2]
-    flat = cx.op("reshape", [moved], shape=[*[x.type.shape[i] for i in rest], n1 * n2])
-    idx = cx.const((rows * n2 + rows + offset).astype(np.int64), DType.I64)
-    return cx.op("gather", [flat, idx], axis=len(rest))
+    return rest, rest + [d1, d2], (rows * n2 + rows + offset).astype(np.int64)
+
+
+def _flat_pair(cx: Any, x: Value, rest: list[int], perm: list[int]) -> Value:
+    """x with the two diagonal axes moved last and merged: [..., n1 * n2]."""
+    n1, n2 = x.type.shape[perm[-2]], x.type.shape[perm[-1]]
+    return cx.op("reshape", [cx.op("transpose", [x], perm=perm)], shape=[*[x.type.shape[i] for i in rest], n1 * n2])
+
+
+@converter("aten.diagonal.default", "aten.diagonal_copy.default")
+def _diagonal(cx: Any, node: Any, x: Value, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Value:
+    """The diagonal as torch lays it out: dim1 and dim2 removed, the diagonal appended as the last axis."""
+    rest, perm, pos = _diagonal_layout(x, offset, dim1, dim2, "diagonal")
+    return cx.op("gather", [_flat_pair(cx, x, rest, perm), cx.const(pos, DType.I64)], axis=len(rest))
 
 
 @converter("aten.nonzero.default")
