@@ -251,6 +251,8 @@ def test_compile_specializes_on_shape_inputs_per_value_under_a_guard() -> None:
 
     m = graphopt.compile(_reduce_with_axes_input(), target="cpu")
     assert isinstance(m, SpecializingModel) and m.needed == ["axes"]
+    with pytest.raises(graphopt.GraphoptError, match="call it once"):
+        _ = m.graph  # nothing compiled yet: no graph to show or save
     x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     for axis in (1, 2, 1, 0):
         np.testing.assert_array_equal(np.asarray(m(x, np.array([axis]))), x.sum(axis=axis))
