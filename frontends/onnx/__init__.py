@@ -7,7 +7,9 @@ Untrusted files are handled defensively: a missing path, a truncated or malforme
 fails `onnx.checker`, or an external-data location outside the model's folder each raise ModelLoadError
 before anything is converted. External weights are memory-mapped, so they are read lazily. Shape arithmetic
 (Shape → Gather → Concat → Reshape, as exporters emit for dynamic models) is evaluated at import time into
-dim expressions instead of becoming runtime nodes.
+dim expressions instead of becoming runtime nodes; where such a value is used as data it is read from the bound
+dims by a `shape_tensor` node, and a shape argument only known at run time names the graph inputs it comes from
+(`ShapeInputsNeeded`: `graphopt.compile` then specializes on their values when the model is called).
 
 >>> import onnx, graphopt
 >>> from onnx import helper, TensorProto
