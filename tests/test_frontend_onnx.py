@@ -118,8 +118,9 @@ def test_constants_specialize_shape_inputs() -> None:
                            helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(graphopt.UnsupportedOpError, match="known at import time"):
+    with pytest.raises(graphopt.UnsupportedOpError, match="known at compile time; it comes from graph input") as e:
         graphopt.import_onnx(model)
+    assert e.value.inputs == ["shape"]  # type: ignore[attr-defined]
     graph = graphopt.import_onnx(model, constants={"shape": np.array([3, 4])})
     assert [v.name for v in graph.inputs] == ["x"] and str(graph.outputs[0].type) == "f32[3,4]"
     with pytest.raises(graphopt.ModelLoadError, match="unknown input"):

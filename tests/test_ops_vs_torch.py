@@ -186,6 +186,7 @@ CASES: list[Case] = [
     ("arange", [], {"start": 2, "end": 11, "step": 3}, lambda: torch.arange(2, 11, 3)),
     ("full", [], {"shape": [2, 3], "value": 0.5}, lambda: torch.full((2, 3), 0.5)),
     ("shape_tensor", [], {"values": [2, 3, 4, 5], "shape": [2, 2]}, lambda: torch.tensor([[2, 3], [4, 5]])),
+    ("nonzero", [np.array([[0, 1.5, 0], [2, 0, -1]], np.float32)], {"count": "k"}, lambda x: torch.nonzero(x).T),
     ("matmul", [f32(2, 1, 3, 4), f32(5, 4, 2)], {}, torch.matmul),
     ("matmul", [f32(4), f32(3, 4, 2)], {}, torch.matmul),
     ("matmul", [f32(3, 4), f32(4)], {}, torch.matmul),

@@ -68,8 +68,8 @@ class CpuBackend:
             value = node.attrs[key]
             dims = [value] if spec.kind == "dim" else list(value or ()) if spec.kind == "dims" else []
             missing = set().union(*(free_symbols(d) for d in dims if isinstance(d, str))) - bound
-            if missing and graph is not None:  # data-dependent sizes (nonzero's count) are bound where computed
-                missing -= {d for n in graph for o in n.outputs for d in o.type.shape if is_symbol(d)}  # type: ignore[union-attr]
+            if missing and graph is not None:  # data-dependent sizes (nonzero's count): bound by an earlier node
+                missing -= _bound_before(graph, node)
             if missing:
                 return f"attribute {key} uses {', '.join(sorted(missing))}, which no graph input binds"
         return None
@@ -77,6 +77,16 @@ class CpuBackend:
     def compile(self, graph: Graph, **options: Any) -> CpuExecutable:
         check_coverage(graph, self)
         return CpuExecutable(graph)
+
+
+def _bound_before(graph: Graph, node: Node) -> set[str]:
+    """Symbols that outputs of the nodes before `node` bind (the generated code reads them from those tensors)."""
+    out: set[str] = set()
+    for n in graph:
+        if n is node:
+            break
+        out |= {d for o in n.outputs for d in o.type.shape if is_symbol(d)}  # type: ignore[union-attr]
+    return out
 
 
 def _generate_fastest(graph: Graph) -> tuple[str, list[Any]]:
