@@ -65,8 +65,16 @@ converter("Sub")(lambda cx, n, a: _fold_binary(cx, n, a, dim_sub, "sub"))
 converter("Sum")(lambda cx, n, a: _variadic(cx, a, "add"))
 converter("Max")(lambda cx, n, a: _fold_binary(cx, n, a, dim_max, "maximum") if len(a) == 2 else _variadic(cx, a, "maximum"))
 converter("Min")(lambda cx, n, a: _fold_binary(cx, n, a, dim_min, "minimum") if len(a) == 2 else _variadic(cx, a, "minimum"))
+def _comparison(relation: str) -> Converter:
+    def conv(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
+        folded = fold_known(cx, a, _compare(relation), DType.BOOL)
+        return folded if folded is not None else cx.op(relation, a)
+
+    return conv
+
+
 for _ox, _rel in {"Equal": "eq", "Less": "lt", "LessOrEqual": "le", "Greater": "gt", "GreaterOrEqual": "ge"}.items():
-    converter(_ox)(lambda cx, n, a, _r=_rel: fold_known(cx, a, _compare(_r), DType.BOOL) or cx.op(_r, a))
+    converter(_ox)(_comparison(_rel))
 
 
 def _select(c: Any, x: Any, y: Any) -> Any:
