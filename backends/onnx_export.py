@@ -360,8 +360,7 @@ exports("nonzero")(lambda cx, n, a: cx.emit("NonZero", a))
 
 @exports("shape_tensor")
 def _shape_tensor(cx: _Ctx, n: Node, a: list[str]) -> str:
-    y = cx.ints(n.attrs["values"])
-    y = cx.cast(y, DType.I64, n.attrs["dtype"]) if n.attrs["dtype"] != DType.I64 else y
+    y = cx.cast(cx.ints(n.attrs["values"]), DType.I64, n.attrs["dtype"])
     return cx.emit("Reshape", [y, cx.ints(n.outputs[0].type.shape)])
 
 
@@ -534,56 +533,36 @@ def _sdpa(cx: _Ctx, n: Node, a: list[str]) -> str:
     return cx.emit("MatMul", [cx.emit("Softmax", [s], axis=-1), a[2]])
 
 
-@exports("lstm")
-def _lstm(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh = a
-    hidden = n.inputs[4].type.shape[1]
+def _recurrent(cx: _Ctx, n: Node, onnx_op: str, x: str, states: list[str], weights: list[str], order: list[int],
+               **attrs: Any) -> list[str]:
+    """One IR recurrent layer as the ONNX op: gates reordered from the IR's (torch's) order to ONNX's (`order`
+    lists the IR gate in each ONNX block), a leading num_directions axis of 1, and batch-first run as the
+    sequence-first op between transposes (ONNX's layout=1 would make the states batch-first too, and ONNX
+    Runtime's CPU kernels do not implement it)."""
+    w_ih, w_hh, b_ih, b_hh = weights
+    hidden = n.inputs[len(states) + 2].type.shape[1]
 
-    def reorder(w: str) -> str:  # torch gates i,f,g,o -> ONNX i,o,f,c, with a leading num_directions axis
-        i, f, g, o = cx.emit("Split", [w, cx.ints([hidden] * 4)], 4, axis=0)
-        return cx.emit("Unsqueeze", [cx.emit("Concat", [i, o, f, g], axis=0), cx.ints([0])])
-
-    bias = cx.emit("Concat", [reorder(b_ih), reorder(b_hh)], axis=1)
-    bf = n.attrs["batch_first"]
-    # Batch-first runs as the sequence-first LSTM between transposes: ONNX's layout=1 would also make the states
-    # batch-first, and ONNX Runtime's CPU LSTM does not implement it.
-    x = cx.emit("Transpose", [x], perm=[1, 0, 2]) if bf else x
-    y, h, c = cx.emit("LSTM", [x, reorder(w_ih), reorder(w_hh), bias, "", h0, c0], 3, hidden_size=hidden)
-    y = cx.emit("Squeeze", [y, cx.ints([1])])
-    return [cx.emit("Transpose", [y], perm=[1, 0, 2]) if bf else y, h, c]
-
-
-@exports("gru")
-def _gru(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
-    x, h0, w_ih, w_hh, b_ih, b_hh = a
-    hidden = n.inputs[3].type.shape[1]
-
-    def reorder(w: str) -> str:  # torch gates r,z,n -> ONNX z,r,h, with a leading num_directions axis
-        r, z, h = cx.emit("Split", [w, cx.ints([hidden] * 3)], 3, axis=0)
-        return cx.emit("Unsqueeze", [cx.emit("Concat", [z, r, h], axis=0), cx.ints([0])])
+    def reorder(w: str) -> str:
+        gates = cx.emit("Split", [w, cx.ints([hidden] * len(order))], len(order), axis=0) if len(order) > 1 else [w]
+        merged = cx.emit("Concat", [gates[k] for k in order], axis=0) if len(order) > 1 else w
+        return cx.emit("Unsqueeze", [merged, cx.ints([0])])
 
     bias = cx.emit("Concat", [reorder(b_ih), reorder(b_hh)], axis=1)
     bf = n.attrs["batch_first"]
-    x = cx.emit("Transpose", [x], perm=[1, 0, 2]) if bf else x  # sequence-first between transposes, as for lstm
-    # linear_before_reset=1: the reset gate scales (R_h·h + Rb_h), as torch.nn.GRU computes it
-    y, h = cx.emit("GRU", [x, reorder(w_ih), reorder(w_hh), bias, "", h0], 2, hidden_size=hidden,
-                   linear_before_reset=1 if n.attrs["linear_before_reset"] else 0)
-    y = cx.emit("Squeeze", [y, cx.ints([1])])
-    return [cx.emit("Transpose", [y], perm=[1, 0, 2]) if bf else y, h]
-
-
-@exports("rnn")
-def _rnn(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
-    x, h0, w_ih, w_hh, b_ih, b_hh = a
-    hidden = n.inputs[3].type.shape[1]
-    lead = lambda w: cx.emit("Unsqueeze", [w, cx.ints([0])])  # noqa: E731 - a num_directions axis of 1
-    bias = cx.emit("Concat", [lead(b_ih), lead(b_hh)], axis=1)
-    bf = n.attrs["batch_first"]
     x = cx.emit("Transpose", [x], perm=[1, 0, 2]) if bf else x
-    act = {"tanh": "Tanh", "relu": "Relu"}[n.attrs["nonlinearity"]]
-    y, h = cx.emit("RNN", [x, lead(w_ih), lead(w_hh), bias, "", h0], 2, hidden_size=hidden, activations=[act])
+    y, *finals = cx.emit(onnx_op, [x, reorder(w_ih), reorder(w_hh), bias, "", *states], 1 + len(states),
+                         hidden_size=hidden, **attrs)
     y = cx.emit("Squeeze", [y, cx.ints([1])])
-    return [cx.emit("Transpose", [y], perm=[1, 0, 2]) if bf else y, h]
+    return [cx.emit("Transpose", [y], perm=[1, 0, 2]) if bf else y, *finals]
+
+
+# torch's gates i,f,g,o -> ONNX's i,o,f,c; r,z,n -> z,r,h
+exports("lstm")(lambda cx, n, a: _recurrent(cx, n, "LSTM", a[0], a[1:3], a[3:7], [0, 3, 1, 2]))
+# linear_before_reset=1: the reset gate scales (R_h·h + Rb_h), as torch.nn.GRU computes it
+exports("gru")(lambda cx, n, a: _recurrent(cx, n, "GRU", a[0], a[1:2], a[2:6], [1, 0, 2],
+                                           linear_before_reset=1 if n.attrs["linear_before_reset"] else 0))
+exports("rnn")(lambda cx, n, a: _recurrent(cx, n, "RNN", a[0], a[1:2], a[2:6], [0],
+                                           activations=[{"tanh": "Tanh", "relu": "Relu"}[n.attrs["nonlinearity"]]]))
 
 
 exports("quantize_linear")(lambda cx, n, a: cx.emit("QuantizeLinear", a, axis=n.attrs["axis"]))
