@@ -174,8 +174,7 @@ def _clamp_tensor(cx: Any, node: Any, x: Value, lo: Any = None, hi: Any = None) 
 
 @converter("aten.log2.default", "aten.log10.default")
 def _log_base(cx: Any, node: Any, x: Value) -> Value:
-    base = 2.0 if "log2" in op_name(node.target) else 10.0
-    return cx.op("mul", [cx.op("log", [x]), _const(cx, 1.0 / math.log(base), x)])
+    return _log_base_of(cx, x, 2.0 if "log2" in op_name(node.target) else 10.0)
 
 
 @converter("aten.exp2.default")

@@ -47,6 +47,7 @@ class ConversionContext(Builder):
         self.constants = constants
         self.env: dict[str, Any] = {"": None}
         self.input_names: dict[str, str] = {}  # IR input name -> the model file's name (for constants=)
+        self._fresh = 0  # fresh_symbol's counter
 
     def run(self) -> Graph:
         from onnx import helper, numpy_helper
@@ -81,7 +82,6 @@ class ConversionContext(Builder):
     def fresh_symbol(self, hint: str) -> str:
         """A dim symbol no input uses, for a data-dependent size (NonZero's count)."""
         taken = {d for v in self.graph.inputs for d in v.type.shape if isinstance(d, str)}  # type: ignore[union-attr]
-        self._fresh = getattr(self, "_fresh", 0)
         while True:
             self._fresh += 1
             name = f"{hint}{self._fresh}"

@@ -13,7 +13,7 @@ import numpy as np
 from graphopt.errors import ModelLoadError, UnsupportedOpError
 from graphopt.ir import DType
 
-__all__ = ["MIN_OPSET", "load_proto", "external_tensor", "upgrade", "dtype_of"]
+__all__ = ["MIN_OPSET", "load_proto", "external_tensor", "upgrade", "dtype_of", "graph_input_names"]
 
 MIN_OPSET = 13
 
@@ -79,3 +79,9 @@ def dtype_of(elem_type: int, where: str) -> DType:
     except (ValueError, KeyError):
         raise UnsupportedOpError(f"{where}: ONNX element type {name} has no graphopt dtype (graphopt has "
                                  f"{', '.join(d.value for d in DType)})", ops={name: 1}) from None
+
+
+def graph_input_names(proto: Any) -> list[str]:
+    """The model's graph inputs by the file's names (initializers listed as inputs are weights, not inputs)."""
+    inits = {t.name for t in proto.graph.initializer}
+    return [i.name for i in proto.graph.input if i.name not in inits]

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from graphopt.ir import SLICE_END, Value  # noqa: F401 - Value in annotations
+from graphopt.ir import Value
+
+from ..aten import reverse_time
 
 from .context import ConversionContext, attrs_of, converter
 
@@ -24,13 +26,9 @@ _SPEC = {"LSTM": (4, [0, 3, 1, 2], ["Sigmoid", "Tanh", "Tanh"]), "GRU": (3, [1, 
          "RNN": (1, [0], ["Tanh"])}
 
 
-def _reorder(w: np.ndarray, gates: int, onnx_order: list[int]) -> np.ndarray:
-    """Rows of one direction's weight from ONNX's gate order to the IR's: ONNX block j holds IR gate order[j]."""
-    blocks = np.split(w, gates, axis=0)
-    out = [None] * gates
-    for j, ir_gate in enumerate(onnx_order):
-        out[ir_gate] = blocks[j]
-    return np.concatenate(out, axis=0)  # type: ignore[arg-type]
+def _in_ir_order(blocks: list[Any], order: list[int]) -> list[Any]:
+    """Gate blocks from ONNX's order to the IR's: ONNX block j holds IR gate order[j]."""
+    return [blocks[order.index(g)] for g in range(len(order))]
 
 
 def _direction(cx: ConversionContext, m: Value, d: int, gates: int, order: list[int], part: int = 0) -> Value:
@@ -38,21 +36,15 @@ def _direction(cx: ConversionContext, m: Value, d: int, gates: int, order: list[
     constant, by slicing and concatenating when it is a graph input."""
     if m.const is not None:
         rows = np.split(np.asarray(m.const)[d], 2)[part] if m.type.rank == 2 else np.asarray(m.const)[d]
-        return cx.const(np.ascontiguousarray(_reorder(rows, gates, order)), m.type.dtype)
+        merged = np.concatenate(_in_ir_order(np.split(rows, gates, axis=0), order), axis=0)
+        return cx.const(np.ascontiguousarray(merged), m.type.dtype)
     one = cx.op("squeeze", [cx.op("slice", [m], starts=[d], ends=[d + 1], axes=[0])], axes=[0])
     size = one.type.shape[0] // (2 if m.type.rank == 2 else 1)
     if m.type.rank == 2:  # B holds [Wb, Rb]
         one = cx.op("slice", [one], starts=[part * size], ends=[(part + 1) * size], axes=[0])
     block = size // gates
     parts = [cx.op("slice", [one], starts=[j * block], ends=[(j + 1) * block], axes=[0]) for j in range(gates)]
-    ordered: list[Any] = [None] * gates
-    for j, ir_gate in enumerate(order):
-        ordered[ir_gate] = parts[j]
-    return ordered[0] if gates == 1 else cx.op("concat", ordered, axis=0)
-
-
-def _reverse(cx: ConversionContext, x: Value) -> Value:
-    return cx.op("slice", [x], starts=[-1], ends=[-SLICE_END], axes=[0], steps=[-1])
+    return parts[0] if gates == 1 else cx.op("concat", _in_ir_order(parts, order), axis=0)
 
 
 @converter("LSTM", "GRU", "RNN")
@@ -101,11 +93,11 @@ def _recurrent(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
         biases = [_direction(cx, b, d, gates, order, part) for part in (0, 1)]
         picked = [cx.op("slice", [s], starts=[d], ends=[d + 1], axes=[0]) for s in states]
         backward = direction == "reverse" or d == 1
-        src = _reverse(cx, x) if backward else x
+        src = reverse_time(cx, x, batch_first=False) if backward else x
         extra = {"nonlinearity": nonlinearity} if op == "RNN" else \
             {"linear_before_reset": bool(at.get("linear_before_reset", 0))} if op == "GRU" else {}
         y, *new = cx.op(op.lower(), [src, *picked, *weights, *biases], batch_first=False, **extra)
-        ys.append(cx.op("unsqueeze", [_reverse(cx, y) if backward else y], axes=[1]))  # [seq, 1, batch, H]
+        ys.append(cx.op("unsqueeze", [reverse_time(cx, y, batch_first=False) if backward else y], axes=[1]))  # [seq, 1, batch, H]
         for kind, v in zip(finals, new):
             kind.append(v)
     y = ys[0] if dirs == 1 else cx.op("concat", ys, axis=1)

@@ -178,12 +178,10 @@ def _is_onnx(model: Any) -> bool:
 
 
 def _onnx_input_names(model: Any) -> list[str]:
-    """The model file's graph inputs (initializers listed as inputs are weights, not inputs)."""
-    from graphopt.frontends.onnx.loading import load_proto
+    """The graph inputs of an ONNX path or ModelProto, by the file's names."""
+    from graphopt.frontends.onnx.loading import graph_input_names, load_proto
 
-    proto = model if type(model).__name__ == "ModelProto" else load_proto(model)[0]
-    inits = {t.name for t in proto.graph.initializer}
-    return [i.name for i in proto.graph.input if i.name not in inits]
+    return graph_input_names(model if type(model).__name__ == "ModelProto" else load_proto(model)[0])
 
 
 def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float | None, smooth: float, target: str,

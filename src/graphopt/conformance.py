@@ -139,15 +139,15 @@ def run_case(case: Any, target: str, pipeline: str = "O0") -> CaseResult:
     as `graphopt.compile` does — and its result says so in `detail` ("specialized on call: ...").
     """
     from graphopt.errors import ShapeInputsNeeded
+    from graphopt.frontends.onnx.loading import graph_input_names
     from graphopt.specialize import SpecializingModel
 
     try:
         try:
             exe: Any = _compile(case.model, target, pipeline)
         except ShapeInputsNeeded as e:
-            names = [i.name for i in case.model.graph.input
-                     if i.name not in {t.name for t in case.model.graph.initializer}]
-            exe = SpecializingModel(e.inputs, names, lambda consts: _compile(case.model, target, pipeline, consts))
+            exe = SpecializingModel(e.inputs, graph_input_names(case.model),
+                                    lambda consts: _compile(case.model, target, pipeline, consts))
     except Exception as e:  # noqa: BLE001 - a crash is a result here, recorded with its message
         return _failure(case, target, e)
     for inputs, outputs in case.data_sets:
