@@ -17,7 +17,7 @@ from ..symbolic import dim_add, dim_ceildiv, dim_mul, dim_sub, is_symbol
 from ..types import Dim, TensorType
 from .registry import Attr, ConcreteType, ShapeError, register_op
 from .shapes import broadcast, norm_axes, norm_axis, reshape_dims, tt
-from .traits import I, O, Tie, Trait, tie
+from .traits import AxisRef, I, O, Tie, Trait, tie
 
 _LAYOUT, _SCALE = Trait.LAYOUT, Trait.SCALE_TRANSPARENT
 _VIEW = (_LAYOUT, _SCALE)  # moving elements commutes with scaling them
@@ -60,8 +60,27 @@ def _reshape_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
     return ties
 
 
+def _removed_on(removed: Mapping[Any, Any], side: str, index: int, axis: int) -> int:
+    """How many indices structured pruning removes from one axis (see `register_op`'s `resize`)."""
+    return len(removed.get(AxisRef(side, index, axis), ()))
+
+
+def _resize_target(ins: Any, outs: Any, attrs: Mapping[str, Any], removed: Mapping[Any, Any]) -> dict[str, Any]:
+    """reshape and expand: each target entry of an output axis that shrinks becomes the new size (a -1, or an
+    expand's 1 that keeps the input's size, already follows the input)."""
+    shape, out = list(attrs["shape"]), outs[0]
+    lead = out.rank - len(shape)
+    for ax in range(out.rank):
+        n = _removed_on(removed, "out", 0, ax)
+        if n and ax >= lead and shape[ax - lead] not in (-1, 1):
+            if not isinstance(out.shape[ax], int):
+                raise ValueError(f"output axis {ax} is symbolic ({out.shape[ax]})")
+            shape[ax - lead] = out.shape[ax] - n
+    return {"shape": tuple(shape)}
+
+
 @register_op("reshape", inputs=["x"], attrs={"shape": Attr("dims")}, flops=_moved, traits=_VIEW,
-             dim_flow=_reshape_flow,
+             dim_flow=_reshape_flow, resize=_resize_target,
              infer=lambda t, a: t[0].with_shape(reshape_dims(t[0].shape, a["shape"])))
 def _reshape(x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
     """View x with a new shape; one dim may be -1."""
@@ -84,7 +103,7 @@ def _transpose(x: np.ndarray, *, perm: tuple[int, ...]) -> np.ndarray:
 
 @register_op("expand", inputs=["x"], attrs={"shape": Attr("dims")}, flops=_moved, traits=_VIEW,
              dim_flow=lambda i, o, a: [tie(O(0, k + o[0].rank - i[0].rank), I(0, k)) for k, d in enumerate(i[0].shape)
-                                       if d == o[0].shape[k + o[0].rank - i[0].rank]],
+                                       if d == o[0].shape[k + o[0].rank - i[0].rank]], resize=_resize_target,
              infer=lambda t, a: t[0].with_shape(broadcast(t[0].shape, a["shape"])))
 def _expand(x: np.ndarray, *, shape: tuple[int, ...]) -> np.ndarray:
     """Broadcast x against shape (ONNX Expand; torch expand with the -1s spelled out)."""
@@ -186,9 +205,17 @@ def _split_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
     return ties
 
 
+def _split_resize(ins: Any, outs: Any, attrs: Mapping[str, Any], removed: Mapping[Any, Any]) -> dict[str, Any]:
+    ax = norm_axis(attrs["axis"], ins[0].rank)
+    sizes = tuple(s - _removed_on(removed, "out", k, ax) for k, s in enumerate(attrs["sizes"]))
+    if min(sizes) <= 0:
+        raise ValueError("a piece of the split would be empty")
+    return {"sizes": sizes}
+
+
 @register_op("split", inputs=["x"], outputs=["ys*"], attrs={"axis": Attr("int"), "sizes": Attr("ints")},
              infer=_split_infer, flops=_moved, variadic_outputs=lambda a, n: len(a["sizes"]), traits=_VIEW,
-             dim_flow=_split_flow)
+             dim_flow=_split_flow, resize=_split_resize)
 def _split(x: np.ndarray, *, axis: int, sizes: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     """Cut x along axis into pieces of the given sizes (one output each)."""
     return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
@@ -262,8 +289,27 @@ def _slice_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
     return ties
 
 
+def _slice_resize(ins: Any, outs: Any, attrs: Mapping[str, Any], removed: Mapping[Any, Any]) -> dict[str, Any]:
+    """A window over a pruned axis moves left by the indices removed before it and narrows by those inside it."""
+    rank = ins[0].rank
+    axes = attrs["axes"] if attrs["axes"] is not None else tuple(range(len(attrs["starts"])))
+    starts, ends = list(attrs["starts"]), list(attrs["ends"])
+    for j, a in enumerate(axes):
+        gone = sorted(removed.get(AxisRef("in", 0, norm_axis(a, rank)), ()))
+        if not gone:
+            continue
+        dim = ins[0].shape[norm_axis(a, rank)]
+        start, end = starts[j], ends[j]
+        if not (isinstance(dim, int) and isinstance(start, int) and isinstance(end, int) and 0 <= start):
+            raise ValueError(f"slice bounds {start}:{end} on pruned axis {a} are not known non-negative ints")
+        end = min(end if end >= 0 else dim + end, dim)
+        starts[j] = start - sum(1 for g in gone if g < start)
+        ends[j] = end - sum(1 for g in gone if g < end)
+    return {"starts": tuple(starts), "ends": tuple(ends)}
+
+
 @register_op("slice", inputs=["x"], infer=_slice_infer, flops=_moved, traits=_VIEW, dim_flow=_slice_flow,
-             complete=_slice_complete,
+             complete=_slice_complete, resize=_slice_resize,
              attrs={"starts": Attr("dims"), "ends": Attr("dims"), "axes": Attr("ints", None, optional=True),
                     "steps": Attr("ints", None, optional=True)})
 def _slice(x: np.ndarray, *, starts: tuple[int, ...], ends: tuple[int, ...], axes: tuple[int, ...] | None,

@@ -14,7 +14,7 @@ from ..symbolic import dim_add, dim_floordiv, dim_mul
 from ..types import Dim, TensorType
 from .registry import Attr, ConcreteType, ShapeError, register_op, same_as_input
 from .shapes import broadcast, compute_dtype, norm_axis, tt
-from .traits import I, O, Tie, Trait, tie
+from .traits import AxisRef, I, O, Tie, Trait, tie
 
 _QUANT, _SENSITIVE, _SCALE = [Trait.QUANTIZABLE], [Trait.PRECISION_SENSITIVE], [Trait.SCALE_TRANSPARENT]
 
@@ -295,8 +295,19 @@ def _pad_spatial(x: np.ndarray, pads: tuple[int, ...], value: float) -> np.ndarr
     return np.pad(x, widths, constant_values=value)
 
 
+def _conv_resize(ins: Any, outs: Any, attrs: Mapping[str, Any], removed: Mapping[Any, Any]) -> dict[str, Any]:
+    """Depthwise convs keep one group per channel; other grouped convs would need whole groups removed."""
+    g = attrs["groups"]
+    if g == 1:
+        return dict(attrs)
+    if ins[1].shape[1] == 1 and ins[0].shape[1] == g == ins[1].shape[0]:
+        return {**attrs, "groups": g - len(removed.get(AxisRef("out", 0, 1), ()))}
+    raise ValueError(f"a grouped convolution (groups={g}) can lose channels only by whole groups, which graphopt "
+                     "does not prune yet")
+
+
 @register_op("conv", inputs=["x", "weight", "bias?", "residual?"], infer=_conv_infer, flops=_conv_flops,
-             traits=_QUANT, dim_flow=_conv_flow, complete=_spatial_complete,
+             traits=_QUANT, dim_flow=_conv_flow, complete=_spatial_complete, resize=_conv_resize,
              attrs={**_SPATIAL, "groups": Attr("int", 1), "activation": Attr("str", "none", choices=tuple(ACTIVATIONS))})
 def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, residual: np.ndarray | None = None, *,
           strides: Any, pads: Any, dilations: Any, groups: int, activation: str) -> np.ndarray:

@@ -151,6 +151,10 @@ class ConcreteType:
 InferFn = Callable[[list[TensorType], Mapping[str, Any]], "TensorType | Sequence[TensorType]"]
 CompleteFn = Callable[[list[TensorType], Mapping[str, Any]], Mapping[str, Any]]
 FlopsFn = Callable[[list[ConcreteType], list[ConcreteType], Mapping[str, Any]], int]
+# (input types, output types, attrs, removed indices per axis) -> the attrs after those indices are removed;
+# ValueError with the reason when they cannot be (see `register_op`'s `resize`)
+ResizeFn = Callable[[Sequence[TensorType], Sequence[TensorType], Mapping[str, Any], Mapping[Any, Sequence[int]]],
+                    Mapping[str, Any]]
 
 
 @dataclass(eq=False)
@@ -170,6 +174,7 @@ class OpDef:
     traits: frozenset[Trait] = frozenset()
     dim_flow: DimFlowFn | None = None
     complete: CompleteFn | None = None
+    resize: ResizeFn | None = None
     _min_inputs: int = field(init=False, default=0)
     _max_inputs: float = field(init=False, default=0)
 
@@ -275,6 +280,7 @@ def register_op(
     traits: Iterable[Trait] = (),
     dim_flow: DimFlowFn | None = None,
     complete: CompleteFn | None = None,
+    resize: ResizeFn | None = None,
     replace: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register an op whose numpy kernel is the decorated function.
@@ -283,8 +289,10 @@ def register_op(
     the input arrays positionally and the attributes as keywords, and returns an array (or a tuple for
     multi-output ops). `flops(inputs, outputs, attrs)` gets ConcreteTypes. `traits` (see `Trait`) and
     `dim_flow` (see `graphopt.ir.ops.traits.Tie`) are what passes ask instead of the op's name; `complete` fills
-    attribute defaults that depend on the input types when a node is made. Registering a name twice is an error
-    unless `replace=True`.
+    attribute defaults that depend on the input types when a node is made; `resize` rewrites attributes that hold
+    sizes (a reshape's shape, a split's sizes, a depthwise conv's groups) when structured pruning removes indices
+    along tied axes — pruning stops at an op with `dims` attributes and no `resize`. Registering a name twice is an
+    error unless `replace=True`.
     """
     if not name or not name.replace("_", "a").isalnum() or not name[0].isalpha():
         raise ValueError(f"op name {name!r} must be a lowercase identifier like 'layer_norm'")
@@ -311,6 +319,7 @@ def register_op(
             traits=frozenset(traits) | ({Trait.COMMUTATIVE} if commutative else set()),
             dim_flow=dim_flow,
             complete=complete,
+            resize=resize,
         )
         return kernel
 
