@@ -40,7 +40,7 @@ from graphopt.ir import Graph, Value
 
 from .context import PassContext
 from .dependency import Conflict, DependencyGroup, Refusal, Removal, find_groups, node_removals
-from .importance import Importance, Saliency, unit_scores
+from .importance import Saliency, unit_scores
 from .infer_shapes import infer_shapes
 from .registry import Budget, PassResult, Row, register_pass
 
@@ -70,9 +70,9 @@ def shrink(graph: Graph, removal: Removal, ctx: PassContext) -> None:
         if value.is_constant:
             per_const[value].append((axis, sorted(ix)))
     for value, cuts in per_const.items():
-        data = value.const
-        for axis, ix in cuts:
-            data = np.delete(data, ix, axis=axis)  # type: ignore[arg-type]
+        data = np.asarray(value.const)
+        for axis, cut in cuts:
+            data = np.delete(data, cut, axis=axis)
         name = value.name
         fresh = graph.add_constant(np.ascontiguousarray(data), graph.fresh_name(name))
         value.replace_all_uses_with(fresh)
