@@ -47,3 +47,31 @@ def model() -> tuple[torch.nn.Module, tuple, dict, dict]:
     bert, tok = load()
     inputs = encode(tok, SENTENCES)
     return bert, (), inputs, {k: {0: Dim("batch"), 1: Dim("seq", max=512)} for k in inputs}
+
+
+def corpus(limit: int = 512, seed: int = 0) -> list[str]:
+    """Real English sentences available offline: the first sentences of the Python standard library's docstrings
+    (no dataset ships with the model's package; these are varied, human-written and need no download)."""
+    import importlib
+    import random
+    import re
+    import sys
+
+    seen: dict[str, None] = {}
+    for name in sorted(sys.stdlib_module_names):
+        if name.startswith("_") or name in ("antigravity", "this", "idlelib", "turtledemo", "tkinter", "turtle"):
+            continue
+        try:
+            mod = importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - platform-specific modules fail to import; skip them
+            continue
+        for obj in [mod, *vars(mod).values()]:
+            doc = getattr(obj, "__doc__", None)
+            if not isinstance(doc, str):
+                continue
+            first = re.split(r"(?<=[.!?])\s", " ".join(doc.split()), maxsplit=1)[0]
+            if 6 <= len(first.split()) <= 40 and first[0].isupper() and first.endswith("."):
+                seen[first] = None
+    out = sorted(seen)
+    random.Random(seed).shuffle(out)
+    return out[:limit]

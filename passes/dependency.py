@@ -209,9 +209,10 @@ def _check_resize(removal: Removal) -> None:
 class DependencyGroup:
     """Axes that lose indices together: removing unit u of `root` removes `members(u)` everywhere.
 
-    `scope`: heads (a reshape's outer split axis), head-dim (its inner axis), ffn (a linear layer's output
-    neurons), channels (a convolution's output channels); `lossy` when a tie in it changes the remaining values
-    (the normalized axis of a norm: the residual stream), which only `scope=hidden` prunes."""
+    `scope`: heads (a reshape's outer split axis), head-dim (its inner axis), ffn (one linear layer's output
+    neurons), hidden (features several layers write: a residual stream, an embedding's width), channels (a
+    convolution's output channels); `lossy` when a tie in it changes the remaining values (the normalized axis of
+    a norm), which only `scope=hidden` prunes."""
 
     root: Axis
     units: int
@@ -283,6 +284,13 @@ def _lossy(flow: _Flow, removal: Removal) -> bool:
                for ax in touched for link in flow.links.get(ax, ()))
 
 
+def _writers(removal: Removal) -> int:
+    """How many nodes write removed features from weights (linear and conv outputs, embedding lookups, norms)."""
+    cut = {v for v, _ in removal if v.is_constant}
+    writers = {v.producer for v, _ in removal if v.producer is not None and any(i in cut for i in v.producer.inputs)}
+    return len(writers)
+
+
 def find_groups(graph: Graph) -> tuple[list[DependencyGroup], list[Refusal]]:
     """The graph's dependency groups (one per distinct set of coupled axes), and the roots refused with why."""
     flow = _Flow.of(graph)
@@ -306,7 +314,10 @@ def find_groups(graph: Graph) -> tuple[list[DependencyGroup], list[Refusal]]:
         except Conflict as e:
             refused.append(Refusal(label, str(e)))
             continue
-        group = DependencyGroup(root, size, scope, _lossy(flow, unit), flow)
+        lossy = _lossy(flow, unit)
+        if scope == "ffn" and (lossy or _writers(unit) > 1):
+            scope = "hidden"  # several layers write these features: the residual stream, not one layer's neurons
+        group = DependencyGroup(root, size, scope, lossy, flow)
         group._cache[0] = unit
         groups.append(group)
     return groups, refused

@@ -71,9 +71,7 @@ def generate(graph: Graph, channels_last: bool = False) -> tuple[str, list[np.nd
     weights: list[np.ndarray] = []
     weight_lines: list[str] = []
     inline: dict[int, str] = {}
-    for c in graph.constants.values():
-        if c.num_uses == 0 and not c.output_refs:
-            continue
+    for c in weight_values(graph):
         w = names.claim(f"w{len(weights)}", f"w{len(weights)}")
         local[id(c)] = w
         weight_lines.append(f"{w} = W[{len(weights)}]  # @{_comment(c.name)}: {c.type}")
@@ -153,6 +151,11 @@ def generate(graph: Graph, channels_last: bool = False) -> tuple[str, list[np.nd
     return "\n".join(lines), weights
 
 
+def weight_values(graph: Graph) -> list[Value]:
+    """The constants `make(W)` takes, in order: those a node or an output reads."""
+    return [c for c in graph.constants.values() if c.num_uses or c.output_refs]
+
+
 def _comment(text: str) -> str:
     """Model-file text (names, origins) made safe for a `#` comment: escaped as repr() escapes it, so a newline,
     carriage return or line separator in a crafted ONNX node name cannot end the comment and start a statement."""
@@ -205,9 +208,14 @@ def _dim(d: Any, symbols: dict[str, str]) -> Any:
 
 def compile_source(source: str, weights: Sequence[Any], filename: str) -> Any:
     """exec the generated module (registered with linecache so tracebacks show the generated line)."""
+    return load_make(source, filename)(list(weights))
+
+
+def load_make(source: str, filename: str) -> Any:
+    """The generated module's `make(W) -> forward`, for callers that rebuild forward from new weights."""
     import linecache
 
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     namespace: dict[str, Any] = {"__name__": filename}
     exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - our own generated code
-    return namespace["make"](list(weights))
+    return namespace["make"]

@@ -6,6 +6,7 @@ attributes with dims rendered as Python expressions, and returns the right-hand 
 
 from __future__ import annotations
 
+import contextvars
 import math
 
 from collections.abc import Callable, Sequence
@@ -20,6 +21,10 @@ EMITTERS: dict[str, Emitter] = {}
 # prepared local is passed to the emitter as one extra argument after the node's inputs. In the expression `{}` is
 # that constant's local and `{a[k]}` the node's k-th operand (a scale, a bias the packing needs too).
 PREPARE: dict[str, Callable[[Node], tuple[int, str] | None]] = {}
+
+#: Set while generating code that autograd must differentiate (graphopt.backends.cpu.trainable): oneDNN's packed
+#: weights and the bf16 row switch have no backward, so every layer runs its plain torch op.
+DIFFERENTIABLE: contextvars.ContextVar[bool] = contextvars.ContextVar("graphopt_cpu_differentiable", default=False)
 
 
 def emits(*ops: str) -> Callable[[Emitter], Emitter]:
@@ -97,6 +102,8 @@ def _packed_from(n: Node) -> int | None:
     """From how many rows this linear runs oneDNN with a packed weight (None: never), measured per shape."""
     from .kernels import linear_kernel
 
+    if DIFFERENTIABLE.get():
+        return None
     w = n.inputs[1]
     if w.const is None or n.inputs[0].type.dtype not in (DType.F32, DType.BF16):
         return None
@@ -108,7 +115,7 @@ def _bf16_from(n: Node) -> int | None:
     """For a bf16 linear with a constant weight: the row count from which bf16 beats f32 here, when that is more
     than one row (below it the code computes in f32 on an upcast copy of the weight); else None."""
     w = n.inputs[1]
-    if n.inputs[0].type.dtype != DType.BF16 or w.const is None or w.const.size < 4096:
+    if n.inputs[0].type.dtype != DType.BF16 or w.const is None or w.const.size < 4096 or DIFFERENTIABLE.get():
         return None
     from .kernels import bf16_linear_choice
 
@@ -322,6 +329,8 @@ def _conv_packed(n: Node) -> bool:
     nd, strides, pads, dil = _conv_geometry(n)
     x, w = n.inputs[0].type, n.inputs[1]
     if nd != 2 or w.const is None or x.dtype not in (DType.F32, DType.BF16) or not _sym_pads(pads, nd):
+        return False
+    if DIFFERENTIABLE.get():
         return False
     if not all(isinstance(d, int) for d in x.shape):
         return False

@@ -1,0 +1,224 @@
+"""Compression around the passes: data-driven importance, distillation, and the sparsity metrics.
+
+The passes (`prune-structured`, `prune-magnitude`, `low-rank`) work on the IR alone; what needs data and
+gradients lives here, one layer up, because gradients come from a backend (the cpu target's generated code run as
+a trainable module, `graphopt.backends.cpu.trainable`) and passes may not import backends.
+
+- `saliency(graph, data, kind="taylor" | "activation")` → a `Saliency` that `prune-structured{importance=...}`
+  reads (pass it with `prune(..., data=...)` or `PassManager.run(graph, ctx=PassContext().provide(s))`);
+- `prune(graph, pipeline, data=None)` runs a pruning pipeline, computing the saliency it asks for;
+- `distill(student, teacher, data, steps=...)` fine-tunes the student graph's weights to reproduce the teacher's
+  outputs (MSE relative to the teacher's output energy, KL on logits, or cosine) and returns the updated graph;
+- `sparsity(graph)` gives per-layer and overall fraction of zeros and the seed's S = Σ|pᵢ|/n.
+
+>>> import numpy as np
+>>> from graphopt.ir import parse
+>>> g = parse('''graph @f(%x: f32[2,4]) {
+...   const @w: f32[3,4] = external
+...   %y: f32[2,3] = linear(%x, @w)
+...   return %y
+... }''', {"w": np.array([[0, 1, 0, 2]] * 3, np.float32)})
+>>> s = sparsity(g)
+>>> s["overall"]["zeros"], s["overall"]["mean_abs"]
+(0.5, 0.75)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from graphopt.ir import Graph
+from graphopt.passes import PassContext, PassManager
+from graphopt.passes.importance import Saliency
+from graphopt.passes.manager import PipelineResult
+
+__all__ = ["saliency", "prune", "distill", "sparsity"]
+
+Loss = Callable[[Sequence[Any]], Any]
+
+
+def _samples(graph: Graph, data: Iterable[Any]) -> list[list[np.ndarray]]:
+    from graphopt.quantization import samples_for
+
+    return samples_for(graph, data)
+
+
+def _tensors(graph: Graph, xs: Sequence[np.ndarray]) -> list[Any]:
+    import torch
+
+    return [torch.from_numpy(np.ascontiguousarray(x)).to(v.type.dtype.torch) for v, x in zip(graph.inputs, xs)]
+
+
+def _energy(outputs: Sequence[Any]) -> Any:
+    """Label-free Taylor loss: the mean squared output (how strongly each weight drives what the model emits)."""
+    floats = [o for o in outputs if o.is_floating_point()]
+    return sum(0.5 * (o.float() ** 2).mean() for o in floats)
+
+
+def saliency(graph: Graph, data: Iterable[Any], *, kind: Literal["taylor", "activation"] = "taylor",
+             loss: Loss | None = None, progress: bool = False) -> Saliency:
+    """Per-element gradient saliency Σ|w·∂L/∂w| (taylor; `loss(outputs) -> scalar`, default the mean squared
+    output) or per-axis mean |activation| (activation) of `graph` over `data` (see graphopt.calibrate for the
+    sample formats)."""
+    samples = _samples(graph, data)
+    out = Saliency(samples=len(samples), loss="energy" if loss is None else getattr(loss, "__name__", "custom"))
+    it: Iterable[list[np.ndarray]] = samples
+    if progress:
+        from rich.progress import track
+
+        it = track(samples, description=f"{kind} saliency of @{graph.name}", transient=True)
+    if kind == "activation":
+        from graphopt.ir.interpreter import run
+
+        sums: dict[str, dict[int, np.ndarray]] = {}
+
+        def observe(v: Any, a: np.ndarray) -> None:
+            if a.dtype.kind != "f" or a.ndim == 0:
+                return
+            mags = np.abs(a.astype(np.float64))
+            per = sums.setdefault(v.name, {})
+            for axis in range(a.ndim):
+                if not isinstance(v.type.shape[axis], int):  # a symbolic axis changes length between samples
+                    continue
+                other = tuple(k for k in range(a.ndim) if k != axis)
+                m = mags.mean(axis=other) if other else mags
+                per[axis] = per.get(axis, 0) + m
+
+        for xs in it:
+            run(graph, xs, observe=observe)
+        out.activations = {n: {ax: v / len(samples) for ax, v in per.items()} for n, per in sums.items()}
+        return out
+    import torch
+
+    from graphopt.backends.cpu.trainable import TrainableGraph
+
+    model = TrainableGraph(graph)
+    acc: dict[str, np.ndarray] = {}
+    loss_fn = loss or _energy
+    for xs in it:
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(*_tensors(graph, xs))).backward()
+        with torch.no_grad():
+            for name in model.trainable_names():
+                p = model.parameter_of(name)
+                if p.grad is not None:
+                    acc[name] = acc.get(name, 0) + (p * p.grad).abs().numpy().astype(np.float64)
+    out.weights = acc
+    return out
+
+
+def prune(graph: Graph, pipeline: str, data: Iterable[Any] | None = None, *, loss: Loss | None = None,
+          progress: bool = False) -> PipelineResult:
+    """Run a pipeline holding pruning passes over `graph` (in place); where a pass asks for taylor or activation
+    importance, its saliency is computed from `data` on the graph as it is when that pass runs."""
+    pm = PassManager.parse(pipeline)
+    ctx = PassContext()
+    kinds = {dict(spec.options).get("importance") for spec in pm.passes}
+    if kinds & {"taylor", "activation"}:
+        if data is None:
+            raise ValueError(f"pipeline {pipeline!r} ranks by {' and '.join(sorted(kinds & {'taylor', 'activation'}))}"
+                             " importance, which needs data=")
+        samples = list(data)
+        results = []
+        for spec in pm.passes:  # one pass at a time: each prune sees saliency of the graph the previous one left
+            kind = dict(spec.options).get("importance")
+            step = PassContext()
+            if kind in ("taylor", "activation"):
+                step.provide(saliency(graph, samples, kind=kind, loss=loss, progress=progress))
+            results.append(PassManager([spec]).run(graph, ctx=step))
+        return _merge(results)
+    return pm.run(graph, ctx=ctx)
+
+
+def _merge(results: list[PipelineResult]) -> PipelineResult:
+    return PipelineResult(results[-1].graph, [rec for r in results for rec in r.records])
+
+
+def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 300, lr: float = 1e-4,
+            loss: Literal["mse", "kl", "cosine"] = "mse", temperature: float = 2.0, outputs: Sequence[int] | None = None,
+            progress: bool = True, seed: int = 0) -> tuple[Graph, list[float]]:
+    """Fine-tune `student`'s weights (a copy) so its outputs match `teacher`'s on `data`; returns the new graph and
+    the loss per step.
+
+    `teacher`: a Graph (run on the cpu target), a CompiledModel or any callable taking the samples' arrays. Loss
+    per output: `mse` relative to the teacher's mean square (hidden states, embeddings), `kl` between softmaxes at
+    `temperature` over the last axis (logits), `cosine` 1 − cos over the last axis. `outputs` picks which outputs
+    count (default all float ones). Adam, `steps` steps cycling through the samples in a fixed shuffled order."""
+    import torch
+
+    from graphopt.backends.cpu.trainable import TrainableGraph
+
+    samples = _samples(student, data)
+    run_teacher = _teacher_fn(teacher)
+    targets = [[torch.from_numpy(np.asarray(t)) for t in run_teacher(xs)] for xs in samples]
+    graph = student.copy()
+    model = TrainableGraph(graph)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    order = np.random.default_rng(seed).permutation(len(samples))
+    picked = list(outputs) if outputs is not None else [i for i, t in enumerate(targets[0]) if t.is_floating_point()]
+    history: list[float] = []
+    it: Iterable[int] = range(steps)
+    if progress:
+        from rich.progress import track
+
+        it = track(it, description=f"distilling @{graph.name}", transient=True)
+    for step in it:
+        k = int(order[step % len(samples)])
+        got = model(*_tensors(graph, samples[k]))
+        value = sum(_distill_loss(got[i].float(), targets[k][i].float(), loss, temperature) for i in picked)
+        opt.zero_grad(set_to_none=True)
+        value.backward()  # type: ignore[union-attr]
+        opt.step()
+        history.append(float(value))
+    return model.write_back(graph), history
+
+
+def _distill_loss(got: Any, want: Any, kind: str, temperature: float) -> Any:
+    import torch.nn.functional as F
+
+    if kind == "kl":
+        t = temperature
+        return F.kl_div(F.log_softmax(got / t, -1), F.log_softmax(want / t, -1), log_target=True,
+                        reduction="batchmean") * t * t
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(got.flatten(0, -2), want.flatten(0, -2), dim=-1)).mean()
+    return ((got - want) ** 2).mean() / (want ** 2).mean().clamp_min(1e-12)
+
+
+def _teacher_fn(teacher: Any) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    if isinstance(teacher, Graph):
+        from graphopt.backends import get_backend
+
+        exe = get_backend("cpu").compile(teacher)
+        return lambda xs: [np.asarray(o) for o in exe(*xs)]
+
+    def call(xs: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            out = teacher(*[torch.from_numpy(np.ascontiguousarray(x)) for x in xs])
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return [np.asarray(o.detach().numpy() if hasattr(o, "detach") else o) for o in out]
+
+    return call
+
+
+def sparsity(graph: Graph) -> dict[str, dict[str, float]]:
+    """Per float weight (rank ≥ 2) and "overall": fraction of exact zeros, S = Σ|pᵢ|/n (`mean_abs`), elements."""
+    rows: dict[str, dict[str, float]] = {}
+    zeros = total = 0
+    abs_sum = 0.0
+    for c in graph.constants.values():
+        if not c.num_uses or c.type is None or not c.type.dtype.is_float or c.type.rank < 2:
+            continue
+        a = np.asarray(c.const, dtype=np.float64)
+        z = int(np.count_nonzero(a == 0))
+        rows[c.name] = {"zeros": z / a.size, "mean_abs": float(np.abs(a).mean()), "elements": float(a.size)}
+        zeros, total, abs_sum = zeros + z, total + a.size, abs_sum + float(np.abs(a).sum())
+    rows["overall"] = {"zeros": zeros / total if total else math.nan,
+                       "mean_abs": abs_sum / total if total else math.nan, "elements": float(total)}
+    return rows

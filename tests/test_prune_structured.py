@@ -1,0 +1,289 @@
+"""prune-structured: dependency groups from dimension flow, physical shrink, and the numerics that must hold.
+
+Numerics: ratio 0 is the identity; removing units whose weights are zero is exact (so every *kept* unit computes
+what it computed before); and the pruned graph runs the same on the reference and cpu targets and in ONNX Runtime.
+Structure: the cases other pruning tools break on — residual groups, concat, depthwise and grouped convs,
+grouped-query attention, tied embeddings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import graphopt
+from graphopt.backends import get_backend
+from graphopt.ir.interpreter import run
+from graphopt.passes import PassContext, PassManager
+from graphopt.passes.dependency import find_groups
+from graphopt.passes.importance import Saliency
+from graphopt.passes.prune_structured import parameter_count
+
+
+def _graph(module: nn.Module, *xs: torch.Tensor) -> graphopt.ir.Graph:
+    g = graphopt.to_graph(module.eval(), xs)
+    PassManager.parse("O2").run(g)
+    return g
+
+
+def _run(g, xs):
+    return run(g, [x.numpy() for x in xs])
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(16, 64), nn.Linear(64, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+class Encoder(nn.Module):
+    """A BERT-style block with grouped-query attention (kv_heads < heads) and a residual stream."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, kv_heads: int = 2) -> None:
+        super().__init__()
+        self.h, self.kv, self.d = heads, kv_heads, dim // heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, kv_heads * self.d)
+        self.v = nn.Linear(dim, kv_heads * self.d)
+        self.o = nn.Linear(dim, dim)
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.ff1, self.ff2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q = self.q(x).view(b, s, self.h, self.d).transpose(1, 2)
+        k = self.k(x).view(b, s, self.kv, self.d).transpose(1, 2)
+        v = self.v(x).view(b, s, self.kv, self.d).transpose(1, 2)
+        rep = self.h // self.kv
+        k = k[:, :, None].expand(b, self.kv, rep, s, self.d).reshape(b, self.h, s, self.d)
+        v = v[:, :, None].expand(b, self.kv, rep, s, self.d).reshape(b, self.h, s, self.d)
+        a = nn.functional.scaled_dot_product_attention(q, k, v)
+        x = self.ln1(x + self.o(a.transpose(1, 2).reshape(b, s, -1)))
+        return self.ln2(x + self.ff2(nn.functional.gelu(self.ff1(x))))
+
+
+class Convs(nn.Module):
+    """Residual conv block, a depthwise conv, a grouped conv and a channel concat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.a = nn.Conv2d(16, 16, 3, padding=1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.grouped = nn.Conv2d(16, 16, 1, groups=4)
+        self.left, self.right = nn.Conv2d(16, 8, 1), nn.Conv2d(16, 8, 1)
+        self.bn = nn.BatchNorm2d(16)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = x + torch.relu(self.a(x))  # residual: stem's and a's output channels are one group
+        x = torch.relu(self.bn(self.dw(x)))
+        x = self.grouped(x)
+        x = torch.cat([torch.relu(self.left(x)), torch.relu(self.right(x))], dim=1)
+        return self.head(x).mean((2, 3))
+
+
+def _prune(g, text, saliency=None):
+    ctx = PassContext()
+    if saliency is not None:
+        ctx.provide(saliency)
+    return PassManager.parse(text).run(g, ctx=ctx)
+
+
+def test_ratio_zero_is_the_identity():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 32)
+    g = _graph(Encoder(), x)
+    before = g.format()
+    r = _prune(g, "prune-structured{ratio=0.0 scope=heads,ffn}")
+    assert not r.changed and g.format() == before
+
+
+def test_removing_zero_neurons_is_exact_and_shrinks_both_layers():
+    torch.manual_seed(0)
+    m = MLP()
+    with torch.no_grad():  # 32 neurons with no weights in or out: removing them changes nothing
+        m.fc1.weight[::2] = 0
+        m.fc1.bias[::2] = 0
+        m.fc2.weight[:, ::2] = 0
+    x = torch.randn(3, 16)
+    g = _graph(m, x)
+    want = _run(g, [x])[0]
+    r = _prune(g, "prune-structured{ratio=0.5 scope=ffn importance=l1}")
+    np.testing.assert_array_equal(_run(g, [x])[0], want)
+    shapes = sorted(tuple(c.type.shape) for c in g.constants.values() if c.type.rank == 2)
+    assert shapes == [(8, 32), (32, 16)]
+    assert r.records[-1].stats["params-after"] == parameter_count(g) < r.records[-1].stats["params-before"]
+    np.testing.assert_allclose(get_backend("cpu").compile(g)(x.numpy())[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_gqa_heads_prune_by_key_value_group_and_keep_the_rest_exact():
+    torch.manual_seed(0)
+    enc = Encoder(dim=32, heads=4, kv_heads=2)
+    with torch.no_grad():  # key/value group 1 (query heads 2 and 3) contributes nothing
+        enc.q.weight[16:] = 0
+        enc.q.bias[16:] = 0
+        enc.k.weight[8:] = 0
+        enc.k.bias[8:] = 0
+        enc.v.weight[8:] = 0
+        enc.v.bias[8:] = 0
+        enc.o.weight[:, 16:] = 0
+    x = torch.randn(2, 5, 32)
+    g = _graph(enc, x)
+    groups, refused = find_groups(g)
+    heads = [grp for grp in groups if grp.scope == "heads"]
+    assert len(heads) == 1 and heads[0].units == 2  # two key/value groups, not four query heads
+    assert any("split evenly" in r.reason for r in refused)  # single query heads are refused, with the reason
+    want = _run(g, [x])[0]
+    _prune(g, "prune-structured{ratio=0.5 scope=heads importance=l1}")
+    np.testing.assert_allclose(_run(g, [x])[0], want, rtol=1e-5, atol=1e-5)
+    assert g.value(_const_of(g, "q.weight")).type.shape == (16, 32)
+    assert g.value(_const_of(g, "k.weight")).type.shape == (8, 32)
+    assert g.value(_const_of(g, "o.weight")).type.shape == (32, 16)
+
+
+def _const_of(g, suffix: str) -> str:
+    return next(n for n in g.constants if n.endswith(suffix))
+
+
+def test_residual_stream_is_one_lossy_group_pruned_only_by_scope_hidden():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 32)
+    g = _graph(Encoder(), x)
+    hidden = [grp for grp in find_groups(g)[0] if grp.lossy]
+    assert hidden == []  # the stream reaches the graph output: refused, not pruned
+    r = _prune(g, "prune-structured{ratio=0.5 scope=ffn}")
+    reasons = [row["reason"] for row in r.records[-1].tables["not-pruned"]]
+    assert any("reaches graph input %x" in why for why in reasons)
+
+
+def test_conv_residual_depthwise_and_concat_groups():
+    torch.manual_seed(0)
+    net = Convs()
+    net.bn.running_mean.uniform_(-1, 1)
+    net.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 8, 8)
+    g = _graph(net, x)
+    groups, refused = find_groups(g)
+    chans = sorted(grp.units for grp in groups if grp.scope == "channels")
+    # residual (stem + a + dw + bn, 16), the two concat halves (8 each); the grouped conv's input side is refused
+    assert chans == [8, 8]
+    assert any("grouped convolution" in r.reason or "does not carry" in r.reason for r in refused)
+    want = _run(g, [x])[0]
+    _prune(g, "prune-structured{ratio=0.5 scope=channels}")
+    got = _run(g, [x])[0]
+    assert got.shape == want.shape
+    np.testing.assert_allclose(get_backend("cpu").compile(g)(x.numpy())[0], got, rtol=1e-4, atol=1e-5)
+    assert _const_of(g, "head.weight") and g.value(_const_of(g, "head.weight")).type.shape[1] == 8
+
+
+def test_depthwise_group_shrinks_groups():
+    class DW(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pw, self.dw, self.out = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Conv2d(8, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(torch.relu(self.dw(torch.relu(self.pw(x)))))
+
+    torch.manual_seed(0)
+    net = DW()
+    with torch.no_grad():
+        net.pw.weight[4:] = 0
+        net.pw.bias[4:] = 0
+        net.dw.bias[4:] = 0
+    x = torch.randn(1, 3, 6, 6)
+    g = _graph(net, x)
+    want = _run(g, [x])[0]
+    _prune(g, "prune-structured{ratio=0.5 scope=channels importance=l1}")
+    dw = next(n for n in g if n.op.name == "conv" and n.attrs["groups"] > 1)
+    assert dw.attrs["groups"] == 4 and dw.inputs[1].type.shape[0] == 4
+    np.testing.assert_allclose(_run(g, [x])[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_tied_embedding_and_lm_head_stay_consistent():
+    class TinyLM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(50, 16)
+            self.ff1, self.ff2 = nn.Linear(16, 64), nn.Linear(64, 16)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            h = self.emb(ids)
+            h = h + self.ff2(torch.relu(self.ff1(h)))
+            return h @ self.emb.weight.T  # the LM head shares the embedding table (GPT-2)
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (2, 7))
+    g = _graph(TinyLM(), ids)
+    tables = [c.name for c in g.constants.values() if c.type.shape == (50, 16)]  # the frontend keeps two views
+    groups = {grp.scope: grp for grp in find_groups(g)[0]}
+    assert set(groups) == {"ffn", "hidden"}  # the stream that the embedding and ff2 both write is "hidden"
+    _prune(g, "prune-structured{ratio=0.25 scope=ffn}")
+    assert [g.value(t).type.shape for t in tables] == [(50, 16)] * len(tables)
+    _prune(g, "prune-structured{ratio=0.25 scope=hidden}")
+    assert [g.value(t).type.shape for t in tables] == [(50, 12)] * len(tables)  # every use of the table shrinks
+    assert _run(g, [ids])[0].shape == (2, 7, 50)
+
+
+def test_pruned_encoder_exports_to_onnx_and_runs_in_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 32)
+    g = _graph(Encoder(dim=32, heads=4, kv_heads=4), x)
+    _prune(g, "prune-structured{ratio=0.5 scope=heads,ffn}")
+    ref = _run(g, [x])[0]
+    got = get_backend("onnxruntime").compile(g)(x.numpy())[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    path = tmp_path / "pruned.onnx"
+    graphopt.export_onnx(g, path)
+    assert path.stat().st_size > 0
+
+
+def test_global_ranking_and_multiple():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 32)
+    g = _graph(Encoder(dim=32, heads=4, kv_heads=4), x)
+    r = _prune(g, "prune-structured{ratio=0.5 scope=ffn global-ranking=true multiple=8}")
+    row = r.records[-1].tables["groups"][0]
+    assert (row["units"] - row["removed"]) % 8 == 0
+
+
+def test_taylor_and_activation_importance_need_and_use_saliency():
+    torch.manual_seed(0)
+    m = MLP()
+    x = torch.randn(8, 16)
+    g = _graph(m, x)
+    with pytest.raises(graphopt.PassError, match="Saliency"):
+        _prune(g.copy(), "prune-structured{importance=taylor}")
+    from graphopt.compression import saliency
+
+    for kind in ("taylor", "activation"):
+        s = saliency(g, [(x,)], kind=kind)
+        assert isinstance(s, Saliency) and (s.weights if kind == "taylor" else s.activations)
+        h = g.copy()
+        _prune(h, f"prune-structured{{ratio=0.5 scope=ffn importance={kind}}}", s)
+        assert _run(h, [x])[0].shape == (8, 8)
+
+
+def test_bad_options_are_clear_errors():
+    g = _graph(MLP(), torch.randn(2, 16))
+    with pytest.raises(graphopt.PassError, match="ratio"):
+        _prune(g, "prune-structured{ratio=1.0}")
+    with pytest.raises(graphopt.PassError, match="unknown scope"):
+        _prune(g, "prune-structured{scope=neurons}")
+
+
+def test_every_op_with_size_attributes_declares_resize_or_stops_pruning():
+    from graphopt.ir.ops.registry import _REGISTRY
+
+    sized = {n for n, op in _REGISTRY.items() if op.dim_flow is not None
+             and any(a.kind in ("dims", "dim") for a in op.attrs.values())}
+    assert sized <= {n for n, op in _REGISTRY.items() if op.resize is not None}
+    assert _REGISTRY["conv"].resize is not None  # groups is an int attribute; the audit above cannot see it
