@@ -17,7 +17,7 @@ graph @f(%x: f32[2,3]) {
 
 from . import (  # noqa: F401  (registration)
     canonicalize, cse, dce, eliminate_layout_ops, fold_batchnorm, fold_constants, fuse_attention, fuse_conv, fuse_gelu,
-    fuse_layernorm, fuse_linear, fuse_rmsnorm, infer_shapes, merge_parallel_linears, prune_structured, quantize)
+    fuse_layernorm, fuse_linear, fuse_rmsnorm, infer_shapes, low_rank, merge_parallel_linears, prune_magnitude, prune_structured, quantize)
 from .analysis import AnalysisManager, CostReport, register_analysis
 from .context import Instrument, PassContext, Rejection
 from .instruments import DumpToDirectory, NumericCheck, PrintIR, SkipPasses, VerifyEach

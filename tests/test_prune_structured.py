@@ -287,3 +287,31 @@ def test_every_op_with_size_attributes_declares_resize_or_stops_pruning():
              and any(a.kind in ("dims", "dim") for a in op.attrs.values())}
     assert sized <= {n for n, op in _REGISTRY.items() if op.resize is not None}
     assert _REGISTRY["conv"].resize is not None  # groups is an int attribute; the audit above cannot see it
+
+
+def test_low_rank_factorizes_only_where_it_pays_and_reports_error():
+    rng = np.random.default_rng(0)
+    m = MLP()
+    with torch.no_grad():  # fc1 of rank 4; fc2 full rank
+        m.fc1.weight.copy_(torch.from_numpy(rng.standard_normal((64, 4)) @ rng.standard_normal((4, 16))))
+    x = torch.randn(3, 16)
+    g = _graph(m, x)
+    want = _run(g, [x])[0]
+    r = PassManager.parse("low-rank{energy=0.9999 min-weights=0}").run(g)
+    table = r.records[-1].tables
+    assert [row["rank"] for row in table["layers"]] == [4] and len(table["not-factorized"]) == 1
+    np.testing.assert_allclose(_run(g, [x])[0], want, rtol=1e-3, atol=1e-3)
+    assert parameter_count(g) < 64 * 16 + 8 * 64 + 64 + 8
+
+
+def test_prune_magnitude_zeroes_the_fraction_asked_and_keeps_shapes():
+    torch.manual_seed(0)
+    g = _graph(MLP(), torch.randn(2, 16))
+    shapes = {n: c.type.shape for n, c in g.constants.items()}
+    r = PassManager.parse("prune-magnitude{sparsity=0.75 min-weights=0}").run(g)
+    assert {n: c.type.shape for n, c in g.constants.items()} == shapes
+    from graphopt.compression import sparsity
+
+    s = sparsity(g)
+    assert s["overall"]["zeros"] == pytest.approx(0.75, abs=0.01)
+    assert all(row["S-after"] < row["S-before"] for row in r.records[-1].tables["layers"])
