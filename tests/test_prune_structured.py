@@ -315,3 +315,16 @@ def test_prune_magnitude_zeroes_the_fraction_asked_and_keeps_shapes():
     s = sparsity(g)
     assert s["overall"]["zeros"] == pytest.approx(0.75, abs=0.01)
     assert all(row["S-after"] < row["S-before"] for row in r.records[-1].tables["layers"])
+
+
+def test_explain_shows_groups_and_why_roots_are_not_pruned(tmp_path, capsys):
+    from graphopt.cli import main
+
+    gir = tmp_path / "mlp.gir"
+    gir.write_text('graph @mlp(%x: f32[2,8]) {\n  const @w1: f32[16,8] = external\n  const @w2: f32[8,16] = external\n'
+                   '  %h: f32[2,16] = linear(%x, @w1) {activation="relu"}\n  %y: f32[2,8] = linear(%h, @w2)\n'
+                   '  return %y\n}\n')
+    np.savez(tmp_path / "mlp.npz", w1=np.ones((16, 8), np.float32), w2=np.ones((8, 16), np.float32))
+    assert main(["explain", str(gir), "--pass", "prune-structured", "-p", "O2,prune-structured{ratio=0.5}"]) == 0
+    out = capsys.readouterr().out
+    assert "units=16, removed=8" in out and "reaches graph output %y axis 1" in out

@@ -6,7 +6,7 @@ import graphopt.ir
 import graphopt.passes
 
 API = {
-    "graphopt": ["CalibrationTable", "CompiledModel", "calibrate", "compile", "quantization", "load", "load_model", "to_graph", "frontends", "import_torch",
+    "graphopt": ["CalibrationTable", "CompiledModel", "calibrate", "compile", "quantization", "compression", "distill", "prune", "load", "load_model", "to_graph", "frontends", "import_torch",
                  "load_pt2", "import_onnx", "export_onnx", "GraphoptError", "InputError", "InterpreterError", "ModelLoadError", "NumericMismatchError", "ParseError",
                  "PassContext", "PassError", "PassManager", "PipelineError", "RewriteLimitError",
                  "UnsupportedOpError", "VerificationError", "backends", "errors", "ir", "load_pass", "passes",

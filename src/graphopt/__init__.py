@@ -35,6 +35,8 @@ _LAZY = {
     "to_graph": ("graphopt.api", "to_graph"), "calibrate": ("graphopt.quantization", "calibrate"),
     "CalibrationTable": ("graphopt.passes.calibration", "CalibrationTable"),
     "quantization": ("graphopt.quantization", None),
+    "compression": ("graphopt.compression", None), "distill": ("graphopt.compression", "distill"),
+    "prune": ("graphopt.compression", "prune"),
 }
 
 
@@ -88,5 +90,8 @@ __all__ = [
     "load_pass",
     "passes",
     "quantization",
+    "compression",
+    "distill",
+    "prune",
     "register_pass",
 ]

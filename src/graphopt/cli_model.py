@@ -235,7 +235,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     mine = [r for r in ctx.rejections if r.pass_name == args.pass_name]
     for r in mine:
         print(f"  not applied at {r.node}: {r.reason}")
-    if not mine:
+    for table, rows in record.tables.items():  # per-layer / per-group tables (quantize, prune-structured, low-rank)
+        print(f"  {table}:")
+        for row in rows:
+            print("    " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    if not mine and not record.tables:
         print("  no candidate site was rejected")
     return 0
 

@@ -173,7 +173,7 @@ def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 3
         opt.zero_grad(set_to_none=True)
         value.backward()  # type: ignore[union-attr]
         opt.step()
-        history.append(float(value))
+        history.append(float(value.detach()))  # type: ignore[union-attr]
     return model.write_back(graph), history
 
 

