@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import graphopt  # noqa: E402
 from graphopt.backends import get_backend  # noqa: E402
-from graphopt.compression import distill, prune, sparsity  # noqa: E402
+from graphopt.compression import distill, normalized_states, prune, sparsity  # noqa: E402
 from graphopt.passes import PassManager  # noqa: E402
 from graphopt.passes.prune_structured import parameter_count  # noqa: E402
 from graphopt.report import measure_latency  # noqa: E402
@@ -45,6 +45,12 @@ def _artifact_bytes(compiled: Any) -> int:
     with tempfile.TemporaryDirectory() as d:
         path = compiled.save(Path(d) / "a")
         return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def _first(out: Any) -> np.ndarray:
+    """The first output as an array (a compiled model returns one tensor for one output, a list for several)."""
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    return np.asarray(out.detach() if hasattr(out, "detach") else out)
 
 
 def _row(name: str, graph: Any, compiled: Any, metric: float, note: str = "") -> dict[str, Any]:
@@ -59,7 +65,7 @@ def minilm(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     _, _, kw, dyn = mm.model()
     base = graphopt.to_graph(bert, example_kwargs=kw, dynamic_shapes=dyn)
     PassManager.parse("O2").run(base)
-    sents = mm.corpus(640)
+    sents = mm.corpus(1900)
 
     def batches(s: list[str], bs: int) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
@@ -68,7 +74,7 @@ def minilm(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
             out.append((e["input_ids"].numpy(), e["attention_mask"].numpy()))
         return out
 
-    train, test = batches(sents[:512], 16), batches(sents[512:], 32)
+    train, test = batches(sents[:1600], 16), batches(sents[1600:1800], 40)
     ref = get_backend("cpu").compile(base)
 
     def pooled(y: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -77,11 +83,11 @@ def minilm(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     def cosine(run: Any) -> float:
         cs = []
         for ids, m in test:
-            a, b = pooled(np.asarray(ref(ids, m)[0]), m), pooled(np.asarray(run(ids, m)[0]), m)
+            a, b = pooled(_first(ref(ids, m)), m), pooled(_first(run(ids, m)), m)
             cs += list((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
         return float(np.mean(cs))
 
-    bench = mm.encode(tok, mm.SENTENCES + sents[600:603])
+    bench = mm.encode(tok, mm.SENTENCES + sents[1800:1803])
     ex = (bench["input_ids"], bench["attention_mask"])
 
     def comp(g: Any, **kw: Any) -> Any:
@@ -99,11 +105,11 @@ def minilm(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     rows.append(_row("pruned: 50% FFN, 25% heads", pruned, c, cosine(c), "activation importance, 8 batches"))
     runs[rows[-1]["variant"]] = c
     t0 = time.perf_counter()
-    tuned, hist = distill(pruned, base, train, steps=steps, lr=5e-4, progress=False)
+    tuned, hist = distill(pruned, base, train, steps=steps, lr=5e-4, hidden=normalized_states(base), progress=False)
     dt = time.perf_counter() - t0
     c = comp(tuned)
-    rows.append(_row("pruned + distilled", tuned, c, cosine(c), f"{steps} steps, {dt:.0f} s, loss {hist[0]:.3f}"
-                     f"→{hist[-1]:.3f}"))
+    rows.append(_row("pruned + distilled", tuned, c, cosine(c), f"{steps} steps layer-wise, {dt:.0f} s, loss "
+                     f"{hist[0]:.3f}→{hist[-1]:.3f}"))
     runs[rows[-1]["variant"]] = c
     lr_graph = base.copy()
     r = PassManager.parse("low-rank{energy=0.7 max-cost=0.8}").run(lr_graph)
@@ -133,13 +139,15 @@ def digits(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     sys.path.insert(0, str(ROOT / "examples"))
     from cnn_digits import data, train
 
+    from torch.export import Dim
+
     net, xte, yte = train(5.0)
     xtr, _, _, _ = data()
-    base = graphopt.to_graph(net, (xte[:32],))
+    base = graphopt.to_graph(net, (xte[:32],), dynamic_shapes=({0: Dim("batch")},))
     PassManager.parse("O2").run(base)
 
     def acc(c: Any) -> float:
-        return float((torch.as_tensor(c(xte)[0]).argmax(1) == yte).float().mean())
+        return float((torch.as_tensor(_first(c(xte))).argmax(1) == yte).float().mean())
 
     ex = (xte[:32],)
     rows, runs = [], {}
@@ -161,6 +169,76 @@ def digits(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     return rows, variants, "accuracy"
 
 
+def lstm(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    sys.path.insert(0, str(ROOT / "examples"))
+    from lstm_classifier import LENGTH, reviews, train
+    from torch.export import Dim
+
+    net = train(5.0)
+    gen = torch.Generator().manual_seed(1)
+    xte, yte = reviews(512, LENGTH, gen)
+    data = [(reviews(64, LENGTH, gen)[0],) for _ in range(16)]
+    base = graphopt.to_graph(net, (xte[:8],), dynamic_shapes=({0: Dim("batch")},))
+    PassManager.parse("O2").run(base)
+
+    def acc(c: Any) -> float:
+        return float((torch.as_tensor(_first(c(xte))).argmax(1) == yte).float().mean())
+
+    ex = (xte[:8],)
+    rows, runs = [], {}
+
+    def add(name: str, g: Any, note: str = "") -> None:
+        c = graphopt.compile(g, ex, pipeline="O2")
+        rows.append(_row(name, g, c, acc(c), note))
+        runs[name] = c
+
+    add("original (graphopt fp32)", base)
+    pruned = base.copy()
+    prune(pruned, "prune-structured{ratio=0.5 scope=recurrent importance=taylor}", data=data[:4])
+    add("pruned: 50% LSTM hidden units", pruned, "taylor importance (output energy)")
+    tuned, hist = distill(pruned, base, data, steps=steps, lr=2e-3, loss="kl", progress=False)
+    add("pruned + distilled", tuned, f"{steps} steps KL, loss {hist[0]:.3f}→{hist[-1]:.3f}")
+    variants = {"eager PyTorch": lambda: net(ex[0])}
+    variants.update({k: (lambda c=c: c(*ex)) for k, c in runs.items()})
+    return rows, variants, "accuracy"
+
+
+def gpt2(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    import transformers as T
+    from torch.export import Dim
+
+    torch.manual_seed(0)
+    model = T.GPT2LMHeadModel(T.GPT2Config(use_cache=False)).eval()  # GPT-2 small's config, random weights
+    gen = torch.Generator().manual_seed(0)
+    ex = (torch.randint(0, 50257, (1, 64), generator=gen),)
+    data = [(torch.randint(0, 50257, (2, 64), generator=gen),) for _ in range(24)]
+    test = [torch.randint(0, 50257, (4, 64), generator=gen) for _ in range(4)]
+    base = graphopt.to_graph(model, ex, dynamic_shapes=({0: Dim("batch")},))
+    PassManager.parse("O2").run(base)
+    ref = get_backend("cpu").compile(base)
+
+    def agree(c: Any) -> float:
+        hits = [(_first(ref(t.numpy())).argmax(-1) == _first(c(t.numpy())).argmax(-1)).mean() for t in test]
+        return float(np.mean(hits))
+
+    rows, runs = [], {}
+
+    def add(name: str, g: Any, note: str = "") -> None:
+        c = graphopt.compile(g, ex, pipeline="O2")
+        rows.append(_row(name, g, c, agree(c), note))
+        runs[name] = c
+
+    add("original (graphopt fp32)", base)
+    pruned = base.copy()
+    prune(pruned, "prune-structured{ratio=0.5 scope=ffn importance=l2},prune-structured{ratio=0.25 scope=heads}")
+    add("pruned: 50% FFN, 25% heads", pruned, "l2 importance")
+    tuned, hist = distill(pruned, base, data, steps=steps, lr=3e-4, loss="kl", progress=False)
+    add("pruned + distilled", tuned, f"{steps} steps KL, loss {hist[0]:.3f}→{hist[-1]:.3f}")
+    variants = {"eager PyTorch": lambda: model(ex[0])}
+    variants.update({k: (lambda c=c: c(*ex)) for k, c in runs.items()})
+    return rows, variants, "top-1 agreement"
+
+
 def _cpu_flags() -> str:
     try:
         flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
@@ -174,14 +252,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=30)
-    ap.add_argument("--models", default="minilm,digits")
+    ap.add_argument("--models", default="minilm,digits,lstm,gpt2")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     results: dict[str, Any] = {"machine": {"cpu_flags": _cpu_flags(), "threads": 2, "torch": torch.__version__},
                                "models": {}}
     for name in args.models.split(","):
-        rows, variants, metric = {"minilm": minilm, "digits": digits}[name](args.steps)
+        rows, variants, metric = {"minilm": minilm, "digits": digits, "lstm": lstm, "gpt2": gpt2}[name](args.steps)
         with torch.inference_mode():
             lat = measure_latency(variants, repeats=args.repeats)
         eager = lat["eager PyTorch"]["median"]

@@ -211,7 +211,7 @@ class DependencyGroup:
 
     `scope`: heads (a reshape's outer split axis), head-dim (its inner axis), ffn (one linear layer's output
     neurons), hidden (features several layers write: a residual stream, an embedding's width), channels (a
-    convolution's output channels); `lossy` when a tie in it changes the remaining values (the normalized axis of
+    convolution's output channels), recurrent (an LSTM/GRU/RNN's hidden units, whose gates stack in its weights); `lossy` when a tie in it changes the remaining values (the normalized axis of
     a norm), which only `scope=hidden` prunes."""
 
     root: Axis
@@ -305,6 +305,10 @@ def find_groups(graph: Graph) -> tuple[list[DependencyGroup], list[Refusal]]:
             if size < 2:
                 continue
             unit = propagate(flow, {root: {0}})
+            if len(unit[root]) > 1:  # a gate-stacked axis (4H rows of an LSTM): re-root where one unit is one index
+                root = min((ax for ax, ix in unit.items() if len(ix) == 1), key=_size, default=root)
+                size, scope = _size(root), "recurrent"
+                unit = propagate(flow, {root: {0}})
             key = frozenset(unit)
             if key in seen or any(root in g.members(0) and frozenset(g.members(0)) == key for g in groups):
                 continue

@@ -46,7 +46,7 @@ from .registry import Budget, PassResult, Row, register_pass
 
 __all__ = ["prune_structured", "shrink", "parameter_count"]
 
-SCOPES = ("heads", "head-dim", "ffn", "channels", "hidden")
+SCOPES = ("heads", "head-dim", "ffn", "channels", "recurrent", "hidden")
 
 
 def parameter_count(graph: Graph) -> int:
@@ -113,11 +113,11 @@ def _choose(groups: list[DependencyGroup], scores: list[np.ndarray], ratio: floa
 @register_pass("prune-structured", budget=Budget(cosine=0.5))
 def prune_structured(graph: Graph, ctx: PassContext, *, ratio: float = 0.5,
                      importance: Literal["l1", "l2", "taylor", "activation"] = "l2",
-                     scope: tuple[str, ...] = ("heads", "ffn", "channels"), global_ranking: bool = False,
+                     scope: tuple[str, ...] = ("heads", "ffn", "channels", "recurrent"), global_ranking: bool = False,
                      multiple: int = 1) -> PassResult:
-    """Remove the least important `ratio` of the units (attention heads, FFN neurons, conv channels) of every
-    dependency group in `scope`, shrinking every coupled weight and size attribute; taylor and activation
-    importance need calibration data (a Saliency from graphopt.compression)."""
+    """Remove the least important `ratio` of the units (attention heads, FFN neurons, conv channels, recurrent
+    hidden units) of every dependency group in `scope`, shrinking every coupled weight and size attribute; taylor
+    and activation importance need calibration data (a Saliency from graphopt.compression)."""
     if not 0.0 <= ratio < 1.0:
         raise PassError(f"prune-structured: ratio must be in [0, 1), got {ratio}")
     unknown = sorted(set(scope) - set(SCOPES))

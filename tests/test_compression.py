@@ -43,3 +43,21 @@ def test_distill_recovers_a_pruned_student_and_writes_weights_back():
     assert err(tuned) < 0.5 * err(student)
     assert history[-1] < history[0]
     assert tuned.value(next(iter(tuned.constants))).type == student.value(next(iter(student.constants))).type
+
+
+def test_layerwise_distillation_matches_named_intermediate_values():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 4)).eval()
+    x = torch.randn(16, 8)
+    teacher = graphopt.to_graph(m, (x,))
+    PassManager.parse("O2").run(teacher)
+    from graphopt.compression import normalized_states
+
+    names = normalized_states(teacher)
+    assert len(names) == 1  # the LayerNorm's output
+    student = teacher.copy()
+    data = [(torch.randn(16, 8),) for _ in range(4)]
+    prune(student, "prune-structured{ratio=0.5 scope=ffn}")
+    tuned, history = distill(student, teacher, data, steps=60, lr=3e-3, hidden=names, progress=False)
+    assert history[-1] < history[0]
+    assert [v.name for v in tuned.outputs] == [v.name for v in student.outputs]  # the extra outputs were internal

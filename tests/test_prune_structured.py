@@ -328,3 +328,29 @@ def test_explain_shows_groups_and_why_roots_are_not_pruned(tmp_path, capsys):
     assert main(["explain", str(gir), "--pass", "prune-structured", "-p", "O2,prune-structured{ratio=0.5}"]) == 0
     out = capsys.readouterr().out
     assert "units=16, removed=8" in out and "reaches graph output %y axis 1" in out
+
+
+def test_lstm_hidden_units_prune_across_gates_states_and_head():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    from lstm_classifier import LSTMClassifier
+
+    torch.manual_seed(0)
+    net = LSTMClassifier().eval()
+    with torch.no_grad():  # hidden units 32..63 have no weights in any gate, no recurrence and no readout
+        for w in (net.lstm.weight_ih_l0, net.lstm.weight_hh_l0, net.lstm.bias_ih_l0, net.lstm.bias_hh_l0):
+            w.view(4, 64, -1)[:, 32:] = 0
+        net.lstm.weight_hh_l0[:, 32:] = 0
+        net.head.weight[:, 32:] = 0
+    ids = torch.randint(0, 100, (3, 12))
+    g = _graph(net, ids)
+    [group] = [grp for grp in find_groups(g)[0] if grp.scope == "recurrent"]
+    assert group.units == 64  # one unit per hidden unit, not per stacked gate row
+    want = _run(g, [ids])[0]
+    _prune(g, "prune-structured{ratio=0.5 scope=recurrent importance=l1}")
+    np.testing.assert_array_equal(_run(g, [ids])[0], want)
+    assert g.value(_const_of(g, "weight_ih_l0")).type.shape == (128, 32)
+    assert g.value(_const_of(g, "weight_hh_l0")).type.shape == (128, 32)
+    np.testing.assert_allclose(get_backend("cpu").compile(g)(ids.numpy())[0], want, rtol=1e-5, atol=1e-6)

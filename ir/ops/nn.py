@@ -549,8 +549,30 @@ def _recurrent_infer(name: str, gates: int) -> Callable[[list[TensorType], Mappi
     return infer
 
 
+def _recurrent_flow(gates: int, states: int) -> Any:
+    """Hidden unit j is y[..., j], every state's [.., j], w_hh's column j, and row g·H + j of each gate g in w_ih,
+    w_hh, b_ih and b_hh (gates stacked as torch and ONNX stack them); x's features meet w_ih's columns. Time steps
+    are coupled (dropping one changes the later states): lossy."""
+    def flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+        w_ih = 1 + states
+        w_hh, b_ih, b_hh = w_ih + 1, w_ih + 2, w_ih + 3
+        hidden = outs[0].shape[-1]
+        seq, batch = (1, 0) if attrs["batch_first"] else (0, 1)
+        ties = [tie(O(0, seq), I(0, seq), exact=False), tie(O(0, batch), I(0, batch)), tie(I(0, 2), I(w_ih, 1)),
+                tie(O(0, 2), I(w_hh, 1))]
+        for k in range(states):
+            ties += [tie(O(0, 2), I(1 + k, 2)), tie(I(1 + k, 1), I(0, batch))]
+        for k in range(1, len(outs)):
+            ties += [tie(O(0, 2), O(k, 2)), tie(O(k, 1), I(0, batch))]
+        if isinstance(hidden, int):
+            for g in range(gates):
+                ties += [tie(I(w, 0), O(0, 2), offset=g * hidden) for w in (w_ih, w_hh, b_ih, b_hh)]
+        return ties
+    return flow
+
+
 @register_op("lstm", inputs=["x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"], outputs=["y", "h_n", "c_n"],
-             infer=_recurrent_infer("lstm", 4), attrs={"batch_first": Attr("bool", False)},
+             infer=_recurrent_infer("lstm", 4), attrs={"batch_first": Attr("bool", False)}, dim_flow=_recurrent_flow(4, 2),
              flops=lambda i, o, a: 2 * o[0].numel * (i[3].shape[1] + i[4].shape[1]) * 4)
 def _lstm(x: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray,
           b_hh: np.ndarray, *, batch_first: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -574,7 +596,7 @@ def _lstm(x: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_ih: np.ndarray, w_hh:
 
 
 @register_op("gru", inputs=["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"], outputs=["y", "h_n"],
-             infer=_recurrent_infer("gru", 3),
+             infer=_recurrent_infer("gru", 3), dim_flow=_recurrent_flow(3, 1),
              attrs={"batch_first": Attr("bool", False), "linear_before_reset": Attr("bool", True)},
              flops=lambda i, o, a: 2 * o[0].numel * (i[2].shape[1] + i[3].shape[1]) * 3)
 def _gru(x: np.ndarray, h0: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, *,
@@ -606,7 +628,7 @@ def _gru(x: np.ndarray, h0: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih
 
 
 @register_op("rnn", inputs=["x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"], outputs=["y", "h_n"],
-             infer=_recurrent_infer("rnn", 1),
+             infer=_recurrent_infer("rnn", 1), dim_flow=_recurrent_flow(1, 1),
              attrs={"batch_first": Attr("bool", False), "nonlinearity": Attr("str", "tanh", choices=("tanh", "relu"))},
              flops=lambda i, o, a: 2 * o[0].numel * (i[2].shape[1] + i[3].shape[1]))
 def _rnn(x: np.ndarray, h0: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, *,

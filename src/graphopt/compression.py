@@ -36,7 +36,7 @@ from graphopt.passes import PassContext, PassManager
 from graphopt.passes.importance import Saliency
 from graphopt.passes.manager import PipelineResult
 
-__all__ = ["saliency", "prune", "distill", "sparsity"]
+__all__ = ["saliency", "prune", "distill", "sparsity", "normalized_states"]
 
 Loss = Callable[[Sequence[Any]], Any]
 
@@ -138,28 +138,46 @@ def _merge(results: list[PipelineResult]) -> PipelineResult:
     return PipelineResult(results[-1].graph, [rec for r in results for rec in r.records])
 
 
+def normalized_states(graph: Graph) -> list[str]:
+    """Names of the values layer/RMS norms produce: in a transformer, each block's output. Pruning heads and FFN
+    neurons keeps their shapes (and names), so they are where a student can match its teacher layer by layer."""
+    from graphopt.ir import OpRef
+
+    norms = (OpRef("layer_norm"), OpRef("rms_norm"))
+    return [n.outputs[0].name for n in graph if any(op.of(n) for op in norms) and not n.outputs[0].is_graph_output]
+
+
 def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 300, lr: float = 1e-4,
             loss: Literal["mse", "kl", "cosine"] = "mse", temperature: float = 2.0, outputs: Sequence[int] | None = None,
-            progress: bool = True, seed: int = 0) -> tuple[Graph, list[float]]:
+            hidden: Sequence[str] = (), progress: bool = True, seed: int = 0) -> tuple[Graph, list[float]]:
     """Fine-tune `student`'s weights (a copy) so its outputs match `teacher`'s on `data`; returns the new graph and
     the loss per step.
 
     `teacher`: a Graph (run on the cpu target), a CompiledModel or any callable taking the samples' arrays. Loss
     per output: `mse` relative to the teacher's mean square (hidden states, embeddings), `kl` between softmaxes at
     `temperature` over the last axis (logits), `cosine` 1 − cos over the last axis. `outputs` picks which outputs
-    count (default all float ones). Adam, `steps` steps cycling through the samples in a fixed shuffled order."""
+    count (default all float ones). `hidden` names intermediate values both graphs have with the same shape (see
+    `normalized_states`) that the student also matches, by relative MSE (layer-wise distillation, as TinyBERT
+    does); the teacher must then be a Graph. Adam, `steps` steps cycling through the samples in a fixed shuffled
+    order."""
     import torch
 
     from graphopt.backends.cpu.trainable import TrainableGraph
 
     samples = _samples(student, data)
+    graph = student.copy()
+    n_out = len(graph.outputs)
+    if hidden:
+        if not isinstance(teacher, Graph):
+            raise TypeError("distill(hidden=...) needs the teacher as a Graph, to read its intermediate values")
+        teacher = _with_outputs(teacher, hidden)
     run_teacher = _teacher_fn(teacher)
     targets = [[torch.from_numpy(np.asarray(t)) for t in run_teacher(xs)] for xs in samples]
-    graph = student.copy()
-    model = TrainableGraph(graph)
+    model = TrainableGraph(_with_outputs(graph, hidden) if hidden else graph)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     order = np.random.default_rng(seed).permutation(len(samples))
-    picked = list(outputs) if outputs is not None else [i for i, t in enumerate(targets[0]) if t.is_floating_point()]
+    picked = list(outputs) if outputs is not None else [i for i, t in enumerate(targets[0][:n_out])
+                                                         if t.is_floating_point()]
     history: list[float] = []
     it: Iterable[int] = range(steps)
     if progress:
@@ -170,11 +188,20 @@ def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 3
         k = int(order[step % len(samples)])
         got = model(*_tensors(graph, samples[k]))
         value = sum(_distill_loss(got[i].float(), targets[k][i].float(), loss, temperature) for i in picked)
+        value = value + sum(_distill_loss(got[i].float(), targets[k][i].float(), "mse", temperature)
+                            for i in range(n_out, n_out + len(hidden)))
         opt.zero_grad(set_to_none=True)
         value.backward()  # type: ignore[union-attr]
         opt.step()
         history.append(float(value.detach()))  # type: ignore[union-attr]
     return model.write_back(graph), history
+
+
+def _with_outputs(graph: Graph, names: Sequence[str]) -> Graph:
+    """A copy of `graph` that also returns the named values (after its own outputs)."""
+    g = graph.copy()
+    g.set_outputs([*g.outputs, *(g.value(n) for n in names)])  # KeyError naming a value the graph lacks
+    return g
 
 
 def _distill_loss(got: Any, want: Any, kind: str, temperature: float) -> Any:
