@@ -61,8 +61,9 @@ def shrink(graph: Graph, removal: Removal, ctx: PassContext) -> None:
     for node, removed in node_removals(removal).items():
         if node.op.resize is not None:
             try:
-                attrs[node] = node.op.resize([v.type for v in node.inputs], [v.type for v in node.outputs],  # type: ignore[misc]
-                                             node.attrs, removed)
+                changed = node.op.resize([v.type for v in node.inputs], [v.type for v in node.outputs],  # type: ignore[misc]
+                                         node.attrs, removed)
+                attrs[node] = {**node.attrs, **changed}
             except ValueError as e:
                 raise PassError(f"prune-structured: cannot resize {node.describe()}: {e}") from None
     per_const: dict[Value, list[tuple[int, list[int]]]] = defaultdict(list)

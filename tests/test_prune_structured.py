@@ -354,3 +354,23 @@ def test_lstm_hidden_units_prune_across_gates_states_and_head():
     assert g.value(_const_of(g, "weight_ih_l0")).type.shape == (128, 32)
     assert g.value(_const_of(g, "weight_hh_l0")).type.shape == (128, 32)
     np.testing.assert_allclose(get_backend("cpu").compile(g)(ids.numpy())[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_gpt2_heads_ffn_and_tied_embedding_width_prune_and_run_on_every_target():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100, bos_token_id=0, eos_token_id=0,
+                                  use_cache=False)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    ids = torch.randint(0, 100, (2, 10))
+    g = _graph(model, ids)
+    scopes = sorted(grp.scope for grp in find_groups(g)[0])
+    assert scopes.count("heads") == 2 and scopes.count("ffn") == 2 and "hidden" in scopes
+    r = _prune(g, "prune-structured{ratio=0.5 scope=heads,ffn,hidden}")
+    assert r.records[-1].stats["params-removed-fraction"] > 0.4
+    tables = [c for c in g.constants.values() if c.type.rank == 2 and c.type.shape[0] == 100]
+    assert tables and all(c.type.shape == (100, 32) for c in tables)  # the table and the tied LM head, both halved
+    ref = _run(g, [ids])[0]
+    assert ref.shape == (2, 10, 100)
+    np.testing.assert_allclose(get_backend("cpu").compile(g)(ids.numpy())[0], ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(get_backend("onnxruntime").compile(g)(ids.numpy())[0], ref, rtol=1e-4, atol=1e-4)

@@ -151,7 +151,7 @@ class ConcreteType:
 InferFn = Callable[[list[TensorType], Mapping[str, Any]], "TensorType | Sequence[TensorType]"]
 CompleteFn = Callable[[list[TensorType], Mapping[str, Any]], Mapping[str, Any]]
 FlopsFn = Callable[[list[ConcreteType], list[ConcreteType], Mapping[str, Any]], int]
-# (input types, output types, attrs, removed indices per axis) -> the attrs after those indices are removed;
+# (input types, output types, attrs, removed indices per axis) -> the attrs that change when they are removed;
 # ValueError with the reason when they cannot be (see `register_op`'s `resize`)
 ResizeFn = Callable[[Sequence[TensorType], Sequence[TensorType], Mapping[str, Any], Mapping[Any, Sequence[int]]],
                     Mapping[str, Any]]
