@@ -260,14 +260,17 @@ class Refusal:
 
 
 def _roots(graph: Graph, flow: _Flow) -> list[tuple[Axis, str]]:
-    """Candidate roots, finest first: each weight's output axis, then each axis a reshape splits or merges."""
+    """Candidate roots, finest first: each weight's first two axes, then each axis a reshape splits or merges."""
     roots: list[tuple[Axis, str]] = []
+    seen: set[Axis] = set()
     for node in graph:
         for v in node.inputs:
             if v.is_constant and v.type is not None and v.type.rank >= 2 and v.type.dtype.is_float:
                 scope = "channels" if v.type.rank > 2 else "ffn"
-                if (v, 0) not in {r for r, _ in roots}:
-                    roots.append(((v, 0), scope))
+                for axis in (0, 1):  # [out, in] of a linear or conv; [in, out] of a matmul's right operand
+                    if (v, axis) not in seen:
+                        seen.add((v, axis))
+                        roots.append(((v, axis), scope))
     for node in graph:
         for t in flow.ties.get(node) or ():
             for side in (t.a, t.b):

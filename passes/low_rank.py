@@ -52,7 +52,7 @@ def choose_rank(s: np.ndarray, energy: float, max_error: float) -> int:
     return int(np.argmax(ok)) + 1
 
 
-@register_pass("low-rank", budget=Budget(cosine=0.9))
+@register_pass("low-rank", budget=Budget(cosine=0.9, capacity=True))
 def low_rank(graph: Graph, ctx: PassContext, *, energy: float = 0.9, max_error: float = 0.0,
              max_cost: float = 0.6, min_weights: int = 16384, skip: tuple[str, ...] = ()) -> PassResult:
     """Factorize linear weights by truncated SVD into two linears where the rank keeping `energy` of the spectrum

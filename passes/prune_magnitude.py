@@ -35,7 +35,7 @@ from .registry import Budget, PassResult, Row, register_pass
 __all__ = ["prune_magnitude"]
 
 
-@register_pass("prune-magnitude", budget=Budget(cosine=0.9))
+@register_pass("prune-magnitude", budget=Budget(cosine=0.9, capacity=True))
 def prune_magnitude(graph: Graph, ctx: PassContext, *, sparsity: float = 0.5,
                     ranking: Literal["global", "layer"] = "layer", min_weights: int = 4096) -> PassResult:
     """Zero the `sparsity` fraction of smallest-magnitude weights of linear and conv layers, per layer or with one

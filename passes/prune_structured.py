@@ -111,7 +111,7 @@ def _choose(groups: list[DependencyGroup], scores: list[np.ndarray], ratio: floa
     return [sorted(c[: groups[gi].units - keep_count(groups[gi].units, len(c))]) for gi, c in enumerate(chosen)]
 
 
-@register_pass("prune-structured", budget=Budget(cosine=0.5))
+@register_pass("prune-structured", budget=Budget(cosine=0.5, capacity=True))
 def prune_structured(graph: Graph, ctx: PassContext, *, ratio: float = 0.5,
                      importance: Literal["l1", "l2", "taylor", "activation"] = "l2",
                      scope: tuple[str, ...] = ("heads", "ffn", "channels", "recurrent"), global_ranking: bool = False,

@@ -68,11 +68,17 @@ class PassResult:
 class Budget:
     """How far a lossy pass may move the outputs, per output, against the outputs before it ran: cosine
     similarity at least `cosine`, signal-to-quantization-noise at least `sqnr_db` decibels, max error relative to
-    the output's largest magnitude at most `max_rel_error`. Every bound given must hold."""
+    the output's largest magnitude at most `max_rel_error`. Every bound given must hold.
+
+    `capacity=True` marks passes that remove model capacity by a ratio the user chose (pruning, low-rank): their
+    bound is what the numeric check holds a real model to, but no pass can promise it on an arbitrary graph, so the
+    differential fuzzer checks them by running the transformed graph on every target against the reference
+    interpreter (and the output shapes against the original's) instead."""
 
     cosine: float | None = None
     sqnr_db: float | None = None
     max_rel_error: float | None = None
+    capacity: bool = False
 
     def __post_init__(self) -> None:
         if self.cosine is None and self.sqnr_db is None and self.max_rel_error is None:
