@@ -374,3 +374,18 @@ def test_gpt2_heads_ffn_and_tied_embedding_width_prune_and_run_on_every_target()
     assert ref.shape == (2, 10, 100)
     np.testing.assert_allclose(get_backend("cpu").compile(g)(ids.numpy())[0], ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(get_backend("onnxruntime").compile(g)(ids.numpy())[0], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_unstructured_sparsity_makes_the_artifact_smaller_and_loads_back(tmp_path):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 16)).eval()
+    x = torch.randn(4, 128)
+    dense = graphopt.compile(m, (x,))
+    g = graphopt.to_graph(m, (x,))
+    PassManager.parse("O2,prune-magnitude{sparsity=0.8 min-weights=0}").run(g)
+    sparse = graphopt.compile(g, (x,))
+    size = lambda p: sum(f.stat().st_size for f in p.iterdir())  # noqa: E731
+    a, b = dense.save(tmp_path / "dense"), sparse.save(tmp_path / "sparse")
+    assert size(b) < 0.6 * size(a)
+    back = graphopt.load(b)
+    np.testing.assert_array_equal(np.asarray(back(x)), np.asarray(sparse(x)))

@@ -1,7 +1,8 @@
 """The saved form of a compiled model: a folder with the IR as text, the weights, and a JSON manifest.
 
     model.gir            the optimized graph (constants printed as `external`)
-    weights.safetensors  the constants by name (weights.npz where safetensors lacks the dtype)
+    weights.safetensors  the constants by name (weights.npz where safetensors lacks the dtype); mostly-zero ones
+                         (unstructured pruning) as indices + values where that is smaller
     manifest.json        format version, target, pipeline, input/output types, sha256 of every file
     forward.py           the generated cpu code, for people to read; never executed by `load`
 
@@ -52,6 +53,41 @@ def _write_weights(folder: Path, consts: dict[str, np.ndarray]) -> str:
             np.savez(f, **{f"c{i}": v for i, v in enumerate(consts.values())},
                      names=np.array(list(consts), dtype=str))
         return "weights.npz"
+
+
+_SPARSE_MIN = 4096  # elements: below this the indices' bookkeeping is not worth it
+
+
+def _sparse_form(consts: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Constants that are mostly zeros (unstructured pruning) stored as flat int32 indices + values where that is
+    smaller than dense: nonzeros · (4 + itemsize) < size · itemsize."""
+    out, sparse = dict(consts), []
+    for name, a in consts.items():
+        if a.size < _SPARSE_MIN or a.dtype.kind != "f" or a.size >= 2**31:
+            continue
+        nz = np.flatnonzero(a)
+        keys = (f"{name}/sparse-indices", f"{name}/sparse-values")
+        if nz.size * (4 + a.itemsize) < a.size * a.itemsize and not any(k in consts for k in keys):
+            del out[name]
+            out[keys[0]], out[keys[1]] = nz.astype(np.int32), np.ascontiguousarray(a.ravel()[nz])
+            sparse.append(name)
+    return out, sparse
+
+
+def _dense_form(consts: dict[str, np.ndarray], manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    sparse, shapes = manifest.get("sparse", []), manifest.get("shapes", {})
+    if not isinstance(sparse, list) or not all(isinstance(n, str) and isinstance(shapes.get(n), list) for n in sparse):
+        raise ModelLoadError("manifest key 'sparse' must list constants whose shapes the manifest gives")
+    for name in sparse:
+        idx, val = consts.pop(f"{name}/sparse-indices"), consts.pop(f"{name}/sparse-values")
+        size = int(np.prod(shapes[name]))
+        if idx.ndim != 1 or idx.shape != val.shape or idx.dtype != np.int32 or (idx.size and (
+                idx.min() < 0 or idx.max() >= size)):
+            raise ModelLoadError(f"sparse constant {name!r}: indices do not fit its shape {shapes[name]}")
+        dense = np.zeros(size, val.dtype)
+        dense[idx] = val
+        consts[name] = dense.reshape(shapes[name])
+    return consts
 
 
 def _read_weights(path: Path) -> dict[str, np.ndarray]:
@@ -115,7 +151,8 @@ def save(model: Any, path: Path, *, overwrite: bool = False) -> Path:
     try:
         g = model.graph
         (tmp / "model.gir").write_text(g.format(max_inline=-1) + "\n")
-        weights = _write_weights(tmp, {name: v.const for name, v in g.constants.items()})
+        consts, sparse = _sparse_form({name: v.const for name, v in g.constants.items()})
+        weights = _write_weights(tmp, consts)
         files = ["model.gir", weights]
         if model.source:
             (tmp / "forward.py").write_text(model.source)
@@ -134,6 +171,7 @@ def save(model: Any, path: Path, *, overwrite: bool = False) -> Path:
             # safetensors stores 0-d tensors as [1]; the shapes put them back exactly
             "shapes": {name: list(v.const.shape) for name, v in g.constants.items()},
             "symbol_bounds": g.metadata.get(SYMBOL_BOUNDS, {}),
+            "sparse": sparse,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if path.exists():
@@ -166,7 +204,7 @@ def load(path: Path, *, target: str | None = None) -> Any:
                 raise ModelLoadError(f"{path}: manifest names {name!r}, which is not a file in the folder")
             if _sha256(file) != manifest["sha256"].get(name):
                 raise ModelLoadError(f"{file}: sha256 does not match the manifest (file changed or corrupt)")
-        consts = _read_weights(files[manifest["weights"]])
+        consts = _dense_form(_read_weights(files[manifest["weights"]]), manifest)
         for name, shape in manifest.get("shapes", {}).items():
             if name in consts and consts[name].size == int(np.prod(shape)):
                 consts[name] = consts[name].reshape(shape)
