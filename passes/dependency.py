@@ -27,8 +27,8 @@ rewritten. Every refused root comes back with its reason, for `graphopt explain 
 >>> groups, refused = find_groups(g)
 >>> [(grp.scope, grp.units, sorted(f"{v.name}[{a}]" for v, a in grp.members(0))) for grp in groups]
 [('ffn', 16, ['h[1]', 'w1[0]', 'w2[1]'])]
->>> refused[0].reason
-'reaches graph output %y axis 1'
+>>> [f"{r.root}: {r.reason}" for r in refused]
+['%w1[1]: reaches graph input %x axis 1', '%w2[0]: reaches graph output %y axis 1']
 """
 
 from __future__ import annotations

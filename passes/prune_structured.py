@@ -25,7 +25,7 @@ concat, depthwise and grouped convs, grouped-query attention, tied embeddings).
 ... }''', {"w1": rng.standard_normal((16, 8), np.float32), "w2": rng.standard_normal((8, 16), np.float32)})
 >>> r = PassManager.parse("prune-structured{ratio=0.5}").run(g)
 >>> str(g.value("w1").type), str(g.value("w2").type)
-(f32[8,8], f32[8,8])
+('f32[8,8]', 'f32[8,8]')
 """
 
 from __future__ import annotations

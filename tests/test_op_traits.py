@@ -28,9 +28,6 @@ NO_FLOW = {
     "scatter_elements": "scatter writes by data-dependent index",
     "scatter_nd": "scatter writes by data-dependent index",
     "index_put": "writes by data-dependent index",
-    "lstm": "recurrent: hidden units tie across four gates packed in one weight (left for the pruning issue)",
-    "gru": "recurrent: hidden units tie across three gates packed in one weight (left for the pruning issue)",
-    "rnn": "recurrent: hidden units tie through the recurrence (left for the pruning issue)",
     "conv_transpose": "grouped output-channel layout differs from conv's: left to a later rule",
     "arange": "no inputs",
     "shape_tensor": "no inputs",
@@ -153,10 +150,10 @@ def _sizes_agree(node: Any) -> None:
         if all(isinstance(d, int) for d in da + db):
             if t.offset:
                 assert np.prod(db) + t.offset <= np.prod(da), f"{node.op.name}: {t} sizes {da} {db}"
-            elif len(t.a) == len(t.b) == 1 and node.op.name not in ("concat", "split"):
+            elif len(t.a) == len(t.b) == 1 and node.op.name not in ("concat", "split", *STACKED):
                 assert da == db, f"{node.op.name}: {t} sizes {da} vs {db}"
             else:
-                assert np.prod(da) == np.prod(db) or t.offset or node.op.name in ("concat", "split", "slice"), (
+                assert np.prod(da) == np.prod(db) or t.offset or node.op.name in ("concat", "split", "slice", *STACKED), (
                     f"{node.op.name}: {t} sizes {da} vs {db}")
 
 
@@ -165,6 +162,10 @@ MUST_CHECK = {"linear", "matmul", "conv", "batch_norm", "add", "mul", "relu", "t
               "scaled_dot_product_attention", "squeeze", "unsqueeze", "where", "slice"}
 # Axes whose size an attribute spells out: removing an index there needs the attribute rewritten too.
 SIZED_AXES = {"split": lambda a: (a["axis"] % 8,), "topk": lambda a: (a["axis"],)}
+# Ops whose weights stack several windows onto one axis (an LSTM's four gates: one hidden unit is four rows): the
+# union-find below holds one offset per axis, so these are checked by pruning whole units instead
+# (tests/test_prune_structured.py: test_lstm_hidden_units_prune_across_gates_states_and_head).
+STACKED = {"lstm", "gru", "rnn"}
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
@@ -174,6 +175,8 @@ def test_dimension_flow_is_what_pruning_sees(case: int) -> None:
         pytest.skip(f"{op}: {NO_FLOW.get(op, 'no rule')}")
     node = _single(op, inputs, attrs)
     _sizes_agree(node)
+    if op in STACKED:
+        pytest.skip(f"{op}: gate-stacked windows, checked by pruning whole units in test_prune_structured.py")
     ties = dim_flow(node)
     comps = _Components()
     lossy = set()
