@@ -61,3 +61,12 @@ def test_layerwise_distillation_matches_named_intermediate_values():
     tuned, history = distill(student, teacher, data, steps=60, lr=3e-3, hidden=names, progress=False)
     assert history[-1] < history[0]
     assert [v.name for v in tuned.outputs] == [v.name for v in student.outputs]  # the extra outputs were internal
+
+
+def test_compile_feeds_calibration_to_data_driven_pruning():
+    m, g, x = _mlp_graph()
+    data = [(torch.randn(16, 8),) for _ in range(3)]
+    small = graphopt.compile(m, (x,), pipeline="O2,prune-structured{ratio=0.5 scope=ffn importance=taylor}",
+                             calibration=data)
+    assert small(x).shape == (16, 4)
+    assert max(c.type.shape[0] for c in small.graph.constants.values() if c.type.rank == 2) == 16

@@ -127,6 +127,7 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     least `budget` (None or 0: no search). `smooth` is SmoothQuant's migration strength (0: off).
     `kernel_choice="always"` quantizes every eligible layer even where the target measures it slower (accuracy
     studies; the cpu target then runs such layers' int8 semantics in f32 ops); the default "measure" keeps them f32.
+    Pruning passes in `pipeline` that rank by taylor or activation importance read `calibration` too.
     `constants` fixes ONNX graph inputs to values (shape-like inputs: a Reshape target, Resize scales). Without
     it, an ONNX model whose shape arguments come from its inputs is returned as a `SpecializingModel` that
     compiles once per distinct value of those inputs when called (see graphopt.specialize).
@@ -152,7 +153,7 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     t1 = time.perf_counter()
     backend = get_backend(target)
     graph = original.copy()
-    result = PassManager.parse(pipeline).run(graph)
+    result = _run_pipeline(graph, pipeline, calibration, lambda: [_examples(original, example_inputs, example_kwargs)])
     layers: list[dict[str, Any]] = []
     if quantize is not None and quantize != "fp32":
         result, layers = _quantize(result, quantize, calibration, budget, smooth, target, original,
@@ -170,6 +171,18 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     compiled.layers = layers  # per quantizable layer: precision (int8, bf16 or fp32), why, errors
     compiled.precision = quantize or "fp32"
     return compiled
+
+
+def _run_pipeline(graph: Graph, pipeline: str, calibration: Any, examples: Any) -> PipelineResult:
+    """The pipeline over `graph`; pruning passes ranking by taylor or activation importance get their saliency
+    from `calibration` (an iterable of samples; default: the example inputs)."""
+    pm = PassManager.parse(pipeline)
+    if any(dict(spec.options).get("importance") in ("taylor", "activation") for spec in pm.passes):
+        from graphopt.compression import prune
+
+        data = calibration if calibration is not None and not hasattr(calibration, "threshold") else examples()
+        return prune(graph, pipeline, data=data)
+    return pm.run(graph)
 
 
 def _is_onnx(model: Any) -> bool:

@@ -149,7 +149,8 @@ def normalized_states(graph: Graph) -> list[str]:
 
 def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 300, lr: float = 1e-4,
             loss: Literal["mse", "kl", "cosine"] = "mse", temperature: float = 2.0, outputs: Sequence[int] | None = None,
-            hidden: Sequence[str] = (), progress: bool = True, seed: int = 0) -> tuple[Graph, list[float]]:
+            hidden: Sequence[str] = (), warmup: int = 0, progress: bool = True, seed: int = 0
+            ) -> tuple[Graph, list[float]]:
     """Fine-tune `student`'s weights (a copy) so its outputs match `teacher`'s on `data`; returns the new graph and
     the loss per step.
 
@@ -159,7 +160,7 @@ def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 3
     count (default all float ones). `hidden` names intermediate values both graphs have with the same shape (see
     `normalized_states`) that the student also matches, by relative MSE (layer-wise distillation, as TinyBERT
     does); the teacher must then be a Graph. Adam, `steps` steps cycling through the samples in a fixed shuffled
-    order."""
+    order, the learning rate rising linearly over `warmup` steps and decaying to zero on a cosine."""
     import torch
 
     from graphopt.backends.cpu.trainable import TrainableGraph
@@ -175,6 +176,8 @@ def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 3
     targets = [[torch.from_numpy(np.asarray(t)) for t in run_teacher(xs)] for xs in samples]
     model = TrainableGraph(_with_outputs(graph, hidden) if hidden else graph)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) if i < warmup else
+                                              0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, steps - warmup))))
     order = np.random.default_rng(seed).permutation(len(samples))
     picked = list(outputs) if outputs is not None else [i for i, t in enumerate(targets[0][:n_out])
                                                          if t.is_floating_point()]
@@ -193,6 +196,7 @@ def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 3
         opt.zero_grad(set_to_none=True)
         value.backward()  # type: ignore[union-attr]
         opt.step()
+        sched.step()
         history.append(float(value.detach()))  # type: ignore[union-attr]
     return model.write_back(graph), history
 
