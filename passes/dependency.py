@@ -220,11 +220,30 @@ class DependencyGroup:
     lossy: bool
     _flow: _Flow = field(repr=False)
     _cache: dict[int, Removal] = field(default_factory=dict, repr=False)
+    _shift: dict[Axis, int] | None = field(default=None, repr=False)
+    _regular: bool = field(default=False, repr=False)
 
     def members(self, unit: int) -> Removal:
+        """The axes and indices that removing `unit` removes."""
         if unit not in self._cache:
-            self._cache[unit] = propagate(self._flow, {self.root: {unit}})
+            shift = self._shifts()
+            self._cache[unit] = ({ax: frozenset({unit + off}) for ax, off in shift.items()} if shift is not None
+                                 else propagate(self._flow, {self.root: {unit}}))
         return self._cache[unit]
+
+    def _shifts(self) -> dict[Axis, int] | None:
+        """Per axis, unit u's index minus u — when every unit removes one index per axis at a fixed offset (an FFN,
+        a conv's channels: most groups), which units 0, 1 and the last show; None otherwise (heads: a block)."""
+        if self._shift is None:
+            probes = [propagate(self._flow, {self.root: {u}}) for u in sorted({0, 1, self.units - 1})]
+            first = probes[0]
+            regular = all(len(ix) == 1 for ix in first.values())
+            shift = {ax: next(iter(ix)) for ax, ix in first.items()} if regular else {}
+            for u, probe in zip(sorted({0, 1, self.units - 1}), probes):
+                regular = regular and probe == {ax: frozenset({u + off}) for ax, off in shift.items()}
+            self._shift = shift if regular else {}
+            self._regular = regular
+        return self._shift if self._regular else None
 
     def removal(self, units: Iterable[int]) -> Removal:
         """The closed removal for several units at once (checked: it may not empty an axis)."""

@@ -39,7 +39,7 @@ from graphopt.errors import PassError
 from graphopt.ir import Graph, Value
 
 from .context import PassContext
-from .dependency import Conflict, DependencyGroup, Refusal, Removal, find_groups, node_removals
+from .dependency import Conflict, DependencyGroup, Removal, find_groups, node_removals
 from .importance import Saliency, unit_scores
 from .infer_shapes import infer_shapes
 from .registry import Budget, PassResult, Row, register_pass
@@ -165,8 +165,3 @@ def prune_structured(graph: Graph, ctx: PassContext, *, ratio: float = 0.5,
              "params-before": before, "params-after": after,
              "params-removed-fraction": (before - after) / before if before else 0.0}
     return PassResult(changed=bool(merged), stats=stats, tables={"groups": rows, "not-pruned": kept_rows})
-
-
-def explain_groups(graph: Graph) -> tuple[list[DependencyGroup], list[Refusal]]:
-    """For `graphopt explain --pass prune-structured`: the groups and the refused roots."""
-    return find_groups(graph)
