@@ -38,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from graphopt.ir import AxisRef, Graph, Node, Tie, Value, dim_flow
+from graphopt.ir import AxisRef, Graph, Node, Tie, Trait, Value, dim_flow
 
 __all__ = ["Axis", "Removal", "Conflict", "DependencyGroup", "Refusal", "propagate", "find_groups", "node_removals"]
 
@@ -80,6 +80,10 @@ class _Flow:
                 for ax in dict.fromkeys(link.a + link.b):
                     flow.links[ax].append(link)
                 flow.carried[node].update(t.a + t.b)
+            if ties is not None and not node.inputs and node.op.resize is not None:
+                # a generator (full): its shape is its attribute, so any output axis shrinks by rewriting it
+                flow.carried[node].update(AxisRef("out", k, ax) for k, o in enumerate(node.outputs)
+                                          for ax in range(o.type.rank if o.type is not None else 0))
         return flow
 
 
@@ -285,7 +289,8 @@ def _roots(graph: Graph, flow: _Flow) -> list[tuple[Axis, str]]:
     for node in graph:
         for v in node.inputs:
             if v.is_constant and v.type is not None and v.type.rank >= 2 and v.type.dtype.is_float:
-                scope = "channels" if v.type.rank > 2 else "ffn"
+                # a GEMM's weight: its neurons (a conv's channels); an embedding table's width is a stream
+                scope = "channels" if v.type.rank > 2 else "ffn" if node.op.has(Trait.QUANTIZABLE) else "hidden"
                 for axis in (0, 1):  # [out, in] of a linear or conv; [in, out] of a matmul's right operand
                     if (v, axis) not in seen:
                         seen.add((v, axis))

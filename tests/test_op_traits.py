@@ -31,7 +31,6 @@ NO_FLOW = {
     "conv_transpose": "grouped output-channel layout differs from conv's: left to a later rule",
     "arange": "no inputs",
     "shape_tensor": "no inputs",
-    "full": "no inputs",
     "topk": "k is an attribute size along the axis",
     "cumprod": "a product along the axis; kept out until a pass needs it",
     "grid_sample": "spatial axes are resampled",

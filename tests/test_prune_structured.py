@@ -389,3 +389,22 @@ def test_unstructured_sparsity_makes_the_artifact_smaller_and_loads_back(tmp_pat
     assert size(b) < 0.6 * size(a)
     back = graphopt.load(b)
     np.testing.assert_array_equal(np.asarray(back(x)), np.asarray(sparse(x)))
+
+
+def test_lstm_with_a_dynamic_batch_prunes_through_its_zero_initial_state():
+    import sys
+    from pathlib import Path
+
+    from torch.export import Dim
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    from lstm_classifier import LSTMClassifier
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 100, (4, 12))
+    g = graphopt.to_graph(LSTMClassifier().eval(), (ids,), dynamic_shapes=({0: Dim("batch")},))
+    PassManager.parse("O2").run(g)
+    assert any(n.op.name == "full" for n in g)  # h0 = c0 = zeros [1, batch, 64], built at run time
+    _prune(g, "prune-structured{ratio=0.5 scope=recurrent}")
+    full = next(n for n in g if n.op.name == "full")
+    assert full.attrs["shape"][-1] == 32 and _run(g, [ids])[0].shape == (4, 2)

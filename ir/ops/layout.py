@@ -475,7 +475,8 @@ def _nonzero(x: np.ndarray, *, count: str) -> np.ndarray:
 
 
 @register_op("full", inputs=[], flops=_moved, infer=lambda t, a: tt(a["dtype"], a["shape"]),
-             attrs={"shape": Attr("dims"), "value": Attr("float"), "dtype": Attr("dtype", DType.F32)})
+             attrs={"shape": Attr("dims"), "value": Attr("float"), "dtype": Attr("dtype", DType.F32)},
+             dim_flow=lambda i, o, a: [], resize=_resize_target)  # every axis is the attribute's: resized, not tied
 def _full(*, shape: tuple[int, ...], value: float, dtype: DType) -> np.ndarray:
     """A tensor of the given shape filled with value."""
     return np.full(shape, value, dtype=dtype.numpy)
