@@ -16,16 +16,16 @@ concat, depthwise and grouped convs, grouped-query attention, tied embeddings).
 >>> from graphopt.ir import parse
 >>> from graphopt.passes import PassManager
 >>> rng = np.random.default_rng(0)
->>> g = parse('''graph @mlp(%x: f32[2,8]) {
-...   const @w1: f32[16,8] = external
-...   const @w2: f32[8,16] = external
-...   %h: f32[2,16] = linear(%x, @w1) {activation="relu"}
-...   %y: f32[2,8] = linear(%h, @w2)
+>>> g = parse('''graph @convs(%x: f32[1,3,8,8]) {
+...   const @w1: f32[16,3,3,3] = external
+...   const @w2: f32[4,16,1,1] = external
+...   %h: f32[1,16,6,6] = conv(%x, @w1) {activation="relu"}
+...   %y: f32[1,4,6,6] = conv(%h, @w2)
 ...   return %y
-... }''', {"w1": rng.standard_normal((16, 8), np.float32), "w2": rng.standard_normal((8, 16), np.float32)})
->>> r = PassManager.parse("prune-structured{ratio=0.5}").run(g)
+... }''', {"w1": rng.standard_normal((16, 3, 3, 3), np.float32), "w2": rng.standard_normal((4, 16, 1, 1), np.float32)})
+>>> r = PassManager.parse("prune-structured{ratio=0.25}").run(g)
 >>> str(g.value("w1").type), str(g.value("w2").type)
-('f32[8,8]', 'f32[8,8]')
+('f32[12,3,3,3]', 'f32[4,12,1,1]')
 """
 
 from __future__ import annotations
