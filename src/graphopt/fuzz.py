@@ -122,7 +122,9 @@ def _step(b: _Builder) -> None:
         op = r.choice(_UNARY)
         if op in ("sqrt", "log1p"):  # kept off their singular points: sqrt at 0 and log1p at -1 turn a one-ulp
             x = b.add("add", [b.add("abs", [x]), b.scalar(1.0)]) or x  # difference upstream (ORT's sigmoid tail,
-        b.add(op, [x])                                                   # tanh at -1) into 1e-4 (seeds 108943, 109374)
+        if op == "sin":                                                  # tanh at -1) into 1e-4 (seeds 108943, 109374)
+            x = b.add("tanh", [x]) or x  # sin(1e7) turns a one-ulp difference upstream into O(1) (seed 95448: (x+c)⁶)
+        b.add(op, [x])
     elif kind == "minmax":  # operands kept away from zero (see _BINARY)
         y = b.add("add", [b.add("sigmoid", [b.pick(x.type.rank)]) or x, b.scalar(1.0)])
         z = b.add("add", [b.add("sigmoid", [x]) or x, b.scalar(1.0)])
