@@ -2,8 +2,8 @@
 
 Zeros keep every shape, so nothing downstream changes; the table gives each layer's fraction of zeros and the seed's
 sparsity metric S = Σ|pᵢ|/n before and after. Measured honestly: dense CPU GEMMs do not skip zeros, so this does
-not make a model faster (benchmarks/COMPRESSION.md); a saved artifact stores a weight with more than about two
-thirds zeros as indices + values, so it does make artifacts smaller. It acts on linear and conv layers (run it
+not make a model faster (benchmarks/COMPRESSION.md); a saved artifact stores an f32 weight with more than half
+zeros as indices + values, so it does make artifacts smaller. It acts on linear and conv layers (run it
 after O2's fusions, which turn matmul + add into them) and is the baseline structured pruning must beat.
 
 >>> import numpy as np
