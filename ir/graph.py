@@ -174,6 +174,16 @@ class Graph:
         self.constants[name] = value
         return value
 
+    def replace_constant(self, value: Value, data: Any) -> Value:
+        """A constant with `data` (any shape) in place of `value`: same name, every use and output moved to it.
+        Pruning and training rewrite weights this way; the users' types are theirs to re-infer."""
+        name = value.name
+        fresh = self.add_constant(data, self.fresh_name(name))
+        value.replace_all_uses_with(fresh)
+        self.remove_constant(value)
+        self.rename(fresh, name)
+        return fresh
+
     def remove_constant(self, value: Value) -> None:
         """Drop a constant nobody reads. O(1)."""
         if not value.is_dead:

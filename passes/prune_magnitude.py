@@ -67,11 +67,7 @@ def prune_magnitude(graph: Graph, ctx: PassContext, *, sparsity: float = 0.5,
         else:
             cut = threshold
         pruned = np.where(mags <= cut, 0, a).astype(a.dtype)
-        fresh = graph.add_constant(pruned, graph.fresh_name(w.name))
-        w.replace_all_uses_with(fresh)
-        name_w = w.name
-        graph.remove_constant(w)
-        graph.rename(fresh, name_w)
+        graph.replace_constant(w, pruned)
         z = int(np.count_nonzero(pruned == 0))
         zeros, total = zeros + z, total + a.size
         rows.append({"layer": name, "zeros": z / a.size, "S-before": float(mags.mean()),

@@ -74,11 +74,7 @@ def shrink(graph: Graph, removal: Removal, ctx: PassContext) -> None:
         data = np.asarray(value.const)
         for axis, cut in cuts:
             data = np.delete(data, cut, axis=axis)
-        name = value.name
-        fresh = graph.add_constant(np.ascontiguousarray(data), graph.fresh_name(name))
-        value.replace_all_uses_with(fresh)
-        graph.remove_constant(value)
-        graph.rename(fresh, name)
+        graph.replace_constant(value, np.ascontiguousarray(data))
     for node, new in attrs.items():
         node.attrs = new
     infer_shapes(graph, ctx)

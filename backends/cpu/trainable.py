@@ -81,10 +81,7 @@ class TrainableGraph(torch.nn.Module):
         for name in self.trainable_names():
             old = graph.value(name)
             data = self.params[_key(name)].detach().numpy().astype(old.const.dtype, copy=True)  # type: ignore[union-attr]
-            fresh = graph.add_constant(data, graph.fresh_name(name))
-            old.replace_all_uses_with(fresh)
-            graph.remove_constant(old)
-            graph.rename(fresh, name)
+            graph.replace_constant(old, data)
         return graph
 
 

@@ -176,13 +176,14 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
 def _run_pipeline(graph: Graph, pipeline: str, calibration: Any, examples: Any) -> PipelineResult:
     """The pipeline over `graph`; pruning passes ranking by taylor or activation importance get their saliency
     from `calibration` (an iterable of samples; default: the example inputs)."""
-    pm = PassManager.parse(pipeline)
-    if any(dict(spec.options).get("importance") in ("taylor", "activation") for spec in pm.passes):
-        from graphopt.compression import prune
+    from graphopt.compression import needs_data, prune
+    from graphopt.passes.calibration import CalibrationTable
 
-        data = calibration if calibration is not None and not hasattr(calibration, "threshold") else examples()
-        return prune(graph, pipeline, data=data)
-    return pm.run(graph)
+    if not needs_data(pipeline):
+        return PassManager.parse(pipeline).run(graph)
+    # a CalibrationTable holds ranges, not inputs: importance needs the samples themselves
+    data = calibration if calibration is not None and not isinstance(calibration, CalibrationTable) else examples()
+    return prune(graph, pipeline, data=data)
 
 
 def _is_onnx(model: Any) -> bool:

@@ -36,7 +36,7 @@ from graphopt.passes import PassContext, PassManager
 from graphopt.passes.importance import Saliency
 from graphopt.passes.manager import PipelineResult
 
-__all__ = ["saliency", "prune", "distill", "sparsity", "normalized_states"]
+__all__ = ["saliency", "prune", "needs_data", "distill", "sparsity", "normalized_states"]
 
 Loss = Callable[[Sequence[Any]], Any]
 
@@ -111,27 +111,32 @@ def saliency(graph: Graph, data: Iterable[Any], *, kind: Literal["taylor", "acti
     return out
 
 
+def needs_data(pipeline: str) -> bool:
+    """Whether a pass in `pipeline` ranks by data-driven (taylor or activation) importance."""
+    return any(dict(spec.options).get("importance") in _DATA_DRIVEN for spec in PassManager.parse(pipeline).passes)
+
+
+_DATA_DRIVEN = ("taylor", "activation")
+
+
 def prune(graph: Graph, pipeline: str, data: Iterable[Any] | None = None, *, loss: Loss | None = None,
           progress: bool = False) -> PipelineResult:
     """Run a pipeline holding pruning passes over `graph` (in place); where a pass asks for taylor or activation
     importance, its saliency is computed from `data` on the graph as it is when that pass runs."""
     pm = PassManager.parse(pipeline)
-    ctx = PassContext()
-    kinds = {dict(spec.options).get("importance") for spec in pm.passes}
-    if kinds & {"taylor", "activation"}:
-        if data is None:
-            raise ValueError(f"pipeline {pipeline!r} ranks by {' and '.join(sorted(kinds & {'taylor', 'activation'}))}"
-                             " importance, which needs data=")
-        samples = list(data)
-        results = []
-        for spec in pm.passes:  # one pass at a time: each prune sees saliency of the graph the previous one left
-            kind = dict(spec.options).get("importance")
-            step = PassContext()
-            if kind in ("taylor", "activation"):
-                step.provide(saliency(graph, samples, kind=kind, loss=loss, progress=progress))
-            results.append(PassManager([spec]).run(graph, ctx=step))
-        return _merge(results)
-    return pm.run(graph, ctx=ctx)
+    if not needs_data(pipeline):
+        return pm.run(graph)
+    if data is None:
+        raise ValueError(f"pipeline {pipeline!r} ranks by taylor or activation importance, which needs data=")
+    samples = list(data)
+    results = []
+    for spec in pm.passes:  # one pass at a time: each prune sees the saliency of the graph the previous one left
+        kind = dict(spec.options).get("importance")
+        step = PassContext()
+        if kind in _DATA_DRIVEN:
+            step.provide(saliency(graph, samples, kind=kind, loss=loss, progress=progress))
+        results.append(PassManager([spec]).run(graph, ctx=step))
+    return _merge(results)
 
 
 def _merge(results: list[PipelineResult]) -> PipelineResult:
