@@ -167,16 +167,12 @@ def _check(flow: _Flow, removal: Removal) -> None:
     for (value, axis) in removal:
         if value.is_graph_input or value.is_graph_output:
             raise Conflict(f"reaches graph {'input' if value.is_graph_input else 'output'} %{value.name} axis {axis}")
-        nodes = ([value.producer] if value.producer is not None else []) + value.users
-        for node in nodes:
-            ties = flow.ties.get(node)
-            if ties is None:
-                raise Conflict(f"{node.describe()} declares no dimension flow")
-            refs = [AxisRef("out", k, axis) for k, o in enumerate(node.outputs) if o is value]
-            refs += [AxisRef("in", k, axis) for k, i in enumerate(node.inputs) if i is value]
-            for r in refs:
-                if r not in flow.carried[node]:
-                    raise Conflict(f"{node.describe()} does not carry {r} through (it reduces or indexes it)")
+    for node, removed in node_removals(removal).items():
+        if flow.ties.get(node) is None:
+            raise Conflict(f"{node.describe()} declares no dimension flow")
+        for r in removed:
+            if r not in flow.carried[node]:
+                raise Conflict(f"{node.describe()} does not carry {r} through (it reduces or indexes it)")
 
 
 def node_removals(removal: Removal) -> dict[Node, dict[AxisRef, tuple[int, ...]]]:
