@@ -260,8 +260,11 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
+    out = ROOT / "benchmarks" / "COMPRESSION.json"
+    # --models reruns some sections; the others stay as their own (dated) run left them
+    previous = json.loads(out.read_text())["models"] if out.exists() else {}
     results: dict[str, Any] = {"machine": {"cpu_flags": _cpu_flags(), "threads": 2, "torch": torch.__version__},
-                               "models": {}}
+                               "models": {k: v for k, v in previous.items() if k not in args.models.split(",")}}
     for name in args.models.split(","):
         steps = args.steps or {"minilm": 800, "digits": 600, "lstm": 300, "gpt2": 150}[name]
         rows, variants, metric = {"minilm": minilm, "digits": digits, "lstm": lstm, "gpt2": gpt2}[name](steps)
@@ -272,9 +275,11 @@ def main() -> None:
         for row in rows:
             ms = lat[row["variant"]]["median"]
             row.update(ms=ms, vs_eager=eager / ms, vs_original=base / ms)
-        results["models"][name] = {"metric": metric, "eager_ms": eager, "rows": rows}
+        results["models"][name] = {"metric": metric, "eager_ms": eager, "rows": rows, "steps": steps,
+                                   "date": time.strftime("%Y-%m-%d %H:%M")}
         print(name, json.dumps(rows, indent=1))
-    (ROOT / "benchmarks" / "COMPRESSION.json").write_text(json.dumps(results, indent=1))
+    results["models"] = {k: results["models"][k] for k in ("minilm", "digits", "lstm", "gpt2") if k in results["models"]}
+    out.write_text(json.dumps(results, indent=1))
     _write_md(results)
     _chart(results)
 
@@ -282,11 +287,12 @@ def main() -> None:
 def _write_md(results: dict[str, Any]) -> None:
     m = results["machine"]
     lines = ["# Compression study", "", f"Produced by `python benchmarks/compression.py` on a {m['threads']}-thread CPU "
-             f"with {m['cpu_flags']} (torch {m['torch']}). One run; latency is the median of shuffled interleaved "
-             "rounds; speedups are against eager PyTorch and against the unpruned graphopt fp32 model of the same "
-             "run.", ""]
+             f"with {m['cpu_flags']} (torch {m['torch']}). One run per section (dated); latency is the median of "
+             "shuffled interleaved rounds; speedups are against eager PyTorch and against the unpruned graphopt fp32 "
+             "model of the same run.", ""]
     for name, res in results["models"].items():
-        lines += [f"## {name} ({res['metric']}; eager {res['eager_ms']:.2f} ms)", "",
+        when = f", run {res['date']}" if "date" in res else ""
+        lines += [f"## {name} ({res['metric']}; eager {res['eager_ms']:.2f} ms{when})", "",
                   f"| variant | params | artifact bytes | zeros | ms | vs eager | vs original | {res['metric']} | note |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in res["rows"]:
