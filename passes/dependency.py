@@ -332,8 +332,8 @@ def find_groups(graph: Graph) -> tuple[list[DependencyGroup], list[Refusal]]:
                 root = min((ax for ax, ix in unit.items() if len(ix) == 1), key=_size, default=root)
                 size, scope = _size(root), "recurrent"
                 unit = propagate(flow, {root: {0}})
-            key = frozenset(unit)
-            if key in seen or any(root in g.members(0) and frozenset(g.members(0)) == key for g in groups):
+            key = frozenset(unit)  # the axes a unit touches: roots of one group (q's, k's, v's heads) share them
+            if key in seen:
                 continue
             seen.add(key)
             _check(flow, unit)
