@@ -265,18 +265,20 @@ class Graph:
         Output types are inferred from the input types unless `types` is given.
         """
         opdef = get_op(op) if isinstance(op, str) else op
-        attrs = opdef.check_attrs(dict(attrs or {}))
-        if opdef.complete is not None:
-            attrs = opdef.complete_attrs([v.type for v in inputs], attrs)
-        n_out = opdef.num_outputs(attrs, len(inputs))
+        attrs = opdef.check_attrs(attrs or {})  # a new dict: the caller's is never kept
+        in_types = []
         for v in inputs:
             if v.graph is not self:
                 raise VerificationError(
                     f"cannot add {opdef.name}: input %{v.name} belongs to another graph",
                     rule="ownership",
                 )
+            in_types.append(v.type)
+        if opdef.complete is not None:
+            attrs = opdef.complete_attrs(in_types, attrs)
+        n_out = opdef.num_outputs(attrs, len(inputs))
         if types is None:
-            types = self._infer(opdef, inputs, attrs)
+            types = self._infer(opdef, inputs, in_types, attrs, n_out)
         if len(types) != n_out:
             raise VerificationError(f"{opdef.name} produces {n_out} outputs, got {len(types)} types", rule="schema")
         if names is None:
@@ -297,13 +299,12 @@ class Graph:
         node = self.add_node(op, inputs, attrs, **kwargs)
         return node.outputs[0] if len(node.outputs) == 1 else node.outputs
 
-    def _infer(self, op: OpDef, inputs: Sequence[Value], attrs: Mapping[str, Any]) -> list[TensorType | None]:
-        in_types = [v.type for v in inputs]
-        n_out = op.num_outputs(attrs, len(inputs))
-        if any(t is None for t in in_types):
+    def _infer(self, op: OpDef, inputs: Sequence[Value], in_types: list[TensorType | None],
+               attrs: Mapping[str, Any], n_out: int) -> list[TensorType | None]:
+        if None in in_types:
             return [None] * n_out
         try:
-            return list(op.infer_types(in_types, attrs))  # type: ignore[arg-type]
+            return op.infer_types(in_types, attrs)  # type: ignore[arg-type]
         except ShapeError as e:
             args = ", ".join(f"%{v.name}: {v.type}" for v in inputs)
             raise VerificationError(f"{op.name}({args}) {dict(attrs)}: {e}", rule="types") from None

@@ -193,7 +193,7 @@ class OpDef:
         )
         return f"{self.name} takes {want} inputs ({', '.join(self.inputs)}), got {n}"
 
-    def check_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+    def check_attrs(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
         """Coerce `attrs` to the schema, fill defaults; TypeError naming the attribute otherwise."""
         for key in attrs:
             if key not in self.attrs:
