@@ -304,7 +304,8 @@ class Graph:
         if None in in_types:
             return [None] * n_out
         try:
-            return op.infer_types(in_types, attrs)  # type: ignore[arg-type]
+            known: list[TensorType] = in_types  # type: ignore[assignment]  # no None: checked above
+            return list(op.infer_types(known, attrs))
         except ShapeError as e:
             args = ", ".join(f"%{v.name}: {v.type}" for v in inputs)
             raise VerificationError(f"{op.name}({args}) {dict(attrs)}: {e}", rule="types") from None
