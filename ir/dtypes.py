@@ -24,6 +24,9 @@ class DType(enum.Enum):
 
     BOOL = "bool"
     U8 = "u8"
+    U16 = "u16"
+    U32 = "u32"
+    U64 = "u64"
     I8 = "i8"
     I16 = "i16"
     I32 = "i32"
@@ -78,7 +81,13 @@ class DType(enum.Enum):
 
     @property
     def is_int(self) -> bool:
-        return self in (DType.U8, DType.I8, DType.I16, DType.I32, DType.I64)
+        return self in (DType.U8, DType.I8, DType.I16, DType.I32, DType.I64, DType.U16, DType.U32, DType.U64)
+
+    @property
+    def is_wide_unsigned(self) -> bool:
+        """u16, u32, u64: ONNX has them, torch has almost no kernels for them and does not promote them with any
+        other integer type (so neither does the IR)."""
+        return self in (DType.U16, DType.U32, DType.U64)
 
     @property
     def category(self) -> int:
@@ -92,6 +101,9 @@ class DType(enum.Enum):
 _TO_NUMPY: dict[DType, np.dtype] = {
     DType.BOOL: np.dtype(np.bool_),
     DType.U8: np.dtype(np.uint8),
+    DType.U16: np.dtype(np.uint16),
+    DType.U32: np.dtype(np.uint32),
+    DType.U64: np.dtype(np.uint64),
     DType.I8: np.dtype(np.int8),
     DType.I16: np.dtype(np.int16),
     DType.I32: np.dtype(np.int32),
@@ -109,7 +121,7 @@ _FLOAT_ORDER = [DType.F16, DType.BF16, DType.F32, DType.F64]
 
 
 _TORCH_NAMES = {
-    DType.BOOL: "bool", DType.U8: "uint8", DType.I8: "int8", DType.I16: "int16", DType.I32: "int32",
+    DType.BOOL: "bool", DType.U8: "uint8", DType.U16: "uint16", DType.U32: "uint32", DType.U64: "uint64", DType.I8: "int8", DType.I16: "int16", DType.I32: "int32",
     DType.I64: "int64", DType.F16: "float16", DType.BF16: "bfloat16", DType.F32: "float32", DType.F64: "float64",
 }
 
@@ -118,7 +130,11 @@ def _promote_pair(a: DType, b: DType) -> DType:
     if a == b:
         return a
     if a.category != b.category:
+        if (a.is_wide_unsigned or b.is_wide_unsigned) and not (a.is_float or b.is_float):
+            raise ValueError(f"{a} and {b} do not promote (as in torch): cast one of them first")
         return a if a.category > b.category else b
+    if a.is_wide_unsigned or b.is_wide_unsigned:
+        raise ValueError(f"{a} and {b} do not promote (as in torch): cast one of them first")
     if a.is_float:
         if {a, b} == {DType.F16, DType.BF16}:
             return DType.F32

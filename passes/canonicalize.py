@@ -41,7 +41,11 @@ def _reshape_of_reshape(rw: Rewriter, m: Match) -> object:
 # Exact casts: every value of the source dtype survives the round trip through the middle dtype.
 _LOSSLESS = {
     DType.BOOL: set(DType),
-    DType.U8: {DType.I16, DType.I32, DType.I64, DType.F16, DType.BF16, DType.F32, DType.F64, DType.U8},
+    DType.U8: {DType.I16, DType.I32, DType.I64, DType.F16, DType.BF16, DType.F32, DType.F64, DType.U8, DType.U16,
+               DType.U32, DType.U64},
+    DType.U16: {DType.I32, DType.I64, DType.F32, DType.F64, DType.U16, DType.U32, DType.U64},
+    DType.U32: {DType.I64, DType.F64, DType.U32, DType.U64},
+    DType.U64: {DType.U64},
     DType.I8: {DType.I16, DType.I32, DType.I64, DType.F16, DType.BF16, DType.F32, DType.F64, DType.I8},
     DType.I16: {DType.I32, DType.I64, DType.F32, DType.F64, DType.I16},
     DType.I32: {DType.I64, DType.F64, DType.I32},

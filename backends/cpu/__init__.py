@@ -61,7 +61,13 @@ class CpuBackend:
         return frozenset(EMITTERS)
 
     def supports(self, node: Node) -> str | None:
-        """Why the generated code cannot run `node` (None: it can): dims no graph input binds."""
+        """Why the generated code cannot run `node` (None: it can): dims no graph input binds, u64 arithmetic
+        that int64 does not compute exactly."""
+        from .emit import unsigned_reason
+
+        reason = unsigned_reason(node)
+        if reason is not None:
+            return reason
         graph = node.graph
         bound = {d for v in graph.inputs for d in v.type.shape if is_symbol(d)} if graph is not None else set()
         for key, spec in node.op.attrs.items():

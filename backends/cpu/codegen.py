@@ -76,7 +76,7 @@ def generate(graph: Graph, channels_last: bool = False) -> tuple[str, list[np.nd
         local[id(c)] = w
         weight_lines.append(f"{w} = W[{len(weights)}]  # @{_comment(c.name)}: {c.type}")
         weights.append(c.const)  # type: ignore[arg-type]
-        if c.type.rank == 0 and c.type.dtype != DType.BOOL:
+        if c.type.rank == 0 and c.type.dtype != DType.BOOL and not c.type.dtype.is_wide_unsigned:
             inline[id(c)] = _literal(c.const.item())  # type: ignore[union-attr]
 
     last_use: dict[int, int] = {}

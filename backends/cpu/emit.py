@@ -75,12 +75,53 @@ _NO_BOOL_KERNELS = op_names("abs", "ceil", "floor", "round", "trunc", "relu")
 _NORM_PARAMS = op_names("batch_norm", "layer_norm", "rms_norm")
 
 
+# u16/u32/u64: torch stores them but has kernels for little beyond casts and copies (no add, compare, max, ...).
+# They are computed in int64 and cast back: exact for u16/u32, whose values all fit. For u64 int64 holds the
+# same bits, so what two's-complement arithmetic computes bit for bit is exact too (add, sub, mul, bitwise ops,
+# left shifts, equality, sums, data movement); ordered comparisons flip the sign bit first (a < b as unsigned is
+# (a ^ 2⁶³) < (b ^ 2⁶³) as signed). The rest (division, max/min, right shifts, argmax, ...) differ above 2⁶³ and
+# are refused by name (`unsigned_reason`).
+_U64_EXACT = op_names("add", "sub", "mul", "neg", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not", "eq",
+                      "ne", "where", "reduce_sum", "cumsum", "reduce_prod", "cumprod", "identity", "dropout")
+_U64_ORDERED = op_names("lt", "le", "gt", "ge")
+_UNSIGNED_NATIVE = op_names("cast", "bitcast")  # torch converts to and from every dtype and reinterprets bits
+
+
+def _wide_unsigned(n: Node) -> DType | None:
+    for v in (*n.inputs, *n.outputs):
+        if v.type is not None and v.type.dtype.is_wide_unsigned:
+            return v.type.dtype
+    return None
+
+
+def unsigned_reason(n: Node) -> str | None:
+    """Why the cpu target cannot compute `n` exactly (None: it can), for nodes on u16/u32/u64 values."""
+    if _wide_unsigned(n) != DType.U64 or n.op.name in _UNSIGNED_NATIVE | _U64_EXACT | _U64_ORDERED:
+        return None
+    if n.op.has(Trait.LAYOUT) or (n.op.name == "shift" and n.attrs["left"]):
+        return None
+    return (f"torch has no u64 kernel for {n.op.name}, and int64 arithmetic differs from u64 above 2^63; "
+            "target='reference' computes it")
+
+
+def _unsigned_operands(n: Node, args: list[str]) -> tuple[list[str], str | None]:
+    for i, v in enumerate(n.inputs):
+        if v.type.dtype.is_wide_unsigned and args[i].isidentifier():  # literals are Python ints already
+            args[i] = f"{args[i]}.to(torch.int64)"
+            if n.op.name in _U64_ORDERED and v.type.dtype == DType.U64:
+                args[i] = f"({args[i]} ^ {-2**63})"
+    out = n.outputs[0].type.dtype
+    return args, (_dt(out) if out.is_wide_unsigned else None)
+
+
 def legal_operands(n: Node, args: Sequence[str]) -> tuple[list[str], str | None]:
     """The operand expressions with the casts torch needs to compute what the IR's types say, and the dtype the
     result must be cast back to (or None). Type inference and the emitters agree through this one place."""
     args = list(args)
     if not n.outputs or not n.inputs:
         return args, None
+    if n.op.name not in _UNSIGNED_NATIVE and _wide_unsigned(n) is not None:
+        return _unsigned_operands(n, args)
     out, x = n.outputs[0].type.dtype, n.inputs[0].type.dtype
     if n.op.has(Trait.FLOAT_COMPUTE) and not x.is_float:  # torch has only float kernels for these
         if out.is_float:

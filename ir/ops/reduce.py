@@ -47,8 +47,9 @@ def _in_elems(i: list[ConcreteType], o: list[ConcreteType], a: Mapping[str, Any]
 
 
 def _accum_dtype(dt: DType) -> DType:
-    """torch.sum/prod/cumsum promote bool and integers to i64."""
-    return DType.I64 if not dt.is_float else dt
+    """torch.sum/prod/cumsum promote bool and integers to i64; u16/u32/u64, which torch promotes with nothing
+    signed, accumulate in u64."""
+    return dt if dt.is_float else DType.U64 if dt.is_wide_unsigned else DType.I64
 
 
 def _reduction(name: str, fn: Callable[..., Any], result: str, doc: str) -> None:
