@@ -7,6 +7,7 @@ equal). Rules that would change a type (broadcasting, promotion) are rejected by
 from __future__ import annotations
 
 from graphopt.ir import DType, Graph
+from graphopt.ir.symbolic import canon, dim_mul
 
 from .context import PassContext
 from .pattern import AttrVar, Const, Match, Pat, Var
@@ -76,6 +77,26 @@ def _slice_is_full(m: Match) -> Verdict:
     return same_type("x")(m)
 
 
+def _bmm_lead(m: Match) -> Verdict:
+    """reshape(matmul(P, Q), [*lead, m, n]) with P [L, m, k], Q [L, k, n] and L = prod(lead)."""
+    mm, out = m.root.inputs[0].producer, m.root.outputs[0].type
+    p, q = mm.inputs[0].type, mm.inputs[1].type
+    if p.rank != 3 or q.rank != 3 or out.rank < 4 or p.shape[0] != q.shape[0]:
+        return "not a batched matmul of two rank-3 operands split into batch dims"
+    if tuple(out.shape[-2:]) != (p.shape[1], q.shape[2]) or canon(dim_mul(*out.shape[:-2])) != canon(p.shape[0]):
+        return f"the reshape to {list(out.shape)} does not split the {p.shape[0]} batch rows"
+    return True
+
+
+def _bmm_unflattened(rw: Rewriter, m: Match) -> object:
+    # Splitting the batch dim of both operands is row-major consistent with splitting the result's, so the
+    # matmul runs on the unflattened operands; their reshapes then collapse (reshape-reshape, reshape-noop).
+    mm, lead = m.root.inputs[0].producer, list(m.root.outputs[0].type.shape[:-2])
+    a, b = mm.inputs
+    return rw.op("matmul", [rw.op("reshape", [a], shape=[*lead, *a.type.shape[1:]]),
+                            rw.op("reshape", [b], shape=[*lead, *b.type.shape[1:]])])
+
+
 CANONICALIZE_RULES = [
     Rule("mul-one", Pat("mul", X, Const(1.0)), _x, same_type("x"), doc="x * 1 -> x"),
     Rule("add-zero", Pat("add", X, Const(0.0)), _x, same_type("x"), doc="x + 0 -> x"),
@@ -96,6 +117,11 @@ CANONICALIZE_RULES = [
     Rule("reshape-noop", Pat("reshape", X), _x, same_type("x"), benefit=2, doc="reshape to the same shape -> x"),
     Rule("reshape-reshape", Pat("reshape", Pat("reshape", X), shape=AttrVar("shape")), _reshape_of_reshape,
          doc="reshape(reshape(x)) -> reshape(x)"),
+    # torch.export writes a 4-D matmul as bmm over [batch*heads, ...] between reshapes; attention fusion and
+    # pruning want the heads visible, as ONNX exporters leave them
+    Rule("bmm-unflatten", Pat("reshape", Pat("matmul", Pat("reshape", Var("p")), Pat("reshape", Var("q")),
+                                             single_use=True)), _bmm_unflattened, _bmm_lead,
+         doc="reshape(matmul(reshape(a), reshape(b)), [*lead, m, n]) -> matmul over the unflattened batch dims"),
     Rule("expand-noop", Pat("expand", X), _x, same_type("x"), doc="expand to the same shape -> x"),
     Rule("slice-full", Pat("slice", X), _x, _slice_is_full, doc="slice covering everything -> x"),
     Rule("concat-single", Pat("concat", X), _x, doc="concat of one tensor -> x"),

@@ -109,6 +109,39 @@ def _unflattened(rw: Rewriter, m: Match) -> object:
     return rw.op("reshape", [y], **m.root.attrs)
 
 
+def _flattened_ok(m: Match) -> bool | str:
+    lin, x = m.root, m.x
+    flat = lin.inputs[0].type
+    if x.type.rank < 3 or flat.rank != 2 or x.type.shape[-1] != flat.shape[-1]:
+        return f"the reshape into the linear does not flatten the leading dims of {x.type}"
+    if canon(dim_mul(*x.type.shape[:-1])) != canon(flat.shape[0]):
+        return f"the {flat.shape[0]} rows are not the leading dims of {x.type}"
+    users = lin.outputs[0].users
+    if lin.outputs[0].is_graph_output or not users or not all(_RESHAPE.of(u) or _LINEAR.of(u) for u in users):
+        return "the linear's result is read by other ops than reshapes and linears"
+    if len(users) == 1 and _RESHAPE.of(users[0]):
+        return "one reshape reads it: linear-unflatten's case"
+    return True
+
+
+def _on_unflattened(rw: Rewriter, m: Match) -> object:
+    # A linear runs on [..., in] directly; flattening only after it lets every user reshape collapse into its own
+    # (reshape-of-linear-reshape), a user linear sink the flattening further, and the linear read the same value
+    # as its siblings, so merge-parallel-linears can join them. ConvBERT's query (read by two reshapes) and
+    # MobileBERT's bottleneck (read by the query linear) stayed alone on flattened copies without this.
+    y = rw.op("linear", [m.x, *m.root.inputs[1:]], **m.root.attrs)
+    return rw.op("reshape", [y], shape=list(m.root.outputs[0].type.shape))
+
+
+def _from_linear(v: Value) -> bool | str:
+    return _LINEAR.produced(v) or "not a linear's result"
+
+
+def _collapse(rw: Rewriter, m: Match) -> object:
+    y, shape = m.root.inputs[0].producer.inputs[0], m.root.outputs[0].type.shape
+    return y if tuple(y.type.shape) == tuple(shape) else rw.op("reshape", [y], **m.root.attrs)
+
+
 def _transposed_ok(m: Match) -> bool | str:
     if tuple(m.root.inputs[1].producer.attrs["perm"]) != (1, 0):
         return "the transpose is not a 2-D [1, 0]"
@@ -158,7 +191,7 @@ def with_activation(act: str) -> Callable[[Rewriter, Match], object]:
     return replace
 
 
-_LINEAR = OpRef("linear")
+_LINEAR, _RESHAPE = OpRef("linear"), OpRef("reshape")
 _ACTS = ("relu", "gelu", "silu", "tanh")
 FUSE_LINEAR_RULES = [
     Rule("matmul-to-linear", Pat("matmul", X, W), _to_linear, check=_weight_ok, commute=False,
@@ -172,6 +205,12 @@ FUSE_LINEAR_RULES = [
            _unflattened, check=_unflatten_ok,
            doc="reshape(linear(reshape(x, [rows, in])), [*lead, ...]) → linear on [*lead, in] (linear takes [..., in])")
       for bias in (False, True)),
+    *(Rule(f"linear-flattened-input{'-bias' if bias else ''}",
+           Pat("linear", Pat("reshape", X), W, *([B] if bias else [])), _on_unflattened, check=_flattened_ok,
+           doc="linear(reshape(x, [rows, in])) read by reshapes and linears → reshape(linear(x), [rows, out])")
+      for bias in (False, True)),
+    Rule("reshape-of-linear-reshape", Pat("reshape", Pat("reshape", Var("y", check=_from_linear))), _collapse,
+         doc="reshape(reshape(linear(...))) → reshape(linear(...)), or the linear itself if the shapes agree"),
     Rule("linear-bias", Pat("add", Pat("linear", X, W, single_use=True), B), _with_bias, check=_bias_ok,
          doc="linear(x, W) + b → linear(x, W, b)"),
     *(Rule(f"linear-{act}{'-bias' if bias else ''}", Pat(act, Pat("linear", X, W, *([B] if bias else []),

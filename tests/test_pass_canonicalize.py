@@ -123,3 +123,39 @@ graph @f(%x: f32[4]) {
   %3: f32[4] = silu(%x)
   return %1, %3
 }""")
+
+
+def test_a_bmm_between_reshapes_becomes_a_matmul_over_the_heads() -> None:
+    # torch.export's spelling of a 4-D matmul (SqueezeBERT's attention): the heads are visible again, so
+    # fuse-attention finds the pattern it finds in the ONNX export of the same model
+    check_pass("canonicalize,dce", """
+graph @f(%q: f32[b,2,5,3], %k: f32[b,6,5]) {
+  %0: f32["2*b",5,3] = reshape(%q) {shape=["2*b", 5, 3]}
+  %1: f32["2*b",3,5] = reshape(%k) {shape=["2*b", 3, 5]}
+  %2: f32["2*b",5,5] = matmul(%0, %1)
+  %3: f32[b,2,5,5] = reshape(%2) {shape=[b, 2, 5, 5]}
+  return %3
+}""", """
+graph @f(%q: f32[b,2,5,3], %k: f32[b,6,5]) {
+  %1: f32[b,2,3,5] = reshape(%k) {shape=[b, 2, 3, 5]}
+  %2: f32[b,2,5,5] = matmul(%q, %1)
+  return %2
+}""")
+
+
+def test_a_bmm_whose_result_is_not_split_by_batch_stays() -> None:
+    text = """
+graph @f(%q: f32[4,5,3], %k: f32[4,3,5]) {
+  %0: f32[4,5,3] = reshape(%q) {shape=[4, 5, 3]}
+  %1: f32[4,3,5] = reshape(%k) {shape=[4, 3, 5]}
+  %2: f32[4,5,5] = matmul(%0, %1)
+  %3: f32[2,2,25] = reshape(%2) {shape=[2, 2, 25]}
+  return %3
+}"""
+    g = check_pass("canonicalize,dce", text, """
+graph @f(%q: f32[4,5,3], %k: f32[4,3,5]) {
+  %2: f32[4,5,5] = matmul(%q, %k)
+  %3: f32[2,2,25] = reshape(%2) {shape=[2, 2, 25]}
+  return %3
+}""")
+    assert [n.op.name for n in g] == ["matmul", "reshape"]

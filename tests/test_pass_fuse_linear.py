@@ -187,3 +187,48 @@ def test_shared_parameters_stay_shared(pipeline: str) -> None:
     assert sum(v.const.nbytes for v in c.graph.constants.values()) <= 1.05 * params
     np.testing.assert_allclose(c(ids)[0].detach().numpy(), model(ids).last_hidden_state.detach().numpy(),
                                atol=1e-5)
+
+
+def test_a_linear_on_a_flattened_input_read_by_two_reshapes_runs_unflattened_and_merges() -> None:
+    # ConvBERT through torch.export: the query projection runs on reshape(x, [b*s, in]) and two reshapes read it,
+    # so linear-unflatten (one reader) never applied and merge-parallel-linears could not join it with the key.
+    check_pass("fuse-linear,merge-parallel-linears,dce", """
+graph @f(%x: f32[2,3,4]) {
+  const @wq: f32[2,4] = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.25]]
+  const @wk: f32[2,4] = [[0.0, 1.0, -2.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+  %0: f32[6,4] = reshape(%x) {shape=[6, 4]}
+  %1: f32[6,2] = linear(%0, @wq)
+  %2: f32[2,3,2] = reshape(%1) {shape=[2, 3, 2]}
+  %3: f32[2,3,2,1] = reshape(%1) {shape=[2, 3, 2, 1]}
+  %4: f32[2,3,2] = linear(%x, @wk)
+  return %2, %3, %4
+}""", """
+graph @f(%x: f32[2,3,4]) {
+  const @wq: f32[4,4] = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.25], [0.0, 1.0, -2.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+  %0: f32[2,3,4] = linear(%x, @wq)
+  %1: f32[2,3,2], %2: f32[2,3,2] = split(%0) {axis=-1, sizes=[2, 2]}
+  %3: f32[2,3,2,1] = reshape(%1) {shape=[2, 3, 2, 1]}
+  return %1, %3, %2
+}""", rtol=1e-6)
+
+
+def test_a_chain_of_linears_on_flattened_rows_sinks_the_flattening() -> None:
+    # MobileBERT's bottleneck: linear(reshape(x)) read by another linear; both end up on [b, s, ...]
+    g = check_pass("fuse-linear,dce", """
+graph @f(%x: f32[2,3,4]) {
+  const @w1: f32[2,4] = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.25]]
+  const @w2: f32[3,2] = [[1.0, 2.0], [3.0, 4.0], [-1.0, 0.5]]
+  %0: f32[6,4] = reshape(%x) {shape=[6, 4]}
+  %1: f32[6,2] = linear(%0, @w1)
+  %2: f32[6,3] = linear(%1, @w2)
+  %3: f32[2,3,3] = reshape(%2) {shape=[2, 3, 3]}
+  return %3
+}""", """
+graph @f(%x: f32[2,3,4]) {
+  const @w1: f32[2,4] = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.25]]
+  const @w2: f32[3,2] = [[1.0, 2.0], [3.0, 4.0], [-1.0, 0.5]]
+  %0: f32[2,3,2] = linear(%x, @w1)
+  %1: f32[2,3,3] = linear(%0, @w2)
+  return %1
+}""", rtol=1e-6)
+    assert [n.op.name for n in g] == ["linear", "linear"]
