@@ -123,10 +123,10 @@ def _index_put(cx: Any, node: Any, x: Value, indices: Sequence[Any], values: Val
     if len(used) == 1 and used[0].type.dtype == DType.BOOL and len(indices) == 1 \
             and used[0].type.shape == x.type.shape[: used[0].type.rank]:
         mask = used[0]
+        if values.type.rank > 0 and any(d != 1 for d in values.type.shape):
+            return _masked_put(cx, x, mask, values, accumulate)
         while mask.type.rank < x.type.rank:
             mask = cx.op("unsqueeze", [mask], axes=[mask.type.rank])
-        if values.type.rank > 0 and values.type.numel() != 1:  # type: ignore[union-attr]
-            raise NotImplementedError("index_put of a boolean mask with a tensor of values (data-dependent count)")
         v = values if values.type.rank == 0 else cx.op("reshape", [values], shape=[])
         v = v if v.type.dtype == x.type.dtype else cx.op("cast", [v], dtype=x.type.dtype)
         if accumulate:
@@ -142,6 +142,20 @@ def _index_put(cx: Any, node: Any, x: Value, indices: Sequence[Any], values: Val
         upd = upd if upd.type.dtype == x.type.dtype else cx.op("cast", [upd], dtype=x.type.dtype)
         return cx.op("scatter_nd", [x, idx, upd], reduction="add" if accumulate else "none")
     raise NotImplementedError("index_put with this mix of index tensors")
+
+
+def _masked_put(cx: Any, x: Value, mask: Value, values: Value, accumulate: bool) -> Value:
+    """`y[mask] = v` with one row of v per true position (X-MOD's per-language adapters): the positions are
+    nonzero(mask), with v's leading dim as their count (torch.export's unbacked symbol: the same mask gives the
+    same count), and a ScatterND writes the rows."""
+    k = mask.type.rank
+    if values.type.rank != 1 + x.type.rank - k or list(values.type.shape[1:]) != list(x.type.shape[k:]):
+        raise NotImplementedError(f"index_put of a boolean mask with values {values.type} (want one row per true "
+                                  f"position: [count, {', '.join(map(str, x.type.shape[k:]))}])")
+    nz = cx.op("nonzero", [mask], count=str(values.type.shape[0]))
+    idx = cx.op("transpose", [nz], perm=[1, 0])
+    upd = values if values.type.dtype == x.type.dtype else cx.op("cast", [values], dtype=x.type.dtype)
+    return cx.op("scatter_nd", [x, idx, upd], reduction="add" if accumulate else "none")
 
 
 @converter("aten.scatter_add.default")

@@ -191,3 +191,26 @@ def test_outputs_must_agree_with_their_declared_types() -> None:
         graphopt.import_onnx(_shape_arith_model([2, 3]))
     with pytest.raises(graphopt.ModelLoadError, match="declared with rank 1"):
         graphopt.import_onnx(_shape_arith_model([2]))
+
+
+@pytest.mark.parametrize("target", ["reference", "cpu"])
+def test_scatter_nd_over_a_symbolic_axis_with_negative_indices(target: str) -> None:
+    # legacy exports of masked writes (X-MOD's adapters) scatter rows of a [batch*seq, hidden] tensor; a negative
+    # index counts from the end of the symbolic axis, so its size comes from the bound symbols at run time
+    import onnxruntime as ort
+
+    g = helper.make_graph(
+        [helper.make_node("ScatterND", ["x", "i", "u"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, ["k", 1]),
+         helper.make_tensor_value_info("u", TensorProto.FLOAT, ["k", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    run = graphopt.compile(m, target=target)
+    sess = ort.InferenceSession(m.SerializeToString())
+    rng = np.random.default_rng(0)
+    for n, idx in ((5, [[0], [-1]]), (7, [[-7], [3], [-2]])):
+        x = rng.standard_normal((n, 3)).astype(np.float32)
+        i = np.array(idx, np.int64)
+        u = rng.standard_normal((len(idx), 3)).astype(np.float32)
+        np.testing.assert_array_equal(np.asarray(run(x, i, u)), sess.run(None, {"x": x, "i": i, "u": u})[0])

@@ -344,8 +344,20 @@ def _axes(n: Node, at: dict[str, Any]) -> str:
 
 emits("reduce_sum")(lambda n, a, at: f"torch.sum({a[0]}, {_axes(n, at)}, {at['keepdims']})")
 emits("reduce_mean")(lambda n, a, at: f"torch.mean({a[0]}, {_axes(n, at)}, {at['keepdims']})")
-emits("reduce_max")(lambda n, a, at: f"torch.amax({a[0]}, {_axes(n, at)}, {at['keepdims']})")
-emits("reduce_min")(lambda n, a, at: f"torch.amin({a[0]}, {_axes(n, at)}, {at['keepdims']})")
+def _extreme(fn: str) -> Emitter:
+    def emit(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+        shape = n.inputs[0].type.shape
+        axes = at["axes"] if at["axes"] is not None else range(len(shape))
+        if all(isinstance(shape[ax], int) and shape[ax] > 0 for ax in axes):
+            return f"torch.{fn}({a[0]}, {_axes(n, at)}, {at['keepdims']})"
+        # torch refuses an empty reduction; ONNX (and the reference) give the identity, -inf for max
+        return f"rt.extreme({a[0]}, {_axes(n, at)}, {at['keepdims']}, {fn == 'amin'})"
+
+    return emit
+
+
+emits("reduce_max")(_extreme("amax"))
+emits("reduce_min")(_extreme("amin"))
 emits("reduce_prod")(lambda n, a, at: f"rt.reduce_prod({a[0]}, {_axes(n, at)}, {at['keepdims']})")
 emits("var")(lambda n, a, at: f"torch.var({a[0]}, {_axes(n, at)}, correction={at['correction']!r}, "
                               f"keepdim={at['keepdims']})")

@@ -134,6 +134,19 @@ def scatter_nd(x: torch.Tensor, indices: torch.Tensor, updates: torch.Tensor, re
     return y.reshape(x.shape)
 
 
+def extreme(x: torch.Tensor, axes: Sequence[int], keepdims: bool, low: bool) -> torch.Tensor:
+    """amax/amin, with an empty reduction giving the identity (+-inf, the dtype's extreme, or low for bool)."""
+    if x.numel():
+        return (torch.amin if low else torch.amax)(x, axes, keepdims)
+    axes = [a % x.dim() for a in axes]
+    shape = [1 if i in axes else d for i, d in enumerate(x.shape) if keepdims or i not in axes]
+    if x.dtype == torch.bool:
+        return torch.full(shape, low, dtype=x.dtype)
+    info = torch.finfo(x.dtype) if x.dtype.is_floating_point else torch.iinfo(x.dtype)
+    ident = (float("inf") if low else float("-inf")) if x.dtype.is_floating_point else (info.max if low else info.min)
+    return torch.full(shape, ident, dtype=x.dtype)
+
+
 def reduce_prod(x: torch.Tensor, axes: Sequence[int], keepdims: bool) -> torch.Tensor:
     for ax in sorted((a % max(x.dim(), 1) for a in axes), reverse=True):
         x = torch.prod(x, ax, keepdim=keepdims)

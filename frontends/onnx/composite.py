@@ -623,9 +623,12 @@ def _scatter_elements(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 def _scatter_nd(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     x, idx = cx.tensor(a[0]), cx.tensor(a[1])
     k = idx.type.shape[-1]
-    if not isinstance(k, int) or not all(isinstance(d, int) for d in x.type.shape[:k]):
-        raise NotImplementedError("ScatterND over symbolic dims")
-    sizes = cx.const(np.array(x.type.shape[:k]), idx.type.dtype)
+    if not isinstance(k, int):
+        raise NotImplementedError("ScatterND with a symbolic index depth")
+    lead = x.type.shape[:k]
+    # negative indices count from the end of each axis: its size, from the bound symbols where it is symbolic
+    sizes = cx.const(np.array(lead), idx.type.dtype) if all(isinstance(d, int) for d in lead) else cx.op(
+        "shape_tensor", [], values=list(lead), dtype=idx.type.dtype)
     idx = _wrap_indices(cx, idx, sizes)
     return cx.op("scatter_nd", [x, idx, a[2]], reduction=attrs_of(n).get("reduction", "none"))
 
