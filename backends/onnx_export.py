@@ -466,6 +466,22 @@ def _grid_sample(cx: _Ctx, n: Node, a: list[str]) -> str:
                    align_corners=int(n.attrs["align_corners"]))
 
 
+@exports("interpolate")
+def _interpolate(cx: _Ctx, n: Node, a: list[str]) -> str:
+    """ONNX Resize: torch's scale factors (which map coordinates) as `scales`, else the output `sizes`."""
+    x, at = n.inputs[0].type, n.attrs
+    if at["mode"] == "nearest":
+        extra: dict[str, Any] = {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    else:
+        extra = {"coordinate_transformation_mode": "align_corners" if at["align_corners"] else "half_pixel",
+                 "cubic_coeff_a": -0.75 if at["mode"] == "cubic" else None}
+    if at["scales"] is not None and not at["align_corners"]:
+        scales = cx.const(np.array([1.0, 1.0, *at["scales"]], np.float32))
+        return cx.emit("Resize", [a[0], "", scales], mode=at["mode"], **extra)
+    sizes = cx.ints([*x.shape[:2], *at["sizes"]])
+    return cx.emit("Resize", [a[0], "", "", sizes], mode=at["mode"], **extra)
+
+
 @exports("max_pool", "avg_pool")
 def _pool(cx: _Ctx, n: Node, a: list[str]) -> str:
     at, nd = n.attrs, len(n.attrs["kernel"])

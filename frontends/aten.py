@@ -40,13 +40,14 @@ UNAVAILABLE = _Unavailable()
 
 def keep_whole() -> list[Any]:
     """ATen ops not to decompose: decomposing LSTM/GRU unrolls them over a fixed length (a GRU unrolled per step
-    ran 0.31x eager), and bicubic upsampling into per-pixel index arithmetic (0.12x eager); the IR has lstm and
-    gru ops, and a static resize becomes one matmul per axis."""
+    ran 0.31x eager), and bicubic upsampling into per-pixel index arithmetic (0.12x eager); the IR has lstm, gru
+    and interpolate ops."""
     import torch
 
-    return [torch.ops.aten.lstm.input, torch.ops.aten.gru.input, torch.ops.aten.rnn_tanh.input,
-            torch.ops.aten.rnn_relu.input, torch.ops.aten.upsample_bicubic2d.vec,
-            torch.ops.aten.upsample_bilinear2d.vec, torch.ops.aten.upsample_nearest2d.vec]
+    a = torch.ops.aten
+    return [a.lstm.input, a.gru.input, a.rnn_tanh.input, a.rnn_relu.input, a.upsample_bicubic2d.vec,
+            a.upsample_bilinear2d.vec, a.upsample_nearest2d.vec, a.upsample_linear1d.vec, a.upsample_nearest1d.vec,
+            a.upsample_trilinear3d.vec, a.upsample_nearest3d.vec]
 
 
 def op_name(target: Any) -> str:
@@ -689,33 +690,19 @@ def _recurrent(cx: Any, op: str, x: Value, states: list[Value], params: Sequence
     return (y, *(vs[0] if len(vs) == 1 else cx.op("concat", vs, axis=0) for vs in finals))
 
 
-@converter("aten.upsample_bicubic2d.vec", "aten.upsample_bilinear2d.vec", "aten.upsample_nearest2d.vec")
+@converter("aten.upsample_bicubic2d.vec", "aten.upsample_bilinear2d.vec", "aten.upsample_nearest2d.vec",
+           "aten.upsample_linear1d.vec", "aten.upsample_nearest1d.vec", "aten.upsample_trilinear3d.vec",
+           "aten.upsample_nearest3d.vec")
 def _upsample(cx: Any, node: Any, x: Value, output_size: Sequence[Any] | None, *args: Any) -> Value:
-    """F.interpolate (bicubic, bilinear, nearest) as y = M_h · x · M_wᵀ, each M from torch's formulas (cubic
-    A = -0.75, borders clamped; nearest takes floor(dst · in/out))."""
-    import numpy as np
-
-    from .resize_math import cubic_coeffs, linear_coeffs, nearest_coeffs, resize_matrix
-
+    """F.interpolate (nearest, linear, cubic): the `interpolate` op, whose sizes may be symbolic; the cpu target
+    picks torch's kernel or per-axis GEMMs by measuring."""
     kind = op_name(node.target).split(".")[1]
-    align_corners, scale_factors = (False, args[0]) if kind == "upsample_nearest2d" else (args[0], args[1])
-    n_in = x.type.shape[2:]
-    if not all(isinstance(d, int) for d in n_in):
-        raise NotImplementedError(f"{kind} over symbolic spatial sizes")
-    if output_size is not None:
-        n_out = [int(d) for d in output_size]
-        scales = [o / i for o, i in zip(n_out, n_in)]
-    else:
-        scales = [float(f) for f in scale_factors]  # type: ignore[union-attr]
-        n_out = [int(math.floor(i * f)) for i, f in zip(n_in, scales)]
-    if kind == "upsample_nearest2d":
-        coeffs, ctm = nearest_coeffs("floor"), "asymmetric"
-    else:
-        coeffs = cubic_coeffs(-0.75, False) if kind == "upsample_bicubic2d" else linear_coeffs(False)
-        ctm = "align_corners" if align_corners else "half_pixel"
-    m_h, m_w = (resize_matrix(i, o, f, coeffs, ctm=ctm)[0] for i, o, f in zip(n_in, n_out, scales))
-    y = cx.op("matmul", [cx.const(m_h, x.type.dtype), x])
-    return cx.op("matmul", [y, cx.const(np.ascontiguousarray(m_w.T), x.type.dtype)])
+    nearest = kind.startswith("upsample_nearest")
+    align_corners, scale_factors = (False, args[0]) if nearest else (args[0], args[1])
+    sizes = [cx.dim(d) for d in node.meta["val"].shape[2:]]
+    scales = None if output_size is not None or scale_factors is None else [float(f) for f in scale_factors]
+    mode = "nearest" if nearest else "cubic" if kind == "upsample_bicubic2d" else "linear"
+    return cx.op("interpolate", [x], mode=mode, sizes=sizes, scales=scales, align_corners=bool(align_corners))
 
 
 @converter("operator.getitem")

@@ -76,3 +76,49 @@ def test_ceil_mode_pooling_over_a_symbolic_dim_is_refused_with_the_reason() -> N
     x = g.add_input("x", TensorType(DType.F32, (1, 2, "seq")))
     with pytest.raises(Exception, match="ceil_mode pooling needs static sizes"):
         g.add("max_pool", [x], {"kernel": [2], "strides": [2], "pads": [0, 0], "ceil_mode": True})
+
+
+class Decoder(torch.nn.Module):
+    """A variable-resolution decoder: upsampling whose output size follows the input's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.interpolate(self.conv(x), scale_factor=2, mode="bilinear")
+        return torch.nn.functional.interpolate(y, scale_factor=2, mode="nearest")
+
+
+@pytest.mark.parametrize("target", ["reference", "cpu", "onnxruntime"])
+def test_interpolation_over_symbolic_height_and_width(target: str) -> None:
+    m = Decoder().eval()
+    dims = {2: Dim("h", min=4, max=512), 3: Dim("w", min=4, max=512)}
+    compiled = graphopt.compile(m, (torch.randn(1, 3, 12, 10),), target=target, dynamic_shapes=(dims,))
+    assert [n.op.name for n in compiled.graph].count("interpolate") == 2
+    assert not isinstance(compiled.graph.outputs[0].type.shape[2], int)
+    for h, w in ((8, 8), (13, 21), (40, 6)):
+        x = torch.randn(1, 3, h, w)
+        with torch.no_grad():
+            want = m(x).numpy()
+        np.testing.assert_allclose(np.asarray(compiled(x)), want, rtol=1e-4, atol=1e-5)
+
+
+def test_legacy_onnx_resize_over_symbolic_height_and_width(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import warnings
+
+    import onnxruntime as ort
+
+    m = Decoder().eval()
+    path = tmp_path / "decoder.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.randn(1, 3, 12, 10),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h2", 3: "w2"}})
+    compiled = graphopt.compile(str(path), target="cpu")
+    sess = ort.InferenceSession(str(path))
+    for shape in ((1, 3, 8, 8), (2, 3, 13, 21)):
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(np.asarray(compiled(x)), sess.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)

@@ -34,7 +34,6 @@ NO_FLOW = {
     "topk": "k is an attribute size along the axis",
     "cumprod": "a product along the axis; kept out until a pass needs it",
     "grid_sample": "spatial axes are resampled",
-    "interpolate": "spatial axes are resampled",
     "nonzero": "data-dependent output size",
     "one_hot": "the depth axis is an attribute size",
     "bitcast": "reinterprets bytes; the last axis changes size with the element width",

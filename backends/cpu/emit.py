@@ -633,3 +633,21 @@ def _quantized_conv(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     if int8_conv_wins(n):
         return f"rt.quantized_conv({a[0]}, {a[len(n.inputs)]}, {a[3]}, {a[4]}, {a[2]}, {bias}, {residual}, {geometry})"
     return f"rt.quantized_conv_emulated({a[0]}, {a[1]}, {a[2]}, {a[3]}, {a[4]}, {bias}, {residual}, {geometry})"
+
+
+@emits("interpolate")
+def _interpolate(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
+    """torch's upsample kernel, or one GEMM per spatial axis where that measured faster for this static shape (a
+    symbolic shape takes torch's kernel where it has one)."""
+    from .kernels import resize_by_matrix
+    from .runtime import has_native_resize
+
+    x, out = n.inputs[0].type, n.outputs[0].type
+    mode, align, scales = n.attrs["mode"], n.attrs["align_corners"], n.attrs["scales"]
+    static = all(isinstance(d, int) for d in (*x.shape, *out.shape))
+    if static and not DIFFERENTIABLE.get():
+        matrix = resize_by_matrix(tuple(x.shape), tuple(out.shape[2:]), mode, align, scales, x.dtype.torch)
+    else:
+        matrix = not has_native_resize(mode, x.rank - 2)
+    fn = "rt.interpolate_matrix" if matrix else "rt.interpolate_native"
+    return f"{fn}({a[0]}, {_tuple(at['sizes'])}, {mode!r}, {align}, {scales!r})"

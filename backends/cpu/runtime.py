@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -267,3 +268,48 @@ def pad_index(x: torch.Tensor, pads: Sequence[int], mode: str) -> torch.Tensor:
             idx = torch.where(idx >= n, period - idx, idx)
         x = x.index_select(ax, idx)
     return x
+
+
+@functools.lru_cache(maxsize=512)
+def _axis_matrix(n_in: int, n_out: int, mode: str, align_corners: bool, scale: float | None,
+                 dtype: torch.dtype) -> torch.Tensor:
+    from graphopt.ir.resize_math import interpolate_matrix
+
+    return torch.from_numpy(interpolate_matrix(n_in, n_out, mode, align_corners, scale)).to(dtype)
+
+
+def interpolate_matrix(x: torch.Tensor, sizes: Sequence[int], mode: str, align_corners: bool,
+                       scales: Sequence[float] | None) -> torch.Tensor:
+    """F.interpolate as one small GEMM per spatial axis (matrices cached per size): faster than torch's own
+    kernels for bilinear and bicubic upsampling here, and any mode/rank torch has no kernel for."""
+    y = x
+    for i, n_out in enumerate(sizes):
+        axis = 2 + i
+        m = _axis_matrix(x.shape[axis], int(n_out), mode, align_corners, scales[i] if scales else None, x.dtype)
+        if axis == y.dim() - 1:
+            y = torch.matmul(y, m.t())
+        elif axis == y.dim() - 2:
+            y = torch.matmul(m, y)
+        else:
+            y = torch.movedim(torch.tensordot(m, y, dims=([1], [axis])), 0, axis)
+    return y
+
+
+_NATIVE_RESIZE = {("nearest", 1): "upsample_nearest1d", ("nearest", 2): "upsample_nearest2d",
+                  ("nearest", 3): "upsample_nearest3d", ("linear", 1): "upsample_linear1d",
+                  ("linear", 2): "upsample_bilinear2d", ("linear", 3): "upsample_trilinear3d",
+                  ("cubic", 2): "upsample_bicubic2d"}
+
+
+def has_native_resize(mode: str, spatial: int) -> bool:
+    return (mode, spatial) in _NATIVE_RESIZE
+
+
+def interpolate_native(x: torch.Tensor, sizes: Sequence[int], mode: str, align_corners: bool,
+                       scales: Sequence[float] | None) -> torch.Tensor:
+    """torch's own upsample kernel (what eager F.interpolate runs)."""
+    fn = getattr(torch.ops.aten, _NATIVE_RESIZE[(mode, len(sizes))])
+    per_axis = list(scales) if scales else [None] * len(sizes)
+    if mode == "nearest":
+        return fn(x, [int(s) for s in sizes], *per_axis)
+    return fn(x, [int(s) for s in sizes], align_corners, *per_axis)

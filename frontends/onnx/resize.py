@@ -15,7 +15,7 @@ import numpy as np
 from graphopt.ir import DType, Value
 
 from .context import ConversionContext, attrs_of, converter, need
-from ..resize_math import cubic_coeffs, linear_coeffs, nearest_coeffs, resize_matrix
+from graphopt.ir.resize_math import cubic_coeffs, linear_coeffs, nearest_coeffs, resize_matrix
 
 
 def _round_half_up(v: float) -> int:
@@ -36,7 +36,7 @@ def _resize(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     axes = [int(i) % rank for i in at.get("axes", range(rank))]
     shape = list(x.type.shape)
     if any(not isinstance(shape[ax], int) for ax in axes):
-        raise NotImplementedError("Resize along a symbolic dim")
+        return _symbolic(cx, x, at, axes, scales, sizes)
     if sizes:
         factors = [sizes[i] / shape[ax] for i, ax in enumerate(axes)]
         policy = at.get("keep_aspect_ratio_policy", "stretch")
@@ -74,6 +74,33 @@ def _resize(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
             mask = cx.graph.add_constant(extra.reshape(mask_shape))
             y = cx.op("where", [mask, cx.const(fill, y.type.dtype), y])
     return y if y is not x else cx.op("identity", [x])
+
+
+def _symbolic(cx: ConversionContext, x: Value, at: dict[str, Any], axes: list[int], scales: Any,
+              sizes: Any) -> Value:
+    """A resize along symbolic dims: no matrix can be computed at import, so it must be one `F.interpolate` can
+    do (the `interpolate` op, sized from the bound symbols): what torch's exporters write for `F.interpolate`
+    with integer scale factors over a variable-resolution image."""
+    rank = x.type.rank
+    mode, ctm = at.get("mode", "nearest"), at.get("coordinate_transformation_mode", "half_pixel")
+    factors = [float(v) for v in scales] if scales else None
+    full = list(range(rank)) if len(axes) == rank else None
+    if full is None or factors is None or factors[:2] != [1.0, 1.0] or not all(f.is_integer() and f >= 1
+                                                                           for f in factors[2:]):
+        raise NotImplementedError("Resize along a symbolic dim other than by integer scale factors of the spatial "
+                                  "axes (give the sizes with constants= or a static input shape)")
+    if mode == "nearest":
+        ok = ctm == "asymmetric" and at.get("nearest_mode", "round_prefer_floor") == "floor"
+    else:  # pytorch_half_pixel is half_pixel except at an output size of 1, which a factor >= 2 never gives
+        ok = (ctm in ("half_pixel", "align_corners") or ctm == "pytorch_half_pixel" and min(factors[2:]) >= 2) \
+            and not at.get("antialias", 0) and not at.get("exclude_outside", 0) \
+            and (mode == "linear" or at.get("cubic_coeff_a", -0.75) == -0.75)
+    if not ok:
+        raise NotImplementedError(f"{mode} Resize with coordinate_transformation_mode={ctm} along a symbolic dim "
+                                  "(only F.interpolate's modes resize symbolic dims)")
+    spatial = factors[2:]
+    out = [f"{int(f)}*{d}" if isinstance(d, str) else int(f) * d for f, d in zip(spatial, x.type.shape[2:])]
+    return cx.op("interpolate", [x], mode=mode, sizes=out, scales=spatial, align_corners=ctm == "align_corners")
 
 
 def _apply_axis(cx: ConversionContext, x: Value, axis: int, m: np.ndarray, nearest: bool) -> Value:

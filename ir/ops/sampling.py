@@ -1,4 +1,5 @@
-"""grid_sample: read an N-d image at normalized coordinates (ONNX GridSample, torch.nn.functional.grid_sample)."""
+"""grid_sample: read an N-d image at normalized coordinates (ONNX GridSample, torch.nn.functional.grid_sample);
+interpolate: resize the spatial axes (torch.nn.functional.interpolate)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from ..dtypes import DType
 from ..types import TensorType
+from ..resize_math import interpolate_matrix
 from .registry import Attr, ShapeError, register_op
-from .shapes import tt
+from .shapes import compute_dtype, tt
+from .traits import I, O, Tie, tie
 
 
 def _infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
@@ -98,3 +102,35 @@ def _grid_sample(x: np.ndarray, grid: np.ndarray, *, mode: str, padding_mode: st
             w = np.prod([weights[i][k] for i, k in enumerate(combo)], axis=0)
             out = out + w[..., None] * pixel([b + taps[k] for b, k in zip(base, combo)])
     return np.moveaxis(np.asarray(out), -1, 1).astype(x.dtype)
+
+
+def _interpolate_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x, sizes, scales = types[0], attrs["sizes"], attrs["scales"]
+    if x.rank < 3 or len(sizes) != x.rank - 2 or (scales is not None and len(scales) != len(sizes)):
+        raise ShapeError(f"interpolate needs x[N,C,*spatial] and one size (and scale) per spatial axis, got {x}, "
+                         f"sizes {list(sizes)}, scales {scales}")
+    if not x.dtype.is_float:
+        raise ShapeError(f"interpolate takes floating point input, got {x.dtype}")
+    if attrs["mode"] == "nearest" and attrs["align_corners"]:
+        raise ShapeError("align_corners applies to linear and cubic modes only")
+    return x.with_shape(x.shape[:2] + tuple(sizes))
+
+
+def _interpolate_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """Batch and channels pass through; each output pixel mixes input pixels (no spatial tie)."""
+    return [tie(O(0, 0), I(0, 0)), tie(O(0, 1), I(0, 1))]
+
+
+@register_op("interpolate", inputs=["x"], infer=_interpolate_infer, dim_flow=_interpolate_flow,
+             attrs={"mode": Attr("str", "nearest", choices=("nearest", "linear", "cubic")), "sizes": Attr("dims"),
+                    "scales": Attr("floats", optional=True, default=None), "align_corners": Attr("bool", False)},
+             flops=lambda i, o, a: o[0].numel * {"nearest": 1, "linear": 2, "cubic": 4}[a["mode"]] * (len(o[0].shape) - 2))
+def _interpolate(x: np.ndarray, *, mode: str, sizes: tuple[int, ...], scales: tuple[float, ...] | None,
+                 align_corners: bool) -> np.ndarray:
+    """F.interpolate(x, size=sizes, mode=...): each spatial axis through its (out × in) matrix; `scales` are torch's
+    scale factors when the call gave them (they, not in/out, map coordinates)."""
+    y = x.astype(np.float64)
+    for i, n_out in enumerate(sizes):
+        m = interpolate_matrix(x.shape[2 + i], n_out, mode, align_corners, scales[i] if scales else None)
+        y = np.moveaxis(np.tensordot(m, y, axes=([1], [2 + i])), 0, 2 + i)
+    return y.astype(compute_dtype(DType.from_numpy(x.dtype)).numpy).astype(x.dtype, copy=False)

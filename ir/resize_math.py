@@ -1,8 +1,9 @@
 """Resizing one axis as a linear map: `y = M @ x` along it, M (out × in) computed once from the resize formulas.
 
 Every mode (nearest, linear, cubic, antialiased) and coordinate transformation of ONNX Resize — and therefore of
-`F.interpolate` — is separable, so a frontend turns a static resize into a gather (nearest) or a matmul per axis:
-exact up to float rounding, and a GEMM instead of index arithmetic. Shared by the ONNX and torch frontends.
+`F.interpolate` — is separable, so a static resize is a gather (nearest) or a matmul per axis: exact up to float
+rounding, and a GEMM instead of index arithmetic. Shared by the ONNX frontend, the `interpolate` op's reference
+kernel and the cpu target's matrix kernel for it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["nearest_coeffs", "linear_coeffs", "cubic_coeffs", "resize_matrix"]
+__all__ = ["nearest_coeffs", "linear_coeffs", "cubic_coeffs", "resize_matrix", "interpolate_matrix"]
 
 
 def nearest_coeffs(mode: str) -> Callable[[float, float], np.ndarray]:
@@ -100,3 +101,14 @@ def resize_matrix(n_in: int, n_out: int, scale: float, coeffs: Callable[[float, 
     np.add.at(m, (np.repeat(np.arange(n_out), k), np.clip(idx, 0, n_in - 1).ravel()), w.ravel())
     m[extrapolated] = 0.0
     return m, extrapolated
+
+
+def interpolate_matrix(n_in: int, n_out: int, mode: str, align_corners: bool, scale: float | None) -> np.ndarray:
+    """The (out × in) matrix of `F.interpolate` along one axis (mode nearest, linear or cubic; torch's formulas:
+    nearest takes floor(dst · in/out), cubic A = -0.75 with borders clamped). `scale` is torch's scale factor when
+    the call gave one (it, not in/out, maps coordinates), else None."""
+    s = scale if scale is not None and not align_corners else n_out / n_in  # align_corners ignores the factor
+    if mode == "nearest":
+        return resize_matrix(n_in, n_out, s, nearest_coeffs("floor"), ctm="asymmetric")[0]
+    coeffs = cubic_coeffs(-0.75, False) if mode == "cubic" else linear_coeffs(False)
+    return resize_matrix(n_in, n_out, s, coeffs, ctm="align_corners" if align_corners else "half_pixel")[0]
