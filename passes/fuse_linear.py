@@ -119,8 +119,6 @@ def _flattened_ok(m: Match) -> bool | str:
     users = lin.outputs[0].users
     if lin.outputs[0].is_graph_output or not users or not all(_RESHAPE.of(u) or _LINEAR.of(u) for u in users):
         return "the linear's result is read by other ops than reshapes and linears"
-    if len(users) == 1 and _RESHAPE.of(users[0]):
-        return "one reshape reads it: linear-unflatten's case"
     return True
 
 

@@ -132,8 +132,9 @@ def test_gru_stays_whole_and_matches_eager(target: str) -> None:
 @pytest.mark.parametrize("kwargs", [{"scale_factor": 2, "align_corners": False}, {"size": (13, 7), "align_corners": True},
                                     {"scale_factor": 1.7, "align_corners": False}])
 @pytest.mark.parametrize("target", ["cpu", "onnxruntime", "reference"])
-def test_bicubic_interpolate_is_two_matmuls(kwargs: dict, target: str) -> None:  # type: ignore[type-arg]
-    """New-user trial: bicubic F.interpolate was decomposed into index arithmetic (0.12x eager)."""
+def test_bicubic_interpolate_is_one_op(kwargs: dict, target: str) -> None:  # type: ignore[type-arg]
+    """New-user trial: bicubic F.interpolate was decomposed into index arithmetic (0.12x eager); it is one
+    `interpolate` node (the cpu target runs torch's kernel or per-axis GEMMs, whichever it measured faster)."""
     import torch.nn.functional as F
 
     class Up(torch.nn.Module):
@@ -142,5 +143,5 @@ def test_bicubic_interpolate_is_two_matmuls(kwargs: dict, target: str) -> None: 
 
     x = torch.randn(2, 3, 24, 20)
     c = graphopt.compile(Up(), (x,), target=target)
-    assert len(c.graph) == 2
+    assert [n.op.name for n in c.graph] == ["interpolate"]
     torch.testing.assert_close(c(x), Up()(x), atol=1e-4, rtol=1e-4)

@@ -121,7 +121,13 @@ def _interpolate_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie
     return [tie(O(0, 0), I(0, 0)), tie(O(0, 1), I(0, 1))]
 
 
+def _interpolate_resize(ins: Any, outs: Any, attrs: Mapping[str, Any], removed: Mapping[Any, Any]) -> dict[str, Any]:
+    """Pruning removes batch or channel entries only (the tied axes); `sizes` holds the spatial sizes: unchanged."""
+    return {}
+
+
 @register_op("interpolate", inputs=["x"], infer=_interpolate_infer, dim_flow=_interpolate_flow,
+             resize=_interpolate_resize,
              attrs={"mode": Attr("str", "nearest", choices=("nearest", "linear", "cubic")), "sizes": Attr("dims"),
                     "scales": Attr("floats", optional=True, default=None), "align_corners": Attr("bool", False)},
              flops=lambda i, o, a: o[0].numel * {"nearest": 1, "linear": 2, "cubic": 4}[a["mode"]] * (len(o[0].shape) - 2))
