@@ -116,7 +116,7 @@ class _Builder:
 def _step(b: _Builder) -> None:
     r = b.rng
     kind = r.choice(["unary", "unary", "binary", "binary", "scalar", "reduce", "softmax", "layout", "linear",
-                     "conv", "attention", "slope", "cast", "concat", "minmax", "norm", "gelu", "mlp"])
+                     "conv", "attention", "slope", "cast", "concat", "minmax", "norm", "gelu", "mlp", "bmm"])
     x = b.pick()
     if kind == "unary":
         op = r.choice(_UNARY)
@@ -152,6 +152,9 @@ def _step(b: _Builder) -> None:
         t = b.add("transpose", [x], {"perm": perm})
         if t is not None and r.random() < 0.5:
             b.add("transpose", [t], {"perm": perm})
+    elif kind == "linear" and x.type.rank >= 3 and all(isinstance(d, int) for d in x.type.shape) \
+            and r.random() < 0.5:
+        _flat_linear(b, x)
     elif kind == "linear" and x.type.rank >= 2 and isinstance(x.type.shape[-1], int):
         n_in, n_out = x.type.shape[-1], r.choice([3, 4, 8])
         w = b.const((n_in, n_out), 0.5)
@@ -162,6 +165,8 @@ def _step(b: _Builder) -> None:
             b.add(r.choice(["relu", "gelu", "tanh"]), [h])
     elif kind == "mlp" and x.type.rank >= 2 and isinstance(x.type.shape[-1], int):
         _mlp(b, x)
+    elif kind == "bmm":
+        _bmm(b)
     elif kind == "conv":
         _conv_block(b)
     elif kind == "attention":
@@ -186,6 +191,31 @@ def _step(b: _Builder) -> None:
         y = b.pick(x.type.rank)
         if y.type.rank and y.type.dtype == x.type.dtype:
             b.add("concat", [x, y], {"axis": 0})
+
+
+def _flat_linear(b: _Builder, x: Value) -> None:
+    """A linear on rows flattened from [*lead, in] (how torch.export writes nn.Linear on 3-D input), read back by
+    one or two reshapes or another such matmul: fuse-linear's unflattening rules."""
+    r = b.rng
+    lead, n_in = list(x.type.shape[:-1]), x.type.shape[-1]
+    rows, n_out = int(np.prod(lead)), r.choice([3, 4])
+    h = b.add("matmul", [b.add("reshape", [x], {"shape": [rows, n_in]}), b.const((n_in, n_out), 0.5)])
+    if h is not None and r.random() < 0.4:
+        h = b.add("matmul", [h, b.const((n_out, n_out), 0.5)]) or h
+    for _ in range(r.choice([1, 2])):
+        b.add("reshape", [h], {"shape": [*lead, n_out] if r.random() < 0.6 else [*lead, n_out, 1]})
+
+
+def _bmm(b: _Builder) -> None:
+    """A 4-D matmul as torch.export writes it: bmm over [batch*heads, ...] between reshapes (bmm-unflatten)."""
+    r = b.rng
+    q = b.g.add_input(f"q{len(b.g.inputs)}", TensorType(DType.F32, (2, 3, 4, 5)))
+    k = b.const((2, 15, 4), 0.5) if r.random() < 0.5 else b.g.add_input(
+        f"k{len(b.g.inputs)}", TensorType(DType.F32, (2, 3, 5, 4)))
+    a = b.add("reshape", [q], {"shape": [6, 4, 5]})
+    c = b.add("reshape", [k], {"shape": [6, 5, 4]})
+    m = b.add("matmul", [a, c])
+    b.add("reshape", [m], {"shape": [2, 3, 4, 4] if r.random() < 0.8 else [3, 2, 4, 4]})
 
 
 def _mlp(b: _Builder, x: Value) -> None:
@@ -218,7 +248,11 @@ def _conv_block(b: _Builder) -> None:
     if r.random() < 0.6:
         var = b.g.add_constant(np.abs(np.random.default_rng(r.randrange(1 << 30)).standard_normal(2)).astype(
             np.float32) + 0.5)
-        b.add("batch_norm", [h, b.const((2,)), b.const((2,)), b.const((2,)), var], {"eps": 1e-5})
+        h = b.add("batch_norm", [h, b.const((2,)), b.const((2,)), b.const((2,)), var], {"eps": 1e-5}) or h
+    if r.random() < 0.4:
+        mode = r.choice(["nearest", "linear", "cubic"])
+        b.add("interpolate", [h], {"mode": mode, "sizes": r.choice([[10, 10], [3, 4], [7, 5]]),
+                                   "align_corners": mode != "nearest" and r.random() < 0.5})
 
 
 def _norm(b: _Builder, x: Value) -> None:
