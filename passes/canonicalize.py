@@ -6,7 +6,7 @@ equal). Rules that would change a type (broadcasting, promotion) are rejected by
 
 from __future__ import annotations
 
-from graphopt.ir import DType, Graph
+from graphopt.ir import DType, Graph, Value
 from graphopt.ir.symbolic import canon, dim_mul
 
 from .context import PassContext
@@ -90,11 +90,15 @@ def _bmm_lead(m: Match) -> Verdict:
 
 def _bmm_unflattened(rw: Rewriter, m: Match) -> object:
     # Splitting the batch dim of both operands is row-major consistent with splitting the result's, so the
-    # matmul runs on the unflattened operands; their reshapes then collapse (reshape-reshape, reshape-noop).
+    # matmul runs on the unflattened operands: the inputs of the flattening reshapes, reshaped once if needed
+    # (one rewrite; building on the reshapes themselves left three more for reshape-reshape and reshape-noop).
     mm, lead = m.root.inputs[0].producer, list(m.root.outputs[0].type.shape[:-2])
-    a, b = mm.inputs
-    return rw.op("matmul", [rw.op("reshape", [a], shape=[*lead, *a.type.shape[1:]]),
-                            rw.op("reshape", [b], shape=[*lead, *b.type.shape[1:]])])
+
+    def unflattened(flat: Value, source: Value) -> Value:  # reshape the flattening reshape's input, not its output
+        want = [*lead, *flat.type.shape[1:]]
+        return source if list(source.type.shape) == want else rw.op("reshape", [source], shape=want)
+
+    return rw.op("matmul", [unflattened(mm.inputs[0], m.p), unflattened(mm.inputs[1], m.q)])
 
 
 CANONICALIZE_RULES = [
