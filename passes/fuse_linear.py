@@ -20,11 +20,12 @@ ride in the GEMM's epilogue (`linear {activation=...}`), saving a pass over the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
-from graphopt.ir import Dim, Graph, OpRef, Value
+from graphopt.ir import Dim, Graph, Node, OpRef, Value
 from graphopt.ir.symbolic import canon, dim_mul
 
 from .context import PassContext
@@ -78,13 +79,60 @@ def _expand_ok(m: Match) -> bool | str:
     return _weight_ok(m)
 
 
-def _row_dims(m: Match) -> tuple[Dim, ...] | None:
-    """The leading dims of the reshape after the linear whose product is the linear's row count, if any."""
-    rows, out = m.root.inputs[0].type.shape[0], m.root.outputs[0].type.shape
+def _lead_dims(rows: Dim, out: tuple[Dim, ...]) -> tuple[Dim, ...] | None:
+    """The leading dims of `out` whose product is `rows`, if any."""
+    if isinstance(rows, int) and all(isinstance(d, int) for d in out):  # static: no symbolic algebra
+        for k in range(len(out) - 1, 0, -1):
+            if math.prod(out[:k]) == rows:  # type: ignore[arg-type]
+                return tuple(out[:k])
+        return None
     for k in range(len(out) - 1, 0, -1):
         if canon(dim_mul(*out[:k])) == canon(rows):
             return tuple(out[:k])
     return None
+
+
+def _row_dims(m: Match) -> tuple[Dim, ...] | None:
+    """The leading dims of the reshape after the linear whose product is the linear's row count, if any."""
+    return _lead_dims(m.root.inputs[0].type.shape[0], m.root.outputs[0].type.shape)
+
+
+def _unflatten_into(mm: Node) -> tuple[Value, tuple[Dim, ...]] | None:
+    """For matmul(reshape(x, [rows, in]), W) read only by a reshape that splits the rows again: (x, leading dims).
+    torch.export writes every nn.Linear on 3-D input this way; matmul-unflatten turns the three nodes into one
+    linear in one rewrite (matmul-to-linear and then linear-unflatten took two, each building a node)."""
+    out, flat = mm.outputs[0], mm.inputs[0]
+    if out.is_graph_output or out.num_uses != 1 or flat.type.rank != 2 or not _RESHAPE.produced(flat):
+        return None
+    user = next(iter(out.users))
+    if not _RESHAPE.of(user):
+        return None
+    lead = _lead_dims(flat.type.shape[0], user.outputs[0].type.shape)
+    return (flat.producer.inputs[0], lead) if lead is not None else None
+
+
+def _plain_weight_ok(m: Match) -> bool | str:
+    verdict = _weight_ok(m)
+    if verdict is True and m.w.type.rank == 2 and _unflatten_into(m.root) is not None:
+        return "a reshape splits its rows again: matmul-unflatten's case"
+    return verdict
+
+
+def _matmul_unflatten_ok(m: Match) -> bool | str:
+    mm = m.root.inputs[0].producer
+    if m.w.type.rank != 2 or _unflatten_into(mm) is None:
+        return "not reshape(matmul(reshape(x, [rows, in]), W[in, out])) splitting the rows again"
+    return _operands_ok(mm.inputs[0], m.w)  # what matmul-to-linear checks on the same matmul: exactly one applies
+
+
+def _matmul_unflattened(rw: Rewriter, m: Match) -> object:
+    found = _unflatten_into(m.root.inputs[0].producer)
+    assert found is not None  # _matmul_unflatten_ok checked it
+    x, lead = found
+    n_in = m.w.type.shape[0]
+    x = x if tuple(x.type.shape) == (*lead, n_in) else rw.op("reshape", [x], shape=[*lead, n_in])
+    y = rw.op("linear", [x, rw.derived(m.w, "linear-weight", lambda: m.w.const.T)])
+    return y if m.root.outputs[0].type.rank == len(lead) + 1 else rw.op("reshape", [y], **m.root.attrs)
 
 
 def _unflatten_ok(m: Match) -> bool | str:
@@ -192,8 +240,11 @@ def with_activation(act: str) -> Callable[[Rewriter, Match], object]:
 _LINEAR, _RESHAPE = OpRef("linear"), OpRef("reshape")
 _ACTS = ("relu", "gelu", "silu", "tanh")
 FUSE_LINEAR_RULES = [
-    Rule("matmul-to-linear", Pat("matmul", X, W), _to_linear, check=_weight_ok, commute=False,
+    Rule("matmul-to-linear", Pat("matmul", X, W), _to_linear, check=_plain_weight_ok, commute=False,
          doc="matmul(x, C) with C a constant [in, out] → linear(x, C.T)"),
+    Rule("matmul-unflatten", Pat("reshape", Pat("matmul", Pat("reshape", X), W)), _matmul_unflattened,
+         check=_matmul_unflatten_ok, commute=False,
+         doc="reshape(matmul(reshape(x, [rows, in]), C), [*lead, ...]) → linear(x, C.T) on [*lead, in]"),
     Rule("matmul-expanded-weight", Pat("matmul", X, Pat("expand", W)), _to_linear, check=_expand_ok, commute=False,
          doc="matmul(x, expand(C)) over x's own batch dims → linear(x, C.T) (export's batched form of x @ W)"),
     Rule("matmul-transposed-weight", Pat("matmul", X, Pat("transpose", W)), _tied, check=_transposed_ok,
