@@ -162,7 +162,7 @@ def _flattened_ok(m: Match) -> bool | str:
     flat = lin.inputs[0].type
     if x.type.rank < 3 or flat.rank != 2 or x.type.shape[-1] != flat.shape[-1]:
         return f"the reshape into the linear does not flatten the leading dims of {x.type}"
-    if canon(dim_mul(*x.type.shape[:-1])) != canon(flat.shape[0]):
+    if _lead_dims(flat.shape[0], x.type.shape) != tuple(x.type.shape[:-1]):
         return f"the {flat.shape[0]} rows are not the leading dims of {x.type}"
     users = lin.outputs[0].users
     if lin.outputs[0].is_graph_output or not users or not all(_RESHAPE.of(u) or _LINEAR.of(u) for u in users):
