@@ -344,6 +344,8 @@ def _axes(n: Node, at: dict[str, Any]) -> str:
 
 emits("reduce_sum")(lambda n, a, at: f"torch.sum({a[0]}, {_axes(n, at)}, {at['keepdims']})")
 emits("reduce_mean")(lambda n, a, at: f"torch.mean({a[0]}, {_axes(n, at)}, {at['keepdims']})")
+
+
 def _extreme(fn: str) -> Emitter:
     def emit(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
         shape = n.inputs[0].type.shape
