@@ -122,3 +122,22 @@ def test_legacy_onnx_resize_over_symbolic_height_and_width(tmp_path) -> None:  #
     for shape in ((1, 3, 8, 8), (2, 3, 13, 21)):
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         np.testing.assert_allclose(np.asarray(compiled(x)), sess.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_resize_of_an_expression_dim_scales_the_whole_expression() -> None:
+    # after a Pad the height is h+2; resizing by 2 gives 2*(h+2), not 2*h+2
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"]),
+             helper.make_node("Resize", ["p", "", "scales"], ["y"], mode="nearest",
+                              coordinate_transformation_mode="asymmetric", nearest_mode="floor")]
+    inits = [helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 1, 1, 0, 0, 1, 1]),
+             helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, "h", "w"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, "h2", "w2"])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    compiled = graphopt.compile(m, target="cpu")
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 3)).astype(np.float32)
+    want = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(np.asarray(compiled(x)), want)

@@ -143,9 +143,10 @@ def extreme(x: torch.Tensor, axes: Sequence[int], keepdims: bool, low: bool) -> 
     shape = [1 if i in axes else d for i, d in enumerate(x.shape) if keepdims or i not in axes]
     if x.dtype == torch.bool:
         return torch.full(shape, low, dtype=x.dtype)
-    info = torch.finfo(x.dtype) if x.dtype.is_floating_point else torch.iinfo(x.dtype)
-    ident = (float("inf") if low else float("-inf")) if x.dtype.is_floating_point else (info.max if low else info.min)
-    return torch.full(shape, ident, dtype=x.dtype)
+    if x.dtype.is_floating_point:
+        return torch.full(shape, float("inf") if low else float("-inf"), dtype=x.dtype)
+    info = torch.iinfo(x.dtype)
+    return torch.full(shape, info.max if low else info.min, dtype=x.dtype)
 
 
 def reduce_prod(x: torch.Tensor, axes: Sequence[int], keepdims: bool) -> torch.Tensor:

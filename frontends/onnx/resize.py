@@ -36,7 +36,7 @@ def _resize(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     axes = [int(i) % rank for i in at.get("axes", range(rank))]
     shape = list(x.type.shape)
     if any(not isinstance(shape[ax], int) for ax in axes):
-        return _symbolic(cx, x, at, axes, scales, sizes)
+        return _symbolic(cx, x, at, axes, scales)
     if sizes:
         factors = [sizes[i] / shape[ax] for i, ax in enumerate(axes)]
         policy = at.get("keep_aspect_ratio_policy", "stretch")
@@ -76,16 +76,14 @@ def _resize(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     return y if y is not x else cx.op("identity", [x])
 
 
-def _symbolic(cx: ConversionContext, x: Value, at: dict[str, Any], axes: list[int], scales: Any,
-              sizes: Any) -> Value:
+def _symbolic(cx: ConversionContext, x: Value, at: dict[str, Any], axes: list[int], scales: Any) -> Value:
     """A resize along symbolic dims: no matrix can be computed at import, so it must be one `F.interpolate` can
     do (the `interpolate` op, sized from the bound symbols): what torch's exporters write for `F.interpolate`
     with integer scale factors over a variable-resolution image."""
     rank = x.type.rank
     mode, ctm = at.get("mode", "nearest"), at.get("coordinate_transformation_mode", "half_pixel")
     factors = [float(v) for v in scales] if scales else None
-    full = list(range(rank)) if len(axes) == rank else None
-    if full is None or factors is None or factors[:2] != [1.0, 1.0] or not all(f.is_integer() and f >= 1
+    if len(axes) != rank or factors is None or factors[:2] != [1.0, 1.0] or not all(f.is_integer() and f >= 1
                                                                            for f in factors[2:]):
         raise NotImplementedError("Resize along a symbolic dim other than by integer scale factors of the spatial "
                                   "axes (give the sizes with constants= or a static input shape)")
@@ -99,7 +97,7 @@ def _symbolic(cx: ConversionContext, x: Value, at: dict[str, Any], axes: list[in
         raise NotImplementedError(f"{mode} Resize with coordinate_transformation_mode={ctm} along a symbolic dim "
                                   "(only F.interpolate's modes resize symbolic dims)")
     spatial = factors[2:]
-    out = [f"{int(f)}*{d}" if isinstance(d, str) else int(f) * d for f, d in zip(spatial, x.type.shape[2:])]
+    out = [f"{int(f)}*({d})" if isinstance(d, str) else int(f) * d for f, d in zip(spatial, x.type.shape[2:])]
     return cx.op("interpolate", [x], mode=mode, sizes=out, scales=spatial, align_corners=ctm == "align_corners")
 
 
