@@ -6,7 +6,7 @@ from helpers import check_pass
 
 import graphopt
 from graphopt.backends import get_backend
-from graphopt.backends.cpu.kernels import linear_kernel
+from graphopt.backends.cpu.kernels import linear_kernel, packed_from_ratios
 from graphopt.backends.reference import random_inputs, run
 from graphopt.ir import parse
 from graphopt.passes import PassContext, PassManager
@@ -83,6 +83,15 @@ def test_cpu_linear_matches_reference_whichever_kernel_wins() -> None:
         x = rng.standard_normal((rows, 64)).astype(np.float32)
         np.testing.assert_allclose(exe(x)[0], run(g, [x])[0], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(exe(torch.from_numpy(x))[0].numpy(), x @ w.T + b, rtol=1e-4, atol=1e-4)
+
+
+def test_packed_linear_choice_ignores_ties_and_needs_a_clear_win() -> None:
+    # ratios are oneDNN / F.linear time at 1, 16, 64 and 256 rows
+    assert packed_from_ratios([1.4, 0.75, 0.93, 1.03]) == 16  # a tie at 256 rows does not undo the win at 16
+    assert packed_from_ratios([1.4, 0.75, 0.93, 1.2]) is None  # a clear loss at 256 rows does
+    assert packed_from_ratios([1.02, 0.98, 1.01, 0.99]) is None  # all ties: F.linear, no packed copy
+    assert packed_from_ratios([0.5, 0.6, 0.7, 0.8]) == 1
+    assert packed_from_ratios([1.3, 1.2, 0.96, 0.9]) == 256  # 64 rows is only a tie: packing starts at 256
 
 
 def test_activation_after_linear_joins_its_epilogue() -> None:
