@@ -105,6 +105,7 @@ class Graph:
         self._num_nodes = 0
         self._values: dict[str, Value] = {}
         self._next_id = 0
+        self._next_suffix: dict[str, int] = {}  # hint -> the first `_i` suffix fresh_name has not tried yet
         self._insert_before: Node = self._root
         self._default_origin = ""
         self._generation = 0
@@ -122,9 +123,12 @@ class Graph:
         if hint:
             if hint not in self._values:
                 return hint
-            i = 1
+            # Resume where the last call with this hint stopped: probing from `_1` every time made k constants
+            # named after one hint ("c", a shared weight's derived copies) cost O(k^2).
+            i = self._next_suffix.get(hint, 1)
             while f"{hint}_{i}" in self._values:
                 i += 1
+            self._next_suffix[hint] = i + 1
             return f"{hint}_{i}"
         while str(self._next_id) in self._values:
             self._next_id += 1

@@ -63,6 +63,8 @@ class Value:
     @property
     def users(self) -> list[Node]:
         """The distinct nodes reading this value."""
+        if len(self._uses) == 1:  # the common case, without building a dict (rewrite drivers ask at every node)
+            return [next(iter(self._uses)).node]
         return list(dict.fromkeys(u.node for u in self._uses))
 
     @property

@@ -120,15 +120,15 @@ def _plain_weight_ok(m: Match) -> bool | str:
 
 def _matmul_unflatten_ok(m: Match) -> bool | str:
     mm = m.root.inputs[0].producer
-    if m.w.type.rank != 2 or _unflatten_into(mm) is None:
+    found = _unflatten_into(mm) if m.w.type.rank == 2 else None
+    if found is None:
         return "not reshape(matmul(reshape(x, [rows, in]), W[in, out])) splitting the rows again"
+    m.attrs["unflatten"] = found  # for the replacement: one structural walk per rewrite, not two
     return _operands_ok(mm.inputs[0], m.w)  # what matmul-to-linear checks on the same matmul: exactly one applies
 
 
 def _matmul_unflattened(rw: Rewriter, m: Match) -> object:
-    found = _unflatten_into(m.root.inputs[0].producer)
-    assert found is not None  # _matmul_unflatten_ok checked it
-    x, lead = found
+    x, lead = m.attrs["unflatten"]  # found by _matmul_unflatten_ok
     n_in = m.w.type.shape[0]
     x = x if tuple(x.type.shape) == (*lead, n_in) else rw.op("reshape", [x], shape=[*lead, n_in])
     y = rw.op("linear", [x, rw.derived(m.w, "linear-weight", lambda: m.w.const.T)])

@@ -125,3 +125,24 @@ def test_bad_attribute_names_suggest() -> None:
     g = _chain(1)
     with pytest.raises(TypeError, match="has no attribute 'axs'; did you mean 'axes'"):
         g.add("reduce_sum", [g.inputs[0]], {"axs": [0]})
+
+
+def test_fresh_names_with_one_hint_stay_unique_and_cost_constant_probes() -> None:
+    class Counting(dict):  # type: ignore[type-arg]
+        probes = 0
+
+        def __contains__(self, key: object) -> bool:
+            Counting.probes += 1
+            return super().__contains__(key)
+
+    g = Graph("g")
+    g._values = Counting(g._values)
+    names = []
+    for _ in range(2000):
+        names.append(g.fresh_name("c"))
+        g.add_constant(np.zeros(1, np.float32), name=names[-1])
+    assert names[:3] == ["c", "c_1", "c_2"] and len(set(names)) == 2000
+    # probing from c_1 on every call made 2,000 constants cost ~2 million lookups
+    assert Counting.probes < 3 * 2000 * 2
+    g.add_constant(np.zeros(1, np.float32), name="c_2000")  # a name taken behind fresh_name's back is still skipped
+    assert g.fresh_name("c") == "c_2001"
