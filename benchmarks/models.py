@@ -141,7 +141,8 @@ def main() -> None:
         model, pos, kw = factory()
         auto = ["int8-static" if key == "resnet18" else "int8-dynamic", "bf16"]
         precisions = auto if args.precisions == "auto" else [p for p in args.precisions.split(",") if p]
-        peers = ("eager", "torch.compile", "onnxruntime") + (("onnxruntime-int8", "torch-int8") if precisions else ())
+        peers = ("eager", "torch.compile", "onnxruntime", "openvino") + (("onnxruntime-int8", "torch-int8")
+                                                                          if precisions else ())
         result = bench(model, pos, example_kwargs=kw, threads=args.threads, repeats=args.repeats, peers=peers,
                        ablate=key in args.ablate.split(","), name=title, precisions=precisions,
                        budget=args.budget if args.budget is not None else (0.99 if key == "minilm" else 0.999))

@@ -49,9 +49,12 @@ def model() -> tuple[torch.nn.Module, tuple, dict, dict]:
     return bert, (), inputs, {k: {0: Dim("batch"), 1: Dim("seq", max=512)} for k in inputs}
 
 
-def corpus(limit: int = 512, seed: int = 0) -> list[str]:
+def corpus(limit: int = 512, seed: int = 0, every_sentence: bool = False) -> list[str]:
     """Real English sentences available offline: the first sentences of the Python standard library's docstrings
-    (no dataset ships with the model's package; these are varied, human-written and need no download)."""
+    (no dataset ships with the model's package; these are varied, human-written and need no download).
+
+    `every_sentence`: every sentence of the docstrings of modules, their members and classes' methods (about
+    8,500 here, against about 1,900 first sentences): training data for distillation."""
     import importlib
     import random
     import re
@@ -65,13 +68,17 @@ def corpus(limit: int = 512, seed: int = 0) -> list[str]:
             mod = importlib.import_module(name)
         except Exception:  # noqa: BLE001 - platform-specific modules fail to import; skip them
             continue
-        for obj in [mod, *vars(mod).values()]:
+        objs = [mod, *vars(mod).values()]
+        if every_sentence:
+            objs += [m for o in objs if isinstance(o, type) for m in vars(o).values() if callable(m)]
+        for obj in objs:
             doc = getattr(obj, "__doc__", None)
             if not isinstance(doc, str):
                 continue
-            first = re.split(r"(?<=[.!?])\s", " ".join(doc.split()), maxsplit=1)[0]
-            if 6 <= len(first.split()) <= 40 and first[0].isupper() and first.endswith("."):
-                seen[first] = None
+            parts = re.split(r"(?<=[.!?])\s", " ".join(doc.split()), maxsplit=0 if every_sentence else 1)
+            for sentence in parts if every_sentence else parts[:1]:
+                if 6 <= len(sentence.split()) <= 40 and sentence[0].isupper() and sentence.endswith("."):
+                    seen[sentence] = None
     out = sorted(seen)
     random.Random(seed).shuffle(out)
     return out[:limit]

@@ -55,3 +55,17 @@ def test_a_failed_torch_onnx_export_is_reported_not_silently_swapped(monkeypatch
     assert "onnxscript" in result.skipped["onnxruntime"]
     assert [v.name for v in result.variants] == ["eager", "onnxruntime (graphopt O0 export)"]
     assert "Not run: **onnxruntime** — ModuleNotFoundError" in result.markdown()
+
+
+def test_openvino_peer_runs_the_torch_onnx_export_at_the_precision_it_names() -> None:
+    import pytest
+
+    ov = pytest.importorskip("openvino")  # a benchmarks dependency; CI's test extra installs it too
+    assert ov is not None
+    result = bench(_small(), (torch.randn(4, 32),), peers=("eager", "openvino"), targets=(), pipeline="O2",
+                   repeats=2, progress=False, pause_s=0.0)
+    ov_rows = [r for r in result.rows() if r["variant"].startswith("openvino")]
+    assert ov_rows and ov_rows[0]["variant"].startswith("openvino f32"), result.skipped
+    assert ov_rows[0]["cosine"] > 0.99999  # f32 forced: the same numbers as eager up to rounding
+    for r in ov_rows[1:]:  # the default precision, shown only where it is not f32 (bf16 on CPUs with bf16 units)
+        assert "openvino default (" in r["variant"] and "(f32)" not in r["variant"] and r["cosine"] > 0.99

@@ -197,6 +197,40 @@ def _torch_int8_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
                    "quantize_dynamic")
 
 
+def _openvino_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], threads: int, precision: str | None
+                   ) -> Variant:
+    """OpenVINO on the torch.onnx export, latency hint, `threads` threads. `precision` None is OpenVINO's default
+    for this CPU (bf16 where the CPU has avx512_bf16 or AMX, else f32: the label says which); "f32" forces f32."""
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+    import torch
+
+    t0 = time.perf_counter()
+    proto = torch.onnx.export(model, args, kwargs=kwargs or None, dynamo=True, verbose=False).model_proto
+    core = ov.Core()
+    config: dict[str, Any] = {props.inference_num_threads(): threads,
+                              hints.performance_mode(): hints.PerformanceMode.LATENCY}
+    if precision == "f32":
+        config[hints.inference_precision()] = ov.Type.f32
+    with tempfile.TemporaryDirectory() as tmp:  # read_model takes a path; external data would sit beside it
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(proto.SerializeToString())
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    used = str(compiled.get_property(hints.inference_precision())).replace("<Type: '", "").rstrip("'>")
+    used = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(used, used)
+    request = compiled.create_infer_request()
+    positional = iter(args)
+    feeds = {}
+    for port in compiled.inputs:  # keyword inputs by name, the rest in order
+        name = port.get_any_name()
+        v = kwargs[name] if name in kwargs else next(positional)
+        feeds[name] = np.asarray(v.detach().numpy() if hasattr(v, "detach") else v)
+    label = "openvino f32" if precision == "f32" else f"openvino default ({used})"
+    return Variant(label, "peer", lambda: request.infer(feeds), time.perf_counter() - t0, proto.ByteSize(),
+                   f"torch.onnx export, inference precision {used}")
+
+
 def _gemm_roofline() -> dict[str, float]:
     """GFLOP/s of a 128x768 @ 768x3072 GEMM through F.linear and packed oneDNN (the best CPU paths here)."""
     import torch
@@ -236,7 +270,8 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
 
     `precisions` ("int8-dynamic", ...) adds a graphopt-cpu variant per precision, quantized with the accuracy
     `budget` (least cosine vs f32) on `calibration` (default: the example inputs); the peers "onnxruntime-int8" and "torch-int8" are
-    ONNX Runtime's and torch's dynamic int8 as their docs give them."""
+    ONNX Runtime's and torch's dynamic int8 as their docs give them; "openvino" is OpenVINO in f32 and, where it
+    differs on this CPU, in its default precision (bf16 on CPUs with bf16 units)."""
     import torch
 
     import graphopt
@@ -293,6 +328,13 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
         attempt("onnxruntime int8-dynamic", lambda: _onnx_int8_peer(model, args, kwargs, threads))
     if "torch-int8" in peers:
         attempt("torch int8-dynamic", lambda: _torch_int8_peer(model, args, kwargs))
+    if "openvino" in peers:
+        step("OpenVINO on the torch.onnx export")
+        attempt("openvino f32", lambda: _openvino_peer(model, args, kwargs, threads, "f32"))
+        attempt("openvino default", lambda: _openvino_peer(model, args, kwargs, threads, None))
+        if ("openvino f32" not in skipped and "openvino default" not in skipped
+                and variants[-1].name == "openvino default (f32)"):
+            variants.pop()  # the default is f32 on this CPU: the same model twice would only add noise
 
     example_arrays = [np.asarray(x.detach().numpy() if hasattr(x, "detach") else x) for x in inputs]
 

@@ -279,7 +279,8 @@ def add_commands(sub: Any) -> None:
     b.add_argument("model", help="package.module:factory returning (module, example_inputs[, kwargs[, dynamic]])")
     b.add_argument("--targets", default="cpu,onnxruntime", help="graphopt targets (default cpu,onnxruntime)")
     b.add_argument("--peers", default="eager,torch.compile,onnxruntime",
-                   help="baselines (default eager,torch.compile,onnxruntime)")
+                   help="baselines (default eager,torch.compile,onnxruntime; also onnxruntime-int8, torch-int8, "
+                        "openvino: OpenVINO f32 and, where it differs, its default precision for this CPU)")
     b.add_argument("-p", "--pipeline", default="O3", help="pipeline for graphopt's variants (default O3)")
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--repeats", type=int, default=50, help="timed rounds (default 50)")
