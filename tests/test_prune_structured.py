@@ -304,6 +304,54 @@ def test_low_rank_factorizes_only_where_it_pays_and_reports_error():
     assert parameter_count(g) < 64 * 16 + 8 * 64 + 64 + 8
 
 
+def _rank4_mlp():  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    m = MLP()
+    with torch.no_grad():
+        m.fc1.weight.copy_(torch.from_numpy(rng.standard_normal((64, 4)) @ rng.standard_normal((4, 16))))
+    x = torch.randn(3, 16)
+    return _graph(m, x), x
+
+
+def test_measured_low_rank_keeps_the_dense_layer_where_the_pair_times_slower():
+    from graphopt.errors import PassError
+    from graphopt.passes import PassContext
+    from graphopt.passes.low_rank import GemmTimer
+
+    g, x = _rank4_mlp()
+    with pytest.raises(PassError, match="GemmTimer"):  # measuring needs a machine to measure on
+        PassManager.parse("low-rank{energy=0.9999 min-weights=0 measure=true}").run(g.copy())
+    calls = []
+
+    def slow_pair(rows, shapes):  # type: ignore[no-untyped-def]
+        calls.append((rows, list(shapes)))
+        return 1.0 if len(shapes) == 1 else 0.97  # 3% faster: a tie, so the dense layer stays
+    r = PassManager.parse("low-rank{energy=0.9999 min-weights=0 measure=true rows=32}").run(
+        g, PassContext().provide(GemmTimer(slow_pair)))
+    assert not r.changed and calls == [(32, [(64, 16)]), (32, [(4, 16), (64, 4)])]
+    kept = r.records[-1].tables["not-factorized"]
+    assert any("the pair takes 0.970 ms against 1.000 ms dense at 32 rows" in row["reason"] for row in kept)
+    want = _run(g, [x])[0]
+    r = PassManager.parse("low-rank{energy=0.9999 min-weights=0 measure=true}").run(
+        g, PassContext().provide(GemmTimer(lambda rows, shapes: 1.0 if len(shapes) == 1 else 0.5)))
+    row, = r.records[-1].tables["layers"]
+    assert row["rank"] == 4 and (row["dense_ms"], row["pair_ms"]) == (1.0, 0.5)
+    np.testing.assert_allclose(_run(g, [x])[0], want, rtol=1e-3, atol=1e-3)
+
+
+def test_compile_measures_low_rank_on_the_cpu_target():
+    import graphopt
+    from graphopt.backends.cpu.kernels import linear_chain_ms
+
+    assert linear_chain_ms(8, [(64, 16)]) > 0 and linear_chain_ms(8, [(4, 16), (64, 4)]) > 0
+    m = MLP().eval()
+    x = torch.randn(3, 16)
+    c = graphopt.compile(m, (x,), pipeline="low-rank{energy=0.5 min-weights=0 max-cost=10 measure=true},O2")
+    got, want = np.asarray(c(x)), m(x).detach().numpy()
+    assert got.shape == want.shape and np.isfinite(got).all()  # lossy (energy 0.5): it ran, measured and compiled
+    assert float((got * want).sum() / np.linalg.norm(got) / np.linalg.norm(want)) > 0.5
+
+
 def test_prune_magnitude_zeroes_the_fraction_asked_and_keeps_shapes():
     torch.manual_seed(0)
     g = _graph(MLP(), torch.randn(2, 16))

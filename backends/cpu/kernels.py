@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins", "race",
-           "resize_by_matrix", "packed_from_ratios",
+           "resize_by_matrix", "packed_from_ratios", "linear_chain_ms",
            "prepack_int8_linear", "int8_linear", "int8_kernel", "OneDNNInt8Linear", "dequantize_weight",
            "prepack_int8_conv", "int8_conv", "int8_conv_choice", "int8_conv_saturates", "conv_advice", "int8_saturates", "int8_linear_choice", "linear_advice", "bf16_linear_choice",
            "faster_from"]
@@ -100,6 +100,24 @@ def packed_from_ratios(ratios: Sequence[float]) -> int | None:
         if ratios[i] < 1 - _TIE and all(r < 1 + _TIE for r in ratios[i:]):
             return rows
     return None
+
+
+def linear_chain_ms(rows: int, shapes: Sequence[tuple[int, int]], pairs: int = 9) -> float:
+    """Median ms of F.linear applied in turn with random [out, in] weights of `shapes` to a [rows, in] input here:
+    the cost model the low-rank pass asks for (`GemmTimer`), measured, since a thin [rows, r] GEMM runs far below the
+    rate FLOPs suggest."""
+    gen = torch.Generator().manual_seed(0)
+    ws = [torch.randn(o, i, generator=gen) for o, i in shapes]
+    x = torch.randn(rows, shapes[0][1], generator=gen)
+
+    def chain() -> torch.Tensor:
+        y = x
+        for w in ws:
+            y = F.linear(y, w)
+        return y
+
+    with torch.inference_mode():
+        return race(chain, chain, pairs)[0]
 
 
 def pack_conv_weight(w: torch.Tensor, pads: list[int], strides: list[int], dilations: list[int], groups: int,

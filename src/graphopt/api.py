@@ -176,11 +176,14 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
 def _run_pipeline(graph: Graph, pipeline: str, calibration: Any, examples: Any) -> PipelineResult:
     """The pipeline over `graph`; pruning passes ranking by taylor or activation importance get their saliency
     from `calibration` (an iterable of samples; default: the example inputs)."""
+    from graphopt.backends.cpu.kernels import linear_chain_ms
     from graphopt.compression import needs_data, prune
+    from graphopt.passes import PassContext
     from graphopt.passes.calibration import CalibrationTable
+    from graphopt.passes.low_rank import GemmTimer
 
-    if not needs_data(pipeline):
-        return PassManager.parse(pipeline).run(graph)
+    if not needs_data(pipeline):  # low-rank{measure=true} times its GEMMs on this machine, through the cpu target
+        return PassManager.parse(pipeline).run(graph, PassContext().provide(GemmTimer(linear_chain_ms)))
     # a CalibrationTable holds ranges, not inputs: importance needs the samples themselves
     data = calibration if calibration is not None and not isinstance(calibration, CalibrationTable) else examples()
     return prune(graph, pipeline, data=data)

@@ -34,6 +34,7 @@ import numpy as np
 from graphopt.ir import Graph
 from graphopt.passes import PassContext, PassManager
 from graphopt.passes.importance import Saliency
+from graphopt.passes.low_rank import GemmTimer
 from graphopt.passes.manager import PipelineResult
 
 __all__ = ["saliency", "prune", "needs_data", "distill", "sparsity", "normalized_states"]
@@ -132,7 +133,9 @@ def prune(graph: Graph, pipeline: str, data: Iterable[Any] | None = None, *, los
     results = []
     for spec in pm.passes:  # one pass at a time: each prune sees the saliency of the graph the previous one left
         kind = dict(spec.options).get("importance")
-        step = PassContext()
+        from graphopt.backends.cpu.kernels import linear_chain_ms  # torch: imported only when pruning runs
+
+        step = PassContext().provide(GemmTimer(linear_chain_ms))  # for low-rank{measure=true} in the pipeline
         if kind in _DATA_DRIVEN:
             step.provide(saliency(graph, samples, kind=kind, loss=loss, progress=progress))
         results.append(PassManager([spec]).run(graph, ctx=step))
