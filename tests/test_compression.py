@@ -45,6 +45,29 @@ def test_distill_recovers_a_pruned_student_and_writes_weights_back():
     assert tuned.value(next(iter(tuned.constants))).type == student.value(next(iter(student.constants))).type
 
 
+def test_distill_with_labels_learns_the_task_the_teacher_gets_wrong():
+    """Task-loss distillation: with labels (task_weight 1: the task alone) the student fits labels that disagree
+    with the teacher; with the teacher alone it cannot. Both run through the same steps and data."""
+    m, teacher, _ = _mlp_graph()
+    gen = torch.Generator().manual_seed(1)
+    data = [(torch.randn(16, 8, generator=gen),) for _ in range(4)]
+    labels = [torch.randint(0, 4, (16,), generator=gen) for _ in data]  # random labels: not what the teacher says
+
+    def accuracy(g):  # type: ignore[no-untyped-def]
+        return float(np.mean([(run(g, [d[0].numpy()])[0].argmax(1) == y.numpy()).mean()
+                              for d, y in zip(data, labels)]))
+    task, hist = distill(teacher, teacher, data, steps=300, lr=1e-2, labels=labels, task_weight=1.0, progress=False)
+    mimic, _ = distill(teacher, teacher, data, steps=300, lr=1e-2, progress=False)
+    assert accuracy(task) > 0.8 > accuracy(mimic) and hist[-1] < hist[0]
+    custom, _ = distill(teacher, teacher, data, steps=5, labels=labels, progress=False,
+                        task_loss=lambda outs, y: torch.nn.functional.cross_entropy(outs[0], y))
+    assert custom.value(next(iter(custom.constants))).type == teacher.value(next(iter(teacher.constants))).type
+    import pytest
+
+    with pytest.raises(ValueError, match="one per sample"):
+        distill(teacher, teacher, data, steps=1, labels=labels[:2], progress=False)
+
+
 def test_layerwise_distillation_matches_named_intermediate_values():
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 4)).eval()

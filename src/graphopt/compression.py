@@ -157,8 +157,9 @@ def normalized_states(graph: Graph) -> list[str]:
 
 def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 300, lr: float = 1e-4,
             loss: Literal["mse", "kl", "cosine"] = "mse", temperature: float = 2.0, outputs: Sequence[int] | None = None,
-            hidden: Sequence[str] = (), warmup: int = 0, progress: bool = True, seed: int = 0
-            ) -> tuple[Graph, list[float]]:
+            hidden: Sequence[str] = (), warmup: int = 0, progress: bool = True, seed: int = 0,
+            labels: Sequence[Any] | None = None, task_loss: Callable[[Any, Any], Any] | None = None,
+            task_weight: float = 0.5) -> tuple[Graph, list[float]]:
     """Fine-tune `student`'s weights (a copy) so its outputs match `teacher`'s on `data`; returns the new graph and
     the loss per step.
 
@@ -168,12 +169,21 @@ def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 3
     count (default all float ones). `hidden` names intermediate values both graphs have with the same shape (see
     `normalized_states`) that the student also matches, by relative MSE (layer-wise distillation, as TinyBERT
     does); the teacher must then be a Graph. Adam, `steps` steps cycling through the samples in a fixed shuffled
-    order, the learning rate rising linearly over `warmup` steps and decaying to zero on a cosine."""
+    order, the learning rate rising linearly over `warmup` steps and decaying to zero on a cosine.
+
+    `labels` (one per sample of `data`, e.g. class ids of a batch) adds the task's own loss, as Hinton et al.'s
+    knowledge distillation does: `task_weight · task + (1 − task_weight) · teacher-matching`. `task_loss(outputs,
+    labels)` takes the student's outputs (torch tensors) and the sample's labels as a tensor; by default cross
+    entropy of the first picked output."""
     import torch
 
     from graphopt.backends.cpu.trainable import TrainableGraph
 
     samples = _samples(student, data)
+    if labels is not None and len(labels) != len(samples):
+        raise ValueError(f"distill: {len(labels)} labels for {len(samples)} samples; give one per sample")
+    if not 0.0 <= task_weight <= 1.0:
+        raise ValueError(f"distill: task_weight must be in [0, 1], got {task_weight}")
     graph = student.copy()
     n_out = len(graph.outputs)
     if hidden:
@@ -201,6 +211,11 @@ def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 3
         value = sum(_distill_loss(got[i].float(), targets[k][i].float(), loss, temperature) for i in picked)
         value = value + sum(_distill_loss(got[i].float(), targets[k][i].float(), "mse", temperature)
                             for i in range(n_out, n_out + len(hidden)))
+        if labels is not None:
+            y = torch.as_tensor(np.asarray(labels[k]))
+            task = (task_loss(list(got[:n_out]), y) if task_loss is not None
+                    else torch.nn.functional.cross_entropy(got[picked[0]].float(), y.long()))
+            value = task_weight * task + (1 - task_weight) * value
         opt.zero_grad(set_to_none=True)
         value.backward()  # type: ignore[union-attr]
         opt.step()
