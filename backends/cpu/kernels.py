@@ -102,10 +102,15 @@ def packed_from_ratios(ratios: Sequence[float]) -> int | None:
     return None
 
 
-def linear_chain_ms(rows: int, shapes: Sequence[tuple[int, int]], pairs: int = 9) -> float:
+def linear_chain_ms(rows: int, shapes: Sequence[tuple[int, int]], runs: int = 9) -> float:
     """Median ms of F.linear applied in turn with random [out, in] weights of `shapes` to a [rows, in] input here:
     the cost model the low-rank pass asks for (`GemmTimer`), measured, since a thin [rows, r] GEMM runs far below the
-    rate FLOPs suggest."""
+    rate FLOPs suggest. Once per shape and process: a model's layers repeat a few shapes."""
+    return _chain_ms(rows, tuple((int(o), int(i)) for o, i in shapes), runs)
+
+
+@functools.lru_cache(maxsize=None)
+def _chain_ms(rows: int, shapes: tuple[tuple[int, int], ...], runs: int) -> float:
     gen = torch.Generator().manual_seed(0)
     ws = [torch.randn(o, i, generator=gen) for o, i in shapes]
     x = torch.randn(rows, shapes[0][1], generator=gen)
@@ -117,7 +122,8 @@ def linear_chain_ms(rows: int, shapes: Sequence[tuple[int, int]], pairs: int = 9
         return y
 
     with torch.inference_mode():
-        return race(chain, chain, pairs)[0]
+        chain()  # warm-up
+        return sorted(_ms(chain) for _ in range(runs))[runs // 2]
 
 
 def pack_conv_weight(w: torch.Tensor, pads: list[int], strides: list[int], dilations: list[int], groups: int,

@@ -148,12 +148,18 @@ def _onnx_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], graph:
     from graphopt.backends.onnxruntime import session
 
     sess = session(data, threads=threads)
+    feeds = _feeds([i.name for i in sess.get_inputs()], args, kwargs)
+    return Variant(label, "peer", lambda: sess.run(None, feeds), time.perf_counter() - t0, len(data), note)
+
+
+def _feeds(names: list[str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A runtime's inputs as arrays: keyword inputs by name, the rest in order."""
     positional = iter(args)
     feeds = {}
-    for i in sess.get_inputs():  # keyword inputs by name, the rest in order
-        v = kwargs[i.name] if i.name in kwargs else next(positional)
-        feeds[i.name] = np.asarray(v.detach().numpy() if hasattr(v, "detach") else v)
-    return Variant(label, "peer", lambda: sess.run(None, feeds), time.perf_counter() - t0, len(data), note)
+    for name in names:
+        v = kwargs[name] if name in kwargs else next(positional)
+        feeds[name] = np.asarray(v.detach().numpy() if hasattr(v, "detach") else v)
+    return feeds
 
 
 def _onnx_int8_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], threads: int) -> Variant:
@@ -172,11 +178,7 @@ def _onnx_int8_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], t
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
         data = dst.read_bytes()
     sess = session(data, threads=threads)
-    positional = iter(args)
-    feeds = {}
-    for i in sess.get_inputs():
-        v = kwargs[i.name] if i.name in kwargs else next(positional)
-        feeds[i.name] = np.asarray(v.detach().numpy() if hasattr(v, "detach") else v)
+    feeds = _feeds([i.name for i in sess.get_inputs()], args, kwargs)
     return Variant("onnxruntime int8-dynamic", "peer", lambda: sess.run(None, feeds), time.perf_counter() - t0,
                    len(data), "quantize_dynamic")
 
@@ -220,12 +222,7 @@ def _openvino_peer(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], th
     used = str(compiled.get_property(hints.inference_precision())).replace("<Type: '", "").rstrip("'>")
     used = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(used, used)
     request = compiled.create_infer_request()
-    positional = iter(args)
-    feeds = {}
-    for port in compiled.inputs:  # keyword inputs by name, the rest in order
-        name = port.get_any_name()
-        v = kwargs[name] if name in kwargs else next(positional)
-        feeds[name] = np.asarray(v.detach().numpy() if hasattr(v, "detach") else v)
+    feeds = _feeds([port.get_any_name() for port in compiled.inputs], args, kwargs)
     label = "openvino f32" if precision == "f32" else f"openvino default ({used})"
     return Variant(label, "peer", lambda: request.infer(feeds), time.perf_counter() - t0, proto.ByteSize(),
                    f"torch.onnx export, inference precision {used}")
