@@ -344,6 +344,13 @@ def test_compile_measures_low_rank_on_the_cpu_target():
     from graphopt.backends.cpu.kernels import linear_chain_ms
 
     assert linear_chain_ms(8, [(64, 16)]) > 0 and linear_chain_ms(8, [(4, 16), (64, 4)]) > 0
+    from graphopt.compression import prune
+
+    g, _ = _rank4_mlp()  # graphopt.compression.prune gives the same timer, with or without data-driven passes
+    r = prune(g, "low-rank{energy=0.9999 min-weights=0 measure=true}")
+    tables = r.records[-1].tables  # fc1 (rank 4) is timed, whichever way it goes; fc2 fails max-cost untimed
+    timed = [row for t in tables.values() for row in t if "pair_ms" in row]
+    assert len(timed) == 1 and timed[0]["rank"] == 4
     m = MLP().eval()
     x = torch.randn(3, 16)
     c = graphopt.compile(m, (x,), pipeline="low-rank{energy=0.5 min-weights=0 max-cost=10 measure=true},O2")

@@ -20,7 +20,6 @@ import numpy as np
 from graphopt.backends import check_coverage, get_backend
 from graphopt.errors import ModelLoadError, ShapeInputsNeeded
 from graphopt.ir import Graph
-from graphopt.passes import PassManager
 from graphopt.passes.manager import PipelineResult
 
 __all__ = ["compile", "CompiledModel", "load_model", "read_gir", "to_graph"]
@@ -176,17 +175,13 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
 def _run_pipeline(graph: Graph, pipeline: str, calibration: Any, examples: Any) -> PipelineResult:
     """The pipeline over `graph`; pruning passes ranking by taylor or activation importance get their saliency
     from `calibration` (an iterable of samples; default: the example inputs)."""
-    from graphopt.backends.cpu.kernels import linear_chain_ms
     from graphopt.compression import needs_data, prune
-    from graphopt.passes import PassContext
     from graphopt.passes.calibration import CalibrationTable
-    from graphopt.passes.low_rank import GemmTimer
 
-    if not needs_data(pipeline):  # low-rank{measure=true} times its GEMMs on this machine, through the cpu target
-        return PassManager.parse(pipeline).run(graph, PassContext().provide(GemmTimer(linear_chain_ms)))
-    # a CalibrationTable holds ranges, not inputs: importance needs the samples themselves
-    data = calibration if calibration is not None and not isinstance(calibration, CalibrationTable) else examples()
-    return prune(graph, pipeline, data=data)
+    data = None
+    if needs_data(pipeline):  # a CalibrationTable holds ranges, not inputs: importance needs the samples themselves
+        data = calibration if calibration is not None and not isinstance(calibration, CalibrationTable) else examples()
+    return prune(graph, pipeline, data=data)  # with the cpu target's GemmTimer, for low-rank{measure=true}
 
 
 def _is_onnx(model: Any) -> bool:

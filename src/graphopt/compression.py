@@ -126,20 +126,25 @@ def prune(graph: Graph, pipeline: str, data: Iterable[Any] | None = None, *, los
     importance, its saliency is computed from `data` on the graph as it is when that pass runs."""
     pm = PassManager.parse(pipeline)
     if not needs_data(pipeline):
-        return pm.run(graph)
+        return pm.run(graph, _timed_context())
     if data is None:
         raise ValueError(f"pipeline {pipeline!r} ranks by taylor or activation importance, which needs data=")
     samples = list(data)
     results = []
     for spec in pm.passes:  # one pass at a time: each prune sees the saliency of the graph the previous one left
         kind = dict(spec.options).get("importance")
-        from graphopt.backends.cpu.kernels import linear_chain_ms  # torch: imported only when pruning runs
-
-        step = PassContext().provide(GemmTimer(linear_chain_ms))  # for low-rank{measure=true} in the pipeline
+        step = _timed_context()
         if kind in _DATA_DRIVEN:
             step.provide(saliency(graph, samples, kind=kind, loss=loss, progress=progress))
         results.append(PassManager([spec]).run(graph, ctx=step))
     return _merge(results)
+
+
+def _timed_context() -> PassContext:
+    """A context whose GemmTimer is the cpu target's, so `low-rank{measure=true}` times its GEMMs on this machine."""
+    from graphopt.backends.cpu.kernels import linear_chain_ms  # torch: imported only when a pipeline runs
+
+    return PassContext().provide(GemmTimer(linear_chain_ms))
 
 
 def _merge(results: list[PipelineResult]) -> PipelineResult:
