@@ -582,7 +582,26 @@ exports("rnn")(lambda cx, n, a: _recurrent(cx, n, "RNN", a[0], a[1:2], a[2:6], [
 
 
 exports("quantize_linear")(lambda cx, n, a: cx.emit("QuantizeLinear", a, axis=n.attrs["axis"]))
-exports("dequantize_linear")(lambda cx, n, a: cx.emit("DequantizeLinear", a, axis=n.attrs["axis"]))
+@exports("dequantize_linear")
+def _dequantize_linear(cx: _Ctx, n: Node, a: list[str]) -> str:
+    if not n.attrs["block_size"]:
+        return cx.emit("DequantizeLinear", a, axis=n.attrs["axis"])  # type: ignore[no-any-return]
+    x = n.inputs[0].type
+    ax = n.attrs["axis"] % x.rank
+    return _blocked_dequantize(cx, a, ax, n.attrs["block_size"], x.shape[ax], n.inputs[1].type.dtype)
+
+
+def _blocked_dequantize(cx: _Ctx, a: list[str], axis: int, block_size: int, size: Any, dtype: DType) -> str:
+    """Blocked DequantizeLinear (opset 21) in opset-17 ops: each block's scale and zero point gathered out to x's
+    shape, then (x − z) · s. On constant weights ONNX Runtime folds it once: it runs the f32 weight."""
+    if not isinstance(size, int):
+        raise UnsupportedOpError(f"blocked dequantize_linear along a symbolic axis ({size})",
+                                 ops={"dequantize_linear": 1})
+    idx = cx.const(np.arange(size, dtype=np.int64) // block_size)
+    s, z = (cx.emit("Gather", [p, idx], axis=axis) for p in a[1:3])
+    i32 = _onnx_dtype(DType.I32)
+    diff = cx.emit("Sub", [cx.emit("Cast", [a[0]], to=i32), cx.emit("Cast", [z], to=i32)])
+    return cx.emit("Mul", [cx.emit("Cast", [diff], to=_onnx_dtype(dtype)), s])  # type: ignore[no-any-return]
 
 
 @exports("dynamic_quantize_linear")
@@ -608,14 +627,19 @@ def _dql(cx: _Ctx, x: str, reduce_range: bool) -> list[str]:
 @exports("quantized_linear")
 def _quantized_linear(cx: _Ctx, n: Node, a: list[str]) -> str:
     """Dynamic: ONNX Runtime's integer path — DynamicQuantizeLinear, MatMulInteger (int32 sums), one rescale.
-    Weight-only: the dequantized weight into a float MatMul."""
-    w_t = cx.emit("Transpose", [a[1]], perm=[1, 0])  # [in, out]: constant-folded by ONNX Runtime
+    Weight-only (int8, or int4 group-wise): the dequantized weight into a float MatMul."""
+    transposed = lambda: cx.emit("Transpose", [a[1]], perm=[1, 0])  # noqa: E731 - [in, out]: folded by ORT
     if n.attrs["act_quant"] == "dynamic":
         xq, xs, xz = _dql(cx, a[0], n.attrs["reduce_range"])
-        acc = cx.emit("MatMulInteger", [xq, w_t, xz])
+        acc = cx.emit("MatMulInteger", [xq, transposed(), xz])
         y = cx.emit("Mul", [cx.emit("Cast", [acc], to=_onnx_dtype(DType.F32)), cx.emit("Mul", [xs, a[2]])])
+    elif n.attrs["group_size"]:  # int4 codes, a scale per row and group: dequantized [out, in], then transposed
+        zero = cx.const(np.zeros(n.inputs[2].type.shape, np.int8))
+        w = _blocked_dequantize(cx, [a[1], a[2], zero], 1, n.attrs["group_size"], n.inputs[1].type.shape[1],
+                                DType.F32)
+        y = cx.emit("MatMul", [a[0], cx.emit("Transpose", [w], perm=[1, 0])])
     else:
-        w = cx.emit("Mul", [cx.emit("Cast", [w_t], to=_onnx_dtype(DType.F32)), a[2]])
+        w = cx.emit("Mul", [cx.emit("Cast", [transposed()], to=_onnx_dtype(DType.F32)), a[2]])
         y = cx.emit("MatMul", [a[0], w])
     if len(a) > 3:
         y = cx.emit("Add", [y, a[3]])

@@ -521,7 +521,8 @@ emits("gru")(lambda n, a, at: f"torch.gru({a[0]}, {a[1]}, ({', '.join(a[2:6])}),
 emits("rnn")(lambda n, a, at: f"torch.rnn_{at['nonlinearity']}({a[0]}, {a[1]}, ({', '.join(a[2:6])}), True, 1, 0.0, "
                               f"False, False, {at['batch_first']})")
 emits("quantize_linear")(lambda n, a, at: f"rt.quantize_linear({a[0]}, {a[1]}, {a[2]}, {at['axis']})")
-emits("dequantize_linear")(lambda n, a, at: f"rt.dequantize_linear({a[0]}, {a[1]}, {a[2]}, {at['axis']})")
+emits("dequantize_linear")(lambda n, a, at: f"rt.dequantize_linear({a[0]}, {a[1]}, {a[2]}, {at['axis']}"
+                                            + (f", {at['block_size']})" if at["block_size"] else ")"))
 emits("dynamic_quantize_linear")(lambda n, a, at: f"rt.dynamic_quantize_linear({a[0]}, {at['reduce_range']})")
 
 
@@ -537,9 +538,25 @@ def _constant_weights(n: Node) -> bool:
     return all(v.const is not None for v in n.inputs[1:3])
 
 
+def int4_rows_until(n: Node) -> int | None:
+    """Up to how many rows this group-wise (int4) quantized_linear runs its int4 kernel (None: never)."""
+    from .kernels import int4_linear_choice
+
+    out_f, in_f = n.inputs[1].type.shape
+    return int4_linear_choice(int(in_f), int(out_f), n.attrs["group_size"])[0]
+
+
+_ALL_ROWS = 256  # the largest row count the kernel choices measure: winning there, a kernel is used for any size
+
+
 def _prepare_qlinear(n: Node) -> tuple[int, str] | None:
     if not _constant_weights(n):
         return None
+    if n.attrs["group_size"]:
+        until = int4_rows_until(n)
+        f32 = "rt.dequantize_weight_groups({0}, {a[2]})"
+        low = f"rt.prepack_int4_linear({{0}}, {{a[2]}}, {n.attrs['group_size']})"
+        return 1, f32 if until is None else low if until >= _ALL_ROWS else f"({low}, {f32})"
     bias = "{a[3]}" if len(n.inputs) > 3 else "None"
     rows_from = int8_rows_from(n)
     f32 = "rt.dequantize_weight({0}, {a[2]})"  # where f32 wins here: the dequantized weight, made once
@@ -565,8 +582,18 @@ def _quantized_linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     act = at["activation"]
     if not _constant_weights(n):  # weights computed at run time: the op's exact semantics, nothing prepared
         return (f"rt.quantized_linear_emulated({a[0]}, {a[1]}, {a[2]}, {bias}, {at['act_quant']!r}, "
-                f"{at['reduce_range']}, {act!r})")
+                f"{at['reduce_range']}, {act!r}, {at['group_size']})")
     prepared = a[len(n.inputs)]
+    if at["group_size"]:
+        until = int4_rows_until(n)
+        f32_call = _activated(f"F.linear({a[0]}, {{}}, {bias})", act)
+        int4_call = f"rt.int4_linear_weight_only({a[0]}, {{}}, {bias}, {act!r})"
+        if until is None:
+            return f32_call.format(prepared)
+        if until >= _ALL_ROWS:
+            return int4_call.format(prepared)
+        return (f"rt.by_rows({a[0]}, {until + 1}, lambda: {f32_call.format(prepared + '[1]')}, "
+                f"lambda: {int4_call.format(prepared + '[0]')})")
     rows_from = int8_rows_from(n)
 
     def f32(weight: str) -> str:

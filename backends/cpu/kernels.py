@@ -18,8 +18,10 @@ import torch.nn.functional as F
 __all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins", "race",
            "resize_by_matrix", "packed_from_ratios", "linear_chain_ms",
            "prepack_int8_linear", "int8_linear", "int8_kernel", "OneDNNInt8Linear", "dequantize_weight",
-           "prepack_int8_conv", "int8_conv", "int8_conv_choice", "int8_conv_saturates", "conv_advice", "int8_saturates", "int8_linear_choice", "linear_advice", "bf16_linear_choice",
-           "faster_from"]
+           "prepack_int8_conv", "int8_conv", "int8_conv_choice", "int8_conv_saturates", "conv_advice",
+           "int8_saturates", "int8_linear_choice", "linear_advice", "bf16_linear_choice", "faster_from",
+           "Int4Linear", "prepack_int4_linear", "int4_linear", "dequantize_weight_groups", "int4_linear_choice",
+           "faster_until"]
 
 _ROWS = 64  # the M the benchmark (and the packed layout) assumes; the kernel takes any M
 
@@ -252,6 +254,45 @@ def int8_linear(x: torch.Tensor, packed: Any, reduce_range: bool) -> torch.Tenso
     return y.reshape(*x.shape[:-1], y.shape[-1])  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True)
+class Int4Linear:
+    """A group-wise int4 weight packed two codes per byte for `_weight_int4pack_mm_for_cpu`, padded to a multiple
+    of 16 output features (the kernel's block), with its bf16 scales [in / group, out, 2] (scale, zero 0)."""
+
+    packed: torch.Tensor
+    scales_and_zeros: torch.Tensor
+    group_size: int
+    out_features: int
+
+
+def prepack_int4_linear(codes: torch.Tensor, scale: torch.Tensor, group_size: int) -> Int4Linear:
+    """Pack int4 codes (-8..7 in an int8 [out, in] tensor) with their f32 scales [out, in / group_size]."""
+    n, k = codes.shape
+    pad = -n % 16
+    u = codes.to(torch.int32) + 8  # the kernel reads unsigned codes with an implicit zero point of 8
+    s = scale.float()
+    if pad:
+        u = torch.cat([u, torch.full((pad, k), 8, dtype=torch.int32)])
+        s = torch.cat([s, torch.ones(pad, s.shape[1])])
+    sz = torch.zeros(s.shape[1], n + pad, 2, dtype=torch.bfloat16)
+    sz[..., 0] = s.t()
+    return Int4Linear(torch.ops.aten._convert_weight_to_int4pack_for_cpu(u.contiguous(), 1), sz, group_size, n)
+
+
+def int4_linear(x: torch.Tensor, w: Int4Linear) -> torch.Tensor:
+    """x @ Wᵀ with the packed int4 weight. The kernel reads x and the scales in bf16 (its f32-input path measured
+    10x slower on an AVX2 EPYC), so activations are rounded to bf16 on the way in: ~0.4% relative error, within
+    what 4-bit weights cost anyway; the output is f32."""
+    y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, x.shape[-1]).bfloat16(), w.packed, w.group_size,
+                                                   w.scales_and_zeros)
+    return y[:, :w.out_features].float().reshape(*x.shape[:-1], w.out_features)
+
+
+def dequantize_weight_groups(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The f32 weight of group-wise codes: each scale covers in / scale.shape[1] consecutive input features."""
+    return codes.float() * scale.float().repeat_interleave(codes.shape[1] // scale.shape[1], dim=1)
+
+
 def dequantize_weight(w_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     s = scale.float()
     return w_int8.float() * (s.reshape((-1,) + (1,) * (w_int8.dim() - 1)) if s.numel() > 1 else s.reshape(()))
@@ -439,10 +480,28 @@ def faster_from(candidate: Callable[[torch.Tensor], object], baseline: Callable[
                 in_features: int) -> tuple[int | None, list[tuple[int, float, float]]]:
     """The smallest row count (of 256, 64, 16, 1, tried in that order, stopping at the first loss) from which
     `candidate` beats `baseline` at every larger measured count, or None; and the (rows, ms, ms) timings."""
+    times = _raced_rows(candidate, baseline, in_features, tuple(reversed(_ROW_STEPS)))
+    wins = [r for r, lo, hi in times if lo < hi]
+    return (min(wins) if wins else None), times
+
+
+def faster_until(candidate: Callable[[torch.Tensor], object], baseline: Callable[[torch.Tensor], object],
+                 in_features: int) -> tuple[int | None, list[tuple[int, float, float]]]:
+    """The largest row count (of 1, 16, 64, 256, tried in that order, stopping at the first loss) up to which
+    `candidate` beats `baseline` at every smaller measured count, or None: the shape of a weight-only kernel, which
+    wins where the GEMM is bound by reading the weight (few rows) and loses once it is bound by arithmetic."""
+    times = _raced_rows(candidate, baseline, in_features, _ROW_STEPS)
+    wins = [r for r, lo, hi in times if lo < hi]
+    return (max(wins) if wins else None), times
+
+
+def _raced_rows(candidate: Callable[[torch.Tensor], object], baseline: Callable[[torch.Tensor], object],
+                in_features: int, order: Sequence[int]) -> list[tuple[int, float, float]]:
+    """(rows, candidate ms, baseline ms) at each row count in `order`, up to and including the first loss."""
     gen = torch.Generator().manual_seed(0)
     times: list[tuple[int, float, float]] = []
     with torch.inference_mode():
-        for rows in reversed(_ROW_STEPS):
+        for rows in order:
             x = torch.randn(rows, in_features, generator=gen)
             low, f32 = (lambda x=x: candidate(x)), (lambda x=x: baseline(x))
             low(), f32()
@@ -452,16 +511,44 @@ def faster_from(candidate: Callable[[torch.Tensor], object], baseline: Callable[
             times.append((rows, t_low, t_f32))
             if t_low >= t_f32:
                 break
-    wins = [r for r, lo, hi in times if lo < hi]
-    return (min(wins) if wins else None), times
+    return times
 
 
 def linear_advice(in_features: int, out_features: int, kind: str, reduce_range: bool) -> tuple[bool, str]:
     """What the quantize pass asks (`KernelAdvice.linear`): does the low-precision kernel win here, and why. int8
-    or bf16 wins if it does at any measured size: below that row count the generated code runs f32."""
+    or bf16 wins if it does at any measured size: below that row count the generated code runs f32 (int4: above
+    it). int4 is asked at the default group size, 128: the group changes the kernel's speed by a few percent."""
     choice = (bf16_linear_choice(in_features, out_features) if kind == "bf16"
+              else int4_linear_choice(in_features, out_features, 128) if kind == "int4"
               else int8_linear_choice(in_features, out_features, kind, reduce_range))
     return choice[0] is not None, choice[1]
+
+
+@functools.lru_cache(maxsize=None)
+def int4_linear_choice(in_features: int, out_features: int, group_size: int) -> tuple[int | None, str]:
+    """(up to how many rows the int4 weight-only kernel beats the best f32 one here, or None; why), timed at 1, 16,
+    64 and 256 rows. Above that row count the generated code runs f32 on the dequantized weight."""
+    if in_features % group_size:
+        return None, f"in_features {in_features} is not a multiple of group_size={group_size}"
+    gen = torch.Generator().manual_seed(0)
+    out_features = min(out_features, _MAX_MEASURED_OUT)
+    w = torch.randn(out_features, in_features, generator=gen) * 0.05
+    b = torch.randn(out_features, generator=gen)
+    g = w.reshape(out_features, -1, group_size)
+    scale = g.abs().amax(2) / 7
+    codes = torch.round(g / scale[..., None]).clamp(-8, 7).to(torch.int8).reshape(out_features, in_features)
+    name = f"int4 weight-only (group {group_size}, _weight_int4pack_mm_for_cpu)"
+    try:
+        packed = prepack_int4_linear(codes, scale, group_size)
+        rows_until, times = faster_until(lambda x: int4_linear(x, packed) + b,
+                                         _f32_linear(dequantize_weight_groups(codes, scale), b, in_features,
+                                                     out_features), in_features)
+    except RuntimeError as e:  # no such kernel on this build or CPU
+        return None, f"{name} unavailable here ({str(e).splitlines()[0][:80]})"
+    detail = "; ".join(f"{r} rows: {lo:.3f} vs {hi:.3f} ms" for r, lo, hi in times)
+    if rows_until is None:
+        return None, f"{name} not faster than f32 here ({detail})"
+    return rows_until, f"{name} up to {rows_until} rows ({detail})"
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,8 +9,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .kernels import (OneDNNInt8Linear, dequantize_weight, int8_conv, int8_linear,  # noqa: F401 - generated code
-                      pack_conv_weight, pack_linear_weight, prepack_int8_conv, prepack_int8_linear)  # calls these
+from .kernels import (OneDNNInt8Linear, dequantize_weight, dequantize_weight_groups,  # noqa: F401 - generated code
+                      int4_linear, int8_conv, int8_linear, pack_conv_weight, pack_linear_weight,  # calls these
+                      prepack_int4_linear, prepack_int8_conv, prepack_int8_linear)
 
 
 def pad_spatial(x: torch.Tensor, pads: Sequence[int], value: float) -> torch.Tensor:
@@ -173,7 +174,12 @@ def quantize_linear(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, axis
     return torch.clamp(q, lo, hi).to(zp.dtype)
 
 
-def dequantize_linear(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, axis: int) -> torch.Tensor:
+def dequantize_linear(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, axis: int, block_size: int = 0
+                      ) -> torch.Tensor:
+    if block_size:  # one scale per block_size elements along axis (ONNX's blocked quantization)
+        ax = axis % x.dim()
+        s, z = (p.repeat_interleave(block_size, dim=ax).narrow(ax, 0, x.shape[ax]) for p in (scale, zp))
+        return (x.to(torch.int32) - z.to(torch.int32)).to(scale.dtype) * s
     s, z = _per_axis(scale, x, axis), _per_axis(zp, x, axis)
     return (x.to(torch.int32) - z.to(torch.int32)).to(scale.dtype) * s
 
@@ -216,12 +222,19 @@ def int8_linear_weight_only(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.
     return _TORCH_ACT[activation](y if b is None else y + b)
 
 
+def int4_linear_weight_only(x: torch.Tensor, packed: Any, b: torch.Tensor | None, activation: str) -> torch.Tensor:
+    """x @ Wᵀ (+ b) with the weight packed two int4 codes per byte (kernels.prepack_int4_linear)."""
+    y = int4_linear(x, packed)
+    return _TORCH_ACT[activation](y if b is None else y + b)
+
+
 def quantized_linear_emulated(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None,
-                              act_quant: str, reduce_range: bool, activation: str) -> torch.Tensor:
+                              act_quant: str, reduce_range: bool, activation: str, group_size: int = 0
+                              ) -> torch.Tensor:
     """quantized_linear's exact semantics in float ops, for weights that are not constants (nothing to pack)."""
     if act_quant == "dynamic":
         x = dequantize_linear(*dynamic_quantize_linear(x, reduce_range), axis=1)
-    w = dequantize_weight(w_int8, scale)
+    w = dequantize_weight_groups(w_int8, scale) if group_size else dequantize_weight(w_int8, scale)
     return _TORCH_ACT[activation](F.linear(x, w, b))
 
 

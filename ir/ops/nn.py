@@ -724,9 +724,14 @@ def _q_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
 
 
 def _q_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
-    """Elementwise in x; a per-channel scale and zero point follow the channel axis."""
+    """Elementwise in x; a per-channel scale and zero point follow the channel axis. Blocked (block_size > 0):
+    the scale follows every axis but the blocked one, whose indices share a scale per block (not separable)."""
     x, scale = ins[0], ins[1]
     ties = [tie(O(0, k), I(0, k)) for k in range(x.rank)]
+    if attrs.get("block_size"):
+        ax = norm_axis(attrs["axis"], x.rank)
+        return ([t for t in ties if t.a[0].axis != ax] + [tie(O(0, ax), I(0, ax), exact=False)]
+                + [tie(O(0, k), I(i, k)) for k in range(x.rank) if k != ax for i in (1, 2)])
     if scale.rank == 1 and scale.shape[0] != 1:
         ax = norm_axis(attrs["axis"], x.rank)
         ties += [tie(O(0, ax), I(1, 0)), tie(O(0, ax), I(2, 0))]
@@ -745,11 +750,36 @@ def _quantize_linear(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, *
     return np.clip(q, info.min, info.max).astype(zero_point.dtype)
 
 
-@register_op("dequantize_linear", inputs=["x", "scale", "zero_point"], attrs={"axis": Attr("int", 1)},
-             dim_flow=_q_flow,
-             infer=lambda t, a: t[0].with_dtype(t[1].dtype), flops=lambda i, o, a: 2 * o[0].numel)
-def _dequantize_linear(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, *, axis: int) -> np.ndarray:
-    """(x - zero_point) * scale, in scale's dtype."""
+def _dq_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorType:
+    x, scale, zp = types
+    bs = attrs["block_size"]
+    if bs < 0:
+        raise ShapeError(f"dequantize_linear: block_size must be >= 0, got {bs}")
+    if bs:
+        ax = norm_axis(attrs["axis"], x.rank)
+        want = tuple(-(-d // bs) if isinstance(d, int) and k == ax else d for k, d in enumerate(x.shape))
+        if scale.shape != want or zp.shape != want:
+            raise ShapeError(f"dequantize_linear with block_size={bs} along axis {ax} of {x} needs scale and "
+                             f"zero_point of shape {list(want)}, got {scale} and {zp}")
+    return x.with_dtype(scale.dtype)
+
+
+def _blocked(param: np.ndarray, x: np.ndarray, axis: int, block_size: int) -> np.ndarray:
+    """A block-wise parameter ([.., ceil(d / block_size), ..]) repeated to x's shape along `axis`."""
+    ax = norm_axis(axis, x.ndim)
+    return np.repeat(param, block_size, axis=ax).take(np.arange(x.shape[ax]), axis=ax)
+
+
+@register_op("dequantize_linear", inputs=["x", "scale", "zero_point"],
+             attrs={"axis": Attr("int", 1), "block_size": Attr("int", 0)}, dim_flow=_q_flow,
+             infer=_dq_infer, flops=lambda i, o, a: 2 * o[0].numel)
+def _dequantize_linear(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, *, axis: int,
+                       block_size: int) -> np.ndarray:
+    """(x - zero_point) * scale, in scale's dtype. With `block_size` > 0 (ONNX opset 21's blocked quantization,
+    how int4 weights are stored group-wise) one scale covers each `block_size` consecutive elements along `axis`."""
+    if block_size:
+        s, z = _blocked(scale, x, axis, block_size), _blocked(zero_point.astype(np.int32), x, axis, block_size)
+        return ((x.astype(np.int32) - z).astype(scale.dtype) * s).astype(scale.dtype)
     s = _axis_shape(x, scale, axis)
     z = _axis_shape(x, zero_point.astype(np.int32), axis)
     return ((x.astype(np.int32) - z).astype(scale.dtype) * s).astype(scale.dtype)

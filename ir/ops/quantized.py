@@ -67,7 +67,17 @@ def _qlinear_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorT
         raise ShapeError(f"quantized_linear takes an f32 input, got {x}")
     if w.dtype != DType.I8 or w.rank != 2:
         raise ShapeError(f"quantized_linear needs an i8 weight [out, in], got {w}")
-    if s.dtype != DType.F32 or s.shape not in ((w.shape[0],), ()):
+    g = attrs["group_size"]
+    if g:
+        k = w.shape[1]
+        if attrs["act_quant"] != "none":
+            raise ShapeError(f"quantized_linear: group_size={g} is weight-only (act_quant='none')")
+        if not isinstance(k, int) or k % g:
+            raise ShapeError(f"quantized_linear: in_features {k} is not a multiple of group_size={g}")
+        if s.dtype != DType.F32 or s.shape != (w.shape[0], k // g):
+            raise ShapeError(f"quantized_linear with group_size={g} needs weight_scale f32[{w.shape[0]},{k // g}], "
+                             f"got {s}")
+    elif s.dtype != DType.F32 or s.shape not in ((w.shape[0],), ()):
         raise ShapeError(f"quantized_linear weight_scale must be f32[] or f32[{w.shape[0]}], got {s}")
     if x.rank < 1 or (isinstance(x.shape[-1], int) and isinstance(w.shape[1], int) and x.shape[-1] != w.shape[1]):
         raise ShapeError(f"quantized_linear: x {x} does not match weight {w}")
@@ -85,6 +95,9 @@ def _qlinear_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
         ties.append(tie(O(0, x.rank - 1), I(3, 0)))
     if attrs["act_quant"] == "dynamic":  # the activation scale is computed over all of x
         ties = [Tie(t.a, t.b, t.offset, exact=False) for t in ties]
+    elif attrs["group_size"]:  # an input feature shares its scale with its group: not removable on its own
+        k = x.rank - 1
+        ties = [Tie(t.a, t.b, t.offset, exact=False) if I(0, k) in t.a + t.b else t for t in ties]
     return ties
 
 
@@ -92,19 +105,26 @@ def _qlinear_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
              traits=[Trait.PRECISION_SENSITIVE], dim_flow=_qlinear_flow,
              attrs={"act_quant": Attr("str", "dynamic", choices=("dynamic", "none")),
                     "reduce_range": Attr("bool", True),
-                    "activation": Attr("str", "none", choices=tuple(ACTIVATIONS))},
+                    "activation": Attr("str", "none", choices=tuple(ACTIVATIONS)),
+                    "group_size": Attr("int", 0)},
              flops=lambda i, o, a: 2 * o[0].numel * int(i[1].shape[1]))
 def _quantized_linear(x: np.ndarray, weight: np.ndarray, weight_scale: np.ndarray, bias: np.ndarray | None = None, *,
-                      act_quant: str, reduce_range: bool, activation: str) -> np.ndarray:
+                      act_quant: str, reduce_range: bool, activation: str, group_size: int) -> np.ndarray:
     """act(x @ (weight · weight_scale)ᵀ + bias) with an int8 weight (symmetric, per output channel or per tensor).
 
     `act_quant="dynamic"`: x is quantized per tensor at run time (`dynamic_quantize_linear`) and the product is
     summed in int32, then rescaled by x_scale · weight_scale — what fbgemm's dynamic linear computes.
-    `act_quant="none"`: weight-only; x stays float and multiplies the dequantized weight."""
-    s = weight_scale.astype(np.float32).reshape(-1)
-    if act_quant == "none":
+    `act_quant="none"`: weight-only; x stays float and multiplies the dequantized weight.
+    `group_size` > 0 (weight-only): one scale per output channel and group of `group_size` input features, the
+    int4 layout (codes in -8..7 held in int8), weight_scale f32[out, in / group_size]."""
+    if group_size:
+        scale = np.repeat(weight_scale.astype(np.float32), group_size, axis=1)
+        y = np.matmul(x.astype(np.float32), (weight.astype(np.float32) * scale).T)
+    elif act_quant == "none":
+        s = weight_scale.astype(np.float32).reshape(-1)
         y = np.matmul(x.astype(np.float32), (weight.astype(np.float32) * s[:, None]).T)
     else:
+        s = weight_scale.astype(np.float32).reshape(-1)
         xs, xz = activation_qparams(x, reduce_range)
         qmax = 127 if reduce_range else 255
         xq = np.clip(np.rint(x.astype(np.float32) / xs) + xz, 0, qmax).astype(np.int32) - np.int32(xz)

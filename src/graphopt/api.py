@@ -120,8 +120,8 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
 ) -> CompiledModel:
     """Import `model`, run `pipeline` over it, and compile it for `target` (cpu, onnxruntime, reference).
 
-    `quantize` ("int8-dynamic", "int8-weight-only") then quantizes the layers the target runs faster in int8,
-    keeping in f32 the most sensitive ones until the outputs' cosine against f32 on the `calibration` inputs (an
+    `quantize` ("int8-dynamic", "int8-static", "int8-weight-only", "int4-weight-only", "bf16") then quantizes the
+    layers the target runs faster in that precision, keeping in f32 the most sensitive ones until the outputs' cosine against f32 on the `calibration` inputs (an
     iterable of samples, or a CalibrationTable from `graphopt.calibrate`; default: the example inputs) is at
     least `budget` (None or 0: no search). `smooth` is SmoothQuant's migration strength (0: off).
     `kernel_choice="always"` quantizes every eligible layer even where the target measures it slower (accuracy
@@ -227,7 +227,7 @@ def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float
             rows_all = [{**r, "precision": "fp32", "reason": slower} for r in layers + kept]
             return PipelineResult(f32_graph, [*result.records, *quantized.records]), rows_all
     by_layer = {r["layer"]: r for r in rows}
-    low = "bf16" if mode == "bf16" else "int8"
+    low = q.precision_name(mode)
     out = [{**by_layer.get(r["layer"], {}), **r, "precision": low} for r in layers]
     for r in kept:
         reason = r["reason"]

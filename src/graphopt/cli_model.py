@@ -18,6 +18,7 @@ import numpy as np
 
 from graphopt.artifact import check_destination
 from graphopt.errors import ModelLoadError
+from graphopt.quantization import PRECISIONS
 
 __all__ = ["add_commands"]
 
@@ -257,7 +258,7 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x128",
                    help="shape of an input for the report's example inputs (binds symbolic dims)")
     c.add_argument("--repeats", type=int, default=20, help="latency repeats in the report (default 20)")
-    c.add_argument("--precision", default="fp32", choices=("fp32", "int8-dynamic", "int8-static", "int8-weight-only", "bf16"),
+    c.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="quantize the layers the target runs faster in int8 (default fp32)")
     c.add_argument("--calibration", metavar="FILE.npz|module:fn",
                    help="inputs for the accuracy budget and smoothing (default: the example inputs)")

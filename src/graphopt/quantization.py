@@ -29,11 +29,16 @@ from graphopt.passes import PassContext, PassManager, PassSpec, get_pass
 from graphopt.passes.calibration import CalibrationTable
 from graphopt.passes.quantize import KernelAdvice
 
-__all__ = ["PRECISIONS", "calibrate", "slower_than_f32", "quantize_graph", "sensitivity", "choose_float_layers", "samples_for", "plot_layers",
+__all__ = ["PRECISIONS", "precision_name", "calibrate", "slower_than_f32", "quantize_graph", "sensitivity", "choose_float_layers", "samples_for", "plot_layers",
            "layer_rows", "cpu_advice"]
 
-PRECISIONS = ("fp32", "int8-dynamic", "int8-static", "int8-weight-only", "bf16")
+PRECISIONS = ("fp32", "int8-dynamic", "int8-static", "int8-weight-only", "int4-weight-only", "bf16")
 Row = dict[str, Any]
+
+
+def precision_name(mode: str) -> str:
+    """What a quantized layer's precision is called in reports: "bf16", "int4" or "int8"."""
+    return "bf16" if mode == "bf16" else "int4" if mode.startswith("int4") else "int8"
 
 
 def samples_for(graph: Graph, data: Any) -> list[list[np.ndarray]]:
