@@ -366,7 +366,22 @@ def _int8_cases() -> list[Case]:
             xq = torch.fake_quantize_per_tensor_affine(x, float(s), int(z), 0, 127)
         return F.relu(F.conv2d(xq, w.float() * ws[:, None, None, None], b, 2, 1) + r)
 
+    # int4 group-wise (codes -8..7 in int8, a scale per row and group of 8) against torch's own group dequantize
+    w4 = np.clip(np.rint(f32(6, 16) * 3), -8, 7).astype(np.int8)
+    s4, z4 = pos(6, 2) * 0.1, np.zeros((6, 2), np.int8)
+
+    def group_dq(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor) -> Any:
+        from torch.ao.quantization.fx import _decomposed  # noqa: F401 - registers quantized_decomposed
+
+        return torch.ops.quantized_decomposed.dequantize_per_channel_group(w, s, z.long(), -8, 7, torch.int8, 8,
+                                                                           torch.float32)
+
+    def int4_linear(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor, b: torch.Tensor) -> Any:
+        return F.linear(x, group_dq(w, s, torch.zeros_like(w, dtype=torch.int8)[:, ::8]), b)
+
     return [
+        ("dequantize_linear", [w4, s4, z4], {"axis": 1, "block_size": 8}, group_dq),
+        ("quantized_linear", [x, w4, s4, b], {"act_quant": "none", "group_size": 8}, int4_linear),
         ("quantized_conv", [cx, cw, cws, xs, xz, cb, res], {"strides": [2, 2], "pads": [1, 1, 1, 1],
                                                             "dilations": [1, 1], "activation": "relu"}, static_conv),
         ("dynamic_quantize_linear", [x], {}, dql(False)),
