@@ -1,11 +1,11 @@
 """Which low-precision kernels this CPU runs faster, and what that buys a BERT-style encoder: one short run.
 
-Prints the CPU's ISA flags, the cpu target's measured choice for int8 (7-bit and full-range activations) and bf16
-GEMMs at BERT's shapes, then times eager, graphopt fp32, int8-dynamic and bf16 and ONNX Runtime's int8 on a
+Prints the CPU's ISA flags, the cpu target's measured choice for int8 (7-bit and full-range activations), bf16 and
+weight-only int8 and int4 GEMMs at BERT's shapes, then times eager, graphopt fp32, int8-dynamic and bf16 and ONNX Runtime's int8 on a
 4-layer BERT-base-width encoder (seq 128, batch 1), interleaved in shuffled rounds, with cosine vs eager beside each.
 Meant for machines with other ISAs than the development one (AVX-512 VNNI, avx512_bf16, AMX):
 
-    python benchmarks/kernel_choices.py [--threads 2] [--repeats 20] [--layers 4]
+    python benchmarks/kernel_choices.py [--threads 2] [--repeats 20] [--layers 4] [--choices-only]
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--choices-only", action="store_true", help="print the kernel choices, skip the model run")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
-    from graphopt.backends.cpu.kernels import bf16_linear_choice, int8_linear_choice, int8_saturates
+    from graphopt.backends.cpu.kernels import (bf16_linear_choice, int4_linear_choice, int8_linear_choice,
+                                               int8_saturates)
 
     print(f"CPU: {flags()}; torch {torch.__version__}; {args.threads} threads", flush=True)
     print(f"int8 GEMM saturates full-range activations: {int8_saturates()}", flush=True)
@@ -44,6 +46,10 @@ def main() -> None:
         print(f"  {k}x{n}: int8 7-bit {int8_linear_choice(k, n, 'dynamic', True)[1]}", flush=True)
         print(f"  {k}x{n}: int8 8-bit {int8_linear_choice(k, n, 'dynamic', False)[1]}", flush=True)
         print(f"  {k}x{n}: bf16 {bf16_linear_choice(k, n)[1]}", flush=True)
+        print(f"  {k}x{n}: weight-only int8 {int8_linear_choice(k, n, 'none', True)[1]}", flush=True)
+        print(f"  {k}x{n}: weight-only int4 {int4_linear_choice(k, n, 128)[1]}", flush=True)
+    if args.choices_only:
+        return
 
     import transformers as T
 

@@ -3,7 +3,7 @@
 The GPT-2 comes from a transformers config (random weights: no model hub here). The model is traced once with a
 symbolic sequence length, so every generation step (a longer prompt each time, no KV cache) reuses one compiled
 artifact. Run: python examples/gpt2_generate.py [--layers 4] [--width 256] [--new-tokens 24]
-[--precision int8-dynamic|int8-weight-only|bf16] (low precision: token agreement with eager instead of equality)
+[--precision int8-dynamic|int8-weight-only|int4-weight-only|bf16] (low precision: token agreement with eager instead of equality)
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--new-tokens", type=int, default=24)
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "int8-dynamic", "int8-weight-only", "bf16"))
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "int8-dynamic", "int8-weight-only", "int4-weight-only", "bf16"))
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.export's pytree deprecation notes
     gpt2 = build(args.layers, width=args.width)

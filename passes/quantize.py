@@ -3,7 +3,8 @@
     linear(x, W, b)   ⇒   linear(dequantize_linear(dynamic_quantize_linear(x)), dequantize_linear(W_q, s_w, 0), b)
 
 with W_q = round(W / s_w) in int8, symmetric, one scale per output channel (or one per tensor). `int8-weight-only`
-leaves x alone. The result is still a float graph — a reference run of it is the fake-quant model, and ONNX
+leaves x alone; `int4-weight-only` stores 4-bit codes with a scale per output channel and group of input features
+(`dequantize_linear{axis=1 block_size=G}`, ONNX's blocked form). The result is still a float graph — a reference run of it is the fake-quant model, and ONNX
 exports it as QDQ — until `lower-quantized` turns each pattern into a `quantized_linear` that runs integer
 arithmetic. The per-layer table gives the weight error the seed material asks for, E = Σ(w − q)², with its
 relative form, SQNR and the weight's sparsity.
