@@ -228,7 +228,8 @@ def quantize(graph: Graph, ctx: PassContext, *,
                 node.set_input(0, graph.add_node("dequantize_linear", list(dql.outputs), {}).outputs[0])
         bytes_before += w.const.nbytes
         bytes_after += q.nbytes + scale.nbytes
-        row = {"layer": name, "shape": list(q.shape), **weight_error(w_float, q, scale)}
+        row = {"layer": name, "shape": list(q.shape), **weight_error(w_float, q, scale),
+               "precision": "int4" if group else "int8"}
         if node in factors:
             row["smoothed"] = True
         if advice is not None:  # the measured kernel choice, for the report (cached: not timed twice)
@@ -246,7 +247,7 @@ def quantize(graph: Graph, ctx: PassContext, *,
             bytes_before += table_v.const.nbytes
             bytes_after += q.nbytes + scale.nbytes
             layers.append({"layer": node.origin or node.outputs[0].name, "shape": list(q.shape),
-                           **weight_error(table_v.const, q, scale), "reason": "embedding table, int8 rows"})
+                           **weight_error(table_v.const, q, scale), "reason": "embedding table, int8 rows", "precision": "int8"})
             if table_v.num_uses == 0 and not table_v.output_refs:
                 graph.remove_constant(table_v)
     stats = _stats(layers, kept, bytes_before, bytes_after)

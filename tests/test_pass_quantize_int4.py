@@ -182,3 +182,18 @@ def test_compile_reports_each_layer_in_int4_or_f32_with_the_measured_reason() ->
     assert all("int4 weight-only" in r["reason"] for r in c.layers)
     with torch.inference_mode():
         assert _cosine(c(x).numpy(), model(x).numpy()) > 0.99
+
+
+def test_each_layer_row_names_its_own_precision_embeddings_staying_int8_rows() -> None:
+    rng = np.random.default_rng(0)
+    g = parse("""graph @f(%ids: i64[4]) {
+  const @table: f32[100,64] = external
+  const @w: f32[32,64] = external
+  %0: f32[4,64] = gather(@table, %ids) {axis=0}
+  %1: f32[4,32] = linear(%0, @w)
+  return %1
+}""", {"table": rng.standard_normal((100, 64)).astype(np.float32),
+       "w": rng.standard_normal((32, 64)).astype(np.float32)})
+    r = PassManager.parse("quantize{mode=int4-weight-only group-size=32 min-weights=0 min-embedding=0}").run(g)
+    assert [(row["layer"], row["precision"]) for row in r.records[0].tables["layers"]] == [("1", "int4"),
+                                                                                          ("0", "int8")]

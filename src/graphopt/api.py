@@ -228,7 +228,7 @@ def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float
             return PipelineResult(f32_graph, [*result.records, *quantized.records]), rows_all
     by_layer = {r["layer"]: r for r in rows}
     low = q.precision_name(mode)
-    out = [{**by_layer.get(r["layer"], {}), **r, "precision": low} for r in layers]
+    out = [{**by_layer.get(r["layer"], {}), **r, "precision": r.get("precision", low)} for r in layers]
     for r in kept:
         reason = r["reason"]
         if r["layer"] in keep:
