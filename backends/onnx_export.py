@@ -582,6 +582,8 @@ exports("rnn")(lambda cx, n, a: _recurrent(cx, n, "RNN", a[0], a[1:2], a[2:6], [
 
 
 exports("quantize_linear")(lambda cx, n, a: cx.emit("QuantizeLinear", a, axis=n.attrs["axis"]))
+
+
 @exports("dequantize_linear")
 def _dequantize_linear(cx: _Ctx, n: Node, a: list[str]) -> str:
     if not n.attrs["block_size"]:

@@ -1,0 +1,103 @@
+"""The cpu target's recurrent layers on ONNX Runtime's kernels where measured faster: the same results as torch's
+and the reference, the choice measured (and forced both ways here), the artifact still plain text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from graphopt.backends import get_backend
+from graphopt.backends.cpu import delegate
+from graphopt.ir import Graph, parse
+
+
+def _recurrent(op: str, batch_first: bool = True, extra: str = "") -> tuple[Graph, list[np.ndarray]]:
+    """One LSTM/GRU/RNN layer with constant weights and initial state (what nn.LSTM traces to), x an input."""
+    rng = np.random.default_rng(0)
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[op]
+    states = 2 if op == "lstm" else 1
+    x_shape = "[2,7,5]" if batch_first else "[7,2,5]"
+    y_shape = "[2,7,6]" if batch_first else "[7,2,6]"
+    consts = {f"h{i}": rng.standard_normal((1, 2, 6)).astype(np.float32) for i in range(states)}
+    consts |= {"wi": rng.standard_normal((6 * gates, 5)).astype(np.float32) * 0.4,
+               "wh": rng.standard_normal((6 * gates, 6)).astype(np.float32) * 0.4,
+               "bi": rng.standard_normal(6 * gates).astype(np.float32) * 0.1,
+               "bh": rng.standard_normal(6 * gates).astype(np.float32) * 0.1}
+    decl = "\n".join(f"  const @{k}: f32[{','.join(map(str, v.shape))}] = external" for k, v in consts.items())
+    finals = ", ".join(f"%s{i}: f32[1,2,6]" for i in range(states))
+    operands = ", ".join([*(f"@h{i}" for i in range(states)), "@wi", "@wh", "@bi", "@bh"])
+    g = parse(f"""graph @f(%x: f32{x_shape}) {{
+{decl}
+  %y: f32{y_shape}, {finals} = {op}(%x, {operands}) {{batch_first={str(batch_first).lower()}{extra}}}
+  return %y, %s0
+}}""", consts)
+    return g, [rng.standard_normal((2, 7, 5) if batch_first else (7, 2, 5)).astype(np.float32)]
+
+
+CASES = [("lstm", True, ""), ("lstm", False, ""), ("gru", True, ""), ("gru", False, ", linear_before_reset=false"),
+         ("rnn", False, ""), ("rnn", True, ', nonlinearity="relu"')]
+
+
+@pytest.mark.parametrize("op, batch_first, extra", CASES)
+def test_delegated_recurrent_layers_compute_what_torch_and_the_reference_compute(
+        monkeypatch: pytest.MonkeyPatch, op: str, batch_first: bool, extra: str) -> None:
+    g, xs = _recurrent(op, batch_first, extra)
+    want = get_backend("reference").compile(g)(*xs)
+    with delegate.torch_only():
+        plain = get_backend("cpu").compile(g)
+    assert "rt.OrtNode" not in plain.source
+    monkeypatch.setattr(delegate, "_race", lambda *a: 1)  # forced: ONNX Runtime, one thread
+    exe = get_backend("cpu").compile(g)
+    assert exe.source.count("rt.OrtNode(") == 1 and "threads=1" in exe.source
+    for got in (exe(*xs), plain(*xs)):
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_race_keeps_torch_unless_onnx_runtime_is_clearly_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision rule, with the kernels' times forced: ONNX Runtime must take under 90% of torch's time."""
+    from graphopt.backends.cpu import kernels
+
+    g, _ = _recurrent("lstm")
+    node = next(iter(g))
+    for ort_ms, expect in ((0.95, 0), (0.5, 1)):
+        delegate._race.cache_clear()
+        monkeypatch.setattr(kernels, "race", lambda a, b, pairs=9, t=ort_ms: (a(), b(), (t, 1.0))[2])
+        assert delegate.ort_threads(node) in ((expect,) if expect == 0 else (1, torch.get_num_threads()))
+    delegate._race.cache_clear()
+
+
+def test_the_measured_choice_on_a_real_lstm_gives_the_same_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import graphopt
+
+    lstm = torch.nn.LSTM(16, 32, batch_first=True).eval()
+
+    class Last(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = lstm
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lstm(x)[1][0][-1]
+
+    model, x = Last().eval(), torch.randn(1, 20, 16)
+    c = graphopt.compile(model, (x,))
+    with torch.inference_mode():
+        np.testing.assert_allclose(c(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+    threads = delegate.ort_threads(next(n for n in c.graph if n.op.name == "lstm"))
+    assert ("rt.OrtNode(" in c.source) == (threads > 0)
+    loaded = graphopt.load_model(c.save(tmp_path / "lstm"))  # no pickle: the session is rebuilt from text
+    with torch.inference_mode():
+        np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_nodes_without_constant_operands_and_torch_only_stay_on_torch() -> None:
+    g = parse("""graph @f(%x: f32[7,2,5], %h: f32[1,2,6], %wi: f32[6,5], %wh: f32[6,6], %bi: f32[6], %bh: f32[6]) {
+  %y: f32[7,2,6], %s: f32[1,2,6] = rnn(%x, %h, %wi, %wh, %bi, %bh)
+  return %y
+}""")
+    assert delegate.ort_threads(next(iter(g))) == 0  # nothing to build a session from once
+    lstm, _ = _recurrent("lstm")
+    with delegate.torch_only():
+        assert delegate.ort_threads(next(iter(lstm))) == 0
