@@ -67,12 +67,15 @@ def _coerce(value: Any, t: TensorType) -> np.ndarray:
 
 
 def run(graph: Graph, inputs: Sequence[Any] | Mapping[str, Any], *, check_types: bool = True,
-        observe: Observer | None = None) -> list[np.ndarray]:
+        observe: Observer | None = None,
+        transform: Callable[[Value, np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
     """Run `graph` on `inputs` (a list in graph-input order, or a dict by input name).
 
     Intermediate arrays are freed after their last use. With `check_types`, every result is checked against
     its declared type, so a wrong shape-inference rule is caught where it happens. `observe(value, array)` is
     called with every node output as it is computed (keep what you need: the array is freed after its last use).
+    `transform(value, array)` returns what the later nodes see instead of each node output (the fuzzer moves every
+    result by a few ulps with it, to measure how much rounding alone can change the outputs).
     """
     if isinstance(inputs, Mapping):
         missing = [v.name for v in graph.inputs if v.name not in inputs]
@@ -96,6 +99,8 @@ def run(graph: Graph, inputs: Sequence[Any] | Mapping[str, Any], *, check_types:
         for out, r in zip(node.outputs, results):
             if check_types and out.type is not None:
                 _check_result(node, out.name, out.type, r, bindings)
+            if transform is not None:
+                r = transform(out, r)
             env[id(out)] = r
             if observe is not None:
                 observe(out, r)

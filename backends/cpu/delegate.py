@@ -1,11 +1,15 @@
-"""ONNX Runtime's kernel for one node, where the cpu target measures it faster than torch's: recurrent layers.
+"""ONNX Runtime's kernels for the parts of a graph the cpu target measures faster there: recurrent layers.
 
 torch's LSTM, GRU and RNN (oneDNN's kernels behind `torch.lstm`) carry per-step overheads that dominate small
 layers; ONNX Runtime's recurrent kernels ran the LSTM classifier's 64-step, 64-unit LSTM in about half the time on a
-2-core AVX2 EPYC (194-232 µs against 404 µs, one process). So for these ops the cpu target builds the node as a
-one-node ONNX model with graphopt's own exporter, races both kernels on random inputs of the node's shapes at
-compile time, and calls ONNX Runtime only where it wins by a clear margin. Tensors cross as zero-copy numpy views;
-the session's pool threads do not spin between calls (they would steal cores from the torch ops around it).
+2-core AVX2 EPYC (194-232 µs against 404 µs, one process). Around such a layer, the small ops of a small model
+(the embedding lookup before it, the last step and the classifier head after it) cost more in per-call overhead
+from Python than they compute. So from each recurrent node the cpu target grows a region along single-use
+producers and consumers (a chain whose inner values nothing else reads), builds it as an ONNX model with graphopt's
+own exporter, races it against the torch code on random inputs of its shapes at compile time (ONNX Runtime on one
+thread and on torch's count), and calls ONNX Runtime only where it wins by a clear margin — else the node alone is
+raced the same way. Tensors cross as zero-copy numpy views; the session's pool threads do not spin between calls
+(they would steal cores from the torch ops around it). The generated code says which nodes went where.
 """
 
 from __future__ import annotations
@@ -13,17 +17,20 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from graphopt.ir import Graph, Node, parse
+from graphopt.ir import Graph, Node, Value, parse
 
-__all__ = ["DELEGABLE", "OrtNode", "one_node_graph", "ort_threads", "torch_only"]
+__all__ = ["DELEGABLE", "OrtNode", "Region", "regions", "region_graph", "one_node_graph", "ort_threads",
+           "torch_only"]
 
 DELEGABLE = frozenset({"lstm", "gru", "rnn"})
 _MARGIN = 0.9  # ONNX Runtime must take at most this fraction of torch's time: noise must not flip the choice
+_MAX_REGION = 32  # nodes: a bound on what one race times
 _SYMBOL_SIZE = 8  # what free dims (a symbolic batch or sequence) are bound to for the race
 _torch_only = contextvars.ContextVar("graphopt_cpu_torch_only", default=False)
 
@@ -38,20 +45,111 @@ def torch_only() -> Iterator[None]:
         _torch_only.reset(token)
 
 
+@dataclass(frozen=True)
+class Region:
+    """Nodes that run as one ONNX Runtime call: a chain in graph order whose values (but the last node's outputs)
+    are used only inside it, so the generated code can compute all of it where its last node stands."""
+
+    nodes: tuple[Node, ...]
+    fed: tuple[Value, ...]  # outside values it reads, in the order of its graph inputs
+    constants: tuple[tuple[str, Value], ...]  # its constants' names in the region graph, and the graph's constants
+    text: str  # the region graph, constants external
+    threads: int  # ONNX Runtime's intra-op threads, as measured fastest
+
+
+def region_graph(nodes: Sequence[Node]) -> tuple[Graph, list[Value], list[tuple[str, Value]]]:
+    """`nodes` (a chain, in graph order) alone in a graph: constants named c<k>, outside values as inputs x<k>, the
+    last node's outputs as outputs; also the outside values and constants in the order the graph takes them."""
+    g = Graph(f"{nodes[-1].op.name}_region")
+    mapped: dict[int, Value] = {}
+    fed: list[Value] = []
+    consts: list[tuple[str, Value]] = []
+    for node in nodes:
+        operands = []
+        for v in node.inputs:
+            if id(v) not in mapped:
+                if v.const is not None:
+                    name = f"c{len(consts)}"
+                    mapped[id(v)] = g.add_constant(v.const, name=name)
+                    consts.append((name, v))
+                else:
+                    mapped[id(v)] = g.add_input(f"x{len(fed)}", v.type)
+                    fed.append(v)
+            operands.append(mapped[id(v)])
+        new = g.add_node(node.op.name, operands, dict(node.attrs))
+        mapped.update({id(o): n for o, n in zip(node.outputs, new.outputs)})
+    g.set_outputs([mapped[id(o)] for o in nodes[-1].outputs])
+    return g, fed, consts
+
+
 def one_node_graph(node: Node) -> tuple[Graph, list[int]]:
-    """`node` alone in a graph: its constant operands as constants (named c<i>), the others as inputs (x<i>); and
-    the positions of the operands that are inputs, in order."""
-    g = Graph(f"{node.op.name}_node")
-    operands, fed = [], []
-    for i, v in enumerate(node.inputs):
-        if v.const is not None:
-            operands.append(g.add_constant(v.const, name=f"c{i}"))
-        else:
-            operands.append(g.add_input(f"x{i}", v.type))
-            fed.append(i)
-    new = g.add_node(node.op.name, operands, dict(node.attrs))
-    g.set_outputs(new.outputs)
-    return g, fed
+    """`node` alone in a graph (see region_graph), and the positions of its operands that are graph inputs."""
+    g, fed, _ = region_graph([node])
+    return g, [i for i, v in enumerate(node.inputs) if v.const is None]
+
+
+def regions(graph: Graph) -> dict[Node, Region]:
+    """Every node of each region the cpu target runs on ONNX Runtime: grown from each delegable node along its
+    single-use producers and consumers, kept where a race measures it clearly faster than torch (else the node
+    alone is raced)."""
+    if _torch_only.get():
+        return {}
+    order = {id(n): k for k, n in enumerate(graph)}
+    outputs = {id(v) for v in graph.outputs}
+    out: dict[Node, Region] = {}
+    for node in graph:
+        if node.op.name not in DELEGABLE or node in out or any(v is None for v in node.inputs):
+            continue
+        chain = _grow(node, order, outputs, out)
+        for candidate in ([chain, [node]] if len(chain) > 1 else [chain]):
+            region = _measured(candidate)
+            if region is not None:
+                out.update({n: region for n in region.nodes})
+                break
+    return out
+
+
+def _exportable(node: Node) -> bool:
+    from graphopt.backends.onnx_export import EXPORTERS
+
+    return node.op.name in EXPORTERS
+
+
+def _inner(node: Node, chain: Sequence[Node], outputs: set[int]) -> bool:
+    """Whether every output of `node` is used only by nodes of `chain` (and is not a graph output)."""
+    members = {id(n) for n in chain}
+    return all(id(o) not in outputs and all(id(u) in members for u in o.users) for o in node.outputs)
+
+
+def _grow(seed: Node, order: dict[int, int], outputs: set[int], taken: dict[Node, Region]) -> list[Node]:
+    chain = [seed]
+    while len(chain) < _MAX_REGION:  # producers whose outputs only the chain reads
+        producers = {id(p): p for n in chain for v in n.inputs if v is not None and (p := v.producer) is not None
+                     and p not in chain and p not in taken and _exportable(p)}
+        grown = [p for p in producers.values() if _inner(p, chain + [p], outputs)]
+        if not grown:
+            break
+        chain = sorted(chain + grown, key=lambda n: order[id(n)])
+    while len(chain) < _MAX_REGION:  # the one consumer of the last node's outputs
+        last = chain[-1]
+        users = {id(u): u for o in last.outputs for u in o.users}
+        if len(users) != 1:
+            break
+        (c,) = users.values()
+        if c in taken or not _exportable(c) or not _inner(last, chain + [c], outputs):
+            break
+        chain.append(c)
+    return chain
+
+
+def _measured(nodes: Sequence[Node]) -> Region | None:
+    if all(v.const is None for n in nodes for v in n.inputs):  # no weights to build the session from once
+        return None
+    graph, fed, consts = region_graph(nodes)
+    types = tuple((c.name, tuple(c.type.shape), c.type.dtype.numpy.str) for c in graph.constants.values())
+    text = graph.format(max_inline=-1)
+    threads = _race(text, types)  # type: ignore[arg-type]
+    return Region(tuple(nodes), tuple(fed), tuple(consts), text, threads) if threads else None
 
 
 class OrtNode:
@@ -76,17 +174,14 @@ class OrtNode:
 
 
 def ort_threads(node: Node) -> int:
-    """How many threads ONNX Runtime's kernel runs this node with where it is clearly faster than torch's here,
+    """How many threads ONNX Runtime's kernel runs `node` alone with where it is clearly faster than torch's here,
     or 0 to keep torch's (measured once per signature and process; 0 also when delegation is off, an operand is
-    missing, or ONNX Runtime cannot build the node). A small recurrent layer often runs fastest on one thread: its
-    steps are sequential and each is too small to split."""
+    missing, there are no constant weights, or ONNX Runtime cannot build the node). A small recurrent layer often
+    runs fastest on one thread: its steps are sequential and each is too small to split."""
     if _torch_only.get() or node.op.name not in DELEGABLE or any(v is None for v in node.inputs):
         return 0
-    if all(v.const is None for v in node.inputs):  # no weights to build the session from once
-        return 0
-    graph, _ = one_node_graph(node)
-    types = tuple((c.name, tuple(c.type.shape), c.type.dtype.numpy.str) for c in graph.constants.values())
-    return _race(graph.format(max_inline=-1), types)  # type: ignore[arg-type]
+    region = _measured([node])
+    return region.threads if region is not None else 0
 
 
 @functools.lru_cache(maxsize=None)

@@ -513,41 +513,13 @@ def _sdpa(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
             f"scale={at['scale']!r})")
 
 
-def _delegated(emitter: Emitter) -> Emitter:
-    """A recurrent op's emitter that calls ONNX Runtime's kernel instead where the race measured it faster."""
-    def emit(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
-        from .delegate import one_node_graph, ort_threads
-
-        if not ort_threads(n):
-            return emitter(n, a, at)
-        _, fed = one_node_graph(n)
-        return f"{a[len(n.inputs)]}({', '.join(a[i] for i in fed)})"
-    return emit
-
-
-def _prepare_delegated(n: Node) -> tuple[int, str] | None:
-    """The ONNX Runtime session, built once in make() from the node's one-node graph and its constants."""
-    from .delegate import one_node_graph, ort_threads
-
-    threads = ort_threads(n)
-    if not threads:
-        return None
-    graph, fed = one_node_graph(n)
-    first = next(i for i in range(len(n.inputs)) if i not in fed)  # a constant operand: PREPARE's anchor
-    text = repr(graph.format(max_inline=-1)).replace("{", "{{").replace("}", "}}")
-    consts = ", ".join(f"'c{i}': {{a[{i}]}}" for i in range(len(n.inputs)) if i not in fed)
-    return first, f"rt.OrtNode({text}, {{{{{consts}}}}}, threads={threads})"
-
-
-emits("lstm")(_delegated(lambda n, a, at: f"torch.lstm({a[0]}, ({a[1]}, {a[2]}), ({', '.join(a[3:7])}), True, 1, "
-                                          f"0.0, False, False, {at['batch_first']})"))
-emits("gru")(_delegated(lambda n, a, at: f"torch.gru({a[0]}, {a[1]}, ({', '.join(a[2:6])}), True, 1, 0.0, False, "
-                                         f"False, {at['batch_first']})" if at["linear_before_reset"] else
-                        f"rt.gru_reset_first({', '.join(a[:6])}, {at['batch_first']})"))
-emits("rnn")(_delegated(lambda n, a, at: f"torch.rnn_{at['nonlinearity']}({a[0]}, {a[1]}, ({', '.join(a[2:6])}), "
-                                         f"True, 1, 0.0, False, False, {at['batch_first']})"))
-for _op in ("lstm", "gru", "rnn"):
-    PREPARE[_op] = _prepare_delegated
+emits("lstm")(lambda n, a, at: f"torch.lstm({a[0]}, ({a[1]}, {a[2]}), ({', '.join(a[3:7])}), True, 1, 0.0, "
+                               f"False, False, {at['batch_first']})")
+emits("gru")(lambda n, a, at: f"torch.gru({a[0]}, {a[1]}, ({', '.join(a[2:6])}), True, 1, 0.0, False, False, "
+                              f"{at['batch_first']})" if at["linear_before_reset"] else
+             f"rt.gru_reset_first({', '.join(a[:6])}, {at['batch_first']})")
+emits("rnn")(lambda n, a, at: f"torch.rnn_{at['nonlinearity']}({a[0]}, {a[1]}, ({', '.join(a[2:6])}), True, 1, 0.0, "
+                              f"False, False, {at['batch_first']})")
 emits("quantize_linear")(lambda n, a, at: f"rt.quantize_linear({a[0]}, {a[1]}, {a[2]}, {at['axis']})")
 emits("dequantize_linear")(lambda n, a, at: f"rt.dequantize_linear({a[0]}, {a[1]}, {a[2]}, {at['axis']}"
                                             + (f", {at['block_size']})" if at["block_size"] else ")"))

@@ -550,12 +550,13 @@ def _batch_norm(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
 @converter("QuantizeLinear", "DequantizeLinear")
 def _qdq(cx: ConversionContext, n: Any, a: list[Any]) -> Any:
     op = "quantize_linear" if n.op_type == "QuantizeLinear" else "dequantize_linear"
-    if attrs_of(n).get("block_size", 0):
-        raise NotImplementedError("blocked quantization (block_size)")
+    block = attrs_of(n).get("block_size", 0)
+    if block and op == "quantize_linear":
+        raise NotImplementedError("blocked QuantizeLinear (block_size); blocked DequantizeLinear is supported")
     if len(a) < 3 or a[2] is None:
         zp_dt = DType.U8 if op == "quantize_linear" else cx.tensor(a[0]).type.dtype
         a = [a[0], a[1], cx.const(np.zeros(cx.tensor(a[1]).type.shape), zp_dt)]
-    return cx.op(op, a, axis=attrs_of(n).get("axis", 1))
+    return cx.op(op, a, axis=attrs_of(n).get("axis", 1), **({"block_size": block} if block else {}))
 
 
 @converter("GatherND")

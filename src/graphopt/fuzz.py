@@ -360,7 +360,10 @@ def _inputs(graph: Graph, seed: int) -> list[np.ndarray]:
     return out
 
 
-def _same(got: Sequence[Any], want: Sequence[np.ndarray], low_precision: bool = False) -> str | None:
+def _same(got: Sequence[Any], want: Sequence[np.ndarray], low_precision: bool = False,
+          slack: Sequence[np.ndarray] | None = None) -> str | None:
+    """Why `got` is not `want` (None: it is), within 1e-4 relative (1e-2 in half precision) plus, per element,
+    `slack`: how far the reference's own output moves when its inputs move by a rounding error."""
     if len(got) != len(want):
         return f"{len(got)} outputs, expected {len(want)}"
     for i, (g, w) in enumerate(zip(got, want)):
@@ -377,9 +380,47 @@ def _same(got: Sequence[Any], want: Sequence[np.ndarray], low_precision: bool = 
         finite = np.isfinite(wf) & np.isfinite(gf)
         with np.errstate(invalid="ignore"):
             err = np.abs(gf - wf)[finite]
-        if err.size and (err > tol * (1 + np.abs(wf[finite]))).any():
+        bound = tol * (1 + np.abs(wf[finite]))
+        if slack is not None:
+            bound = bound + _SLACK_FACTOR * np.nan_to_num(np.asarray(slack[i], np.float64), posinf=0.0)[finite]
+        if err.size and (err > bound).any():
             return f"output {i}: max abs error {err.max():.3g}"
     return None
+
+
+# A target may round differently from the reference inside the graph (ONNX Runtime's tanh, a fused kernel's
+# summation order): a few ulps per op. Where the graph amplifies that (tanh(x) / mean(tanh(x)) with the mean near
+# zero: a 1-ulp change of one tanh moves the output by 1e-3), the reference moves as much when every one of its
+# own results is moved by a couple of ulps — the standard model of floating-point rounding.
+_ROUNDING = 2.0**-22  # relative move of every float result (2 ulps of f32)
+_SLACK_FACTOR = 16.0  # how many such moves a target's different rounding may add, element by element
+
+
+def _sensitivity(graph: Graph, xs: list[np.ndarray], want: list[np.ndarray]) -> list[np.ndarray] | None:
+    """Per output element, the largest change of the reference's outputs when every float result in the graph is
+    moved by 2 ulps in random directions (twice): the graph's own conditioning at these inputs (None if the
+    reference cannot run that)."""
+    from graphopt.ir.interpreter import run
+
+    rng = np.random.default_rng(0)
+
+    def rounded(v: Value, a: np.ndarray) -> np.ndarray:
+        if not np.issubdtype(a.dtype, np.floating) or a.dtype == np.float16 or not a.size:
+            return a
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (a * (1 + _ROUNDING * rng.choice([-1.0, 1.0], a.shape))).astype(a.dtype)
+
+    moved: list[np.ndarray] = [np.zeros(np.shape(w)) for w in want]
+    for _ in range(2):
+        try:
+            outs = run(graph, xs, transform=rounded)
+        except GraphoptError:
+            return None
+        for k, (o, w) in enumerate(zip(outs, want)):
+            if np.issubdtype(np.asarray(w).dtype, np.floating):
+                with np.errstate(invalid="ignore", over="ignore"):
+                    moved[k] = np.fmax(moved[k], np.abs(np.asarray(o, np.float64) - np.asarray(w, np.float64)))
+    return moved
 
 
 def _run_one(graph: Graph, pipeline: str, target: str, xs: list[np.ndarray], want: list[np.ndarray]
@@ -416,6 +457,8 @@ def _run_one(graph: Graph, pipeline: str, target: str, xs: list[np.ndarray], wan
         return "ok", ""
     low = any(v.type.dtype in (DType.F16, DType.BF16) for n in graph for v in (*n.inputs, *n.outputs))
     problem = _same(out, want, low)
+    if problem:  # only then: is the graph ill-conditioned at these inputs, so that rounding alone explains it?
+        problem = _same(out, want, low, _sensitivity(graph, xs, want))
     return ("mismatch", problem) if problem else ("ok", "")
 
 
