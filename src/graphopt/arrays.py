@@ -18,7 +18,7 @@ def from_numpy(a: Any) -> Any:
     a = np.asarray(a)
     if not a.flags.writeable or not a.flags.c_contiguous:
         a = np.ascontiguousarray(a).copy()
-    if a.dtype.name == "bfloat16":
+    if a.dtype.kind == "V" and a.dtype.name == "bfloat16":  # ml_dtypes' types are kind V: skip the name lookup
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)
 
