@@ -497,16 +497,22 @@ def _rms_norm(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
 
 @emits("scaled_dot_product_attention")
 def _sdpa(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
-    shapes = [v.type.shape for v in n.inputs[:3]]
-    if len(n.inputs) == 3 and not at["causal"] and n.inputs[0].type.dtype == DType.F32 and all(
-            isinstance(d, int) for s in shapes for d in s):
+    shapes = [v.type.shape for v in n.inputs]
+    masked = len(n.inputs) == 4
+    if not at["causal"] and n.inputs[0].type.dtype == DType.F32 and all(
+            isinstance(d, int) for s in shapes for d in s) and (
+            not masked or n.inputs[3].type.dtype in (DType.F32, DType.BOOL)):
         from .kernels import attention_math_wins
 
-        # without a mask no row is fully masked, so the plain softmax is the op's exact semantics
-        if attention_math_wins(*(tuple(s) for s in shapes)):  # type: ignore[arg-type]
+        mask_dtype = (n.inputs[3].type.dtype if masked else DType.F32).torch
+        if attention_math_wins(*(tuple(s) for s in shapes[:3]), mask_shape=tuple(shapes[3]) if masked else None,
+                               mask_dtype=mask_dtype):  # type: ignore[arg-type]
             # the op's default scale is 1/sqrt(head size), as SDPA's; spelled out here (a None scale crashed the
             # generated code whenever the race picked this kernel)
             scale = at["scale"] if at["scale"] is not None else 1.0 / math.sqrt(int(shapes[0][-1]))
+            if masked:  # a fully masked row must give 0: attention_math checks the mask and defers to SDPA then
+                return f"rt.attention_math({a[0]}, {a[1]}, {a[2]}, {a[3]}, {scale!r})"
+            # without a mask no row is fully masked, so the plain softmax is the op's exact semantics
             return f"torch.softmax(({a[0]} @ {a[1]}.transpose(-2, -1)) * {scale!r}, -1) @ {a[2]}"
     mask = a[3] if len(a) > 3 else "None"
     return (f"F.scaled_dot_product_attention({a[0]}, {a[1]}, {a[2]}, {mask}, is_causal={at['causal']}, "

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins", "race",
+__all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins",
+           "attention_math", "race",
            "resize_by_matrix", "packed_from_ratios", "linear_chain_ms",
            "prepack_int8_linear", "int8_linear", "int8_kernel", "OneDNNInt8Linear", "dequantize_weight",
            "prepack_int8_conv", "int8_conv", "int8_conv_choice", "int8_conv_saturates", "conv_advice",
@@ -165,23 +166,50 @@ def conv_kernel(input_size: tuple[int, ...], weight_size: tuple[int, ...], pads:
 
 
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)
 def attention_math_wins(q_shape: tuple[int, ...], k_shape: tuple[int, ...], v_shape: tuple[int, ...],
-                        dtype: torch.dtype = torch.float32) -> bool:
-    """Whether softmax(Q·Kᵀ·s)·V as two batched GEMMs beats torch's fused CPU SDPA for these (unmasked) shapes here.
+                        dtype: torch.dtype = torch.float32, mask_shape: tuple[int, ...] | None = None,
+                        mask_dtype: torch.dtype = torch.float32) -> bool:
+    """Whether softmax(Q·Kᵀ·s [+ mask])·V as two batched GEMMs beats torch's fused CPU SDPA for these shapes here.
 
     torch's CPU flash-attention kernel tiles for long sequences; at short ones it can lose to bmm + softmax + bmm
     (what eager's fast path runs): on a 2-core AVX2 EPYC, 0.256 vs 0.275 ms at [4, 4, 64, 32], while the fused
-    kernel wins 1.44 vs 1.99 ms at [4, 4, 256, 16]."""
+    kernel wins 1.44 vs 1.99 ms at [4, 4, 256, 16]. With a padding mask the gap is wider: 0.29 vs 0.69 ms for 12
+    sentences of 16 tokens ([12, 12, 16, 32]), 0.60 vs 0.68 ms at [1, 12, 128, 32]."""
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(s, generator=gen).to(dtype) for s in (q_shape, k_shape, v_shape))
     scale = q_shape[-1] ** -0.5
-    fused = lambda: F.scaled_dot_product_attention(q, k, v, scale=scale)  # noqa: E731
-    math_ = lambda: torch.softmax((q @ k.transpose(-2, -1)) * scale, -1) @ v  # noqa: E731
+    mask = None
+    if mask_shape is not None:  # a quarter of the keys masked out, none of the rows entirely
+        keep = torch.ones(mask_shape, dtype=torch.bool)
+        keep[..., -(mask_shape[-1] // 4):] = mask_shape[-1] < 4
+        mask = keep if mask_dtype == torch.bool else torch.zeros(mask_shape, dtype=mask_dtype).masked_fill(
+            ~keep, torch.finfo(mask_dtype).min)
+    fused = lambda: F.scaled_dot_product_attention(q, k, v, mask, scale=scale)  # noqa: E731
+    math_ = lambda: _attention_math(q, k, v, mask, scale)  # noqa: E731
     if not torch.allclose(fused().float(), math_().float(), rtol=1e-2, atol=1e-3):
         return False
     with torch.inference_mode():
         t_fused, t_math = race(fused, math_)
     return t_math < 0.95 * t_fused
+
+
+def _attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                    scale: float) -> torch.Tensor:
+    s = (q @ k.transpose(-2, -1)) * scale
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
+    return torch.softmax(s, -1) @ v
+
+
+def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
+                   ) -> torch.Tensor:
+    """Masked attention as bmm + softmax + bmm, exactly the op: a row whose mask excludes every key gives 0 (as
+    SDPA does) where a plain softmax would give NaN — such calls go to SDPA (checked on the small mask tensor)."""
+    fully_masked = (~mask if mask.dtype == torch.bool else torch.isneginf(mask)).all(-1).any()
+    if bool(fully_masked):
+        return F.scaled_dot_product_attention(q, k, v, mask, scale=scale)
+    return _attention_math(q, k, v, mask, scale)
 
 
 @functools.lru_cache(maxsize=None)
