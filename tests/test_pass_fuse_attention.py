@@ -156,6 +156,25 @@ def test_cpu_masked_attention_kernel_choice_keeps_the_result_and_fully_masked_ro
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("math_wins", [False, True])
+def test_attention_over_run_time_shapes_is_raced_per_shape_and_keeps_the_result(monkeypatch: pytest.MonkeyPatch,
+                                                                               math_wins: bool) -> None:
+    from graphopt.backends.cpu import kernels
+
+    seen: list[tuple[int, ...]] = []
+    monkeypatch.setattr(kernels, "attention_math_wins", lambda q, *a, **k: seen.append(q) or math_wins)
+    g = parse("graph @a(%q: f32[b,2,s,4], %k: f32[b,2,s,4], %v: f32[b,2,s,4], %m: f32[b,1,1,s]) {\n"
+              "  %0: f32[b,2,s,4] = scaled_dot_product_attention(%q, %k, %v, %m)\n  return %0\n}")
+    exe = graphopt.backends.get_backend("cpu").compile(g)
+    assert "rt.attention_auto(" in exe.source
+    for b, s in ((3, 5), (1, 9)):
+        xs = [np.random.default_rng(i).standard_normal((b, 2, s, 4)).astype(np.float32) for i in range(3)]
+        mask = np.where(np.arange(s) < s - 1, 0.0, -1e9).astype(np.float32) * np.ones((b, 1, 1, 1), np.float32)
+        mask = mask.reshape(b, 1, 1, s)
+        np.testing.assert_allclose(exe(*xs, mask)[0], run(g, [*xs, mask])[0], rtol=1e-5, atol=1e-6)
+    assert seen == [(3, 2, 5, 4), (1, 2, 9, 4)]  # the choice is asked with each call's own shapes
+
+
 # The IR the pass leaves, spelled out: a change to what it emits (an extra transpose, a lost scale, a materialized
 # head repeat) shows up here as a diff of text, not only as a count of ops.
 _EXPECTED_IR = [

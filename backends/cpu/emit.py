@@ -499,9 +499,13 @@ def _rms_norm(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
 def _sdpa(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     shapes = [v.type.shape for v in n.inputs]
     masked = len(n.inputs) == 4
-    if not at["causal"] and n.inputs[0].type.dtype == DType.F32 and all(
-            isinstance(d, int) for s in shapes for d in s) and (
-            not masked or n.inputs[3].type.dtype in (DType.F32, DType.BOOL)):
+    eligible = not at["causal"] and n.inputs[0].type.dtype == DType.F32 and (
+        not masked or n.inputs[3].type.dtype in (DType.F32, DType.BOOL))
+    if eligible and isinstance(shapes[0][-1], int) and not all(isinstance(d, int) for s in shapes for d in s):
+        # sizes known only at run time (a dynamic batch or sequence): raced on the first call with each shape
+        scale = at["scale"] if at["scale"] is not None else 1.0 / math.sqrt(int(shapes[0][-1]))
+        return f"rt.attention_auto({a[0]}, {a[1]}, {a[2]}, {a[3] if masked else 'None'}, {scale!r})"
+    if eligible and all(isinstance(d, int) for s in shapes for d in s):
         from .kernels import attention_math_wins
 
         mask_dtype = (n.inputs[3].type.dtype if masked else DType.F32).torch

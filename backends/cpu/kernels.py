@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins",
-           "attention_math", "race",
+           "attention_math", "attention_auto", "race",
            "resize_by_matrix", "packed_from_ratios", "linear_chain_ms",
            "prepack_int8_linear", "int8_linear", "int8_kernel", "OneDNNInt8Linear", "dequantize_weight",
            "prepack_int8_conv", "int8_conv", "int8_conv_choice", "int8_conv_saturates", "conv_advice",
@@ -200,6 +200,17 @@ def _attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
     return torch.softmax(s, -1) @ v
+
+
+def attention_auto(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+                   ) -> torch.Tensor:
+    """Attention over shapes known only at run time: the race runs on the first call with each new shape (once per
+    process, as cuDNN's benchmark mode does) and its verdict is cached; every call after it costs a lookup."""
+    if attention_math_wins(tuple(q.shape), tuple(k.shape), tuple(v.shape), q.dtype,
+                           None if mask is None else tuple(mask.shape),
+                           torch.float32 if mask is None else mask.dtype):
+        return _attention_math(q, k, v, None, scale) if mask is None else attention_math(q, k, v, mask, scale)
+    return F.scaled_dot_product_attention(q, k, v, mask, scale=scale)
 
 
 def attention_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .delegate import OrtNode  # noqa: F401 - generated code calls it
-from .kernels import (OneDNNInt8Linear, attention_math, dequantize_weight, dequantize_weight_groups,  # noqa: F401 - generated code
+from .kernels import (OneDNNInt8Linear, attention_auto, attention_math, dequantize_weight, dequantize_weight_groups,  # noqa: F401 - generated code
                       int4_linear, int8_conv, int8_linear, pack_conv_weight, pack_linear_weight,  # calls these
                       prepack_int4_linear, prepack_int8_conv, prepack_int8_linear)
 
