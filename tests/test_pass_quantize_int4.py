@@ -151,11 +151,11 @@ def test_weight_only_kernel_choice_keeps_f32_from_the_first_row_count_it_loses()
 
     w = torch.randn(64, 32)
     base = lambda x: F.linear(x, w)  # noqa: E731
-    slow = lambda x: (time.sleep(0.002), base(x))[1]  # noqa: E731
+    slow = lambda x: (time.sleep(0.005), base(x))[1]  # noqa: E731
     rows, times = faster_until(slow, base, 32)
     assert rows is None and len(times) == 1 and times[0][0] == 1
-    slow_past_16 = lambda x: (time.sleep(0.002 if x.shape[0] > 16 else 0), base(x))[1]  # noqa: E731
-    padded = lambda x: (time.sleep(0.001), base(x))[1]  # noqa: E731
+    slow_past_16 = lambda x: (time.sleep(0.008 if x.shape[0] > 16 else 0), base(x))[1]  # noqa: E731
+    padded = lambda x: (time.sleep(0.003), base(x))[1]  # noqa: E731
     rows, times = faster_until(slow_past_16, padded, 32)
     assert rows == 16 and [r for r, _, _ in times] == [1, 16, 64]
 
