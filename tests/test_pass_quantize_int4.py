@@ -197,3 +197,30 @@ def test_each_layer_row_names_its_own_precision_embeddings_staying_int8_rows() -
     r = PassManager.parse("quantize{mode=int4-weight-only group-size=32 min-weights=0 min-embedding=0}").run(g)
     assert [(row["layer"], row["precision"]) for row in r.records[0].tables["layers"]] == [("1", "int4"),
                                                                                           ("0", "int8")]
+
+
+def test_int4_artifacts_store_two_codes_per_byte_and_load_back_exactly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import graphopt
+    from graphopt.artifact import _nibble_form, _unpacked
+
+    odd = np.random.default_rng(0).integers(-8, 8, (63, 67)).astype(np.int8)  # an odd number of codes
+    packed, names = _nibble_form({"q": odd, "wide": np.full(5000, 9, np.int8)})
+    assert names == ["q"] and packed["q/int4"].nbytes == (odd.size + 1) // 2 and "wide" in packed
+    back = _unpacked(dict(packed), {"int4": names, "shapes": {"q": [63, 67]}})
+    np.testing.assert_array_equal(back["q"], odd)
+
+    model = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512)).eval()
+    x = torch.randn(1, 512)
+    f32 = graphopt.compile(model, (x,))
+    q = graphopt.compile(model, (x,), quantize="int4-weight-only", kernel_choice="always")
+    assert {r["precision"] for r in q.layers} == {"int4"}
+    sizes = {}
+    for name, m in (("f32", f32), ("int4", q)):
+        folder = m.save(tmp_path / name)
+        sizes[name] = (folder / "weights.safetensors").stat().st_size
+    assert sizes["int4"] < 0.16 * sizes["f32"]  # 4 bits + a f32 scale per 128 weights + the f32 biases
+    loaded = graphopt.load_model(tmp_path / "int4")
+    for name, v in q.graph.constants.items():
+        np.testing.assert_array_equal(loaded.graph.constants[name].const, v.const)
+    with torch.inference_mode():
+        np.testing.assert_allclose(loaded(x).numpy(), q(x).numpy(), rtol=1e-6, atol=1e-6)

@@ -2,7 +2,8 @@
 
     model.gir            the optimized graph (constants printed as `external`)
     weights.safetensors  the constants by name (weights.npz where safetensors lacks the dtype); mostly-zero ones
-                         (unstructured pruning) as indices + values where that is smaller
+                         (unstructured pruning) as indices + values where that is smaller; int8 constants whose
+                         values fit 4 bits (int4 weight-only codes) two per byte
     manifest.json        format version, target, pipeline, input/output types, sha256 of every file
     forward.py           the generated cpu code, for people to read; never executed by `load`
 
@@ -72,6 +73,37 @@ def _sparse_form(consts: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], 
             out[keys[0]], out[keys[1]] = nz.astype(np.int32), np.ascontiguousarray(a.ravel()[nz])
             sparse.append(name)
     return out, sparse
+
+
+def _nibble_form(consts: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """int8 constants whose values all lie in -8..7 (the IR keeps int4 codes one per byte) stored two per byte:
+    low nibble first, as ONNX packs INT4. Lossless for any such array, whatever it means."""
+    out, packed = dict(consts), []
+    for name, a in consts.items():
+        key = f"{name}/int4"
+        if a.dtype != np.int8 or a.size < _SPARSE_MIN or key in consts or a.min() < -8 or a.max() > 7:
+            continue
+        u = (a.ravel().astype(np.int16) & 0xF).astype(np.uint8)
+        u = np.concatenate([u, np.zeros(u.size % 2, np.uint8)])
+        del out[name]
+        out[key] = u[0::2] | (u[1::2] << 4)
+        packed.append(name)
+    return out, packed
+
+
+def _unpacked(consts: dict[str, np.ndarray], manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    names, shapes = manifest.get("int4", []), manifest.get("shapes", {})
+    if not isinstance(names, list) or not all(isinstance(n, str) and isinstance(shapes.get(n), list) for n in names):
+        raise ModelLoadError("manifest key 'int4' must list constants whose shapes the manifest gives")
+    for name in names:
+        b = consts.pop(f"{name}/int4")
+        size = int(np.prod(shapes[name]))
+        if b.dtype != np.uint8 or b.ndim != 1 or b.size != (size + 1) // 2:
+            raise ModelLoadError(f"int4 constant {name!r}: {b.size} bytes do not hold its shape {shapes[name]}")
+        u = np.empty(2 * b.size, np.uint8)
+        u[0::2], u[1::2] = b & 0xF, b >> 4
+        consts[name] = ((u[:size].astype(np.int8) ^ 8) - 8).reshape(shapes[name])  # sign-extend the nibble
+    return consts
 
 
 def _dense_form(consts: dict[str, np.ndarray], manifest: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -152,6 +184,7 @@ def save(model: Any, path: Path, *, overwrite: bool = False) -> Path:
         g = model.graph
         (tmp / "model.gir").write_text(g.format(max_inline=-1) + "\n")
         consts, sparse = _sparse_form({name: v.const for name, v in g.constants.items()})
+        consts, nibbles = _nibble_form(consts)
         weights = _write_weights(tmp, consts)
         files = ["model.gir", weights]
         if model.source:
@@ -172,6 +205,7 @@ def save(model: Any, path: Path, *, overwrite: bool = False) -> Path:
             "shapes": {name: list(v.const.shape) for name, v in g.constants.items()},
             "symbol_bounds": g.metadata.get(SYMBOL_BOUNDS, {}),
             "sparse": sparse,
+            "int4": nibbles,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if path.exists():
@@ -204,7 +238,7 @@ def load(path: Path, *, target: str | None = None) -> Any:
                 raise ModelLoadError(f"{path}: manifest names {name!r}, which is not a file in the folder")
             if _sha256(file) != manifest["sha256"].get(name):
                 raise ModelLoadError(f"{file}: sha256 does not match the manifest (file changed or corrupt)")
-        consts = _dense_form(_read_weights(files[manifest["weights"]]), manifest)
+        consts = _unpacked(_dense_form(_read_weights(files[manifest["weights"]]), manifest), manifest)
         for name, shape in manifest.get("shapes", {}).items():
             if name in consts and consts[name].size == int(np.prod(shape)):
                 consts[name] = consts[name].reshape(shape)
