@@ -139,3 +139,18 @@ def test_a_region_grows_along_single_use_producers_and_consumers(monkeypatch: py
     want = get_backend("reference").compile(g)(*xs)
     for got, w in zip(exe(*xs), want):
         np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-5)
+
+
+def test_trainable_graphs_keep_torchs_recurrent_kernels_so_gradients_reach_the_weights(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Distillation and Taylor importance differentiate the generated code: ONNX Runtime has no backward, so a
+    delegated LSTM would train nothing (and rebuild its session on every step)."""
+    from graphopt.backends.cpu.trainable import TrainableGraph
+
+    monkeypatch.setattr(delegate, "_race", lambda *a: 1)  # ONNX Runtime would win every race
+    g, xs = _classifier(False)
+    assert "rt.OrtNode(" in get_backend("cpu").compile(g).source
+    m = TrainableGraph(g)
+    assert "rt.OrtNode(" not in m.source
+    m(torch.from_numpy(xs[0]))[0].sum().backward()
+    assert float(m.grad_of("wh").abs().sum()) > 0 and float(m.grad_of("table").abs().sum()) > 0

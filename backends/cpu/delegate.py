@@ -92,7 +92,9 @@ def regions(graph: Graph) -> dict[Node, Region]:
     """Every node of each region the cpu target runs on ONNX Runtime: grown from each delegable node along its
     single-use producers and consumers, kept where a race measures it clearly faster than torch (else the node
     alone is raced)."""
-    if _torch_only.get():
+    from .emit import DIFFERENTIABLE
+
+    if _torch_only.get() or DIFFERENTIABLE.get():  # training needs torch's kernels: ONNX Runtime has no backward
         return {}
     order = {id(n): k for k, n in enumerate(graph)}
     outputs = {id(v) for v in graph.outputs}
@@ -178,7 +180,10 @@ def ort_threads(node: Node) -> int:
     or 0 to keep torch's (measured once per signature and process; 0 also when delegation is off, an operand is
     missing, there are no constant weights, or ONNX Runtime cannot build the node). A small recurrent layer often
     runs fastest on one thread: its steps are sequential and each is too small to split."""
-    if _torch_only.get() or node.op.name not in DELEGABLE or any(v is None for v in node.inputs):
+    from .emit import DIFFERENTIABLE
+
+    if _torch_only.get() or DIFFERENTIABLE.get() or node.op.name not in DELEGABLE or any(
+            v is None for v in node.inputs):
         return 0
     region = _measured([node])
     return region.threads if region is not None else 0

@@ -503,16 +503,20 @@ def _f32_linear(w: torch.Tensor, b: torch.Tensor, in_features: int, out_features
 
 
 def _choice(name: str, low: Callable[[torch.Tensor], object], f32: Callable[[torch.Tensor], object],
-            in_features: int) -> tuple[int | None, str]:
-    """(rows from which `low` wins, why) with the timings in the reason."""
+            in_features: int, *, until: bool = False) -> tuple[int | None, str]:
+    """(rows from which `low` wins — or, `until`, up to which it wins — why) with the timings in the reason."""
     try:
-        rows_from, times = faster_from(low, f32, in_features)
+        rows, times = (faster_until if until else faster_from)(low, f32, in_features)
     except RuntimeError as e:  # no such kernel on this build or CPU
-        return None, f"{name} unavailable here ({str(e).splitlines()[0][:80]})"
+        return None, _unavailable(name, e)
     detail = "; ".join(f"{r} rows: {lo:.3f} vs {hi:.3f} ms" for r, lo, hi in times)
-    if rows_from is None:
+    if rows is None:
         return None, f"{name} not faster than f32 here ({detail})"
-    return rows_from, f"{name} from {rows_from} rows ({detail})"
+    return rows, f"{name} {'up to' if until else 'from'} {rows} rows ({detail})"
+
+
+def _unavailable(name: str, e: Exception) -> str:
+    return f"{name} unavailable here ({str(e).splitlines()[0][:80]})"
 
 
 def faster_from(candidate: Callable[[torch.Tensor], object], baseline: Callable[[torch.Tensor], object],
@@ -579,15 +583,10 @@ def int4_linear_choice(in_features: int, out_features: int, group_size: int) -> 
     name = f"int4 weight-only (group {group_size}, _weight_int4pack_mm_for_cpu)"
     try:
         packed = prepack_int4_linear(codes, scale, group_size)
-        rows_until, times = faster_until(lambda x: int4_linear(x, packed) + b,
-                                         _f32_linear(dequantize_weight_groups(codes, scale), b, in_features,
-                                                     out_features), in_features)
     except RuntimeError as e:  # no such kernel on this build or CPU
-        return None, f"{name} unavailable here ({str(e).splitlines()[0][:80]})"
-    detail = "; ".join(f"{r} rows: {lo:.3f} vs {hi:.3f} ms" for r, lo, hi in times)
-    if rows_until is None:
-        return None, f"{name} not faster than f32 here ({detail})"
-    return rows_until, f"{name} up to {rows_until} rows ({detail})"
+        return None, _unavailable(name, e)
+    f32 = _f32_linear(dequantize_weight_groups(codes, scale), b, in_features, out_features)
+    return _choice(name, lambda x: int4_linear(x, packed) + b, f32, in_features, until=True)
 
 
 @functools.lru_cache(maxsize=None)
