@@ -343,8 +343,8 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
                               calibration=calibration if calibration is not None else [example_arrays])
         call_args = list(args) + [kwargs[v.name] for v in cm.graph.inputs[len(args):] if v.name in kwargs]
         kept = sum(r["precision"] == "fp32" for r in cm.layers)
-        kind = precision_name(precision) if precision else ""
-        note = f"{len(cm.layers) - kept} {kind} / {kept} f32 layers" if precision else ""
+        low = precision_name(precision) if precision else ""  # `kind` stays the variant's: "graphopt"
+        note = f"{len(cm.layers) - kept} {low} / {kept} f32 layers" if precision else ""
         return Variant(label, kind, lambda: cm(*call_args), time.perf_counter() - t0,
                        sum(c.const.nbytes for c in cm.graph.constants.values()), note)
 
