@@ -25,8 +25,7 @@ import numpy as np
 
 from graphopt.ir import Graph, Node, Value, parse
 
-__all__ = ["DELEGABLE", "OrtNode", "Region", "regions", "region_graph", "one_node_graph", "ort_threads",
-           "torch_only"]
+__all__ = ["DELEGABLE", "OrtNode", "Region", "regions", "region_graph", "torch_only"]
 
 DELEGABLE = frozenset({"lstm", "gru", "rnn"})
 _MARGIN = 0.9  # ONNX Runtime must take at most this fraction of torch's time: noise must not flip the choice
@@ -80,12 +79,6 @@ def region_graph(nodes: Sequence[Node]) -> tuple[Graph, list[Value], list[tuple[
         mapped.update({id(o): n for o, n in zip(node.outputs, new.outputs)})
     g.set_outputs([mapped[id(o)] for o in nodes[-1].outputs])
     return g, fed, consts
-
-
-def one_node_graph(node: Node) -> tuple[Graph, list[int]]:
-    """`node` alone in a graph (see region_graph), and the positions of its operands that are graph inputs."""
-    g, fed, _ = region_graph([node])
-    return g, [i for i, v in enumerate(node.inputs) if v.const is None]
 
 
 def regions(graph: Graph) -> dict[Node, Region]:
@@ -173,20 +166,6 @@ class OrtNode:
     def __call__(self, *xs: Any) -> tuple[Any, ...]:
         outs = self._session.run(self._outputs, {n: x.numpy() for n, x in zip(self._inputs, xs)})
         return tuple(self._torch.from_numpy(o) for o in outs)
-
-
-def ort_threads(node: Node) -> int:
-    """How many threads ONNX Runtime's kernel runs `node` alone with where it is clearly faster than torch's here,
-    or 0 to keep torch's (measured once per signature and process; 0 also when delegation is off, an operand is
-    missing, there are no constant weights, or ONNX Runtime cannot build the node). A small recurrent layer often
-    runs fastest on one thread: its steps are sequential and each is too small to split."""
-    from .emit import DIFFERENTIABLE
-
-    if _torch_only.get() or DIFFERENTIABLE.get() or node.op.name not in DELEGABLE or any(
-            v is None for v in node.inputs):
-        return 0
-    region = _measured([node])
-    return region.threads if region is not None else 0
 
 
 @functools.lru_cache(maxsize=None)

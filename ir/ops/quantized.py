@@ -20,7 +20,7 @@ import numpy as np
 
 from ..dtypes import DType
 from ..types import TensorType
-from .nn import ACTIVATIONS, _activate, _linear_flow
+from .nn import ACTIVATIONS, _activate, _blocked, _linear_flow
 from .registry import Attr, ShapeError, register_op
 from .traits import AxisRef, I, O, Tie, Trait, tie
 
@@ -118,7 +118,7 @@ def _quantized_linear(x: np.ndarray, weight: np.ndarray, weight_scale: np.ndarra
     `group_size` > 0 (weight-only): one scale per output channel and group of `group_size` input features, the
     int4 layout (codes in -8..7 held in int8), weight_scale f32[out, in / group_size]."""
     if group_size:
-        scale = np.repeat(weight_scale.astype(np.float32), group_size, axis=1)
+        scale = _blocked(weight_scale.astype(np.float32), weight, 1, group_size)
         y = np.matmul(x.astype(np.float32), (weight.astype(np.float32) * scale).T)
     elif act_quant == "none":
         s = weight_scale.astype(np.float32).reshape(-1)
