@@ -4,9 +4,9 @@
 
 with W_q = round(W / s_w) in int8, symmetric, one scale per output channel (or one per tensor). `int8-weight-only`
 leaves x alone; `int4-weight-only` stores 4-bit codes with a scale per output channel and group of input features
-(`dequantize_linear{axis=1 block_size=G}`, ONNX's blocked form). The result is still a float graph — a reference run of it is the fake-quant model, and ONNX
-exports it as QDQ — until `lower-quantized` turns each pattern into a `quantized_linear` that runs integer
-arithmetic. The per-layer table gives the weight error the seed material asks for, E = Σ(w − q)², with its
+(`dequantize_linear{axis=1 block_size=G}`, ONNX's blocked form). The result is still a float graph — a reference
+run of it is the fake-quant model, and ONNX exports it as QDQ — until `lower-quantized` turns each pattern into a
+`quantized_linear` that runs integer arithmetic. The per-layer table gives the weight error the seed material asks for, E = Σ(w − q)², with its
 relative form, SQNR and the weight's sparsity.
 
 With `smooth=α > 0` (SmoothQuant, Xiao et al. 2023) the activation outliers that ruin per-tensor int8 move into

@@ -148,8 +148,8 @@ def _measured(nodes: Sequence[Node]) -> Region | None:
 
 
 class OrtNode:
-    """One node run by ONNX Runtime: built from its one-node graph's text and constants (what the generated code
-    holds), called with torch tensors, returning torch tensors."""
+    """A region run by ONNX Runtime: built from its graph's text and constants (what the generated code holds),
+    called with torch tensors, returning torch tensors."""
 
     def __init__(self, text: str, constants: dict[str, Any], threads: int | None = None) -> None:
         import torch

@@ -499,21 +499,20 @@ def _rms_norm(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
 def _sdpa(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     shapes = [v.type.shape for v in n.inputs]
     masked = len(n.inputs) == 4
-    eligible = not at["causal"] and n.inputs[0].type.dtype == DType.F32 and (
+    eligible = not at["causal"] and n.inputs[0].type.dtype == DType.F32 and isinstance(shapes[0][-1], int) and (
         not masked or n.inputs[3].type.dtype in (DType.F32, DType.BOOL))
-    if eligible and isinstance(shapes[0][-1], int) and not all(isinstance(d, int) for s in shapes for d in s):
-        # sizes known only at run time (a dynamic batch or sequence): raced on the first call with each shape
+    if eligible:
+        # the op's default scale is 1/sqrt(head size), as SDPA's; spelled out here (a None scale crashed the
+        # generated code whenever the race picked the math kernel)
         scale = at["scale"] if at["scale"] is not None else 1.0 / math.sqrt(int(shapes[0][-1]))
-        return f"rt.attention_auto({a[0]}, {a[1]}, {a[2]}, {a[3] if masked else 'None'}, {scale!r})"
-    if eligible and all(isinstance(d, int) for s in shapes for d in s):
+        if not all(isinstance(d, int) for s in shapes for d in s):
+            # sizes known only at run time (a dynamic batch or sequence): raced on the first call with each shape
+            return f"rt.attention_auto({a[0]}, {a[1]}, {a[2]}, {a[3] if masked else 'None'}, {scale!r})"
         from .kernels import attention_math_wins
 
         mask_dtype = (n.inputs[3].type.dtype if masked else DType.F32).torch
         if attention_math_wins(*(tuple(s) for s in shapes[:3]), mask_shape=tuple(shapes[3]) if masked else None,
                                mask_dtype=mask_dtype):  # type: ignore[arg-type]
-            # the op's default scale is 1/sqrt(head size), as SDPA's; spelled out here (a None scale crashed the
-            # generated code whenever the race picked this kernel)
-            scale = at["scale"] if at["scale"] is not None else 1.0 / math.sqrt(int(shapes[0][-1]))
             if masked:  # a fully masked row must give 0: attention_math checks the mask and defers to SDPA then
                 return f"rt.attention_math({a[0]}, {a[1]}, {a[2]}, {a[3]}, {scale!r})"
             # without a mask no row is fully masked, so the plain softmax is the op's exact semantics

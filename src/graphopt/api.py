@@ -121,9 +121,9 @@ def compile(  # noqa: A001 - the public name users expect, as torch.compile
     """Import `model`, run `pipeline` over it, and compile it for `target` (cpu, onnxruntime, reference).
 
     `quantize` ("int8-dynamic", "int8-static", "int8-weight-only", "int4-weight-only", "bf16") then quantizes the
-    layers the target runs faster in that precision, keeping in f32 the most sensitive ones until the outputs' cosine against f32 on the `calibration` inputs (an
-    iterable of samples, or a CalibrationTable from `graphopt.calibrate`; default: the example inputs) is at
-    least `budget` (None or 0: no search). `smooth` is SmoothQuant's migration strength (0: off).
+    layers the target runs faster in that precision, keeping in f32 the most sensitive ones until the outputs'
+    cosine against f32 on the `calibration` inputs (an iterable of samples, or a CalibrationTable from
+    `graphopt.calibrate`; default: the example inputs) is at least `budget` (None or 0: no search). `smooth` is SmoothQuant's migration strength (0: off).
     `kernel_choice="always"` quantizes every eligible layer even where the target measures it slower (accuracy
     studies; the cpu target then runs such layers' int8 semantics in f32 ops); the default "measure" keeps them f32.
     Pruning passes in `pipeline` that rank by taylor or activation importance read `calibration` too.
