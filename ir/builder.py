@@ -24,6 +24,7 @@ import numpy as np
 from .dtypes import DType
 from .graph import Graph
 from .node import Node
+from .types import TensorType
 from .value import Value
 
 __all__ = ["Builder"]
@@ -36,10 +37,15 @@ class Builder:
         self.graph = graph
         self.created: list[Node] = []
 
-    def op(self, op: str, inputs: Sequence[Value], **attrs: Any) -> Any:
+    def op(self, op: str, inputs: Sequence[Value], *, known_type: TensorType | None = None, **attrs: Any) -> Any:
         """Add a node applying `op`; its output value (a tuple of them for multi-output ops). Types are inferred,
-        attributes checked against the op's schema (a misspelled one names the closest)."""
-        node = self.graph.add_node(op, list(inputs), attrs)
+        attributes checked against the op's schema (a misspelled one names the closest).
+
+        `known_type` skips inference for a one-output op whose result type the caller already holds — a rewrite
+        rebuilding a value of the same type; inference is most of a node's cost, and a rule that fires at
+        every layer pays it per layer. A wrong one is caught by `Graph.verify`, not here."""
+        types = None if known_type is None else [known_type]
+        node = self.graph.add_node(op, list(inputs), attrs, types=types)
         self.created.append(node)
         return node.outputs[0] if len(node.outputs) == 1 else node.outputs
 

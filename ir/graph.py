@@ -141,8 +141,9 @@ class Graph:
             raise VerificationError(f"value name %{value.name} is already used in graph @{self.name}", rule="ssa")
         self._values[value.name] = value
         value.graph = self
-        if _NUMERIC.match(value.name):
-            self._next_id = max(self._next_id, int(value.name) + 1)
+        name = value.name
+        if name.isdigit() and name.isascii():  # what _NUMERIC matches, without the regex call per value
+            self._next_id = max(self._next_id, int(name) + 1)
         return value
 
     def value(self, name: str) -> Value:

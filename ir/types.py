@@ -62,10 +62,27 @@ class TensorType:
         if not isinstance(self.dtype, DType):
             raise TypeError(f"dtype must be a DType, got {self.dtype!r}")
         shape = self.shape
-        # the fast path: a tuple of non-negative ints and known canonical symbols (what type inference makes)
-        if type(shape) is not tuple or not all(type(d) is int and d >= 0 or type(d) is str and d in _CANONICAL
-                                               for d in shape):
-            object.__setattr__(self, "shape", tuple(_check_dim(d) for d in shape))
+        # the fast path: a tuple of non-negative ints and known canonical symbols (what type inference makes);
+        # a plain loop, as a generator under all() cost more than the rest of building the type
+        if type(shape) is tuple:
+            for d in shape:
+                if type(d) is int:
+                    if d < 0:
+                        break
+                elif type(d) is not str or d not in _CANONICAL:
+                    break
+            else:
+                return
+        object.__setattr__(self, "shape", tuple(_check_dim(d) for d in shape))
+
+    def __eq__(self, other: object) -> bool:
+        # what the generated __eq__ computes, without building two tuples per comparison (rewrite checks compare
+        # types at every candidate)
+        if self is other:
+            return True
+        if other.__class__ is not TensorType:
+            return NotImplemented
+        return self.dtype is other.dtype and self.shape == other.shape  # type: ignore[attr-defined]
 
     @property
     def rank(self) -> int:

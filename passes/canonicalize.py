@@ -31,8 +31,13 @@ def _compose_transposes(rw: Rewriter, m: Match) -> object:
     return rw.op("transpose", [m.x], perm=perm)
 
 
+_IDENTITY_PERMS = [tuple(range(n)) for n in range(9)]
+
+
 def _identity_perm(m: Match) -> bool | str:
-    return m.p == tuple(range(len(m.p))) or "not the identity permutation"
+    p = m.p
+    identity = _IDENTITY_PERMS[len(p)] if len(p) < len(_IDENTITY_PERMS) else tuple(range(len(p)))
+    return p == identity or "not the identity permutation"
 
 
 def _reshape_of_reshape(rw: Rewriter, m: Match) -> object:

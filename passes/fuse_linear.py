@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from graphopt.ir import Dim, Graph, Node, OpRef, Value
+from graphopt.ir import Dim, Graph, Node, OpRef, TensorType, Value
 from graphopt.ir.symbolic import canon, dim_mul
 
 from .context import PassContext
@@ -112,10 +112,10 @@ def _unflatten_into(mm: Node) -> tuple[Value, tuple[Dim, ...]] | None:
 
 
 def _plain_weight_ok(m: Match) -> bool | str:
-    verdict = _weight_ok(m)
-    if verdict is True and m.w.type.rank == 2 and _unflatten_into(m.root) is not None:
+    # the structural test first: every matmul of an exported nn.Linear is matmul-unflatten's, and it is cheaper
+    if m.w.type.rank == 2 and _unflatten_into(m.root) is not None:
         return "a reshape splits its rows again: matmul-unflatten's case"
-    return verdict
+    return _weight_ok(m)
 
 
 def _matmul_unflatten_ok(m: Match) -> bool | str:
@@ -129,10 +129,14 @@ def _matmul_unflatten_ok(m: Match) -> bool | str:
 
 def _matmul_unflattened(rw: Rewriter, m: Match) -> object:
     x, lead = m.attrs["unflatten"]  # found by _matmul_unflatten_ok
-    n_in = m.w.type.shape[0]
+    n_in, n_out = m.w.type.shape
     x = x if tuple(x.type.shape) == (*lead, n_in) else rw.op("reshape", [x], shape=[*lead, n_in])
-    y = rw.op("linear", [x, rw.derived(m.w, "linear-weight", lambda: m.w.const.T)])
-    return y if m.root.outputs[0].type.rank == len(lead) + 1 else rw.op("reshape", [y], **m.root.attrs)
+    # Both types are known: the linear's is [*lead, out] in the matmul's dtype, and a reshape to the root's
+    # shape attribute gives the root's type (it replaces the root, which _try_rule checks).
+    out = m.root.outputs[0].type
+    y = rw.op("linear", [x, rw.derived(m.w, "linear-weight", lambda: m.w.const.T)],
+              known_type=out if out.rank == len(lead) + 1 else TensorType(out.dtype, (*lead, n_out)))
+    return y if out.rank == len(lead) + 1 else rw.op("reshape", [y], known_type=out, **m.root.attrs)
 
 
 def _unflatten_ok(m: Match) -> bool | str:

@@ -16,6 +16,7 @@ r"""Declarative patterns over op trees. A failed match says why, naming the node
 from __future__ import annotations
 
 import itertools
+from functools import partial
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,13 +37,25 @@ def scalar_of(value: Value) -> float | None:
 
 
 class MatchFailure(Exception):
-    """Why a pattern did not match: `reason`, and the node where it failed (if any)."""
+    """Why a pattern did not match: `reason`, and the node where it failed (if any).
 
-    def __init__(self, reason: str, node: Node | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    The reason may be given as a function that spells it: nearly every failure is dropped unread (the next
+    candidate is tried), and formatting names and attributes for each cost more than the match itself."""
+
+    def __init__(self, reason: str | Callable[[], str], node: Node | None = None) -> None:
+        super().__init__()
+        self._reason = reason
         self.node = node
         self.progress = 0  # op nodes matched before the failure: 1 means only the root's op matched
+
+    @property
+    def reason(self) -> str:
+        if callable(self._reason):
+            self._reason = self._reason()
+        return self._reason
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 @dataclass
@@ -68,6 +81,9 @@ class Match:
         raise AttributeError(f"pattern bound no value or attribute named {name!r}")
 
 
+_MATCH_FIELDS = frozenset(dir(Match)) | {"root", "values", "attrs", "nodes", "reached"}
+
+
 class Pattern:
     """Base of all patterns."""
 
@@ -83,7 +99,7 @@ class Pattern:
     def match(self, value: Value) -> Match:
         """Match rooted at `value`'s producer; raises MatchFailure with the reason."""
         if value.producer is None:
-            raise MatchFailure(f"%{value.name} is not produced by a node")
+            raise MatchFailure(lambda: f"%{value.name} is not produced by a node")
         m = Match(value.producer)
         try:
             self._match(value, m)
@@ -97,8 +113,12 @@ class Pattern:
             return
         bound = m.values.get(self.name)
         if bound is not None and bound is not value:
-            raise MatchFailure(f"{self.name} is bound to %{bound.name} but here it is %{value.name}", value.producer)
+            raise MatchFailure(lambda: f"{self.name} is bound to %{bound.name} but here it is %{value.name}", value.producer)
         m.values[self.name] = value
+        if self.name not in _MATCH_FIELDS:
+            # also a plain attribute: `m.x` then skips __getattr__, which Python reaches only after a failed
+            # lookup has raised and caught an AttributeError (a rule's check reads several bindings)
+            m.__dict__[self.name] = value
 
 
 @dataclass(eq=False)
@@ -112,7 +132,7 @@ class Var(Pattern):
         if self.check is not None:
             ok = self.check(value)
             if ok is not True and ok is not None:
-                raise MatchFailure(ok if isinstance(ok, str) else f"%{value.name} fails the check on {self.name}",
+                raise MatchFailure(ok if isinstance(ok, str) else lambda: f"%{value.name} fails the check on {self.name}",
                                    value.producer)
         self._bind(value, m)
 
@@ -127,14 +147,15 @@ class Const(Pattern):
     def _match(self, value: Value, m: Match) -> None:
         if value.const is None:
             what = f"produced by {value.producer.op.name}" if value.producer else "a graph input"
-            raise MatchFailure(f"expected a constant, got %{value.name} ({what})", value.producer)
+            raise MatchFailure(lambda: f"expected a constant, got %{value.name} ({what})", value.producer)
         if self.value is not None:
             data = value.const
-            # a scalar (the common case: x * 1.0) is compared in Python; numpy's reduction costs 5 µs a call
-            same = (data.reshape(-1)[0] == self.value) if data.size == 1 else (
-                data.size > 0 and bool(np.all(data == self.value)))
+            # a scalar (the common case: x * 1.0) is compared in Python, and an array whose first element
+            # differs (a mask, an embedding table) is rejected on it; numpy's reduction costs 5 µs a call
+            flat = data.reshape(-1)
+            same = data.size > 0 and flat[0] == self.value and (data.size == 1 or bool((flat == self.value).all()))
             if not same:
-                raise MatchFailure(f"@{value.name} is not all {self.value}")
+                raise MatchFailure(lambda: f"@{value.name} is not all {self.value}")
         self._bind(value, m)
 
 
@@ -166,27 +187,31 @@ class Pat(Pattern):
     def _match(self, value: Value, m: Match) -> None:
         node = value.producer
         if node is None:
-            raise MatchFailure(f"expected {self.op.name}, got %{value.name} (a graph input or constant)")
+            raise MatchFailure(lambda: f"expected {self.op.name}, got %{value.name} (a graph input or constant)")
         if node.op is not self.op:
-            raise MatchFailure(f"expected {self.op.name}, got {node.op.name} at %{value.name}", node)
+            raise MatchFailure(lambda: f"expected {self.op.name}, got {node.op.name} at %{value.name}", node)
         if len(node.inputs) != len(self.inputs):
-            raise MatchFailure(f"{node.op.name} at %{value.name} has {len(node.inputs)} inputs, the pattern "
+            raise MatchFailure(lambda: f"{node.op.name} at %{value.name} has {len(node.inputs)} inputs, the pattern "
                                f"{len(self.inputs)}", node)
         m.reached += 1
         if self.single_use and m.nodes and (value.num_uses > 1 or value.is_graph_output):
-            raise MatchFailure(f"%{value.name} ({node.op.name}) has other users; fusing would duplicate it", node)
+            raise MatchFailure(lambda: f"%{value.name} ({node.op.name}) has other users; fusing would duplicate it", node)
         for key, want in self.attrs.items():
             have = node.attrs[key]
             if isinstance(want, AttrVar):
                 if want.name in m.attrs and m.attrs[want.name] != have:
-                    raise MatchFailure(f"attribute {key}={have!r} differs from {want.name}={m.attrs[want.name]!r}",
-                                       node)
+                    raise MatchFailure(partial("attribute {}={!r} differs from {}={!r}".format, key, have,
+                                               want.name, m.attrs[want.name]), node)
                 m.attrs[want.name] = have
+                if want.name not in _MATCH_FIELDS:
+                    m.__dict__[want.name] = have  # a plain attribute, as _bind does for values
             elif callable(want):
                 if not want(have):
-                    raise MatchFailure(f"attribute {key}={have!r} of {node.op.name} fails the pattern's check", node)
+                    raise MatchFailure(partial("attribute {}={!r} of {} fails the pattern's check".format, key,
+                                               have, node.op.name), node)
             elif have != want:
-                raise MatchFailure(f"attribute {key} of {node.op.name} is {have!r}, the pattern wants {want!r}", node)
+                raise MatchFailure(partial("attribute {} of {} is {!r}, the pattern wants {!r}".format, key,
+                                           node.op.name, have, want), node)
         m.nodes.append(node)
         for sub, v in zip(self.inputs, node.inputs):
             sub._match(v, m)

@@ -126,9 +126,9 @@ def erase_if_dead(graph: Graph, node: Node) -> int:
     stack = [node]
     while stack:
         n = stack.pop()
-        if n.is_erased or n.graph is not graph or not n.op.pure:
+        if n.graph is not graph or not n.op.pure:  # an erased node has no graph
             continue
-        if not all(o.is_dead for o in n.outputs):
+        if not all(not o._uses and o._output_refs == 0 for o in n.outputs):  # Value.is_dead, inlined: hot
             continue
         producers = [v.producer for v in n.inputs if v.producer is not None]
         graph.remove_node(n)
