@@ -121,6 +121,8 @@ def _project(axes: tuple[Axis, ...], flat: set[int]) -> list[frozenset[int]]:
 def _step(link: _Link, removed: Mapping[Axis, frozenset[int]]) -> dict[Axis, frozenset[int]]:
     """What one tie implies for its axes, given the removals so far."""
     t = link.tie
+    if t.blocks:
+        return _step_blocks(link, removed)
     if len(link.a) == 1 and len(link.b) == 1:
         (a,), (b,) = link.a, link.b
         size_b = _size(b)
@@ -139,6 +141,22 @@ def _step(link: _Link, removed: Mapping[Axis, frozenset[int]]) -> dict[Axis, fro
             raise Conflict(f"the removal does not split evenly over ({names}) at {link.node.describe()}")
         out.update({ax: frozenset(range(_size(ax))) - k for ax, k in zip(side, proj)})
     return out
+
+
+def _step_blocks(link: _Link, removed: Mapping[Axis, frozenset[int]]) -> dict[Axis, frozenset[int]]:
+    """A tie by blocks (a grouped convolution's channels): the blocks removed on either side, whole, on both."""
+    (a,), (b,) = link.a, link.b
+    g = link.tie.blocks
+    whole: set[int] = set()
+    for ax in (a, b):
+        ix, size = removed.get(ax, frozenset()), _size(ax) // g
+        for blk in {i // size for i in ix}:
+            if not all(blk * size + j in ix for j in range(size)):
+                raise Conflict(f"it removes part of group {blk} of {link.node.describe()}, whose {g} groups of "
+                               f"channels go only as a whole")
+            whole.add(blk)
+    return {ax: frozenset(blk * (_size(ax) // g) + j for blk in whole for j in range(_size(ax) // g))
+            for ax in (a, b)}
 
 
 def propagate(flow: _Flow, seed: Mapping[Axis, Iterable[int]]) -> Removal:
@@ -219,6 +237,7 @@ class DependencyGroup:
     scope: str
     lossy: bool
     _flow: _Flow = field(repr=False)
+    block: int = 1  # indices of `root` per unit: a grouped convolution's channels per group, else 1
     _cache: dict[int, Removal] = field(default_factory=dict, repr=False)
     _shift: dict[Axis, int] | None = field(default=None, repr=False)
     _regular: bool = field(default=False, repr=False)
@@ -228,14 +247,18 @@ class DependencyGroup:
         if unit not in self._cache:
             shift = self._shifts()
             self._cache[unit] = ({ax: frozenset({unit + off}) for ax, off in shift.items()} if shift is not None
-                                 else propagate(self._flow, {self.root: {unit}}))
+                                 else propagate(self._flow, {self.root: self._indices([unit])}))
         return self._cache[unit]
+
+    def _indices(self, units: Iterable[int]) -> set[int]:
+        """The root's indices that `units` cover."""
+        return {u * self.block + j for u in units for j in range(self.block)}
 
     def _shifts(self) -> dict[Axis, int] | None:
         """Per axis, unit u's index minus u — when every unit removes one index per axis at a fixed offset (an FFN,
         a conv's channels: most groups), which units 0, 1 and the last show; None otherwise (heads: a block)."""
         if self._shift is None:
-            probes = [propagate(self._flow, {self.root: {u}}) for u in sorted({0, 1, self.units - 1})]
+            probes = [propagate(self._flow, {self.root: self._indices([u])}) for u in sorted({0, 1, self.units - 1})]
             first = probes[0]
             regular = all(len(ix) == 1 for ix in first.values())
             shift = {ax: next(iter(ix)) for ax, ix in first.items()} if regular else {}
@@ -250,7 +273,7 @@ class DependencyGroup:
         units = sorted(set(units))
         if not units:
             return {}
-        removal = propagate(self._flow, {self.root: set(units)})
+        removal = propagate(self._flow, {self.root: self._indices(units)})
         _check(self._flow, removal)
         _check_resize(removal)
         return removal
@@ -278,11 +301,16 @@ class Refusal:
     reason: str
 
 
-def _roots(graph: Graph, flow: _Flow) -> list[tuple[Axis, str]]:
-    """Candidate roots, finest first: each weight's first two axes, then each axis a reshape splits or merges."""
-    roots: list[tuple[Axis, str]] = []
+def _roots(graph: Graph, flow: _Flow) -> list[tuple[Axis, str, int]]:
+    """Candidate roots (axis, scope, indices per unit), finest first: each weight's first two axes (a grouped
+    convolution's output channels by whole groups), then each axis a reshape splits or merges."""
+    roots: list[tuple[Axis, str, int]] = []
     seen: set[Axis] = set()
     for node in graph:
+        w = node.inputs[1] if node.op.name == "conv" and len(node.inputs) > 1 else None
+        if w is not None and w.is_constant and node.attrs["groups"] > 1 and w.type is not None:
+            seen.add((w, 0))
+            roots.append(((w, 0), "channels", int(w.type.shape[0]) // node.attrs["groups"]))
         for v in node.inputs:
             if v.is_constant and v.type is not None and v.type.rank >= 2 and v.type.dtype.is_float:
                 # a GEMM's weight: its neurons (a conv's channels); an embedding table's width is a stream
@@ -290,14 +318,14 @@ def _roots(graph: Graph, flow: _Flow) -> list[tuple[Axis, str]]:
                 for axis in (0, 1):  # [out, in] of a linear or conv; [in, out] of a matmul's right operand
                     if (v, axis) not in seen:
                         seen.add((v, axis))
-                        roots.append(((v, axis), scope))
+                        roots.append(((v, axis), scope, 1))
     for node in graph:
         for t in flow.ties.get(node) or ():
             for side in (t.a, t.b):
                 if len(side) > 1:
                     axes = [_resolve(node, r) for r in side]
-                    roots.append((axes[0], "heads"))
-                    roots += [(ax, "head-dim") for ax in axes[1:]]
+                    roots.append((axes[0], "heads", 1))
+                    roots += [(ax, "head-dim", 1) for ax in axes[1:]]
     return roots
 
 
@@ -320,15 +348,15 @@ def find_groups(graph: Graph) -> tuple[list[DependencyGroup], list[Refusal]]:
     groups: list[DependencyGroup] = []
     refused: list[Refusal] = []
     seen: set[frozenset[Axis]] = set()
-    for root, scope in _roots(graph, flow):
+    for root, scope, block in _roots(graph, flow):
         value, axis = root
         label = f"%{value.name}[{axis}]"
         try:
-            size = _size(root)
+            size = _size(root) // block
             if size < 2:
                 continue
-            unit = propagate(flow, {root: {0}})
-            if len(unit[root]) > 1:  # a gate-stacked axis (4H rows of an LSTM): re-root where one unit is one index
+            unit = propagate(flow, {root: set(range(block))})
+            if block == 1 and len(unit[root]) > 1:  # a gate-stacked axis (4H rows of an LSTM): re-root where one unit is one index
                 root = min((ax for ax, ix in unit.items() if len(ix) == 1), key=_size, default=root)
                 size, scope = _size(root), "recurrent"
                 unit = propagate(flow, {root: {0}})
@@ -344,7 +372,7 @@ def find_groups(graph: Graph) -> tuple[list[DependencyGroup], list[Refusal]]:
         lossy = _lossy(flow, unit)
         if scope == "ffn" and (lossy or _writers(unit) > 1):
             scope = "hidden"  # several layers write these features: the residual stream, not one layer's neurons
-        group = DependencyGroup(root, size, scope, lossy, flow)
+        group = DependencyGroup(root, size, scope, lossy, flow, block)
         group._cache[0] = unit
         groups.append(group)
     return groups, refused

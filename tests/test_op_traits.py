@@ -148,6 +148,8 @@ def _sizes_agree(node: Any) -> None:
         if all(isinstance(d, int) for d in da + db):
             if t.offset:
                 assert np.prod(db) + t.offset <= np.prod(da), f"{node.op.name}: {t} sizes {da} {db}"
+            elif t.blocks:
+                assert da[0] % t.blocks == 0 and db[0] % t.blocks == 0, f"{node.op.name}: {t} sizes {da} {db}"
             elif len(t.a) == len(t.b) == 1 and node.op.name not in ("concat", "split", *STACKED):
                 assert da == db, f"{node.op.name}: {t} sizes {da} vs {db}"
             else:
@@ -179,8 +181,8 @@ def test_dimension_flow_is_what_pruning_sees(case: int) -> None:
     comps = _Components()
     lossy = set()
     for t in ties:
-        if len(t.a) != 1 or len(t.b) != 1:
-            continue  # block ties (reshape's heads) are checked by their own tests
+        if len(t.a) != 1 or len(t.b) != 1 or t.blocks:
+            continue  # block ties (reshape's heads, grouped conv's groups) are checked by their own tests
         comps.union(t.a[0], t.b[0], t.offset)
         if not t.exact:
             lossy.add(t.a[0])

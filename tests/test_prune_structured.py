@@ -171,16 +171,71 @@ def test_conv_residual_depthwise_and_concat_groups():
     x = torch.randn(2, 3, 8, 8)
     g = _graph(net, x)
     groups, refused = find_groups(g)
-    chans = sorted(grp.units for grp in groups if grp.scope == "channels")
-    # residual (stem + a + dw + bn, 16), the two concat halves (8 each); the grouped conv's input side is refused
-    assert chans == [8, 8]
-    assert any("grouped convolution" in r.reason or "does not carry" in r.reason for r in refused)
+    chans = sorted((grp.units, grp.block) for grp in groups if grp.scope == "channels")
+    # the grouped conv's 4 groups (4 channels each) reach back through bn, dw and the residual to the stem: one
+    # group of 4 units; the two concat halves (8 channels each). A single residual channel is refused: it would
+    # split a group of the grouped conv.
+    assert chans == [(4, 4), (8, 1), (8, 1)]
+    assert any("removes part of group" in r.reason for r in refused)
     want = _run(g, [x])[0]
     _prune(g, "prune-structured{ratio=0.5 scope=channels}")
     got = _run(g, [x])[0]
     assert got.shape == want.shape
     np.testing.assert_allclose(get_backend("cpu").compile(g)(x.numpy())[0], got, rtol=1e-4, atol=1e-5)
     assert _const_of(g, "head.weight") and g.value(_const_of(g, "head.weight")).type.shape[1] == 8
+    convs = {n.inputs[1].name.split(".weight")[0]: n for n in g if n.op.name == "conv"}
+    assert convs["grouped"].attrs["groups"] == 2 and convs["grouped"].inputs[1].type.shape[:2] == (8, 4)
+    assert convs["dw"].attrs["groups"] == 8 and convs["stem"].inputs[1].type.shape[0] == 8
+
+
+def test_grouped_conv_loses_whole_groups_exactly_and_runs_on_every_target(tmp_path):
+    class Grouped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pw = nn.Conv2d(3, 12, 1)
+            self.grouped = nn.Conv2d(12, 8, 3, padding=1, groups=4)  # 3 input and 2 output channels per group
+            self.out = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(torch.relu(self.grouped(torch.relu(self.pw(x)))))
+
+    torch.manual_seed(0)
+    net = Grouped()
+    with torch.no_grad():  # group 2 (input channels 6..8, output channels 4..5) reads and writes nothing
+        net.pw.weight[6:9] = 0
+        net.pw.bias[6:9] = 0
+        net.grouped.weight[4:6] = 0
+        net.grouped.bias[4:6] = 0
+        net.out.weight[:, 4:6] = 0
+    x = torch.randn(2, 3, 6, 6)
+    g = _graph(net, x)
+    want = _run(g, [x])[0]
+    r = _prune(g, "prune-structured{ratio=0.25 scope=channels importance=l1}")
+    conv = next(n for n in g if n.op.name == "conv" and n.attrs["groups"] > 1)
+    assert conv.attrs["groups"] == 3 and conv.inputs[1].type.shape[:2] == (6, 3)
+    assert conv.inputs[0].type.shape[1] == 9  # the 1x1 conv before it lost group 2's three channels
+    assert r.records[-1].stats["units-removed"] == 1
+    np.testing.assert_allclose(_run(g, [x])[0], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(get_backend("cpu").compile(g)(x.numpy())[0], want, rtol=1e-5, atol=1e-5)
+    pytest.importorskip("onnxruntime")
+    np.testing.assert_allclose(get_backend("onnxruntime").compile(g)(x.numpy())[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_removal_that_splits_a_conv_group_is_refused_with_the_reason():
+    class Split(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pw, self.grouped = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 1, groups=2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.grouped(torch.relu(self.pw(x)))
+
+    g = _graph(Split(), torch.randn(1, 3, 4, 4))
+    groups, refused = find_groups(g)
+    # pw's single channels would split a group; the grouped conv's output reaches the graph output
+    assert not [grp for grp in groups if grp.scope == "channels"]
+    reasons = " ".join(r.reason for r in refused)
+    assert "removes part of group" in reasons and "go only as a whole" in reasons
 
 
 def test_depthwise_group_shrinks_groups():

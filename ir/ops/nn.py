@@ -214,8 +214,8 @@ def _channel_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
 
 def _conv_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
     """Output channels are the weight's rows (and the bias's, and the residual's channels); input channels meet the
-    weight's second axis when groups == 1; a depthwise conv (one input channel per group) passes channels through."""
-    x, w = ins[0], ins[1]
+    weight's second axis when groups == 1; a grouped conv ties input to output channels by whole groups (a depthwise
+    one, one channel per group, passes channels through)."""
     ties = [tie(O(0, 0), I(0, 0)), tie(O(0, 1), I(1, 0))]
     if len(ins) > 2:
         ties.append(tie(O(0, 1), I(2, 0)))
@@ -224,8 +224,8 @@ def _conv_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
     g = attrs["groups"]
     if g == 1:
         ties.append(tie(I(0, 1), I(1, 1)))
-    elif w.shape[1] == 1 and x.shape[1] == g == w.shape[0]:
-        ties.append(tie(O(0, 1), I(0, 1)))
+    elif g > 1:  # group k reads input channels block k and writes output block k: whole groups go together
+        ties.append(tie(O(0, 1), I(0, 1), blocks=g))
     return ties
 
 
@@ -296,14 +296,18 @@ def _pad_spatial(x: np.ndarray, pads: tuple[int, ...], value: float) -> np.ndarr
 
 
 def _conv_resize(ins: Any, outs: Any, attrs: Mapping[str, Any], removed: Mapping[Any, Any]) -> dict[str, Any]:
-    """Depthwise convs keep one group per channel; other grouped convs would need whole groups removed."""
+    """A grouped convolution loses whole groups (its dimension flow ties input and output channels by blocks):
+    `groups` drops by the output channels removed over each group's share of them."""
     g = attrs["groups"]
     if g == 1:
         return dict(attrs)
-    if ins[1].shape[1] == 1 and ins[0].shape[1] == g == ins[1].shape[0]:
-        return {**attrs, "groups": g - len(removed.get(AxisRef("out", 0, 1), ()))}
-    raise ValueError(f"a grouped convolution (groups={g}) can lose channels only by whole groups, which graphopt "
-                     "does not prune yet")
+    per_group_out, per_group_in = ins[1].shape[0] // g, ins[1].shape[1]
+    gone_out = len(removed.get(AxisRef("out", 0, 1), ()))
+    gone_in = len(removed.get(AxisRef("in", 0, 1), ()))
+    if gone_out % per_group_out or gone_in != gone_out // per_group_out * per_group_in:
+        raise ValueError(f"a grouped convolution (groups={g}) loses channels only by whole groups: {gone_out} output "
+                         f"and {gone_in} input channels are not whole groups of {per_group_out} and {per_group_in}")
+    return {**attrs, "groups": g - gone_out // per_group_out}
 
 
 @register_op("conv", inputs=["x", "weight", "bias?", "residual?"], infer=_conv_infer, flops=_conv_flops,

@@ -14,6 +14,7 @@ range, 0.01% with reduce_range, for fbgemm's and oneDNN's int8 GEMMs alike).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -94,10 +95,10 @@ def _qlinear_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
     if len(ins) > 3 and ins[3].rank:
         ties.append(tie(O(0, x.rank - 1), I(3, 0)))
     if attrs["act_quant"] == "dynamic":  # the activation scale is computed over all of x
-        ties = [Tie(t.a, t.b, t.offset, exact=False) for t in ties]
+        ties = [replace(t, exact=False) for t in ties]
     elif attrs["group_size"]:  # an input feature shares its scale with its group: not removable on its own
         k = x.rank - 1
-        ties = [Tie(t.a, t.b, t.offset, exact=False) if I(0, k) in t.a + t.b else t for t in ties]
+        ties = [replace(t, exact=False) if I(0, k) in t.a + t.b else t for t in ties]
     return ties
 
 
@@ -159,7 +160,7 @@ def _qconv_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
     def moved(refs: tuple[AxisRef, ...]) -> tuple[AxisRef, ...]:
         return tuple(AxisRef(r.side, where[r.index] if r.side == "in" else r.index, r.axis) for r in refs)
 
-    ties = [Tie(moved(t.a), moved(t.b), t.offset, exact=False) for t in _conv_flow([ins[0], ins[1], *ins[5:]], outs,
+    ties = [replace(t, a=moved(t.a), b=moved(t.b), exact=False) for t in _conv_flow([ins[0], ins[1], *ins[5:]], outs,
                                                                                      attrs)]
     if ins[2].rank:
         ties.append(tie(O(0, 1), I(2, 0), exact=False))

@@ -83,27 +83,37 @@ class Tie:
     each input's axis to a window of the output's (`offset`). `exact=False` marks axes that are coupled but whose
     removal changes the remaining values (the normalized axes of a norm, softmax's axis, an attention head size
     that sets the default scale): pruning them is allowed, but it is lossy.
+
+    `blocks=g` ties one axis on each side by blocks: each axis is g equal blocks (of different sizes on the two
+    sides), block k of `a` is block k of `b`, and a block goes only as a whole. A grouped convolution's input and
+    output channels are tied so (group k reads input block k and writes output block k); with blocks of one
+    element (a depthwise convolution) it is the one-to-one tie.
     """
 
     a: tuple[AxisRef, ...]
     b: tuple[AxisRef, ...]
     offset: int = 0
     exact: bool = True
+    blocks: int = 0
 
     def __str__(self) -> str:
         def side(refs: tuple[AxisRef, ...]) -> str:
             return str(refs[0]) if len(refs) == 1 else "(" + ", ".join(map(str, refs)) + ")"
 
-        extra = (f" + {self.offset}" if self.offset else "") + ("" if self.exact else "  (lossy)")
+        extra = ((f" + {self.offset}" if self.offset else "") + (f"  (by {self.blocks} blocks)" if self.blocks else "")
+                 + ("" if self.exact else "  (lossy)"))
         return f"{side(self.a)} = {side(self.b)}{extra}"
 
 
 DimFlowFn = Callable[[Sequence[TensorType], Sequence[TensorType], Mapping[str, Any]], list[Tie]]
 
 
-def tie(a: AxisRef | Sequence[AxisRef], b: AxisRef | Sequence[AxisRef], offset: int = 0, exact: bool = True) -> Tie:
+def tie(a: AxisRef | Sequence[AxisRef], b: AxisRef | Sequence[AxisRef], offset: int = 0, exact: bool = True,
+        blocks: int = 0) -> Tie:
     as_tuple = lambda r: (r,) if isinstance(r, AxisRef) else tuple(r)  # noqa: E731
-    return Tie(as_tuple(a), as_tuple(b), offset, exact)
+    if blocks and (len(as_tuple(a)) != 1 or len(as_tuple(b)) != 1 or offset):
+        raise ValueError("a tie by blocks joins one axis on each side, without an offset")
+    return Tie(as_tuple(a), as_tuple(b), offset, exact, blocks)
 
 
 def elementwise_flow(ins: Sequence[TensorType], outs: Sequence[TensorType], attrs: Mapping[str, Any]) -> list[Tie]:
@@ -139,5 +149,5 @@ def dim_flow(node: Node) -> list[Tie] | None:
             raise ValueError(f"dimension flow of {node.op.name} names axis {r} outside rank {rank}")
         return AxisRef(r.side, r.index, r.axis % rank)
 
-    return [Tie(tuple(map(norm, t.a)), tuple(map(norm, t.b)), t.offset, t.exact)
+    return [Tie(tuple(map(norm, t.a)), tuple(map(norm, t.b)), t.offset, t.exact, t.blocks)
             for t in rule(ins, outs, node.attrs)]  # type: ignore[arg-type]
