@@ -6,7 +6,7 @@ equal). Rules that would change a type (broadcasting, promotion) are rejected by
 
 from __future__ import annotations
 
-from graphopt.ir import DType, Graph, Value
+from graphopt.ir import DType, Graph, TensorType, Value
 from graphopt.ir.symbolic import canon, dim_mul
 
 from .context import PassContext
@@ -28,7 +28,7 @@ def _compose_transposes(rw: Rewriter, m: Match) -> object:
     perm = tuple(inner[p] for p in outer)
     if perm == tuple(range(len(perm))):
         return m.x
-    return rw.op("transpose", [m.x], perm=perm)
+    return rw.op("transpose", [m.x], perm=perm, known_type=m.root.outputs[0].type)  # the same permutation
 
 
 _IDENTITY_PERMS = [tuple(range(n)) for n in range(9)]
@@ -41,7 +41,7 @@ def _identity_perm(m: Match) -> bool | str:
 
 
 def _reshape_of_reshape(rw: Rewriter, m: Match) -> object:
-    return rw.op("reshape", [m.x], shape=m.shape)
+    return rw.op("reshape", [m.x], shape=m.shape, known_type=m.root.outputs[0].type)  # the outer reshape's shape
 
 
 # Exact casts: every value of the source dtype survives the round trip through the middle dtype.
@@ -101,9 +101,12 @@ def _bmm_unflattened(rw: Rewriter, m: Match) -> object:
 
     def unflattened(flat: Value, source: Value) -> Value:  # reshape the flattening reshape's input, not its output
         want = [*lead, *flat.type.shape[1:]]
-        return source if list(source.type.shape) == want else rw.op("reshape", [source], shape=want)
+        return source if list(source.type.shape) == want else rw.op(
+            "reshape", [source], shape=want, known_type=TensorType(source.type.dtype, tuple(want)))
 
-    return rw.op("matmul", [unflattened(mm.inputs[0], m.p), unflattened(mm.inputs[1], m.q)])
+    # the types are known (_bmm_lead checked the shapes), so no node here pays for inference
+    return rw.op("matmul", [unflattened(mm.inputs[0], m.p), unflattened(mm.inputs[1], m.q)],
+                 known_type=m.root.outputs[0].type)
 
 
 CANONICALIZE_RULES = [

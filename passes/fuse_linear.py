@@ -236,7 +236,8 @@ def with_activation(act: str) -> Callable[[Rewriter, Match], object]:
     def replace(rw: Rewriter, m: Match) -> object:
         p = m.root.inputs[0].producer
         name = "gelu_tanh" if act == "gelu" and m.root.attrs.get("approximate") == "tanh" else act
-        return rw.op(p.op.name, list(p.inputs), **{**p.attrs, "activation": name})
+        # an activation keeps its input's type, so the fused node has the activation's: no inference needed
+        return rw.op(p.op.name, list(p.inputs), known_type=m.root.outputs[0].type, **{**p.attrs, "activation": name})
 
     return replace
 
