@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 import tracemalloc
 
@@ -149,8 +150,8 @@ def main() -> None:
     print(table)
     if args.out:
         with open(args.out, "w") as f:
-            f.write("# Pass scale benchmark\n\nProduced by `python benchmarks/pass_scale.py --out "
-                    "benchmarks/PASS_SCALE.md`.\n\n" + table + "\n")
+            command = " ".join(["python", "benchmarks/pass_scale.py", *sys.argv[1:]])
+            f.write(f"# Pass scale benchmark\n\nProduced by `{command}`.\n\n" + table + "\n")
 
 
 if __name__ == "__main__":
