@@ -107,10 +107,11 @@ def test_builder_known_type_skips_inference_and_verify_catches_a_wrong_one() -> 
     x = g.inputs[0]
     with g.inserting_before(next(iter(g))):
         right = b.op("neg", [x], known_type=x.type)  # what inference would give: verify is satisfied
-        wrong = b.op("neg", [x], known_type=TensorType(DType.F32, (3, 2)))  # taken as given, not inferred
-    assert right.type == x.type and wrong.type.shape == (3, 2)
     g.set_outputs([*g.outputs, right])
     g.verify()
+    with g.inserting_before(next(iter(g))):
+        wrong = b.op("neg", [x], known_type=TensorType(DType.F32, (3, 2)))  # taken as given, not inferred
+    assert right.type == x.type and wrong.type.shape == (3, 2)
     g.set_outputs([*g.outputs, wrong])
     with pytest.raises(VerificationError, match=r"declared f32\[3,2\] but neg gives f32\[2,3\]"):
         g.verify()
