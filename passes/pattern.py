@@ -16,9 +16,9 @@ r"""Declarative patterns over op trees. A failed match says why, naming the node
 from __future__ import annotations
 
 import itertools
-from functools import partial
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -146,8 +146,9 @@ class Const(Pattern):
 
     def _match(self, value: Value, m: Match) -> None:
         if value.const is None:
-            what = f"produced by {value.producer.op.name}" if value.producer else "a graph input"
-            raise MatchFailure(lambda: f"expected a constant, got %{value.name} ({what})", value.producer)
+            raise MatchFailure(lambda: f"expected a constant, got %{value.name} ("
+                               + (f"produced by {value.producer.op.name})" if value.producer else "a graph input)"),
+                               value.producer)
         if self.value is not None:
             data = value.const
             # a scalar (the common case: x * 1.0) is compared in Python, and an array whose first element

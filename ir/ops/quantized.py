@@ -160,8 +160,10 @@ def _qconv_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
     def moved(refs: tuple[AxisRef, ...]) -> tuple[AxisRef, ...]:
         return tuple(AxisRef(r.side, where[r.index] if r.side == "in" else r.index, r.axis) for r in refs)
 
-    ties = [replace(t, a=moved(t.a), b=moved(t.b), exact=False) for t in _conv_flow([ins[0], ins[1], *ins[5:]], outs,
-                                                                                     attrs)]
+    # without the grouped conv's tie by blocks: this op has no resize rule to lower its `groups`, so a grouped
+    # quantized conv stops pruning at its input channels instead of keeping a stale group count
+    ties = [replace(t, a=moved(t.a), b=moved(t.b), exact=False)
+            for t in _conv_flow([ins[0], ins[1], *ins[5:]], outs, attrs) if not t.blocks]
     if ins[2].rank:
         ties.append(tie(O(0, 1), I(2, 0), exact=False))
     return ties
