@@ -145,18 +145,17 @@ def _step(link: _Link, removed: Mapping[Axis, frozenset[int]]) -> dict[Axis, fro
 
 def _step_blocks(link: _Link, removed: Mapping[Axis, frozenset[int]]) -> dict[Axis, frozenset[int]]:
     """A tie by blocks (a grouped convolution's channels): the blocks removed on either side, whole, on both."""
-    (a,), (b,) = link.a, link.b
     g = link.tie.blocks
+    block = {ax: _size(ax) // g for ax in (*link.a, *link.b)}  # indices per block, on each side
     whole: set[int] = set()
-    for ax in (a, b):
-        ix, size = removed.get(ax, frozenset()), _size(ax) // g
+    for ax, size in block.items():
+        ix = removed.get(ax, frozenset())
         for blk in {i // size for i in ix}:
             if not all(blk * size + j in ix for j in range(size)):
                 raise Conflict(f"it removes part of group {blk} of {link.node.describe()}, whose {g} groups of "
                                f"channels go only as a whole")
             whole.add(blk)
-    return {ax: frozenset(blk * (_size(ax) // g) + j for blk in whole for j in range(_size(ax) // g))
-            for ax in (a, b)}
+    return {ax: frozenset(blk * size + j for blk in whole for j in range(size)) for ax, size in block.items()}
 
 
 def propagate(flow: _Flow, seed: Mapping[Axis, Iterable[int]]) -> Removal:

@@ -128,7 +128,7 @@ def erase_if_dead(graph: Graph, node: Node) -> int:
         n = stack.pop()
         if n.graph is not graph or not n.op.pure:  # an erased node has no graph
             continue
-        if not all(not o._uses and o._output_refs == 0 for o in n.outputs):  # Value.is_dead, inlined: hot
+        if not all(o.is_dead for o in n.outputs):
             continue
         producers = [v.producer for v in n.inputs if v.producer is not None]
         graph.remove_node(n)
