@@ -36,16 +36,18 @@ from typing import Literal
 import numpy as np
 
 from graphopt.errors import PassError
-from graphopt.ir import Graph, Value
+from graphopt.ir import Graph, Node, OpRef, Value
 
 from .context import PassContext
 from .dependency import Conflict, DependencyGroup, Removal, find_groups, node_removals
 from .importance import Saliency, unit_scores
 from .infer_shapes import infer_shapes
+from .reconstruct import InputGrams, refit, relative_error
 from .registry import Budget, PassResult, Row, register_pass
 
 __all__ = ["prune_structured", "shrink", "parameter_count"]
 
+_LINEAR = OpRef("linear")
 SCOPES = ("heads", "head-dim", "ffn", "channels", "recurrent", "hidden")
 
 
@@ -111,10 +113,12 @@ def _choose(groups: list[DependencyGroup], scores: list[np.ndarray], ratio: floa
 def prune_structured(graph: Graph, ctx: PassContext, *, ratio: float = 0.5,
                      importance: Literal["l1", "l2", "taylor", "activation"] = "l2",
                      scope: tuple[str, ...] = ("heads", "ffn", "channels", "recurrent"), global_ranking: bool = False,
-                     multiple: int = 1) -> PassResult:
+                     multiple: int = 1, reconstruct: bool = False) -> PassResult:
     """Remove the least important `ratio` of the units (attention heads, FFN neurons, conv channels, recurrent
     hidden units) of every dependency group in `scope`, shrinking every coupled weight and size attribute; taylor
-    and activation importance need calibration data (a Saliency from graphopt.compression)."""
+    and activation importance need calibration data (a Saliency from graphopt.compression). `reconstruct` refits
+    the linears that read removed units to the unpruned output by least squares over calibration data (an
+    InputGrams; see passes/reconstruct.py)."""
     if not 0.0 <= ratio < 1.0:
         raise PassError(f"prune-structured: ratio must be in [0, 1), got {ratio}")
     unknown = sorted(set(scope) - set(SCOPES))
@@ -123,6 +127,7 @@ def prune_structured(graph: Graph, ctx: PassContext, *, ratio: float = 0.5,
     if multiple < 1:
         raise PassError(f"prune-structured: multiple must be at least 1, got {multiple}")
     saliency = ctx.need(Saliency) if importance in ("taylor", "activation") else None
+    grams = ctx.need(InputGrams) if reconstruct else None
     groups, refused = find_groups(graph)
     kept_rows: list[Row] = [{"group": r.root, "reason": r.reason} for r in refused]
     chosen_groups = []
@@ -153,11 +158,65 @@ def prune_structured(graph: Graph, ctx: PassContext, *, ratio: float = 0.5,
     for r in removals:
         for ax, ix in r.items():
             merged[ax] = merged.get(ax, frozenset()) | ix
+    refitted: list[Row] = []
     if merged:  # groups are closed one by one; their union is closed again (heads and head-dim share axes)
         merged = chosen_groups[0].close(merged)
+        fits = _refits(graph, merged, grams) if grams is not None else {}
         shrink(graph, merged, ctx)
+        refitted = _write_refits(graph, fits)
     after = parameter_count(graph)
     stats = {"groups": len(chosen_groups), "units-removed": sum(len(p) for p in picks),
              "params-before": before, "params-after": after,
              "params-removed-fraction": (before - after) / before if before else 0.0}
+    if reconstruct:
+        stats["linears-refitted"] = len(refitted)
+        return PassResult(changed=bool(merged), stats=stats,
+                          tables={"groups": rows, "not-pruned": kept_rows, "refitted": refitted})
     return PassResult(changed=bool(merged), stats=stats, tables={"groups": rows, "not-pruned": kept_rows})
+
+
+Fit = tuple[np.ndarray, np.ndarray, Row]
+
+
+def _refits(graph: Graph, removal: Removal, grams: InputGrams) -> dict[Node, Fit]:
+    """For every linear whose input units `removal` cuts: its refitted (weight, bias) restricted to the rows it
+    keeps, and a report row with the relative output error on the calibration rows of the plain cut and of the
+    refit (measured before shrinking)."""
+    readers = []
+    for node in graph:
+        if not _LINEAR.of(node) or (node.inputs[1], 1) not in removal:
+            continue
+        w, b = node.inputs[1], node.inputs[2] if len(node.inputs) > 2 else None
+        consts = [w] if b is None else [w, b]
+        # a shared weight (tied embeddings) or a non-float one is cut as it is: a refit would change other readers
+        if all(c.is_constant and c.num_uses == 1 and c.type.dtype.is_float for c in consts) and w.type.rank == 2:
+            readers.append(node)
+    g = grams(graph, sorted({n.inputs[0].name for n in readers}))
+    out = {}
+    for node in readers:
+        w = np.asarray(node.inputs[1].const)
+        b = np.asarray(node.inputs[2].const).reshape(-1) if len(node.inputs) > 2 else None
+        cut = removal[(node.inputs[1], 1)]
+        keep = [i for i in range(w.shape[1]) if i not in cut]
+        rows = [i for i in range(w.shape[0]) if i not in removal.get((node.inputs[1], 0), frozenset())]
+        gx = g.get(node.inputs[0].name)
+        if gx is None or not keep:
+            continue
+        new_w, new_b = refit(gx, w, b, keep)
+        row: Row = {"linear": node.outputs[0].name, "origin": node.origin, "inputs-kept": f"{len(keep)}/{w.shape[1]}",
+                    "error-cut": relative_error(gx, w, b, keep, w[:, keep], b),
+                    "error-refit": relative_error(gx, w, b, keep, new_w, new_b)}
+        out[node] = (new_w[rows].astype(w.dtype), new_b[rows].astype(w.dtype), row)
+    return out
+
+
+def _write_refits(graph: Graph, fits: dict[Node, Fit]) -> list[Row]:
+    rows: list[Row] = []
+    for node, (w, b, row) in fits.items():
+        graph.replace_constant(node.inputs[1], np.ascontiguousarray(w))
+        if len(node.inputs) > 2:
+            graph.replace_constant(node.inputs[2], np.ascontiguousarray(b.reshape(node.inputs[2].type.shape)))
+        else:  # the refit has a bias even where the layer had none: what the removed units contributed on average
+            node.inputs = [*node.inputs, graph.add_constant(b, graph.fresh_name(f"{node.inputs[1].name}.bias"))]
+        rows.append(row)
+    return rows

@@ -327,6 +327,54 @@ def test_taylor_and_activation_importance_need_and_use_saliency():
         assert _run(h, [x])[0].shape == (8, 8)
 
 
+def test_reconstruct_refits_the_reader_exactly_when_removed_neurons_duplicate_kept_ones():
+    torch.manual_seed(0)
+    m = MLP()
+    with torch.no_grad():  # neurons 32..63 are 0..31 scaled (relu(z/100) = relu(z)/100), read with 100x weights:
+        m.fc1.weight[32:] = m.fc1.weight[:32] / 100  # their activations are the weakest, so activation importance
+        m.fc1.bias[32:] = m.fc1.bias[:32] / 100  # removes exactly them, and they carry half the output
+        m.fc2.weight[:, 32:] *= 100
+    x, held_out = torch.randn(256, 16), torch.randn(64, 16)
+    g = _graph(m, held_out)
+    want = _run(g, [held_out])[0]
+    plain = g.copy()
+    from graphopt.compression import prune
+
+    data = [(x[i:i + 64],) for i in range(0, 256, 64)]  # calibration batches, none of them the held-out one
+    prune(plain, "prune-structured{ratio=0.5 scope=ffn importance=activation}", data=data)
+    r = prune(g, "prune-structured{ratio=0.5 scope=ffn importance=activation reconstruct=true}", data=data)
+    got, cut = _run(g, [held_out])[0], _run(plain, [held_out])[0]
+    assert np.abs(cut - want).max() > 0.1  # the plain cut loses the removed half's contribution
+    # the refit restores it, on inputs it never saw, up to the ridge term (λ = 1e-3 of the mean unit energy)
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2 * np.abs(want).max())
+    (row,) = r.records[-1].tables["refitted"]
+    assert row["inputs-kept"] == "32/64" and row["error-refit"] < 1e-4 and row["error-cut"] > 0.1
+    assert sorted(tuple(c.type.shape) for c in g.constants.values() if c.type.rank == 2) == [(8, 32), (32, 16)]
+
+
+def test_reconstruct_lowers_the_error_on_held_out_data_and_gives_a_biasless_reader_a_bias():
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 8, bias=False))
+    x, held_out = torch.randn(512, 16), torch.randn(128, 16)
+    g = _graph(m, held_out)
+    want = _run(g, [held_out])[0]
+    plain = g.copy()
+    _prune(plain, "prune-structured{ratio=0.5 scope=ffn importance=l2}")
+    from graphopt.compression import prune
+
+    prune(g, "prune-structured{ratio=0.5 scope=ffn importance=l2 reconstruct=true}",
+          data=[(x[i:i + 128],) for i in range(0, 512, 128)])
+    err = {name: float(np.linalg.norm(_run(h, [held_out])[0] - want) / np.linalg.norm(want))
+           for name, h in (("cut", plain), ("refit", g))}
+    assert err["refit"] < 0.7 * err["cut"], err
+    (reader,) = [n for n in g if n.op.name == "linear" and n.inputs[1].type.shape == (8, 32)]
+    assert len(reader.inputs) == 3 and reader.inputs[2].type.shape == (8,)
+    np.testing.assert_allclose(get_backend("cpu").compile(g)(held_out.numpy())[0], _run(g, [held_out])[0],
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(graphopt.PassError, match="InputGrams"):
+        _prune(g.copy(), "prune-structured{ratio=0.5 scope=ffn reconstruct=true}")
+
+
 def test_bad_options_are_clear_errors():
     g = _graph(MLP(), torch.randn(2, 16))
     with pytest.raises(graphopt.PassError, match="ratio"):

@@ -34,6 +34,7 @@ import numpy as np
 from graphopt.ir import Graph
 from graphopt.passes import PassContext, PassManager
 from graphopt.passes.importance import Saliency
+from graphopt.passes.reconstruct import InputGrams
 from graphopt.passes.low_rank import GemmTimer
 from graphopt.passes.manager import PipelineResult
 
@@ -113,8 +114,14 @@ def saliency(graph: Graph, data: Iterable[Any], *, kind: Literal["taylor", "acti
 
 
 def needs_data(pipeline: str) -> bool:
-    """Whether a pass in `pipeline` ranks by data-driven (taylor or activation) importance."""
-    return any(dict(spec.options).get("importance") in _DATA_DRIVEN for spec in PassManager.parse(pipeline).passes)
+    """Whether a pass in `pipeline` ranks by data-driven (taylor or activation) importance or refits
+    (`reconstruct=true`)."""
+    return any(_needs_data(spec) for spec in PassManager.parse(pipeline).passes)
+
+
+def _needs_data(spec: Any) -> bool:
+    options = dict(spec.options)
+    return options.get("importance") in _DATA_DRIVEN or options.get("reconstruct") in (True, "true")
 
 
 _DATA_DRIVEN = ("taylor", "activation")
@@ -136,6 +143,8 @@ def prune(graph: Graph, pipeline: str, data: Iterable[Any] | None = None, *, los
         step = _timed_context()
         if kind in _DATA_DRIVEN:
             step.provide(saliency(graph, samples, kind=kind, loss=loss, progress=progress))
+        if _needs_data(spec):  # refits read the Gram matrices of the inputs they change, from the same samples
+            step.provide(InputGrams(_samples(graph, samples)))
         results.append(PassManager([spec]).run(graph, ctx=step))
     return _merge(results)
 
