@@ -375,6 +375,16 @@ def test_reconstruct_lowers_the_error_on_held_out_data_and_gives_a_biasless_read
         _prune(g.copy(), "prune-structured{ratio=0.5 scope=ffn reconstruct=true}")
 
 
+def test_compile_supplies_calibration_data_to_the_refit():
+    torch.manual_seed(2)
+    m, x = MLP().eval(), torch.randn(16, 16)
+    c = graphopt.compile(m, (x,), pipeline="O2,prune-structured{ratio=0.5 scope=ffn reconstruct=true}",
+                         calibration=[(torch.randn(16, 16),) for _ in range(8)])
+    (stats,) = [p["stats"] for p in c.report(measure=False).passes if p["name"] == "prune-structured"]
+    assert stats["linears-refitted"] == 1 and stats["params-after"] < stats["params-before"]
+    assert c(x).shape == (16, 8)
+
+
 def test_bad_options_are_clear_errors():
     g = _graph(MLP(), torch.randn(2, 16))
     with pytest.raises(graphopt.PassError, match="ratio"):
