@@ -142,6 +142,20 @@ def test_a_region_grows_along_single_use_producers_and_consumers(monkeypatch: py
         np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("y_out", [False, True])
+def test_recurrent_outputs_nothing_reads_are_not_written_by_onnx_runtime(y_out: bool) -> None:
+    """An unread output of an ONNX recurrent op gets no name, so ONNX Runtime skips writing every step's output
+    (the classifier reads only the last hidden state); a read one is still exported and correct."""
+    from graphopt.backends.onnx_export import to_onnx
+
+    g, xs = _classifier(y_out)
+    (lstm,) = [n for n in to_onnx(g).graph.node if n.op_type == "LSTM"]
+    assert (lstm.output[0] == "") is not y_out and lstm.output[2] == ""  # the final cell state is never read
+    want = get_backend("reference").compile(g)(*xs)
+    for got, w in zip(get_backend("onnxruntime").compile(g)(*xs), want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-5)
+
+
 def test_trainable_graphs_keep_torchs_recurrent_kernels_so_gradients_reach_the_weights(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Distillation and Taylor importance differentiate the generated code: ONNX Runtime has no backward, so a

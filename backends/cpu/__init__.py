@@ -45,7 +45,9 @@ class CpuExecutable:
 
     def __call__(self, *inputs: Any, **named: Any) -> list[Any]:
         torch = self._torch
-        args = bind_inputs(self.input_names, inputs, named)
+        # all inputs by position is the serving call: its binding is the tuple itself (bind_inputs checks the rest)
+        args = inputs if not named and len(inputs) == len(self.input_names) else bind_inputs(self.input_names, inputs,
+                                                                                            named)
         as_numpy = not isinstance(args[0], torch.Tensor) if args else False
         xs = [a if isinstance(a, torch.Tensor) else from_numpy(a) for a in args]
         # Serving calls repeat one shape: the full check (dims, symbols, bounds) runs when the shapes or dtypes
