@@ -156,6 +156,25 @@ def test_recurrent_outputs_nothing_reads_are_not_written_by_onnx_runtime(y_out: 
         np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-5)
 
 
+def test_a_graph_that_is_one_onnx_runtime_call_is_called_directly_and_still_checks_its_inputs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delegate, "_race", lambda *a: 1)
+    from graphopt.errors import InputError
+
+    for y_out, direct in ((False, True), (True, False)):  # with %y returned, the embedding runs in torch first
+        g, xs = _classifier(y_out)
+        exe = get_backend("cpu").compile(g)
+        assert ("forward.whole_graph_session = " in exe.source) is direct
+        want = get_backend("reference").compile(g)(*xs)
+        got_np, got_t = exe(*xs), exe(torch.from_numpy(xs[0]))
+        assert isinstance(got_np[0], np.ndarray) and isinstance(got_t[0], torch.Tensor)
+        for a, b, w in zip(got_np, got_t, want):
+            np.testing.assert_allclose(a, w, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(b.numpy(), w, rtol=1e-5, atol=1e-5)
+        with pytest.raises(InputError, match="dim 1"):
+            exe(np.zeros((1, 5), np.int64))
+
+
 def test_trainable_graphs_keep_torchs_recurrent_kernels_so_gradients_reach_the_weights(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Distillation and Taylor importance differentiate the generated code: ONNX Runtime has no backward, so a
