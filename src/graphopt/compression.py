@@ -120,8 +120,11 @@ def needs_data(pipeline: str) -> bool:
 
 
 def _needs_data(spec: Any) -> bool:
-    options = dict(spec.options)
-    return options.get("importance") in _DATA_DRIVEN or options.get("reconstruct") in (True, "true")
+    return dict(spec.options).get("importance") in _DATA_DRIVEN or _refits(spec)
+
+
+def _refits(spec: Any) -> bool:
+    return str(dict(spec.options).get("reconstruct", "false")).lower() in ("true", "1")
 
 
 _DATA_DRIVEN = ("taylor", "activation")
@@ -143,7 +146,7 @@ def prune(graph: Graph, pipeline: str, data: Iterable[Any] | None = None, *, los
         step = _timed_context()
         if kind in _DATA_DRIVEN:
             step.provide(saliency(graph, samples, kind=kind, loss=loss, progress=progress))
-        if _needs_data(spec):  # refits read the Gram matrices of the inputs they change, from the same samples
+        if _refits(spec):  # refits read the Gram matrices of the inputs they change, from the same samples
             step.provide(InputGrams(_samples(graph, samples)))
         results.append(PassManager([spec]).run(graph, ctx=step))
     return _merge(results)
