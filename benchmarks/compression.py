@@ -261,8 +261,14 @@ def gpt2(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     pruned = base.copy()
     prune(pruned, "prune-structured{ratio=0.5 scope=ffn importance=l2},prune-structured{ratio=0.25 scope=heads}")
     add("pruned: 50% FFN, 25% heads", pruned, "l2 importance")
+    refit = base.copy()  # the same units removed, the readers refitted by least squares on the distillation data
+    prune(refit, "prune-structured{ratio=0.5 scope=ffn importance=l2 reconstruct=true},"
+          "prune-structured{ratio=0.25 scope=heads reconstruct=true}", data=data)
+    add("pruned + least-squares refit", refit, "reconstruct=true on the 24 distillation batches")
     tuned, hist = distill(pruned, base, data, steps=steps, lr=3e-4, loss="kl", warmup=10, progress=False)
     add("pruned + distilled", tuned, f"{steps} steps KL, loss {hist[0]:.3f}→{hist[-1]:.3f}")
+    tuned, hist = distill(refit, base, data, steps=steps, lr=3e-4, loss="kl", warmup=10, progress=False)
+    add("pruned + refit + distilled", tuned, f"{steps} steps KL, loss {hist[0]:.3f}→{hist[-1]:.3f}")
     variants = {"eager PyTorch": lambda: model(ex[0])}
     variants.update({k: (lambda c=c: c(*ex)) for k, c in runs.items()})
     return rows, variants, "logit cosine"
