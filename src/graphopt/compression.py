@@ -120,10 +120,10 @@ def needs_data(pipeline: str) -> bool:
 
 
 def _needs_data(spec: Any) -> bool:
-    return dict(spec.options).get("importance") in _DATA_DRIVEN or _refits(spec)
+    return dict(spec.options).get("importance") in _DATA_DRIVEN or _asks_refit(spec)
 
 
-def _refits(spec: Any) -> bool:
+def _asks_refit(spec: Any) -> bool:
     return str(dict(spec.options).get("reconstruct", "false")).lower() in ("true", "1")
 
 
@@ -146,7 +146,7 @@ def prune(graph: Graph, pipeline: str, data: Iterable[Any] | None = None, *, los
         step = _timed_context()
         if kind in _DATA_DRIVEN:
             step.provide(saliency(graph, samples, kind=kind, loss=loss, progress=progress))
-        if _refits(spec):  # refits read the Gram matrices of the inputs they change, from the same samples
+        if _asks_refit(spec):  # refits read the Gram matrices of the inputs they change, from the same samples
             step.provide(InputGrams(_samples(graph, samples)))
         results.append(PassManager([spec]).run(graph, ctx=step))
     return _merge(results)
