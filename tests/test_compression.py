@@ -93,3 +93,58 @@ def test_compile_feeds_calibration_to_data_driven_pruning():
                              calibration=data)
     assert small(x).shape == (16, 4)
     assert max(c.type.shape[0] for c in small.graph.constants.values() if c.type.rank == 2) == 16
+
+
+class _Tokens(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) * mask[..., None]
+
+
+def test_token_mask_leaves_padding_out_of_every_distillation_loss():
+    """A teacher whose outputs at padded positions are noise: with `token_mask` a student equal to it on real tokens
+    has zero loss under every kind; without the mask the noise is a loss."""
+    torch.manual_seed(0)
+    m = _Tokens().eval()
+    gen = torch.Generator().manual_seed(3)
+    mask = torch.ones(4, 7, dtype=torch.int64)
+    mask[:, 5:] = 0
+    mask[1, 2:] = 0
+    data = [(torch.randn(4, 7, 6, generator=gen), mask) for _ in range(3)]
+    g = graphopt.to_graph(m, data[0])
+    noise = torch.randn(4, 7, 5, generator=gen) * 10
+
+    def teacher(x: torch.Tensor, mk: torch.Tensor) -> torch.Tensor:
+        return m(x, mk) + noise * (1 - mk[..., None])
+
+    for kind in ("mse", "cosine", "kl", "pooled-cosine"):
+        _, hist = distill(g, teacher, data, steps=1, lr=1e-3, loss=kind, token_mask=1, progress=False)
+        assert hist[0] < 1e-6, (kind, hist)
+    for kind in ("mse", "cosine", "kl"):
+        _, hist = distill(g, teacher, data, steps=1, lr=1e-3, loss=kind, progress=False)
+        assert hist[0] > 0.05, (kind, hist)
+
+
+def test_pooled_cosine_is_one_minus_the_cosine_of_token_means():
+    from graphopt.compression import _distill_loss
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 4, 8, generator=gen), torch.randn(3, 4, 8, generator=gen)
+    mk = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.float32)
+    pa, pb = [(t * mk[..., None]).sum(1) / mk.sum(1, keepdim=True) for t in (a, b)]
+    want = (1 - torch.nn.functional.cosine_similarity(pa, pb, dim=-1)).mean()
+    torch.testing.assert_close(_distill_loss(a, b, "pooled-cosine", 1.0, mk), want)
+    import pytest
+
+    m = _Tokens().eval()
+    g = graphopt.to_graph(m, (torch.randn(2, 3, 6), torch.ones(2, 3, dtype=torch.int64)))
+    data = [(torch.randn(2, 3, 6), torch.ones(2, 3, dtype=torch.int64))]
+    with pytest.raises(ValueError, match="needs token_mask"):
+        distill(g, g, data, steps=1, loss="pooled-cosine", progress=False)
+    with pytest.raises(ValueError, match="unknown loss 'l1'"):
+        distill(g, g, data, steps=1, loss="l1", progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not an input index"):
+        distill(g, g, data, steps=1, token_mask=2, progress=False)

@@ -173,6 +173,40 @@ def test_a_graph_that_is_one_onnx_runtime_call_is_called_directly_and_still_chec
             np.testing.assert_allclose(b.numpy(), w, rtol=1e-5, atol=1e-5)
         with pytest.raises(InputError, match="dim 1"):
             exe(np.zeros((1, 5), np.int64))
+        with pytest.raises(InputError, match="dim 1"):
+            exe(torch.zeros((1, 5), dtype=torch.int64))
+        with pytest.raises(InputError, match="must be i64"):
+            exe(xs[0].astype(np.int32))
+        with pytest.raises(InputError, match="must be i64"):
+            exe(torch.from_numpy(xs[0]).int())
+        wide = np.repeat(xs[0], 2, axis=1)[:, ::2]  # a strided view: the same values, not contiguous
+        np.testing.assert_allclose(exe(wide)[0], want[0], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(exe(**{g.inputs[0].name: xs[0]})[0], want[0], rtol=1e-5, atol=1e-5)
+
+
+def test_serving_calls_of_a_whole_graph_session_skip_the_python_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Valid calls go straight to ONNX Runtime (which checks static dims and dtypes itself): no bind_arrays, no
+    torch conversion for numpy inputs; only a refused call takes the checked path."""
+    import graphopt.backends.cpu as cpu
+
+    monkeypatch.setattr(delegate, "_race", lambda *a: 1)
+    g, xs = _classifier(False)
+    exe = get_backend("cpu").compile(g)
+    checks = []
+    real = cpu.bind_arrays
+    monkeypatch.setattr(cpu, "bind_arrays", lambda *a: checks.append(1) or real(*a))
+    converted = []
+    real_from = cpu.from_numpy
+    monkeypatch.setattr(cpu, "from_numpy", lambda a: converted.append(1) or real_from(a))
+    for _ in range(3):
+        exe(*xs)
+        exe(torch.from_numpy(xs[0]))
+    assert checks == []
+    from graphopt.errors import InputError
+
+    with pytest.raises(InputError, match="must be i64"):
+        exe(xs[0].astype(np.float32))
+    assert checks == [1]
 
 
 def test_trainable_graphs_keep_torchs_recurrent_kernels_so_gradients_reach_the_weights(

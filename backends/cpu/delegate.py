@@ -171,6 +171,10 @@ class OrtNode:
         outs = self._run(self._outputs, {n: x.numpy() for n, x in zip(self._inputs, xs)}, None)
         return [self._from_numpy(o) for o in outs]
 
+    def run_arrays(self, *xs: np.ndarray) -> list[np.ndarray]:
+        """The same run on numpy arrays, returning ONNX Runtime's arrays: no torch conversion either way."""
+        return self._run(self._outputs, dict(zip(self._inputs, xs)), None)  # type: ignore[no-any-return]
+
 
 @functools.lru_cache(maxsize=None)
 def _race(text: str, constant_types: tuple[tuple[str, tuple[int, ...], str], ...]) -> int:

@@ -41,6 +41,8 @@ from graphopt.passes.manager import PipelineResult
 __all__ = ["saliency", "prune", "needs_data", "distill", "sparsity", "normalized_states"]
 
 Loss = Callable[[Sequence[Any]], Any]
+LossKind = Literal["mse", "kl", "cosine", "pooled-cosine"]
+_LOSS_KINDS = ("mse", "kl", "cosine", "pooled-cosine")
 
 
 def _samples(graph: Graph, data: Iterable[Any]) -> list[list[np.ndarray]]:
@@ -173,16 +175,17 @@ def normalized_states(graph: Graph) -> list[str]:
 
 
 def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 300, lr: float = 1e-4,
-            loss: Literal["mse", "kl", "cosine"] = "mse", temperature: float = 2.0, outputs: Sequence[int] | None = None,
-            hidden: Sequence[str] = (), warmup: int = 0, progress: bool = True, seed: int = 0,
-            labels: Sequence[Any] | None = None, task_loss: Callable[[Any, Any], Any] | None = None,
-            task_weight: float = 0.5) -> tuple[Graph, list[float]]:
+            loss: LossKind | Sequence[LossKind] = "mse", temperature: float = 2.0,
+            outputs: Sequence[int] | None = None, hidden: Sequence[str] = (), warmup: int = 0, progress: bool = True,
+            seed: int = 0, labels: Sequence[Any] | None = None, task_loss: Callable[[Any, Any], Any] | None = None,
+            task_weight: float = 0.5, token_mask: int | None = None) -> tuple[Graph, list[float]]:
     """Fine-tune `student`'s weights (a copy) so its outputs match `teacher`'s on `data`; returns the new graph and
     the loss per step.
 
     `teacher`: a Graph (run on the cpu target), a CompiledModel or any callable taking the samples' arrays. Loss
     per output: `mse` relative to the teacher's mean square (hidden states, embeddings), `kl` between softmaxes at
-    `temperature` over the last axis (logits), `cosine` 1 − cos over the last axis. `outputs` picks which outputs
+    `temperature` over the last axis (logits), `cosine` 1 − cos over the last axis, `pooled-cosine` 1 − cos of the
+    token-mean (a sentence embedding: needs `token_mask`); a sequence of kinds sums them. `outputs` picks which outputs
     count (default all float ones). `hidden` names intermediate values both graphs have with the same shape (see
     `normalized_states`) that the student also matches, by relative MSE (layer-wise distillation, as TinyBERT
     does); the teacher must then be a Graph. Adam, `steps` steps cycling through the samples in a fixed shuffled
@@ -191,12 +194,24 @@ def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 3
     `labels` (one per sample of `data`, e.g. class ids of a batch) adds the task's own loss, as Hinton et al.'s
     knowledge distillation does: `task_weight · task + (1 − task_weight) · teacher-matching`. `task_loss(outputs,
     labels)` takes the student's outputs (torch tensors) and the sample's labels as a tensor; by default cross
-    entropy of the first picked output."""
+    entropy of the first picked output.
+
+    `token_mask`: the index of a [batch, seq] input that is nonzero on real tokens and 0 on padding (a transformer's
+    attention mask). Token-wise losses (outputs and `hidden`) then average over real tokens only — what the model
+    computes at padded positions is never read — and `pooled-cosine` pools over them."""
     import torch
 
     from graphopt.backends.cpu.trainable import TrainableGraph
 
     samples = _samples(student, data)
+    kinds = [loss] if isinstance(loss, str) else list(loss)
+    if bad := [k for k in kinds if k not in _LOSS_KINDS]:
+        raise ValueError(f"distill: unknown loss {bad[0]!r}; choose from {', '.join(_LOSS_KINDS)}")
+    if "pooled-cosine" in kinds and token_mask is None:
+        raise ValueError("distill: loss 'pooled-cosine' pools over real tokens and needs token_mask=<input index>")
+    if token_mask is not None and not 0 <= token_mask < len(student.inputs):
+        raise ValueError(f"distill: token_mask={token_mask} is not an input index of @{student.name} "
+                         f"({len(student.inputs)} inputs)")
     if labels is not None and len(labels) != len(samples):
         raise ValueError(f"distill: {len(labels)} labels for {len(samples)} samples; give one per sample")
     if not 0.0 <= task_weight <= 1.0:
@@ -224,9 +239,12 @@ def distill(student: Graph, teacher: Any, data: Iterable[Any], *, steps: int = 3
         it = track(it, description=f"distilling @{graph.name}", transient=True)
     for step in it:
         k = int(order[step % len(samples)])
-        got = model(*_tensors(graph, samples[k]))
-        value = sum(_distill_loss(got[i].float(), targets[k][i].float(), loss, temperature) for i in picked)
-        value = value + sum(_distill_loss(got[i].float(), targets[k][i].float(), "mse", temperature)
+        xs = _tensors(graph, samples[k])
+        got = model(*xs)
+        mask = None if token_mask is None else (xs[token_mask] != 0).float()
+        value = sum(_distill_loss(got[i].float(), targets[k][i].float(), kind, temperature, mask)
+                    for i in picked for kind in kinds)
+        value = value + sum(_distill_loss(got[i].float(), targets[k][i].float(), "mse", temperature, mask)
                             for i in range(n_out, n_out + len(hidden)))
         if labels is not None:
             y = torch.as_tensor(np.asarray(labels[k]))
@@ -248,16 +266,35 @@ def _with_outputs(graph: Graph, names: Sequence[str]) -> Graph:
     return g
 
 
-def _distill_loss(got: Any, want: Any, kind: str, temperature: float) -> Any:
+def _distill_loss(got: Any, want: Any, kind: str, temperature: float, mask: Any = None) -> Any:
+    """One output's loss; with a [batch, seq] token `mask` and an output laid out [batch, seq, ...], token-wise terms
+    are weighted by it (padded positions count for nothing)."""
     import torch.nn.functional as F
 
+    tokens = mask is not None and got.dim() >= 3 and tuple(got.shape[:2]) == tuple(mask.shape)
+    w = mask.reshape(*mask.shape, *([1] * (got.dim() - 2))) if tokens else None
+    if kind == "pooled-cosine":
+        if w is None:
+            raise ValueError(f"distill: 'pooled-cosine' needs a [batch, seq, ...] output and a matching token mask; "
+                             f"got an output of shape {tuple(got.shape)}")
+        n = w.sum(1).clamp_min(1)
+        return (1 - F.cosine_similarity((got * w).sum(1) / n, (want * w).sum(1) / n, dim=-1)).mean()
     if kind == "kl":
         t = temperature
-        return F.kl_div(F.log_softmax(got / t, -1), F.log_softmax(want / t, -1), log_target=True,
-                        reduction="batchmean") * t * t
+        if w is None:
+            return F.kl_div(F.log_softmax(got / t, -1), F.log_softmax(want / t, -1), log_target=True,
+                            reduction="batchmean") * t * t
+        per = F.kl_div(F.log_softmax(got / t, -1), F.log_softmax(want / t, -1), log_target=True,
+                       reduction="none").sum(-1, keepdim=True)
+        return (per * w).sum() / got.shape[0] * t * t  # "batchmean" as above, padded positions left out
     if kind == "cosine":
-        return (1 - F.cosine_similarity(got.flatten(0, -2), want.flatten(0, -2), dim=-1)).mean()
-    return ((got - want) ** 2).mean() / (want ** 2).mean().clamp_min(1e-12)
+        per = 1 - F.cosine_similarity(got, want, dim=-1).unsqueeze(-1)
+        if w is None:
+            return per.mean()
+        return (per * w).sum() / w.expand_as(per).sum().clamp_min(1)
+    if w is None:
+        return ((got - want) ** 2).mean() / (want ** 2).mean().clamp_min(1e-12)
+    return ((got - want) ** 2 * w).sum() / ((want ** 2) * w).sum().clamp_min(1e-12)
 
 
 def _teacher_fn(teacher: Any) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
