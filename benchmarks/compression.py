@@ -162,8 +162,10 @@ def minilm(steps: int) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     counts: dict[str, int] = {}
     for lay in c.layers:
         counts[lay.get("precision", "?")] = counts.get(lay.get("precision", "?"), 0) + 1
+    whole = {lay.get("reason", "") for lay in c.layers}  # one reason for every layer: the whole-model fallback
+    why = f"; {whole.pop()}" if len(whole) == 1 and set(counts) == {"fp32"} else ""
     rows.append(_row("pruned + refit + distilled + int8", tuned, c, cosine(c),
-                     "layers: " + ", ".join(f"{n} {p}" for p, n in sorted(counts.items()))))
+                     "layers: " + ", ".join(f"{n} {p}" for p, n in sorted(counts.items())) + why))
     runs[rows[-1]["variant"]] = c
     bert_eval = bert.eval()
     variants = {"eager PyTorch": lambda: bert_eval(input_ids=ex[0], attention_mask=ex[1])}
