@@ -116,7 +116,9 @@ def test_removing_zero_neurons_is_exact_and_shrinks_both_layers():
     g = _graph(m, x)
     want = _run(g, [x])[0]
     r = _prune(g, "prune-structured{ratio=0.5 scope=ffn importance=l1}")
-    np.testing.assert_array_equal(_run(g, [x])[0], want)
+    # exact up to summation order: a GEMM over 32 instead of 64 terms blocks differently (AVX-512 BLAS kernels
+    # measured 3e-8 apart; AVX2 ones happened to agree bit for bit), and zero terms add nothing
+    np.testing.assert_allclose(_run(g, [x])[0], want, rtol=1e-6, atol=1e-7)
     shapes = sorted(tuple(c.type.shape) for c in g.constants.values() if c.type.rank == 2)
     assert shapes == [(8, 32), (32, 16)]
     assert r.records[-1].stats["params-after"] == parameter_count(g) < r.records[-1].stats["params-before"]
