@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -42,7 +42,7 @@ __all__ = ["saliency", "prune", "needs_data", "distill", "sparsity", "normalized
 
 Loss = Callable[[Sequence[Any]], Any]
 LossKind = Literal["mse", "kl", "cosine", "pooled-cosine"]
-_LOSS_KINDS = ("mse", "kl", "cosine", "pooled-cosine")
+_LOSS_KINDS: tuple[str, ...] = get_args(LossKind)
 
 
 def _samples(graph: Graph, data: Iterable[Any]) -> list[list[np.ndarray]]:
