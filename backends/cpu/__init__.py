@@ -50,7 +50,7 @@ class CpuExecutable:
         # path's Python costs ~25 µs of ~160, and torch<->numpy conversion another ~30.
         static = all(isinstance(d, int) for v in graph.inputs for d in v.type.shape)
         self._direct = self._session if self._session is not None and static else None
-        self._tensor_type, self._array_type = torch.Tensor, np.ndarray
+        self._tensor_type = torch.Tensor
         self._torch = torch
         self._checked: tuple[Any, ...] | None = None  # the (shape, dtype)s the last call passed the checks with
 
@@ -61,7 +61,7 @@ class CpuExecutable:
             try:
                 if kind is self._tensor_type and all(type(x) is kind for x in inputs):
                     return direct(*inputs)  # type: ignore[no-any-return]
-                if kind is self._array_type and all(type(x) is kind for x in inputs):
+                if kind is np.ndarray and all(type(x) is kind for x in inputs):
                     return direct.run_arrays(*inputs)  # type: ignore[no-any-return]
             except Exception:  # noqa: BLE001, S110 - refused: the checked path names what does not fit
                 pass

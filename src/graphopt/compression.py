@@ -268,33 +268,29 @@ def _with_outputs(graph: Graph, names: Sequence[str]) -> Graph:
 
 def _distill_loss(got: Any, want: Any, kind: str, temperature: float, mask: Any = None) -> Any:
     """One output's loss; with a [batch, seq] token `mask` and an output laid out [batch, seq, ...], token-wise terms
-    are weighted by it (padded positions count for nothing)."""
+    are weighted by it (padded positions count for nothing), otherwise every position weighs 1."""
+    import torch
     import torch.nn.functional as F
 
     tokens = mask is not None and got.dim() >= 3 and tuple(got.shape[:2]) == tuple(mask.shape)
-    w = mask.reshape(*mask.shape, *([1] * (got.dim() - 2))) if tokens else None
+    if kind == "pooled-cosine" and not tokens:
+        raise ValueError(f"distill: 'pooled-cosine' needs a [batch, seq, ...] output and a matching token mask; "
+                         f"got an output of shape {tuple(got.shape)}")
+    # one weight per position, laid out like a last-axis reduction of the output ([..., 1])
+    w = (mask.reshape(*mask.shape, *([1] * (got.dim() - 2))) if tokens else torch.ones(())).expand(*got.shape[:-1], 1)
     if kind == "pooled-cosine":
-        if w is None:
-            raise ValueError(f"distill: 'pooled-cosine' needs a [batch, seq, ...] output and a matching token mask; "
-                             f"got an output of shape {tuple(got.shape)}")
-        n = w.sum(1).clamp_min(1)
-        return (1 - F.cosine_similarity((got * w).sum(1) / n, (want * w).sum(1) / n, dim=-1)).mean()
+        n = w.sum(1)
+        return (1 - F.cosine_similarity((got * w).sum(1) / n.clamp_min(1), (want * w).sum(1) / n.clamp_min(1),
+                                        dim=-1)).mean()
     if kind == "kl":
         t = temperature
-        if w is None:
-            return F.kl_div(F.log_softmax(got / t, -1), F.log_softmax(want / t, -1), log_target=True,
-                            reduction="batchmean") * t * t
         per = F.kl_div(F.log_softmax(got / t, -1), F.log_softmax(want / t, -1), log_target=True,
                        reduction="none").sum(-1, keepdim=True)
-        return (per * w).sum() / got.shape[0] * t * t  # "batchmean" as above, padded positions left out
+        return (per * w).sum() / got.shape[0] * t * t  # "batchmean": summed over positions, averaged over the batch
     if kind == "cosine":
-        per = 1 - F.cosine_similarity(got, want, dim=-1).unsqueeze(-1)
-        if w is None:
-            return per.mean()
-        return (per * w).sum() / w.expand_as(per).sum().clamp_min(1)
-    if w is None:
-        return ((got - want) ** 2).mean() / (want ** 2).mean().clamp_min(1e-12)
-    return ((got - want) ** 2 * w).sum() / ((want ** 2) * w).sum().clamp_min(1e-12)
+        return ((1 - F.cosine_similarity(got, want, dim=-1).unsqueeze(-1)) * w).sum() / w.sum().clamp_min(1)
+    n = w.expand_as(got).sum().clamp_min(1)  # weighted means: the floor applies to the teacher's mean square
+    return (((got - want) ** 2 * w).sum() / n) / (((want ** 2) * w).sum() / n).clamp_min(1e-12)
 
 
 def _teacher_fn(teacher: Any) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
