@@ -8,7 +8,13 @@ removes from each member:
   much the loss moves when w is zeroed; the gradients come from a `Saliency` the caller provides (graphopt's API
   runs the cpu target's generated torch code with the weights as parameters, see graphopt.compression);
 - `activation`: mean |x| of the non-constant members over calibration inputs (how much signal flows through the
-  unit), from the same `Saliency`.
+  unit), from the same `Saliency`;
+- `refit-error`: what removing the unit costs the linears that read it *after* they are refitted by least squares
+  (`reconstruct=true`): for a reader y = x·Wᵀ + b with input Gram G = [x, 1]ᵀ[x, 1] over calibration rows, the
+  output error added by dropping input column j and refitting the rest is Σ_o W_oj² / (G⁻¹)_jj — Optimal Brain
+  Surgeon's saliency for a column (Hassibi & Stork 1993; ZipLM, Kurtic et al. 2023, uses it for structured
+  pruning). A unit whose signal the kept units carry (a correlated neuron) scores low even when it is loud, which
+  is what activation magnitude misses. Needs an `InputGrams` (the same Gram matrices the refit reads).
 
 Members differ in scale (a bias against a 1536-wide weight), so each member's scores are divided by their mean
 before the members are averaged: every member has an equal say, and scores are comparable across groups
@@ -29,9 +35,9 @@ import numpy as np
 
 from .dependency import DependencyGroup
 
-__all__ = ["Importance", "Saliency", "member_scores", "unit_scores"]
+__all__ = ["Importance", "Saliency", "member_scores", "reader_grams", "refit_error_picks", "unit_scores"]
 
-Importance = Literal["l1", "l2", "taylor", "activation"]
+Importance = Literal["l1", "l2", "taylor", "activation", "refit-error"]
 
 
 @dataclass
@@ -54,14 +60,17 @@ def member_scores(array: np.ndarray, axis: int, kind: str, grad_saliency: np.nda
     return s.sum(axis=tuple(k for k in range(s.ndim) if k != axis)) if s.ndim > 1 else s
 
 
-def unit_scores(group: DependencyGroup, kind: Importance, saliency: Saliency | None = None) -> np.ndarray:
-    """One score per unit of `group` (higher: keep). NaN-free; units no member sees score 0."""
+def unit_scores(group: DependencyGroup, kind: Importance, saliency: Saliency | None = None,
+                grams: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """One score per unit of `group` (higher: keep). NaN-free; units no member sees score 0. `grams`: for
+    `refit-error`, the Gram matrix of each reader's input by value name (see `reader_grams`)."""
     per_axis: dict[tuple[int, int], np.ndarray] = {}
 
     def vector(value: object, axis: int) -> np.ndarray | None:
         key = (id(value), axis)
         if key not in per_axis:
-            per_axis[key] = _member_vector(value, axis, kind, saliency)  # type: ignore[assignment]
+            per_axis[key] = (_refit_error(value, axis, grams or {}) if kind == "refit-error"  # type: ignore[assignment]
+                             else _member_vector(value, axis, kind, saliency))
         return per_axis[key]
 
     raw: dict[tuple[int, int], np.ndarray] = {}
@@ -92,3 +101,91 @@ def _member_vector(value: object, axis: int, kind: str, saliency: Saliency | Non
         return member_scores(const, axis, "taylor", saliency.weights[name])
     acts: Mapping[int, np.ndarray] = saliency.activations.get(name, {})
     return acts.get(axis) if const is None else None
+
+
+def _reader(value: object, axis: int) -> object | None:
+    """The linear that reads `value` as its weight with `axis` its input axis (the member is its columns)."""
+    if getattr(value, "const", None) is None or axis != 1:
+        return None
+    users = list(getattr(value, "users", ()))
+    if len(users) != 1 or users[0].op.name != "linear" or users[0].inputs[1] is not value:
+        return None
+    return users[0]
+
+
+def reader_grams(group: DependencyGroup) -> list[str]:
+    """The values whose Gram matrices `refit-error` reads for `group`: the inputs of the linears reading its units."""
+    names = []
+    for (value, axis) in group.members(0):
+        node = _reader(value, axis)
+        if node is not None:
+            names.append(node.inputs[0].name)  # type: ignore[attr-defined]
+    return names
+
+
+def _inverse_gram(g: np.ndarray, n: int, ridge: float) -> np.ndarray:
+    """(G + λI)⁻¹ with the refit's ridge (λ relative to the mean diagonal; the constant column is not shrunk)."""
+    a = g + ridge * float(np.mean(np.diag(g)[:n])) * np.diag(np.r_[np.ones(n), 0.0])
+    return np.linalg.pinv(a, hermitian=True)  # type: ignore[no-any-return]
+
+
+def _refit_error(value: object, axis: int, grams: Mapping[str, np.ndarray], ridge: float = 1e-3) -> np.ndarray | None:
+    """Per input column of a reader linear's weight: Σ_o W_oj² / (G⁻¹)_jj, G its input's Gram with the constant
+    column (the refit also refits the bias) and the refit's ridge."""
+    node = _reader(value, axis)
+    g = grams.get(node.inputs[0].name) if node is not None else None  # type: ignore[attr-defined]
+    if g is None:
+        return None
+    w = np.asarray(value.const, np.float64)  # type: ignore[attr-defined]
+    inv_diag = np.diag(_inverse_gram(g, w.shape[1], ridge))[: w.shape[1]]
+    return (w * w).sum(axis=0) / np.maximum(inv_diag, 1e-30)  # type: ignore[no-any-return]
+
+
+def refit_error_picks(group: DependencyGroup, count: int, grams: Mapping[str, np.ndarray],
+                      ridge: float = 1e-3) -> list[int] | None:
+    """`count` units of `group` to remove, chosen greedily one at a time by the refit error (the unit whose removal,
+    with the readers refitted, adds the least output error), each choice updating the readers' weights and inverse
+    Grams as the refit would (Optimal Brain Surgeon's update; ZipLM's greedy structured order). Better than ranking
+    the one-shot scores: once a unit is gone, the units correlated with it are no longer redundant. None when no
+    linear reading the group has a Gram (the criterion cannot see the group)."""
+    readers = []
+    for (value, axis) in group.members(0):
+        node = _reader(value, axis)
+        g = grams.get(node.inputs[0].name) if node is not None else None  # type: ignore[attr-defined]
+        if g is None:
+            continue
+        w = np.asarray(value.const, np.float64)  # type: ignore[attr-defined]
+        n = w.shape[1]
+        b = node.inputs[2].const if len(node.inputs) > 2 else None  # type: ignore[attr-defined]
+        wa = np.concatenate([w, np.zeros((w.shape[0], 1)) if b is None else np.asarray(b, np.float64).reshape(-1, 1)],
+                            axis=1)  # the bias as the constant column's weight: the update compensates into it
+        cols = [sorted(group.members(u)[(value, axis)]) for u in range(group.units)]
+        readers.append((wa, _inverse_gram(g, n, ridge), cols))
+    if not readers:
+        return None
+    singles = all(len(c) == 1 for _, _, cols in readers for c in cols)
+    left = np.ones(group.units, bool)
+    picks: list[int] = []
+    for _ in range(count):
+        err = np.zeros(group.units)
+        for wa, hinv, cols in readers:
+            if singles:  # one column per unit: every unit's error in one vector operation
+                ix = np.array([c[0] for c in cols])
+                err += (wa[:, ix] ** 2).sum(axis=0) / np.maximum(np.diag(hinv)[ix], 1e-30)
+            else:
+                for k in np.flatnonzero(left):
+                    blk = cols[k]
+                    m = np.linalg.pinv(hinv[np.ix_(blk, blk)], hermitian=True)
+                    err[k] += float(np.einsum("oi,ij,oj->", wa[:, blk], m, wa[:, blk]))
+        err[~left] = np.inf
+        u = int(np.argmin(err))
+        for wa, hinv, cols in readers:
+            blk = cols[u]
+            m = np.linalg.pinv(hinv[np.ix_(blk, blk)], hermitian=True)
+            step = m @ hinv[blk, :]
+            wa -= wa[:, blk] @ step  # the kept columns and the bias absorb what the removed ones carried
+            hinv -= hinv[:, blk] @ step  # the inverse Gram of the inputs that are left
+            wa[:, blk] = 0.0
+        left[u] = False
+        picks.append(u)
+    return sorted(picks)

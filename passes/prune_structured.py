@@ -31,7 +31,6 @@ concat, depthwise and grouped convs, grouped-query attention, tied embeddings).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Literal
 
 import numpy as np
 
@@ -40,7 +39,7 @@ from graphopt.ir import Graph, Node, OpRef, Value
 
 from .context import PassContext
 from .dependency import Conflict, DependencyGroup, Removal, find_groups, node_removals
-from .importance import Saliency, unit_scores
+from .importance import Importance, Saliency, reader_grams, refit_error_picks, unit_scores
 from .infer_shapes import infer_shapes
 from .reconstruct import InputGrams, refit, relative_error
 from .registry import Budget, PassResult, Row, register_pass
@@ -111,14 +110,15 @@ def _choose(groups: list[DependencyGroup], scores: list[np.ndarray], ratio: floa
 
 @register_pass("prune-structured", budget=Budget(cosine=0.5, capacity=True))
 def prune_structured(graph: Graph, ctx: PassContext, *, ratio: float = 0.5,
-                     importance: Literal["l1", "l2", "taylor", "activation"] = "l2",
+                     importance: Importance = "l2",
                      scope: tuple[str, ...] = ("heads", "ffn", "channels", "recurrent"), global_ranking: bool = False,
                      multiple: int = 1, reconstruct: bool = False) -> PassResult:
     """Remove the least important `ratio` of the units (attention heads, FFN neurons, conv channels, recurrent
     hidden units) of every dependency group in `scope`, shrinking every coupled weight and size attribute; taylor
     and activation importance need calibration data (a Saliency from graphopt.compression). `reconstruct` refits
     the linears that read removed units to the unpruned output by least squares over calibration data (an
-    InputGrams; see passes/reconstruct.py)."""
+    InputGrams; see passes/reconstruct.py); `refit-error` importance ranks units by what that refit cannot recover
+    (the same InputGrams; see passes/importance.py)."""
     if not 0.0 <= ratio < 1.0:
         raise PassError(f"prune-structured: ratio must be in [0, 1), got {ratio}")
     unknown = sorted(set(scope) - set(SCOPES))
@@ -127,7 +127,7 @@ def prune_structured(graph: Graph, ctx: PassContext, *, ratio: float = 0.5,
     if multiple < 1:
         raise PassError(f"prune-structured: multiple must be at least 1, got {multiple}")
     saliency = ctx.need(Saliency) if importance in ("taylor", "activation") else None
-    grams = ctx.need(InputGrams) if reconstruct else None
+    grams = ctx.need(InputGrams) if reconstruct or importance == "refit-error" else None
     groups, refused = find_groups(graph)
     kept_rows: list[Row] = [{"group": r.root, "reason": r.reason} for r in refused]
     chosen_groups = []
@@ -137,11 +137,20 @@ def prune_structured(graph: Graph, ctx: PassContext, *, ratio: float = 0.5,
         elif g.lossy and "hidden" not in scope:
             kept_rows.append({"group": g.name, "reason": "couples a normalized axis (the residual stream): "
                               "only scope=hidden prunes it"})
+        elif importance == "refit-error" and not reader_grams(g):
+            kept_rows.append({"group": g.name, "reason": "refit-error importance needs a linear that reads the "
+                              "group's units, and none does"})
         else:
             chosen_groups.append(g)
     before = parameter_count(graph)
-    scores = [unit_scores(g, importance, saliency) for g in chosen_groups]  # type: ignore[arg-type]
+    known: dict[str, np.ndarray] = {}  # Gram matrices already gathered: the refit reuses the ranking's
+    if importance == "refit-error":
+        assert grams is not None
+        known = grams(graph, sorted({n for g in chosen_groups for n in reader_grams(g)}))
+    scores = [unit_scores(g, importance, saliency, known) for g in chosen_groups]
     picks = _choose(chosen_groups, scores, ratio, global_ranking, multiple)
+    if importance == "refit-error" and not global_ranking:  # per group: the greedy order, not the one-shot scores
+        picks = [refit_error_picks(g, len(p), known) or [] for g, p in zip(chosen_groups, picks)]
     rows: list[Row] = []
     removals: list[Removal] = []
     for g, s, pick in zip(chosen_groups, scores, picks):
@@ -161,7 +170,7 @@ def prune_structured(graph: Graph, ctx: PassContext, *, ratio: float = 0.5,
     refitted: list[Row] = []
     if merged:  # groups are closed one by one; their union is closed again (heads and head-dim share axes)
         merged = chosen_groups[0].close(merged)
-        fits = _refits(graph, merged, grams) if grams is not None else {}
+        fits = _refits(graph, merged, grams, known) if reconstruct and grams is not None else {}
         shrink(graph, merged, ctx)
         refitted = _write_refits(graph, fits)
     after = parameter_count(graph)
@@ -178,7 +187,7 @@ def prune_structured(graph: Graph, ctx: PassContext, *, ratio: float = 0.5,
 Fit = tuple[np.ndarray, np.ndarray, Row]
 
 
-def _refits(graph: Graph, removal: Removal, grams: InputGrams) -> dict[Node, Fit]:
+def _refits(graph: Graph, removal: Removal, grams: InputGrams, known: dict[str, np.ndarray]) -> dict[Node, Fit]:
     """For every linear whose input units `removal` cuts: its refitted (weight, bias) restricted to the rows it
     keeps, and a report row with the relative output error on the calibration rows of the plain cut and of the
     refit (measured before shrinking)."""
@@ -191,7 +200,8 @@ def _refits(graph: Graph, removal: Removal, grams: InputGrams) -> dict[Node, Fit
         # a shared weight (tied embeddings) or a non-float one is cut as it is: a refit would change other readers
         if all(c.is_constant and c.num_uses == 1 and c.type.dtype.is_float for c in consts) and w.type.rank == 2:
             readers.append(node)
-    g = grams(graph, sorted({n.inputs[0].name for n in readers}))
+    wanted = {n.inputs[0].name for n in readers}
+    g = {**grams(graph, sorted(wanted - set(known))), **{k: v for k, v in known.items() if k in wanted}}
     out = {}
     for node in readers:
         w = np.asarray(node.inputs[1].const)

@@ -90,6 +90,8 @@ class InputGrams:
         from graphopt.ir.interpreter import run
 
         want, sums = set(names), {}  # type: tuple[set[str], dict[str, np.ndarray]]
+        if not want:
+            return sums
 
         def observe(v: Any, a: np.ndarray) -> None:
             if v.name in want:

@@ -377,6 +377,70 @@ def test_reconstruct_lowers_the_error_on_held_out_data_and_gives_a_biasless_read
         _prune(g.copy(), "prune-structured{ratio=0.5 scope=ffn reconstruct=true}")
 
 
+def test_refit_error_keeps_one_neuron_of_each_duplicate_pair_where_activation_loses_whole_pairs():
+    torch.manual_seed(2)
+    m = MLP()
+    with torch.no_grad():  # neurons 32..63 copy 0..31: each pair is one signal, and half the neurons are redundant
+        m.fc1.weight[32:] = m.fc1.weight[:32]
+        m.fc1.bias[32:] = m.fc1.bias[:32]
+    x, held_out = torch.randn(256, 16), torch.randn(64, 16)
+    g = _graph(m, held_out)
+    want = _run(g, [held_out])[0]
+    from graphopt.compression import prune
+
+    data = [(x[i:i + 64],) for i in range(0, 256, 64)]
+    err, kept = {}, {}
+    for kind in ("activation", "refit-error"):
+        h = g.copy()
+        prune(h, f"prune-structured{{ratio=0.5 scope=ffn importance={kind} reconstruct=true}}", data=data)
+        err[kind] = float(np.abs(_run(h, [held_out])[0] - want).max() / np.abs(want).max())
+        (w1,) = [c.const for c in h.constants.values() if c.type.shape == (32, 16)]
+        kept[kind] = {tuple(np.round(r, 5)) for r in np.asarray(w1)}  # distinct fc1 rows left: signals kept
+    # activation ties within a pair and drops both members of the 16 quietest pairs: those signals are gone
+    assert len(kept["activation"]) == 16 and err["activation"] > 0.05, err
+    # the greedy refit error drops one member of every pair (after the first goes, its twin is no longer
+    # redundant), and the refit then restores the output up to the ridge term
+    assert len(kept["refit-error"]) == 32 and err["refit-error"] < 1e-2, err
+
+
+def test_refit_error_pick_is_the_unit_whose_refitted_removal_costs_least_for_neurons_and_heads():
+    from graphopt.passes.importance import reader_grams, refit_error_picks
+    from graphopt.passes.reconstruct import InputGrams, refit, relative_error
+
+    torch.manual_seed(3)
+    x = torch.randn(8, 64, 32)  # 512 rows for 128 neurons: the ridge term is small against the data
+    g = _graph(Encoder(dim=32, heads=4, kv_heads=4), x)
+    groups, _ = find_groups(g)
+    grams = InputGrams([[x.numpy()]])
+    for scope in ("ffn", "heads"):
+        (group,) = [gr for gr in groups if gr.scope == scope]
+        known = grams(g, reader_grams(group))
+        (name,) = known
+        (reader,) = [n for n in g if n.op.name == "linear" and n.inputs[0].name == name]
+        w, b = np.asarray(reader.inputs[1].const), np.asarray(reader.inputs[2].const)
+        cost = []
+        for u in range(group.units):  # brute force: remove the unit, refit the rest, measure the output error
+            keep = [i for i in range(w.shape[1]) if i not in group.members(u)[(reader.inputs[1], 1)]]
+            nw, nb = refit(known[name], w, b, keep)
+            cost.append(relative_error(known[name], w, b, keep, nw, nb))
+        (pick,) = refit_error_picks(group, 1, known)
+        assert cost[pick] <= min(cost) * (1 + 1e-3) + 1e-12, (scope, pick, cost)
+        assert np.argmax(cost) != pick
+
+
+def test_refit_error_needs_data_and_leaves_groups_no_linear_reads():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    g = _graph(Convs(), x)
+    from graphopt.compression import prune
+
+    with pytest.raises(ValueError, match="needs data"):
+        prune(g.copy(), "prune-structured{ratio=0.5 scope=channels importance=refit-error}")
+    r = prune(g, "prune-structured{ratio=0.5 scope=channels importance=refit-error}", data=[(x,)])
+    assert not r.changed
+    assert any("refit-error importance needs a linear" in row["reason"] for row in r.records[-1].tables["not-pruned"])
+
+
 def test_compile_supplies_calibration_data_to_the_refit():
     torch.manual_seed(2)
     m, x = MLP().eval(), torch.randn(16, 16)

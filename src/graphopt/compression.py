@@ -122,7 +122,7 @@ def needs_data(pipeline: str) -> bool:
 
 
 def _needs_data(spec: Any) -> bool:
-    return dict(spec.options).get("importance") in _DATA_DRIVEN or _asks_refit(spec)
+    return dict(spec.options).get("importance") in (*_DATA_DRIVEN, "refit-error") or _asks_refit(spec)
 
 
 def _asks_refit(spec: Any) -> bool:
@@ -140,7 +140,8 @@ def prune(graph: Graph, pipeline: str, data: Iterable[Any] | None = None, *, los
     if not needs_data(pipeline):
         return pm.run(graph, _timed_context())
     if data is None:
-        raise ValueError(f"pipeline {pipeline!r} ranks by taylor or activation importance, which needs data=")
+        raise ValueError(f"pipeline {pipeline!r} ranks by data-driven importance (taylor, activation, refit-error) "
+                         "or refits, which needs data=")
     samples = list(data)
     results = []
     for spec in pm.passes:  # one pass at a time: each prune sees the saliency of the graph the previous one left
@@ -148,7 +149,8 @@ def prune(graph: Graph, pipeline: str, data: Iterable[Any] | None = None, *, los
         step = _timed_context()
         if kind in _DATA_DRIVEN:
             step.provide(saliency(graph, samples, kind=kind, loss=loss, progress=progress))
-        if _asks_refit(spec):  # refits read the Gram matrices of the inputs they change, from the same samples
+        if _asks_refit(spec) or kind == "refit-error":  # refits (and their error) read the Gram matrices of the
+            # inputs they change, from the same samples
             step.provide(InputGrams(_samples(graph, samples)))
         results.append(PassManager([spec]).run(graph, ctx=step))
     return _merge(results)
