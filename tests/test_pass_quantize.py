@@ -120,6 +120,26 @@ def test_cpu_int8_kernels_compute_what_the_reference_integer_kernel_computes(mon
     np.testing.assert_allclose(cpu, ref, atol=0.02 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh", "silu", "tanh"])
+def test_int8_linear_fuses_each_activation_as_the_unfused_kernel_then_the_activation(activation: str) -> None:
+    """oneDNN applies the activation in its int8 linear's epilogue and fbgemm after its GEMM (relu fused): each must
+    equal the plain int8 linear followed by torch's activation (a wrong post-op algorithm — erf GELU run as tanh —
+    differs by ~1e-3)."""
+    import torch
+
+    from graphopt.backends.cpu.kernels import TORCH_ACTIVATIONS, int8_linear, prepack_int8_linear
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randint(-127, 128, (48, 64), generator=gen, dtype=torch.int8)
+    scale, b, x = torch.full((48,), 2e-3), torch.randn(48, generator=gen), torch.randn(3, 7, 64, generator=gen)
+    for kernel in ("fbgemm", "onednn"):
+        packed = prepack_int8_linear(w, scale, b, kernel)
+        want = TORCH_ACTIVATIONS[activation](int8_linear(x, packed, True))
+        got = int8_linear(x, packed, True, activation)
+        assert got.shape == (3, 7, 48)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_layers_that_cannot_or_should_not_be_quantized_say_why() -> None:
     g = parse("""graph @f(%x: f32[4,64], %w: f32[64,64], %i: f64[4,64]) {
   const @big: f32[64,64] = external

@@ -573,7 +573,7 @@ def _prepare_qlinear(n: Node) -> tuple[int, str] | None:
         from .kernels import int8_kernel
 
         out_f, in_f = n.inputs[1].type.shape
-        kernel = int8_kernel(int(in_f), int(out_f), n.attrs["reduce_range"])
+        kernel = int8_kernel(int(in_f), int(out_f), n.attrs["reduce_range"], n.attrs["activation"])
         low = f"rt.prepack_int8_linear({{0}}, {{a[2]}}, {bias}, {kernel!r})"
     else:
         low = "{0}.contiguous()"

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 __all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins",
            "attention_math", "attention_auto", "race",
            "resize_by_matrix", "packed_from_ratios", "linear_chain_ms",
-           "prepack_int8_linear", "int8_linear", "int8_kernel", "OneDNNInt8Linear", "dequantize_weight",
+           "prepack_int8_linear", "int8_linear", "int8_kernel", "OneDNNInt8Linear", "ONEDNN_ACTIVATIONS",
+           "TORCH_ACTIVATIONS", "dequantize_weight",
            "prepack_int8_conv", "int8_conv", "int8_conv_choice", "int8_conv_saturates", "conv_advice",
            "int8_saturates", "int8_linear_choice", "linear_advice", "bf16_linear_choice", "faster_from",
            "Int4Linear", "prepack_int4_linear", "int4_linear", "dequantize_weight_groups", "int4_linear_choice",
@@ -276,10 +277,22 @@ def prepack_int8_linear(w_int8: torch.Tensor, scale: torch.Tensor, bias: torch.T
         return torch.ops.quantized.linear_prepack(q, bias)
 
 
-def int8_linear(x: torch.Tensor, packed: Any, reduce_range: bool) -> torch.Tensor:
-    """Dynamic int8 linear: x quantized per tensor at run time (uint8, 0..127 with reduce_range), int32 sums."""
+# oneDNN's names for the activations its linears and convolutions apply in their epilogue (post-op, algorithm)
+ONEDNN_ACTIVATIONS = {"none": ("none", ""), "relu": ("relu", ""), "gelu": ("gelu", "none"),
+                      "gelu_tanh": ("gelu", "tanh"), "silu": ("swish", ""), "tanh": ("tanh", "")}
+TORCH_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "none": lambda y: y, "relu": torch.relu, "gelu": F.gelu, "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
+    "silu": F.silu, "tanh": torch.tanh}
+
+
+def int8_linear(x: torch.Tensor, packed: Any, reduce_range: bool, activation: str = "none") -> torch.Tensor:
+    """Dynamic int8 linear: x quantized per tensor at run time (uint8, 0..127 with reduce_range), int32 sums, then
+    `activation` — fused into oneDNN's epilogue (the f32 output is written once, activated), or after fbgemm's GEMM
+    (fused for relu, whose kernel exists)."""
     if not isinstance(packed, OneDNNInt8Linear):
-        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range)  # type: ignore[no-any-return]
+        if activation == "relu":
+            return torch.ops.quantized.linear_relu_dynamic(x, packed, reduce_range)  # type: ignore[no-any-return]
+        return TORCH_ACTIVATIONS[activation](torch.ops.quantized.linear_dynamic(x, packed, reduce_range))
     from torch.ao.quantization.fx import _decomposed  # noqa: F401 - registers the quantized_decomposed ops
 
     qd = torch.ops.quantized_decomposed
@@ -287,8 +300,9 @@ def int8_linear(x: torch.Tensor, packed: Any, reduce_range: bool) -> torch.Tenso
     x2 = x.reshape(-1, x.shape[-1])
     sc, zp = qd.choose_qparams.tensor(x2, 0, qmax, 1e-12, torch.uint8)
     xq = qd.quantize_per_tensor.tensor(x2, sc, zp, 0, qmax, torch.uint8)
+    name, algorithm = ONEDNN_ACTIVATIONS[activation]
     y = torch.ops.onednn.qlinear_pointwise.tensor(xq, sc, zp, packed.weight, packed.scale, packed.zero_points,
-                                                  packed.bias, 1.0, 0, torch.float32, "none", [], "")
+                                                  packed.bias, 1.0, 0, torch.float32, name, [], algorithm)
     return y.reshape(*x.shape[:-1], y.shape[-1])  # type: ignore[no-any-return]
 
 
@@ -436,9 +450,10 @@ def int8_saturates(kernel: str = "fbgemm") -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def int8_kernel(in_features: int, out_features: int, reduce_range: bool) -> str:
-    """"fbgemm" or "onednn": the faster dynamic int8 linear for this shape here (timed at 256 rows). oneDNN's runs
-    AMX tiles where the CPU has them; fbgemm's quantizes inside the GEMM call and wins on AVX2."""
+def int8_kernel(in_features: int, out_features: int, reduce_range: bool, activation: str = "none") -> str:
+    """"fbgemm" or "onednn": the faster dynamic int8 linear for this shape and activation here (timed at 256 rows,
+    each with the activation as it runs: fused in oneDNN's epilogue, after fbgemm's GEMM). oneDNN's runs AMX tiles
+    where the CPU has them; fbgemm's quantizes inside the GEMM call and wins on AVX2 and (measured) AVX-512 VNNI."""
     gen = torch.Generator().manual_seed(0)
     out_features = min(out_features, _MAX_MEASURED_OUT)
     wq = torch.randint(-127, 128, (out_features, in_features), generator=gen, dtype=torch.int8)
@@ -450,8 +465,8 @@ def int8_kernel(in_features: int, out_features: int, reduce_range: bool) -> str:
     try:
         packed = {k: prepack_int8_linear(wq, scale, b, k) for k in kernels}
         with torch.inference_mode():
-            t_fbgemm, t_onednn = race(lambda: int8_linear(x, packed["fbgemm"], reduce_range),
-                                      lambda: int8_linear(x, packed["onednn"], reduce_range))
+            t_fbgemm, t_onednn = race(lambda: int8_linear(x, packed["fbgemm"], reduce_range, activation),
+                                      lambda: int8_linear(x, packed["onednn"], reduce_range, activation))
     except RuntimeError:
         return "fbgemm"
     return "onednn" if t_onednn < t_fbgemm else "fbgemm"

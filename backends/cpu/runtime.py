@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from .delegate import OrtNode  # noqa: F401 - generated code calls it
-from .kernels import (OneDNNInt8Linear, attention_auto, attention_math, dequantize_weight, dequantize_weight_groups,  # noqa: F401 - generated code
-                      int4_linear, int8_conv, int8_linear, pack_conv_weight, pack_linear_weight,  # calls these
+from .kernels import (ONEDNN_ACTIVATIONS, TORCH_ACTIVATIONS, OneDNNInt8Linear,  # noqa: F401 - generated code
+                      attention_auto, attention_math, dequantize_weight, dequantize_weight_groups,  # calls these
+                      int4_linear, int8_conv, int8_linear, pack_conv_weight, pack_linear_weight,
                       prepack_int4_linear, prepack_int8_conv, prepack_int8_linear)
 
 
@@ -59,10 +60,6 @@ def topk(x: torch.Tensor, k: int, axis: int, largest: bool) -> tuple[torch.Tenso
 
 
 # a linear's or conv's activation as oneDNN's fused post-op (attr, algorithm)
-ONEDNN_ACTIVATIONS = {"none": ("none", ""), "relu": ("relu", ""), "gelu": ("gelu", "none"),
-                      "gelu_tanh": ("gelu", "tanh"), "silu": ("swish", ""), "tanh": ("tanh", "")}
-_TORCH_ACT = {"none": lambda y: y, "relu": torch.relu, "gelu": F.gelu,
-              "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"), "silu": F.silu, "tanh": torch.tanh}
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, packed: torch.Tensor, b: torch.Tensor | None, rows_from: int,
@@ -72,7 +69,7 @@ def linear(x: torch.Tensor, w: torch.Tensor, packed: torch.Tensor, b: torch.Tens
     if rows(x) >= rows_from:
         attr, algo = ONEDNN_ACTIVATIONS[activation]
         return torch.ops.mkldnn._linear_pointwise(x, packed, b, attr, [], algo)
-    return _TORCH_ACT[activation](F.linear(x, w, b))
+    return TORCH_ACTIVATIONS[activation](F.linear(x, w, b))
 
 
 def avg_pool(x: torch.Tensor, kernel: Sequence[int], strides: Sequence[int], pads: Sequence[int], ceil_mode: bool,
@@ -209,10 +206,9 @@ def rows(x: torch.Tensor) -> int:
 
 
 def int8_linear_dynamic(x: torch.Tensor, packed: Any, reduce_range: bool, activation: str) -> torch.Tensor:
-    """fbgemm's or oneDNN's dynamic int8 linear (activations quantized per tensor at run time, int32 sums)."""
-    if activation == "relu" and not isinstance(packed, OneDNNInt8Linear):
-        return torch.ops.quantized.linear_relu_dynamic(x, packed, reduce_range)
-    return _TORCH_ACT[activation](int8_linear(x, packed, reduce_range))
+    """fbgemm's or oneDNN's dynamic int8 linear (activations quantized per tensor at run time, int32 sums), the
+    activation fused where the kernel has it (kernels.int8_linear)."""
+    return int8_linear(x, packed, reduce_range, activation)
 
 
 def int8_linear_weight_only(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None,
@@ -220,13 +216,13 @@ def int8_linear_weight_only(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.
     """x @ (w_int8 · scale)ᵀ with the int8 weight read directly (`_weight_int8pack_mm` takes 2-D x)."""
     s = scale.reshape(-1).expand(w_int8.shape[0]).contiguous()
     y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), w_int8, s).reshape(*x.shape[:-1], -1)
-    return _TORCH_ACT[activation](y if b is None else y + b)
+    return TORCH_ACTIVATIONS[activation](y if b is None else y + b)
 
 
 def int4_linear_weight_only(x: torch.Tensor, packed: Any, b: torch.Tensor | None, activation: str) -> torch.Tensor:
     """x @ Wᵀ (+ b) with the weight packed two int4 codes per byte (kernels.prepack_int4_linear)."""
     y = int4_linear(x, packed)
-    return _TORCH_ACT[activation](y if b is None else y + b)
+    return TORCH_ACTIVATIONS[activation](y if b is None else y + b)
 
 
 def quantized_linear_emulated(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None,
@@ -236,7 +232,7 @@ def quantized_linear_emulated(x: torch.Tensor, w_int8: torch.Tensor, scale: torc
     if act_quant == "dynamic":
         x = dequantize_linear(*dynamic_quantize_linear(x, reduce_range), axis=1)
     w = dequantize_weight_groups(w_int8, scale) if group_size else dequantize_weight(w_int8, scale)
-    return _TORCH_ACT[activation](F.linear(x, w, b))
+    return TORCH_ACTIVATIONS[activation](F.linear(x, w, b))
 
 
 def quantized_conv(x: torch.Tensor, packed: torch.Tensor, x_scale: torch.Tensor, x_zp: torch.Tensor,
@@ -249,7 +245,7 @@ def quantized_conv(x: torch.Tensor, packed: torch.Tensor, x_scale: torch.Tensor,
                   fuse_relu)
     if residual is not None:
         y = y + residual
-    return y if fuse_relu else _TORCH_ACT[activation](y)
+    return y if fuse_relu else TORCH_ACTIVATIONS[activation](y)
 
 
 def quantized_conv_emulated(x: torch.Tensor, w_int8: torch.Tensor, w_scale: torch.Tensor, x_scale: torch.Tensor,
@@ -263,7 +259,7 @@ def quantized_conv_emulated(x: torch.Tensor, w_int8: torch.Tensor, w_scale: torc
     y = F.conv2d(xq, dequantize_weight(w_int8, w_scale), bias, strides, pads[:2], dilations, groups)
     if residual is not None:
         y = y + residual
-    return _TORCH_ACT[activation](y)
+    return TORCH_ACTIVATIONS[activation](y)
 
 
 def pad_index(x: torch.Tensor, pads: Sequence[int], mode: str) -> torch.Tensor:
