@@ -91,6 +91,26 @@ def test_cpu_fused_conv_matches_reference_on_both_kernel_paths(monkeypatch: pyte
     np.testing.assert_allclose(exe(x)[0], run(g, [x])[0], rtol=1e-4, atol=1e-4)
 
 
+def test_a_symbolic_batch_runs_the_packed_conv_at_every_batch_and_is_measured_at_eight(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A packed weight's layout does not depend on the batch: a dynamic-batch conv runs oneDNN's packed kernel
+    (F.conv2d re-lays the weight out on every call), measured at a batch of 8."""
+    asked = []
+    monkeypatch.setattr(kernels, "conv_kernel", lambda size, *a, **k: asked.append(size) or True)
+    rng = np.random.default_rng(0)
+    consts = {"w1": rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3,
+              "b1": rng.standard_normal(4).astype(np.float32),
+              "w2": rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.3}
+    g = parse(BLOCK.format(act="relu", skip_first="%2, %x").replace("[1,4,6,6]", "[n,4,6,6]"), constants=consts)
+    PassManager.parse("fuse-conv,dce").run(g)
+    exe = get_backend("cpu").compile(g)
+    assert exe.source.count("rt.pack_conv_weight") == 2 and "F.conv2d" not in exe.source
+    assert {tuple(s) for s in asked} == {(8, 4, 6, 6)}
+    for batch in (1, 3, 17):
+        x = rng.standard_normal((batch, 4, 6, 6)).astype(np.float32)
+        np.testing.assert_allclose(exe(x)[0], run(g, [x])[0], rtol=1e-4, atol=1e-4)
+
+
 def test_conv_kernel_choice_is_a_measurement() -> None:
     kernels.conv_kernel.cache_clear()
     assert kernels.conv_kernel((1, 8, 10, 10), (8, 8, 3, 3), (1, 1), (1, 1), (1, 1), 1) in (True, False)

@@ -377,8 +377,14 @@ def _conv_geometry(n: Node) -> tuple[int, tuple[int, ...], tuple[int, ...], tupl
             tuple(at["dilations"] or (1,) * nd))
 
 
+_MEASURED_BATCH = 8  # what a symbolic batch is measured at (the ORT delegate's races bind free dims to 8 too)
+
+
 def _conv_packed(n: Node) -> bool:
-    """Whether this conv runs oneDNN with a packed weight: 2-D, static input, symmetric pads, and measured faster."""
+    """Whether this conv runs oneDNN with a packed weight: 2-D, static input but for the batch, symmetric pads, and
+    measured faster. A packed weight serves every batch size (its layout depends on the channels and kernel, not
+    the batch; checked against F.conv2d at batches 1-540), so a symbolic batch is measured and packed at 1, as the
+    int8 convolution is — the F.conv2d path re-lays the weight out on every call."""
     from .kernels import conv_kernel
 
     nd, strides, pads, dil = _conv_geometry(n)
@@ -387,9 +393,12 @@ def _conv_packed(n: Node) -> bool:
         return False
     if DIFFERENTIABLE.get():
         return False
-    if not all(isinstance(d, int) for d in x.shape):
+    size = _qconv_input_size(n)
+    if size is None:
         return False
-    return conv_kernel(tuple(x.shape), tuple(w.type.shape), pads[:nd], strides, dil, n.attrs["groups"], x.dtype.torch)
+    if not isinstance(x.shape[0], int):  # measured at a batch of 8: at 1, the per-call re-layout costs little
+        size[0] = _MEASURED_BATCH
+    return conv_kernel(tuple(size), tuple(w.type.shape), pads[:nd], strides, dil, n.attrs["groups"], x.dtype.torch)
 
 
 def _prepare_conv(n: Node) -> tuple[int, str] | None:
@@ -397,7 +406,7 @@ def _prepare_conv(n: Node) -> tuple[int, str] | None:
         return None
     nd, strides, pads, dil = _conv_geometry(n)
     return (1, f"rt.pack_conv_weight({{}}, {list(pads[:nd])}, {list(strides)}, {list(dil)}, {n.attrs['groups']}, "
-               f"{list(n.inputs[0].type.shape)})")
+               f"{_qconv_input_size(n)})")
 
 
 PREPARE["conv"] = _prepare_conv
@@ -628,8 +637,8 @@ def _qconv_geometry(n: Node) -> tuple[list[int], list[int], list[int], int]:
 
 
 def _qconv_input_size(n: Node) -> list[int] | None:
-    """The input shape the kernel is measured and packed for: a symbolic batch is taken as 1 (the layout suits any
-    batch; the speed is measured at 1)."""
+    """The input shape a conv's kernel is measured and packed for (f32 and int8): a symbolic batch is taken as 1
+    (the layout suits any batch; the speed is measured at 1); None where another dim is symbolic."""
     shape = n.inputs[0].type.shape
     if not all(isinstance(d, int) for d in shape[1:]):
         return None
