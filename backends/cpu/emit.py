@@ -383,8 +383,8 @@ _MEASURED_BATCH = 8  # what a symbolic batch is measured at (the ORT delegate's 
 def _conv_packed(n: Node) -> bool:
     """Whether this conv runs oneDNN with a packed weight: 2-D, static input but for the batch, symmetric pads, and
     measured faster. A packed weight serves every batch size (its layout depends on the channels and kernel, not
-    the batch; checked against F.conv2d at batches 1-540), so a symbolic batch is measured and packed at 1, as the
-    int8 convolution is — the F.conv2d path re-lays the weight out on every call."""
+    the batch; checked against F.conv2d at batches 1-540), so a symbolic batch is packed with a batch hint of 1, as
+    the int8 convolution is, and measured at 8 — the F.conv2d path re-lays the weight out on every call."""
     from .kernels import conv_kernel
 
     nd, strides, pads, dil = _conv_geometry(n)

@@ -59,9 +59,6 @@ def topk(x: torch.Tensor, k: int, axis: int, largest: bool) -> tuple[torch.Tenso
     return values.narrow(axis, 0, k), indices.narrow(axis, 0, k)
 
 
-# a linear's or conv's activation as oneDNN's fused post-op (attr, algorithm)
-
-
 def linear(x: torch.Tensor, w: torch.Tensor, packed: torch.Tensor, b: torch.Tensor | None, rows_from: int,
            activation: str = "none") -> torch.Tensor:
     """F.linear for few rows (GEMV-like), oneDNN with the packed weight from `rows_from` rows (measured); the
