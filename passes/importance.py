@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -61,15 +61,18 @@ def member_scores(array: np.ndarray, axis: int, kind: str, grad_saliency: np.nda
 
 
 def unit_scores(group: DependencyGroup, kind: Importance, saliency: Saliency | None = None,
-                grams: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+                grams: Mapping[str, np.ndarray] | None = None,
+                inverses: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """One score per unit of `group` (higher: keep). NaN-free; units no member sees score 0. `grams`: for
-    `refit-error`, the Gram matrix of each reader's input by value name (see `reader_grams`)."""
+    `refit-error`, the Gram matrix of each reader's input by value name (see `reader_grams`); `inverses` keeps the
+    inverse Grams it computes for `refit_error_picks`."""
     per_axis: dict[tuple[int, int], np.ndarray] = {}
 
     def vector(value: object, axis: int) -> np.ndarray | None:
         key = (id(value), axis)
         if key not in per_axis:
-            per_axis[key] = (_refit_error(value, axis, grams or {}) if kind == "refit-error"  # type: ignore[assignment]
+            per_axis[key] = (_refit_error(value, axis, grams or {}, inverses=inverses)  # type: ignore[assignment]
+                             if kind == "refit-error"
                              else _member_vector(value, axis, kind, saliency))
         return per_axis[key]
 
@@ -129,48 +132,64 @@ def _inverse_gram(g: np.ndarray, n: int, ridge: float) -> np.ndarray:
     return np.linalg.pinv(a, hermitian=True)  # type: ignore[no-any-return]
 
 
-def _refit_error(value: object, axis: int, grams: Mapping[str, np.ndarray], ridge: float = 1e-3) -> np.ndarray | None:
+def _reader_inverse(value: object, axis: int, grams: Mapping[str, np.ndarray], ridge: float,
+                    inverses: dict[str, np.ndarray]) -> tuple[Any, np.ndarray] | None:
+    """The linear reading `value`'s columns and its input's inverse Gram (computed once per input in `inverses`,
+    which the one-shot scores and the greedy picks of one pass share); None where no Gram is known."""
+    node: Any = _reader(value, axis)
+    name = node.inputs[0].name if node is not None else None
+    if name is None or name not in grams:
+        return None
+    if name not in inverses:
+        inverses[name] = _inverse_gram(grams[name], node.inputs[1].type.shape[1], ridge)
+    return node, inverses[name]
+
+
+def _refit_error(value: object, axis: int, grams: Mapping[str, np.ndarray], ridge: float = 1e-3,
+                 inverses: dict[str, np.ndarray] | None = None) -> np.ndarray | None:
     """Per input column of a reader linear's weight: Σ_o W_oj² / (G⁻¹)_jj, G its input's Gram with the constant
     column (the refit also refits the bias) and the refit's ridge."""
-    node = _reader(value, axis)
-    g = grams.get(node.inputs[0].name) if node is not None else None  # type: ignore[attr-defined]
-    if g is None:
+    found = _reader_inverse(value, axis, grams, ridge, {} if inverses is None else inverses)
+    if found is None:
         return None
     w = np.asarray(value.const, np.float64)  # type: ignore[attr-defined]
-    inv_diag = np.diag(_inverse_gram(g, w.shape[1], ridge))[: w.shape[1]]
+    inv_diag = np.diag(found[1])[: w.shape[1]]
     return (w * w).sum(axis=0) / np.maximum(inv_diag, 1e-30)  # type: ignore[no-any-return]
 
 
 def refit_error_picks(group: DependencyGroup, count: int, grams: Mapping[str, np.ndarray],
-                      ridge: float = 1e-3) -> list[int] | None:
+                      ridge: float = 1e-3, inverses: dict[str, np.ndarray] | None = None) -> list[int] | None:
     """`count` units of `group` to remove, chosen greedily one at a time by the refit error (the unit whose removal,
     with the readers refitted, adds the least output error), each choice updating the readers' weights and inverse
     Grams as the refit would (Optimal Brain Surgeon's update; ZipLM's greedy structured order). Better than ranking
     the one-shot scores: once a unit is gone, the units correlated with it are no longer redundant. None when no
-    linear reading the group has a Gram (the criterion cannot see the group)."""
+    linear reading the group has a Gram (the criterion cannot see the group). `inverses`: inverse Grams already
+    computed (see `unit_scores`), copied before the updates."""
+    cache = {} if inverses is None else inverses
     readers = []
     for (value, axis) in group.members(0):
-        node = _reader(value, axis)
-        g = grams.get(node.inputs[0].name) if node is not None else None  # type: ignore[attr-defined]
-        if g is None:
+        found = _reader_inverse(value, axis, grams, ridge, cache)
+        if found is None:
             continue
+        node, hinv = found
         w = np.asarray(value.const, np.float64)  # type: ignore[attr-defined]
-        n = w.shape[1]
-        b = node.inputs[2].const if len(node.inputs) > 2 else None  # type: ignore[attr-defined]
+        b = node.inputs[2].const if len(node.inputs) > 2 else None
         wa = np.concatenate([w, np.zeros((w.shape[0], 1)) if b is None else np.asarray(b, np.float64).reshape(-1, 1)],
                             axis=1)  # the bias as the constant column's weight: the update compensates into it
         cols = [sorted(group.members(u)[(value, axis)]) for u in range(group.units)]
-        readers.append((wa, _inverse_gram(g, n, ridge), cols))
+        readers.append((wa, hinv.copy(), cols))
     if not readers:
         return None
-    singles = all(len(c) == 1 for _, _, cols in readers for c in cols)
+    # one column per unit (neurons): every unit's error in one vector operation, from these column indices
+    singles = [np.array([c[0] for c in cols]) for _, _, cols in readers] if all(
+        len(c) == 1 for _, _, cols in readers for c in cols) else None
     left = np.ones(group.units, bool)
     picks: list[int] = []
     for _ in range(count):
         err = np.zeros(group.units)
-        for wa, hinv, cols in readers:
-            if singles:  # one column per unit: every unit's error in one vector operation
-                ix = np.array([c[0] for c in cols])
+        for r, (wa, hinv, cols) in enumerate(readers):
+            if singles is not None:
+                ix = singles[r]
                 err += (wa[:, ix] ** 2).sum(axis=0) / np.maximum(np.diag(hinv)[ix], 1e-30)
             else:
                 for k in np.flatnonzero(left):

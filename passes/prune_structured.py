@@ -147,10 +147,11 @@ def prune_structured(graph: Graph, ctx: PassContext, *, ratio: float = 0.5,
     if importance == "refit-error":
         assert grams is not None
         known = grams(graph, sorted({n for g in chosen_groups for n in reader_grams(g)}))
-    scores = [unit_scores(g, importance, saliency, known) for g in chosen_groups]
+    inverses: dict[str, np.ndarray] = {}  # each reader's inverse Gram, computed once for scores and greedy picks
+    scores = [unit_scores(g, importance, saliency, known, inverses) for g in chosen_groups]
     picks = _choose(chosen_groups, scores, ratio, global_ranking, multiple)
     if importance == "refit-error" and not global_ranking:  # per group: the greedy order, not the one-shot scores
-        picks = [refit_error_picks(g, len(p), known) or [] for g, p in zip(chosen_groups, picks)]
+        picks = [refit_error_picks(g, len(p), known, inverses=inverses) or [] for g, p in zip(chosen_groups, picks)]
     rows: list[Row] = []
     removals: list[Removal] = []
     for g, s, pick in zip(chosen_groups, scores, picks):
