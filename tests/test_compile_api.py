@@ -28,7 +28,8 @@ def test_torch_in_torch_out_numpy_in_numpy_out(compiled) -> None:  # type: ignor
     y_np = c(args[0].numpy())
     assert isinstance(y_np, np.ndarray)
     np.testing.assert_allclose(y_np, y.numpy(), rtol=1e-6)
-    assert ("F.conv2d" in c.source or "_convolution_pointwise" in c.source) and "def forward(x)" in c.source
+    # torch's conv kernels, or ONNX Runtime's where the compile-time race measured them faster
+    assert any(k in c.source for k in ("F.conv2d", "_convolution_pointwise", "rt.OrtNode(")) and "def forward(x)" in c.source
 
 
 def test_save_load_round_trip_without_pickle(compiled, tmp_path) -> None:  # type: ignore[no-untyped-def]

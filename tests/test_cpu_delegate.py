@@ -222,3 +222,56 @@ def test_trainable_graphs_keep_torchs_recurrent_kernels_so_gradients_reach_the_w
     assert "rt.OrtNode(" not in m.source
     m(torch.from_numpy(xs[0]))[0].sum().backward()
     assert float(m.grad_of("wh").abs().sum()) > 0 and float(m.grad_of("table").abs().sum()) > 0
+
+
+def _cnn(batch: str = "n") -> tuple[Graph, dict[str, np.ndarray]]:
+    """The digits CNN's graph after O2: fused conv+relu, a max pool, a residual conv, global average, linear head."""
+    rng = np.random.default_rng(3)
+    consts = {"w1": rng.standard_normal((8, 1, 3, 3)), "b1": rng.standard_normal(8),
+              "w2": rng.standard_normal((8, 8, 3, 3)) * 0.3, "b2": rng.standard_normal(8),
+              "w3": rng.standard_normal((16, 8, 3, 3)) * 0.3, "b3": rng.standard_normal(16),
+              "wo": rng.standard_normal((10, 16)), "bo": rng.standard_normal(10)}
+    consts = {k: v.astype(np.float32) for k, v in consts.items()}
+    decl = "\n".join(f"  const @{k}: f32[{','.join(map(str, v.shape))}] = external" for k, v in consts.items())
+    g = parse(f"""graph @f(%x: f32[{batch},1,8,8]) {{
+{decl}
+  %0: f32[{batch},8,8,8] = conv(%x, @w1, @b1) {{pads=[1, 1, 1, 1], activation="relu"}}
+  %1: f32[{batch},8,8,8] = conv(%0, @w2, @b2, %0) {{pads=[1, 1, 1, 1], activation="relu"}}
+  %2: f32[{batch},8,4,4] = max_pool(%1) {{kernel=[2, 2], strides=[2, 2]}}
+  %3: f32[{batch},16,4,4] = conv(%2, @w3, @b3) {{pads=[1, 1, 1, 1], activation="relu"}}
+  %4: f32[{batch},16,1,1] = reduce_mean(%3) {{axes=[-1, -2], keepdims=true}}
+  %5: f32[{batch},16] = reshape(%4) {{shape=[{batch}, 16]}}
+  %6: f32[{batch},10] = linear(%5, @wo, @bo)
+  return %6, %2
+}}""", consts)
+    return g, consts
+
+
+def test_a_conv_chain_runs_as_one_onnx_runtime_call_where_measured_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forced to ONNX Runtime: the chain from the first conv (the residual conv reads its input twice, both inside)
+    to the pooling is one call, ending where a value leaves the graph (%2 is an output); the second conv chain to
+    the head is another. Results equal the reference's at every batch (the batch is symbolic)."""
+    monkeypatch.setattr(delegate, "_race", lambda *a: 2)
+    g, _ = _cnn()
+    exe = get_backend("cpu").compile(g)
+    assert exe.source.count("rt.OrtNode(") == 2 and "(3 nodes on ONNX Runtime" in exe.source
+    assert "(4 nodes on ONNX Runtime" in exe.source and "threads=2" in exe.source
+    rng = np.random.default_rng(4)
+    for batch in (1, 5):
+        x = rng.standard_normal((batch, 1, 8, 8)).astype(np.float32)
+        for got, want in zip(exe(x), get_backend("reference").compile(g)(x)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_measured_conv_choice_gives_the_same_results_either_way() -> None:
+    """Unforced: whichever side the race picks on this machine computes what torch's kernels compute."""
+    delegate._race.cache_clear()
+    g, _ = _cnn("4")
+    x = np.random.default_rng(5).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    exe = get_backend("cpu").compile(g)
+    with delegate.torch_only():
+        plain = get_backend("cpu").compile(g)
+    assert "rt.OrtNode(" not in plain.source
+    assert ("rt.OrtNode(" in exe.source) == bool(delegate.regions(g))
+    for a, b in zip(exe(x), plain(x)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

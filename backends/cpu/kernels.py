@@ -47,6 +47,18 @@ def race(a: Callable[[], object], b: Callable[[], object], pairs: int = 9) -> tu
     return sorted(ta)[pairs // 2], sorted(tb)[pairs // 2]
 
 
+def race_blocks(a: Callable[[], object], b: Callable[[], object], rounds: int = 3, calls: int = 5) -> tuple[float, float]:
+    """Median ms of `a` and of `b`, each timed in blocks of consecutive calls (alternating blocks, so drift hits
+    both): for callables served back to back, where what ran just before them is themselves."""
+    ta: list[float] = []
+    tb: list[float] = []
+    for _ in range(rounds):
+        for f, ts in ((a, ta), (b, tb)):
+            f()
+            ts.extend(_ms(f) for _ in range(calls))
+    return sorted(ta)[len(ta) // 2], sorted(tb)[len(tb) // 2]
+
+
 def pack_linear_weight(w: torch.Tensor) -> torch.Tensor:
     """The weight in oneDNN's blocked layout (an opaque tensor only mkldnn._linear_pointwise reads)."""
     return torch.ops.mkldnn._reorder_linear_weight(w, _ROWS)

@@ -133,8 +133,12 @@ def quantize_graph(graph: Graph, mode: str, *, skip: Iterable[str] = (), advice:
 
 def _outputs(graph: Graph, samples: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
     from graphopt.backends import get_backend
+    from graphopt.backends.cpu.delegate import torch_only
 
-    exe = get_backend("cpu").compile(graph)
+    # Only the values matter here: no compile-time races for ONNX Runtime regions (a sensitivity sweep and the
+    # bisection compile one variant per probe; racing each cost ResNet-18's int8 compile 2 minutes).
+    with torch_only():
+        exe = get_backend("cpu").compile(graph)
     return np.concatenate([np.asarray(o, np.float64).ravel() for s in samples for o in exe(*s)])
 
 
