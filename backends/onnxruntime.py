@@ -26,11 +26,14 @@ from .ort_legalize import legalize
 __all__ = ["OrtBackend", "OrtExecutable", "session", "EXTERNAL_DATA_ABOVE"]
 
 
-def session(model: bytes | str, *, threads: int | None = None, optimization: str = "all") -> Any:
-    """A CPU InferenceSession on a serialized model, its pool threads told not to spin between runs."""
+def session(model: bytes | str, *, threads: int | None = None, optimization: str = "all", quiet: bool = False) -> Any:
+    """A CPU InferenceSession on a serialized model, its pool threads told not to spin between runs; `quiet`
+    silences ONNX Runtime's own error log (a caller that handles the exception itself)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
+    if quiet:
+        opts.log_severity_level = 4  # fatal only
     opts.graph_optimization_level = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                                      "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                                      "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]

@@ -191,14 +191,15 @@ class OrtNode:
     """A region run by ONNX Runtime: built from its graph's text and constants (what the generated code holds),
     called with torch tensors, returning torch tensors."""
 
-    def __init__(self, text: str, constants: dict[str, Any], threads: int | None = None) -> None:
+    def __init__(self, text: str, constants: dict[str, Any], threads: int | None = None, quiet: bool = False) -> None:
         import torch
 
         from graphopt.backends.onnx_export import to_onnx
         from graphopt.backends.onnxruntime import session
 
         graph = parse(text, {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v) for k, v in constants.items()})
-        self._session = session(to_onnx(graph).SerializeToString(), threads=threads or torch.get_num_threads())
+        self._session = session(to_onnx(graph).SerializeToString(), threads=threads or torch.get_num_threads(),
+                                quiet=quiet)
         self._inputs = [v.name for v in self._session.get_inputs()]  # the exporter's names, in graph order
         self._outputs = [v.name for v in self._session.get_outputs()]
         # The binding's run, when the wrapper exposes it: InferenceSession.run re-validates the feed's names on every
@@ -240,7 +241,7 @@ def _race(text: str, weights: _Weights, whole: bool = False) -> int:
         with torch_only():
             plain = CpuExecutable(graph)
         for threads in sorted({torch.get_num_threads(), 1}):
-            ort = OrtNode(text, weights.arrays, threads)
+            ort = OrtNode(text, weights.arrays, threads, quiet=True)  # a refusal is an answer here, not news
             with torch.inference_mode():
                 t_ort, t_torch = timed(lambda: ort(*xs), lambda: plain(*xs))  # noqa: B023 - called right here
             if t_ort < _MARGIN * t_torch and t_ort / t_torch < best_ms:
