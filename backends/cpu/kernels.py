@@ -375,14 +375,19 @@ def int8_conv(x: torch.Tensor, packed: torch.Tensor, x_scale: float, x_zp: int, 
               qmax: int, relu: bool) -> torch.Tensor:
     """oneDNN's int8 convolution: x quantized with its static scale (uint8, channels-last), int32 sums, the result
     rescaled to f32 with the bias (and a relu) fused."""
-    from torch.ao.quantization.fx import _decomposed  # noqa: F401 - registers the quantized_decomposed ops
-
-    xq = torch.ops.quantized_decomposed.quantize_per_tensor(x.contiguous(memory_format=torch.channels_last),
-                                                            x_scale, x_zp, 0, qmax, torch.uint8)
-    n = w_scale.numel()
+    # quantized_decomposed.quantize_per_tensor's arithmetic (the same codes), but in place on one temporary: its
+    # four fresh f32 tensors per call took 31% of static-int8 ResNet-18's time (0.22 ms a call; this, 0.04-0.1)
+    xq = (torch.mul(x.contiguous(memory_format=torch.channels_last), 1.0 / x_scale).round_().add_(x_zp)
+          .clamp_(0, qmax).to(torch.uint8))
     return torch.ops.onednn.qconv2d_pointwise(  # type: ignore[no-any-return]
-        xq, x_scale, x_zp, packed, w_scale.float().reshape(-1), torch.zeros(n, dtype=torch.long), bias, strides,
+        xq, x_scale, x_zp, packed, w_scale.float().reshape(-1), _zero_points(w_scale.numel()), bias, strides,
         pads, dilations, groups, 1.0, 0, torch.float32, "relu" if relu else "none", [], "")
+
+
+@functools.lru_cache(maxsize=None)
+def _zero_points(n: int) -> torch.Tensor:
+    """The weights' zero points (all 0, symmetric per channel), made once per channel count: read only."""
+    return torch.zeros(n, dtype=torch.long)
 
 
 @functools.lru_cache(maxsize=None)
