@@ -315,7 +315,7 @@ def _cpu_name() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=None,
-                    help="distillation steps for every model (default: minilm 4800, digits 1500, lstm 300, gpt2 150)")
+                    help="distillation steps for every model (default: minilm 4800, digits 3000, lstm 300, gpt2 150)")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--models", default="minilm,digits,lstm,gpt2")
     args = ap.parse_args()
@@ -327,7 +327,7 @@ def main() -> None:
     results: dict[str, Any] = {"machine": {"cpu_flags": _cpu_flags(), "threads": 2, "torch": torch.__version__},
                                "models": {k: v for k, v in previous.items() if k not in args.models.split(",")}}
     for name in args.models.split(","):
-        steps = args.steps or {"minilm": 4800, "digits": 1500, "lstm": 300, "gpt2": 150}[name]
+        steps = args.steps or {"minilm": 4800, "digits": 3000, "lstm": 300, "gpt2": 150}[name]
         rows, variants, metric = {"minilm": minilm, "digits": digits, "lstm": lstm, "gpt2": gpt2}[name](steps)
         with torch.inference_mode():
             lat = measure_latency(variants, repeats=args.repeats)
