@@ -635,10 +635,18 @@ def _dql(cx: _Ctx, x: str, reduce_range: bool) -> list[str]:
 @exports("quantized_linear")
 def _quantized_linear(cx: _Ctx, n: Node, a: list[str]) -> str:
     """Dynamic: ONNX Runtime's integer path — DynamicQuantizeLinear, MatMulInteger (int32 sums), one rescale.
+    Static: the same with the calibrated scale — Clip to the codes' range, QuantizeLinear, MatMulInteger.
     Weight-only (int8, or int4 group-wise): the dequantized weight into a float MatMul."""
     transposed = lambda: cx.emit("Transpose", [a[1]], perm=[1, 0])  # noqa: E731 - [in, out]: folded by ORT
-    if n.attrs["act_quant"] == "dynamic":
-        xq, xs, xz = _dql(cx, a[0], n.attrs["reduce_range"])
+    if n.attrs["act_quant"] in ("dynamic", "static"):
+        if n.attrs["act_quant"] == "static":
+            qmax = 127 if n.attrs["reduce_range"] else 255
+            scale, zp = np.float32(n.attrs["x_scale"]), int(n.attrs["x_zero_point"])
+            xs, xz = cx.const(scale), cx.const(np.uint8(zp))
+            bounds = [cx.const(np.float32(-zp * scale)), cx.const(np.float32((qmax - zp) * scale))]
+            xq = cx.emit("QuantizeLinear", [cx.emit("Clip", [a[0], *bounds]), xs, xz])
+        else:
+            xq, xs, xz = _dql(cx, a[0], n.attrs["reduce_range"])
         acc = cx.emit("MatMulInteger", [xq, transposed(), xz])
         y = cx.emit("Mul", [cx.emit("Cast", [acc], to=_onnx_dtype(DType.F32)), cx.emit("Mul", [xs, a[2]])])
     elif n.attrs["group_size"]:  # int4 codes, a scale per row and group: dequantized [out, in], then transposed

@@ -56,11 +56,12 @@ _CLAMP = OpRef("clamp")
 @dataclass(frozen=True)
 class KernelAdvice:
     """What the target will run faster, asked before weights are rounded: `linear(in_features, out_features, kind,
-    reduce_range) -> (the low-precision kernel wins, why)`, kind "dynamic" (int8 activations and weights), "none"
+    reduce_range) -> (the low-precision kernel wins, why)`, kind "dynamic" (int8 activations and weights), "static"
+    (the same with a calibrated activation scale: wins only if faster than both f32 and dynamic), "none"
     (int8 weights only) or "bf16". The API provides the compile target's measured answer
     (`ctx.provide(KernelAdvice(...))`); without one every eligible layer is converted."""
 
-    linear: Callable[[int, int, str, bool], tuple[bool, str]]  # kind: "dynamic", "none", "int4" or "bf16"
+    linear: Callable[[int, int, str, bool], tuple[bool, str]]  # kind: "dynamic", "static", "none", "int4", "bf16"
     # conv(input shape, weight shape, pads, strides, dilations, groups, reduce_range) -> (int8 wins, why)
     conv: Callable[[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], int, bool],
                    tuple[bool, str]] | None = None
@@ -170,8 +171,9 @@ def quantize(graph: Graph, ctx: PassContext, *,
              observer: Literal["minmax", "percentile", "mse", "entropy"] = "percentile",
              group_size: Literal[32, 64, 128, 256] = 128) -> PassResult:
     """Write int8 Q/DQ around linear layers: weights per output channel, activations at run time (int8-dynamic);
-    or (bf16) run linear layers in bfloat16 between casts, every other op staying f32; int8-static also gives 2-D
-    convolutions int8 inputs with a calibrated scale (`observer` picks the range from the CalibrationTable).
+    or (bf16) run linear layers in bfloat16 between casts, every other op staying f32; int8-static gives linear
+    layers and 2-D convolutions int8 inputs with a calibrated scale (`observer` picks the range from the
+    CalibrationTable) — a linear stays dynamic where the target measures its fixed-scale kernel slower.
 
     `reduce_range` quantizes activations to 0..127, exact on CPUs without VNNI (see graphopt.ir.ops.quantized);
     `smooth` > 0 migrates activation outliers into the weights first (needs a CalibrationTable); `embeddings`
@@ -221,9 +223,13 @@ def quantize(graph: Graph, ctx: PassContext, *,
             w_float = w.const
         q, scale = quantize_weight_groups(w_float, group) if group else quantize_weight(w_float,
                                                                                          granularity == "per-channel")
+        static_why = _static_linear(node, table, advice, reduce_range) if mode == "int8-static" else None
         with graph.inserting_before(node):
             node.set_input(1, _dequantized(graph, w, q, scale, group))
-            if mode in ("int8-dynamic", "int8-static"):
+            if mode == "int8-static" and static_why is not None and static_why[0]:
+                assert table is not None  # _static_linear found the input observed
+                _quantize_input_static(graph, node, table, observer, reduce_range)
+            elif mode in ("int8-dynamic", "int8-static"):
                 dql = graph.add_node("dynamic_quantize_linear", [node.inputs[0]], {"reduce_range": reduce_range})
                 node.set_input(0, graph.add_node("dequantize_linear", list(dql.outputs), {}).outputs[0])
         bytes_before += w.const.nbytes
@@ -234,6 +240,10 @@ def quantize(graph: Graph, ctx: PassContext, *,
             row["smoothed"] = True
         if advice is not None:  # the measured kernel choice, for the report (cached: not timed twice)
             row["reason"] = advice.linear(int(q.shape[1]), int(q.shape[0]), act_quant, reduce_range)[1]
+        if static_why is not None:
+            row["activations"] = "static" if static_why[0] else "dynamic"
+            if static_why[1]:
+                row["reason"] = "; ".join(r for r in (row.get("reason"), static_why[1]) if r)
         layers.append(row)
         if w.num_uses == 0 and not w.output_refs:
             graph.remove_constant(w)
@@ -356,11 +366,7 @@ def _static_convs(graph: Graph, convs: list[tuple[Node, str]], table: Calibratio
         q, ws = quantize_weight(w.const.reshape(w.const.shape[0], -1), per_channel=True)
         q = q.reshape(w.const.shape)
         with graph.inserting_before(node):
-            c = graph.add_node("clamp", [x], {"min": lo, "max": hi}).outputs[0]
-            s_v = graph.add_constant(np.asarray(scale, np.float32), name=graph.fresh_name(x.name + ".scale"))
-            z_v = graph.add_constant(np.asarray(zp, np.uint8), name=graph.fresh_name(x.name + ".zero_point"))
-            xq = graph.add_node("quantize_linear", [c, s_v, z_v], {}).outputs[0]
-            node.set_input(0, graph.add_node("dequantize_linear", [xq, s_v, z_v], {}).outputs[0])
+            _quantize_input_static(graph, node, table, observer, reduce_range)
             node.set_input(1, _dequantized(graph, w, q, ws))
         before, after = before + w.const.nbytes, after + q.nbytes + ws.nbytes
         row = {"layer": name, "shape": list(q.shape), **weight_error(w.const.reshape(q.shape[0], -1),
@@ -372,6 +378,33 @@ def _static_convs(graph: Graph, convs: list[tuple[Node, str]], table: Calibratio
         if w.num_uses == 0 and not w.output_refs:
             graph.remove_constant(w)
     return rows, kept, (before, after)
+
+
+def _static_linear(node: Node, table: CalibrationTable | None, advice: KernelAdvice | None, reduce_range: bool
+                   ) -> tuple[bool, str]:
+    """(whether int8-static gives this linear a calibrated input scale, why not / the measurement). Where the
+    target measures the fixed-scale kernel slower than the dynamic one (which computes the scale per call), the
+    layer stays dynamic: calibration must not cost speed."""
+    if table is None or node.inputs[0].name not in table:
+        return False, "activations dynamic: the input was not observed in calibration"
+    if advice is None:
+        return True, ""
+    out_f, in_f = node.inputs[1].type.shape
+    wins, why = advice.linear(int(in_f), int(out_f), "static", reduce_range)
+    return wins, why if wins else f"activations dynamic: {why}"
+
+
+def _quantize_input_static(graph: Graph, node: Node, table: CalibrationTable, observer: str, reduce_range: bool
+                           ) -> None:
+    """clamp → quantize_linear → dequantize_linear on input 0 of `node` with the calibrated scale (what
+    lower-quantized turns into a static integer op), at the insertion point."""
+    x = node.inputs[0]
+    scale, zp, lo, hi = activation_range(table, x.name, observer, reduce_range)
+    c = graph.add_node("clamp", [x], {"min": lo, "max": hi}).outputs[0]
+    s_v = graph.add_constant(np.asarray(scale, np.float32), name=graph.fresh_name(x.name + ".scale"))
+    z_v = graph.add_constant(np.asarray(zp, np.uint8), name=graph.fresh_name(x.name + ".zero_point"))
+    xq = graph.add_node("quantize_linear", [c, s_v, z_v], {}).outputs[0]
+    node.set_input(0, graph.add_node("dequantize_linear", [xq, s_v, z_v], {}).outputs[0])
 
 
 def _dequantized(graph: Graph, w: Value, q: np.ndarray, scale: np.ndarray, group_size: int = 0) -> Value:
@@ -476,7 +509,7 @@ def _dynamic_input(v: Value) -> tuple[Value, bool] | None:
 def lower_quantized(graph: Graph, ctx: PassContext) -> PassResult:
     """Turn Q/DQ patterns around linear layers into `quantized_linear` (integer arithmetic, one op per layer), and
     row lookups in a dequantized table into lookups in the int8 table scaled per row."""
-    lowered = {"dynamic": 0, "weight_only": 0, "int4": 0, "embedding": 0}
+    lowered = {"dynamic": 0, "static": 0, "weight_only": 0, "int4": 0, "embedding": 0}
     for node in [n for n in graph if _GATHER.of(n) and n.attrs["axis"] == 0]:
         weight = _int8_weight(node.inputs[0])
         if weight is None or weight[1].type.rank != 1:
@@ -518,19 +551,23 @@ def lower_quantized(graph: Graph, ctx: PassContext) -> PassResult:
             ctx.reject("lower-quantized", node, "the weight is not dequantize_linear of a constant int8 weight")
             continue
         dynamic = _dynamic_input(node.inputs[0])
-        x = dynamic[0] if dynamic else node.inputs[0]
+        static = None if dynamic else _static_input(node.inputs[0])
+        x = dynamic[0] if dynamic else static[0] if static else node.inputs[0]
         q, s, group = weight
         if x.type.dtype != DType.F32:
             ctx.reject("lower-quantized", node, f"{x.type.dtype} input")
             continue
-        if group and dynamic:
+        if group and (dynamic or static):
             ctx.reject("lower-quantized", node, "group-wise weights with int8 activations (no such integer kernel)")
             continue
-        attrs = {"act_quant": "dynamic" if dynamic else "none", "reduce_range": dynamic[1] if dynamic else True,
-                 "activation": node.attrs["activation"], "group_size": group}
+        attrs = {"act_quant": "dynamic" if dynamic else "static" if static else "none",
+                                 "reduce_range": dynamic[1] if dynamic else static[3] if static else True,
+                                 "activation": node.attrs["activation"], "group_size": group}
+        if static:
+            attrs.update(x_scale=float(static[1].const), x_zero_point=int(static[2].const))  # type: ignore[arg-type]
         with graph.inserting_before(node):
             new = graph.add_node("quantized_linear", [x, q, s, *node.inputs[2:]], attrs)
         node.outputs[0].replace_all_uses_with(new.outputs[0])
         graph.remove_node(node)
-        lowered["dynamic" if dynamic else "int4" if group else "weight_only"] += 1
+        lowered["dynamic" if dynamic else "static" if static else "int4" if group else "weight_only"] += 1
     return PassResult(changed=sum(lowered.values()) > 0, stats=lowered)

@@ -389,3 +389,86 @@ def test_static_observers_clip_outliers_and_static_needs_a_table() -> None:
     q = g.copy()
     r = PassManager.parse("quantize{mode=int8-dynamic}").run(q)
     assert all("int8-static only" in row["reason"] for row in r.records[0].tables["kept_float"])
+
+
+def test_static_int8_gives_linears_calibrated_qdq_then_static_integer_linears() -> None:
+    """int8-static without a target's advice: each observed linear input gets clamp → Q → DQ with its calibrated
+    scale, lowered to quantized_linear{act_quant="static"} carrying the scale; every target computes the reference's
+    integer model (ONNX Runtime through QuantizeLinear + MatMulInteger) within the budget."""
+    g, xs = _mlp(), _inputs()
+    want = get_backend("reference").compile(g)(*xs)[0]
+    ctx = PassContext().provide(_table(g, [xs]))
+    r = PassManager.parse("quantize{mode=int8-static observer=minmax}").run(g, ctx)
+    assert [row["activations"] for row in r.records[0].tables["layers"]] == ["static", "static"]
+    assert [n.op.name for n in g] == ["dequantize_linear", "clamp", "quantize_linear", "dequantize_linear",
+                                      "linear"] * 2
+    r = PassManager.parse("lower-quantized,dce").run(g)
+    assert r.records[0].stats["static"] == 2
+    first, second = list(g)
+    assert first.attrs["act_quant"] == "static" and 0 < first.attrs["x_scale"] and first.attrs["x_zero_point"] > 0
+    assert second.attrs["x_zero_point"] < first.attrs["x_zero_point"]  # GELU's output is mostly positive
+    assert 'act_quant="static"' in g.format() and "x_scale=" in g.format()
+    ref = get_backend("reference").compile(g)(*xs)[0]
+    assert _cosine(ref, want) > 0.999
+    np.testing.assert_allclose(get_backend("onnxruntime").compile(g)(*xs)[0], ref, rtol=1e-5, atol=1e-5)
+    assert _cosine(get_backend("cpu").compile(g)(*xs)[0], want) > 0.999
+
+
+def test_onednn_static_int8_linear_computes_the_reference_integer_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    """oneDNN's fixed-scale int8 linear (forced for every size) against the reference's integer arithmetic — and
+    not against the f32 fallback, which differs from it by far more."""
+    from graphopt.backends.cpu import kernels
+
+    g, xs = _mlp(), _inputs(300)
+    PassManager.parse("quantize{mode=int8-static},lower-quantized,dce").run(g, PassContext().provide(_table(g, [xs])))
+    ref = get_backend("reference").compile(g)(*xs)[0]
+    monkeypatch.setattr(kernels, "int8_linear_choice", lambda *a: (None, "forced f32"))
+    f32 = get_backend("cpu").compile(g)
+    assert "int8_linear_static" not in f32.source
+    monkeypatch.setattr(kernels, "int8_linear_choice", lambda *a: (1, "forced"))
+    exe = get_backend("cpu").compile(g)
+    assert exe.source.count("rt.int8_linear_static(") == 2 and exe.source.count("'onednn'") == 2
+    got, fallback = exe(*xs)[0], f32(*xs)[0]
+    err, fallback_err = np.abs(got - ref).max(), np.abs(fallback - ref).max()
+    assert err < 0.1 * fallback_err, (err, fallback_err)  # a rounding tie or two, not the wrong scale
+    assert _cosine(got, ref) > 0.99999
+
+
+def test_static_linears_stay_dynamic_where_measured_slower_or_not_observed() -> None:
+    """The fixed-scale kernel must beat the dynamic one the layer would run otherwise (the cpu target's advice
+    measures it); an input the calibration never saw keeps a dynamic scale. Each row says which and why."""
+    g, xs = _mlp(), _inputs()
+    table = _table(g, [xs])
+    asked = []
+
+    def linear(in_f: int, out_f: int, kind: str, rr: bool) -> tuple[bool, str]:
+        asked.append(kind)
+        return (kind != "static", f"{kind} measured")
+
+    ctx = PassContext().provide(table).provide(KernelAdvice(linear))
+    r = PassManager.parse("quantize{mode=int8-static}").run(g.copy(), ctx)
+    rows = r.records[0].tables["layers"]
+    assert [row["activations"] for row in rows] == ["dynamic", "dynamic"] and "static" in asked
+    assert all("activations dynamic: static measured" in row["reason"] for row in rows)
+    q = g.copy()
+    second = list(q)[1].inputs[0].name
+    partial = CalibrationTable({k: v for k, v in table.values.items() if k != second}, table.samples)
+    r = PassManager.parse("quantize{mode=int8-static},lower-quantized,dce").run(q, PassContext().provide(partial))
+    assert [row["activations"] for row in r.records[0].tables["layers"]] == ["static", "dynamic"]
+    assert [n.attrs["act_quant"] for n in q] == ["static", "dynamic"]
+    assert "not observed in calibration" in r.records[0].tables["layers"][1]["reason"]
+
+
+def test_a_static_linear_needs_a_positive_scale_and_a_zero_point_in_range() -> None:
+    text = """graph @f(%x: f32[2,8]) {{
+  const @w: i8[4,8] = external
+  const @s: f32[4] = external
+  %0: f32[2,4] = quantized_linear(%x, @w, @s) {{act_quant="static", x_scale={s}, x_zero_point={z}}}
+  return %0
+}}"""
+    consts = {"w": np.ones((4, 8), np.int8), "s": np.ones(4, np.float32)}
+    infer = PassManager.parse("infer-shapes")
+    infer.run(parse(text.format(s=0.1, z=64), consts))
+    for s, z in ((0.0, 64), (0.1, 200)):  # 200 is outside reduce_range's 0..127
+        with pytest.raises(PassError, match="x_scale > 0 and x_zero_point in 0..127"):
+            infer.run(parse(text.format(s=s, z=z), consts))

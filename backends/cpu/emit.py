@@ -584,6 +584,8 @@ def _prepare_qlinear(n: Node) -> tuple[int, str] | None:
         out_f, in_f = n.inputs[1].type.shape
         kernel = int8_kernel(int(in_f), int(out_f), n.attrs["reduce_range"], n.attrs["activation"])
         low = f"rt.prepack_int8_linear({{0}}, {{a[2]}}, {bias}, {kernel!r})"
+    elif n.attrs["act_quant"] == "static":  # the fixed-scale kernel is oneDNN's
+        low = f"rt.prepack_int8_linear({{0}}, {{a[2]}}, {bias}, 'onednn')"
     else:
         low = "{0}.contiguous()"
     if rows_from is None:
@@ -600,7 +602,7 @@ def _quantized_linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     act = at["activation"]
     if not _constant_weights(n):  # weights computed at run time: the op's exact semantics, nothing prepared
         return (f"rt.quantized_linear_emulated({a[0]}, {a[1]}, {a[2]}, {bias}, {at['act_quant']!r}, "
-                f"{at['reduce_range']}, {act!r}, {at['group_size']})")
+                f"{at['reduce_range']}, {act!r}, {at['group_size']}, {at['x_scale']!r}, {at['x_zero_point']})")
     prepared = a[len(n.inputs)]
     if at["group_size"]:
         until = int4_rows_until(n)
@@ -622,6 +624,9 @@ def _quantized_linear(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     def low(p: str) -> str:
         if at["act_quant"] == "dynamic":
             return f"rt.int8_linear_dynamic({a[0]}, {p}, {at['reduce_range']}, {act!r})"
+        if at["act_quant"] == "static":
+            qmax = 127 if at["reduce_range"] else 255
+            return f"rt.int8_linear_static({a[0]}, {p}, {at['x_scale']!r}, {at['x_zero_point']}, {qmax}, {act!r})"
         return f"rt.int8_linear_weight_only({a[0]}, {p}, {a[2]}, {bias}, {act!r})"
 
     if rows_from is None:

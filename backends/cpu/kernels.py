@@ -297,6 +297,26 @@ TORCH_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu, "tanh": torch.tanh}
 
 
+def quantize_static(x: torch.Tensor, scale: float, zero_point: int, qmax: int) -> torch.Tensor:
+    """uint8 codes clip(round(x / scale) + zero_point, 0, qmax), in x's memory format.
+
+    quantized_decomposed.quantize_per_tensor's arithmetic (the same codes), but in place on one temporary: its
+    four fresh f32 tensors per call took 31% of static-int8 ResNet-18's time (0.22 ms a call; this, 0.04-0.1)."""
+    return torch.mul(x, 1.0 / scale).round_().add_(zero_point).clamp_(0, qmax).to(torch.uint8)
+
+
+def int8_linear_static(x: torch.Tensor, packed: OneDNNInt8Linear, x_scale: float, x_zero_point: int, qmax: int,
+                       activation: str = "none") -> torch.Tensor:
+    """oneDNN's int8 linear with a calibrated (fixed) activation scale: no min/max pass over x per call, the
+    activation fused in the epilogue."""
+    x2 = x.reshape(-1, x.shape[-1])
+    name, algorithm = ONEDNN_ACTIVATIONS[activation]
+    y = torch.ops.onednn.qlinear_pointwise(quantize_static(x2, x_scale, x_zero_point, qmax), x_scale, x_zero_point,
+                                           packed.weight, packed.scale, packed.zero_points, packed.bias, 1.0, 0,
+                                           torch.float32, name, [], algorithm)
+    return y.reshape(*x.shape[:-1], y.shape[-1])  # type: ignore[no-any-return]
+
+
 def int8_linear(x: torch.Tensor, packed: Any, reduce_range: bool, activation: str = "none") -> torch.Tensor:
     """Dynamic int8 linear: x quantized per tensor at run time (uint8, 0..127 with reduce_range), int32 sums, then
     `activation` — fused into oneDNN's epilogue (the f32 output is written once, activated), or after fbgemm's GEMM
@@ -375,10 +395,7 @@ def int8_conv(x: torch.Tensor, packed: torch.Tensor, x_scale: float, x_zp: int, 
               qmax: int, relu: bool) -> torch.Tensor:
     """oneDNN's int8 convolution: x quantized with its static scale (uint8, channels-last), int32 sums, the result
     rescaled to f32 with the bias (and a relu) fused."""
-    # quantized_decomposed.quantize_per_tensor's arithmetic (the same codes), but in place on one temporary: its
-    # four fresh f32 tensors per call took 31% of static-int8 ResNet-18's time (0.22 ms a call; this, 0.04-0.1)
-    xq = (torch.mul(x.contiguous(memory_format=torch.channels_last), 1.0 / x_scale).round_().add_(x_zp)
-          .clamp_(0, qmax).to(torch.uint8))
+    xq = quantize_static(x.contiguous(memory_format=torch.channels_last), x_scale, x_zp, qmax)
     return torch.ops.onednn.qconv2d_pointwise(  # type: ignore[no-any-return]
         xq, x_scale, x_zp, packed, w_scale.float().reshape(-1), _zero_points(w_scale.numel()), bias, strides,
         pads, dilations, groups, 1.0, 0, torch.float32, "relu" if relu else "none", [], "")
@@ -494,12 +511,15 @@ def int8_linear_choice(in_features: int, out_features: int, act_quant: str, redu
                        ) -> tuple[int | None, str]:
     """(from how many rows the int8 kernel runs, or None for never; why), timed here against the best f32 kernel.
 
-    `act_quant="dynamic"` races fbgemm's dynamic int8 linear, "none" (weight-only) `_weight_int8pack_mm`, each
-    against F.linear / packed oneDNN, at 256, 64, 16 and 1 rows, stopping at the first row count where int8 loses.
+    `act_quant="dynamic"` races fbgemm's dynamic int8 linear, "static" oneDNN's with a fixed activation scale,
+    "none" (weight-only) `_weight_int8pack_mm`, each against F.linear / packed oneDNN, at 256, 64, 16 and 1 rows,
+    stopping at the first row count where int8 loses.
     Below the returned row count the generated code runs f32 on the dequantized weight, so the layer is never
     slower than f32 at a measured size; the reason (with the times) goes to the report."""
     kernel = int8_kernel(in_features, out_features, reduce_range) if act_quant == "dynamic" else "fbgemm"
-    if act_quant == "dynamic" and not reduce_range and int8_saturates(kernel):
+    if act_quant == "static":
+        kernel = "onednn"
+    if act_quant in ("dynamic", "static") and not reduce_range and int8_saturates(kernel):
         return None, "full-range int8 activations saturate this CPU's int8 GEMM (no VNNI); quantize with reduce_range"
     gen = torch.Generator().manual_seed(0)
     out_features = min(out_features, _MAX_MEASURED_OUT)
@@ -512,6 +532,11 @@ def int8_linear_choice(in_features: int, out_features: int, act_quant: str, redu
         packed = prepack_int8_linear(wq, scale, b, kernel)
         low = lambda x: int8_linear(x, packed, reduce_range)  # noqa: E731
         name = f"{kernel} int8 dynamic"
+    elif act_quant == "static":
+        packed = prepack_int8_linear(wq, scale, b, "onednn")
+        qmax = 127 if reduce_range else 255
+        low = lambda x: int8_linear_static(x, packed, 8.0 / qmax, qmax // 2, qmax)  # noqa: E731 - x ~ N(0, 1)
+        name = "oneDNN int8 static"
     else:
         low = lambda x: torch.ops.aten._weight_int8pack_mm(x, wq, scale) + b  # noqa: E731
         name = "int8 weight-only (_weight_int8pack_mm)"
@@ -592,10 +617,36 @@ def linear_advice(in_features: int, out_features: int, kind: str, reduce_range: 
     """What the quantize pass asks (`KernelAdvice.linear`): does the low-precision kernel win here, and why. int8
     or bf16 wins if it does at any measured size: below that row count the generated code runs f32 (int4: above
     it). int4 is asked at the default group size, 128: the group changes the kernel's speed by a few percent."""
+    if kind == "static":
+        return static_linear_advice(in_features, out_features, reduce_range)
     choice = (bf16_linear_choice(in_features, out_features) if kind == "bf16"
               else int4_linear_choice(in_features, out_features, 128) if kind == "int4"
               else int8_linear_choice(in_features, out_features, kind, reduce_range))
     return choice[0] is not None, choice[1]
+
+
+@functools.lru_cache(maxsize=None)
+def static_linear_advice(in_features: int, out_features: int, reduce_range: bool) -> tuple[bool, str]:
+    """Whether a calibrated activation scale pays here: oneDNN's fixed-scale int8 linear must beat f32 (at some
+    measured size) and the dynamic int8 kernel the layer would run otherwise (at 256 rows, with no activation)."""
+    static = int8_linear_choice(in_features, out_features, "static", reduce_range)
+    if static[0] is None:
+        return False, static[1]
+    kernel = int8_kernel(in_features, out_features, reduce_range)
+    gen = torch.Generator().manual_seed(0)
+    out_features = min(out_features, _MAX_MEASURED_OUT)
+    wq = torch.randint(-127, 128, (out_features, in_features), generator=gen, dtype=torch.int8)
+    scale, b = torch.full((out_features,), 1e-3), torch.randn(out_features, generator=gen)
+    x = torch.randn(_ROW_STEPS[-1], in_features, generator=gen)
+    qmax = 127 if reduce_range else 255
+    fixed, dynamic = prepack_int8_linear(wq, scale, b, "onednn"), prepack_int8_linear(wq, scale, b, kernel)
+    with torch.inference_mode():
+        t_static, t_dynamic = race(lambda: int8_linear_static(x, fixed, 8.0 / qmax, qmax // 2, qmax),
+                                   lambda: int8_linear(x, dynamic, reduce_range))
+    versus = f"{t_static:.3f} vs {t_dynamic:.3f} ms at {_ROW_STEPS[-1]} rows"
+    if t_static < t_dynamic:
+        return True, f"{static[1]}; faster than {kernel} int8 dynamic ({versus})"
+    return False, f"oneDNN int8 static not faster than {kernel} int8 dynamic here ({versus})"
 
 
 @functools.lru_cache(maxsize=None)

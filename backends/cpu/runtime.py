@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from .delegate import OrtNode  # noqa: F401 - generated code calls it
 from .kernels import (ONEDNN_ACTIVATIONS, TORCH_ACTIVATIONS, OneDNNInt8Linear,  # noqa: F401 - generated code
                       attention_auto, attention_math, dequantize_weight, dequantize_weight_groups,  # calls these
-                      int4_linear, int8_conv, int8_linear, pack_conv_weight, pack_linear_weight,
+                      int4_linear, int8_conv, int8_linear, int8_linear_static, pack_conv_weight, pack_linear_weight,
                       prepack_int4_linear, prepack_int8_conv, prepack_int8_linear)
 
 
@@ -223,11 +223,14 @@ def int4_linear_weight_only(x: torch.Tensor, packed: Any, b: torch.Tensor | None
 
 
 def quantized_linear_emulated(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None,
-                              act_quant: str, reduce_range: bool, activation: str, group_size: int = 0
-                              ) -> torch.Tensor:
+                              act_quant: str, reduce_range: bool, activation: str, group_size: int = 0,
+                              x_scale: float = 1.0, x_zero_point: int = 0) -> torch.Tensor:
     """quantized_linear's exact semantics in float ops, for weights that are not constants (nothing to pack)."""
     if act_quant == "dynamic":
         x = dequantize_linear(*dynamic_quantize_linear(x, reduce_range), axis=1)
+    elif act_quant == "static":
+        qmax = 127 if reduce_range else 255
+        x = (torch.clamp(torch.round(x / x_scale) + x_zero_point, 0, qmax) - x_zero_point) * x_scale
     w = dequantize_weight_groups(w_int8, scale) if group_size else dequantize_weight(w_int8, scale)
     return TORCH_ACTIVATIONS[activation](F.linear(x, w, b))
 

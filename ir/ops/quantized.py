@@ -84,6 +84,11 @@ def _qlinear_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorT
         raise ShapeError(f"quantized_linear: x {x} does not match weight {w}")
     if len(types) == 4 and types[3].shape not in ((w.shape[0],), ()):
         raise ShapeError(f"quantized_linear bias must have shape [{w.shape[0]}], got {types[3]}")
+    if attrs["act_quant"] == "static":
+        qmax = 127 if attrs["reduce_range"] else 255
+        if not attrs["x_scale"] > 0 or not 0 <= attrs["x_zero_point"] <= qmax:
+            raise ShapeError(f"quantized_linear act_quant='static' needs x_scale > 0 and x_zero_point in 0..{qmax}, "
+                             f"got {attrs['x_scale']} and {attrs['x_zero_point']}")
     return TensorType(DType.F32, x.shape[:-1] + (w.shape[0],))
 
 
@@ -104,17 +109,21 @@ def _qlinear_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
 
 @register_op("quantized_linear", inputs=["x", "weight", "weight_scale", "bias?"], infer=_qlinear_infer,
              traits=[Trait.PRECISION_SENSITIVE], dim_flow=_qlinear_flow,
-             attrs={"act_quant": Attr("str", "dynamic", choices=("dynamic", "none")),
+             attrs={"act_quant": Attr("str", "dynamic", choices=("dynamic", "static", "none")),
                     "reduce_range": Attr("bool", True),
                     "activation": Attr("str", "none", choices=tuple(ACTIVATIONS)),
-                    "group_size": Attr("int", 0)},
+                    "group_size": Attr("int", 0),
+                    "x_scale": Attr("float", 0.0), "x_zero_point": Attr("int", 0)},
              flops=lambda i, o, a: 2 * o[0].numel * int(i[1].shape[1]))
 def _quantized_linear(x: np.ndarray, weight: np.ndarray, weight_scale: np.ndarray, bias: np.ndarray | None = None, *,
-                      act_quant: str, reduce_range: bool, activation: str, group_size: int) -> np.ndarray:
+                      act_quant: str, reduce_range: bool, activation: str, group_size: int, x_scale: float,
+                      x_zero_point: int) -> np.ndarray:
     """act(x @ (weight · weight_scale)ᵀ + bias) with an int8 weight (symmetric, per output channel or per tensor).
 
     `act_quant="dynamic"`: x is quantized per tensor at run time (`dynamic_quantize_linear`) and the product is
     summed in int32, then rescaled by x_scale · weight_scale — what fbgemm's dynamic linear computes.
+    `act_quant="static"`: x is quantized per tensor with the calibrated `x_scale` and `x_zero_point` (attributes,
+    fixed at compile time: no min/max pass over x per call), then as dynamic.
     `act_quant="none"`: weight-only; x stays float and multiplies the dequantized weight.
     `group_size` > 0 (weight-only): one scale per output channel and group of `group_size` input features, the
     int4 layout (codes in -8..7 held in int8), weight_scale f32[out, in / group_size]."""
@@ -126,7 +135,7 @@ def _quantized_linear(x: np.ndarray, weight: np.ndarray, weight_scale: np.ndarra
         y = np.matmul(x.astype(np.float32), (weight.astype(np.float32) * s[:, None]).T)
     else:
         s = weight_scale.astype(np.float32).reshape(-1)
-        xs, xz = activation_qparams(x, reduce_range)
+        xs, xz = (np.float32(x_scale), int(x_zero_point)) if act_quant == "static" else activation_qparams(x, reduce_range)
         qmax = 127 if reduce_range else 255
         xq = np.clip(np.rint(x.astype(np.float32) / xs) + xz, 0, qmax).astype(np.int32) - np.int32(xz)
         acc = np.matmul(xq.astype(np.int64), weight.astype(np.int64).T)  # exact: int32 sums in any order
