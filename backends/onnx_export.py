@@ -438,18 +438,27 @@ def _conv(cx: _Ctx, n: Node, a: list[str]) -> str:
 @exports("quantized_conv")
 def _quantized_conv(cx: _Ctx, n: Node, a: list[str]) -> str:
     """The static QDQ form ONNX Runtime fuses into QLinearConv: Clip to the codes' range, QuantizeLinear,
-    DequantizeLinear on input and weight, a float Conv; bias, residual and activation after."""
+    DequantizeLinear on input and weight, a float Conv; bias, residual and activation after. A uint8 input is the
+    codes already (DequantizeLinear only); `out_scale` quantizes the result for the next convolution the same way."""
     qmax = 127 if n.attrs["reduce_range"] else 255
+
+    def quantized(v: str, s: str, z: str) -> str:
+        zf = cx.emit("Cast", [z], to=_onnx_dtype(DType.F32))
+        lo = cx.emit("Mul", [cx.emit("Neg", [zf]), s])
+        hi = cx.emit("Mul", [cx.emit("Sub", [cx.const(np.float32(qmax)), zf]), s])
+        return cx.emit("QuantizeLinear", [cx.emit("Clip", [v, lo, hi]), s, z])
+
     s, z = a[3], a[4]
-    zf = cx.emit("Cast", [z], to=_onnx_dtype(DType.F32))
-    lo = cx.emit("Mul", [cx.emit("Neg", [zf]), s])
-    hi = cx.emit("Mul", [cx.emit("Sub", [cx.const(np.float32(qmax)), zf]), s])
-    xd = cx.emit("DequantizeLinear", [cx.emit("QuantizeLinear", [cx.emit("Clip", [a[0], lo, hi]), s, z]), s, z])
+    xq = a[0] if n.inputs[0].type.dtype == DType.U8 else quantized(a[0], s, z)
+    xd = cx.emit("DequantizeLinear", [xq, s, z])
     wz = cx.const(np.zeros(n.inputs[1].type.shape[0], np.int8))
     wd = cx.emit("DequantizeLinear", [a[1], a[2], wz], axis=0)
     y = cx.emit("Conv", [xd, wd, *a[5:6]], group=n.attrs["groups"], **_spatial(n, 2))
     y = cx.emit("Add", [y, a[6]]) if len(a) > 6 else y
-    return _activation(cx, y, n.attrs["activation"], DType.F32)
+    y = _activation(cx, y, n.attrs["activation"], DType.F32)
+    if n.attrs["out_scale"]:
+        y = quantized(y, cx.const(np.float32(n.attrs["out_scale"])), cx.const(np.uint8(n.attrs["out_zero_point"])))
+    return y
 
 
 exports("conv_transpose")(lambda cx, n, a: cx.emit(

@@ -50,7 +50,7 @@ __all__ = ["KernelAdvice", "quantize", "lower_quantized", "layer_ids", "quantize
 
 _LINEAR, _DQ, _DQL = OpRef("linear"), OpRef("dequantize_linear"), OpRef("dynamic_quantize_linear")
 _GATHER, _CAST, _CONV, _Q = OpRef("gather"), OpRef("cast"), OpRef("conv"), OpRef("quantize_linear")
-_CLAMP = OpRef("clamp")
+_CLAMP, _QCONV = OpRef("clamp"), OpRef("quantized_conv")
 
 
 @dataclass(frozen=True)
@@ -494,6 +494,43 @@ def _static_input(v: Value) -> tuple[Value, Value, Value, bool] | None:
     return c.inputs[0], s, z, top == 127
 
 
+def _chain_int8_convs(graph: Graph) -> int:
+    """Where a quantized_conv's only reader is another one's input, quantize in the first one's epilogue with the
+    second's input scale: the codes pass as u8 (no f32 tensor written and read back, no separate quantize) — the
+    same arithmetic, since the second conv would clip and round that f32 value with that scale. Only where the
+    result needs nothing after the kernel's epilogue: no residual, activation none or relu."""
+    outputs = {id(v) for v in graph.outputs}
+
+    def live(n: Node) -> bool:  # the Q/DQ chains the lowering replaced are still in the graph, unread
+        return any(id(o) in outputs or any(live(u) for u in o.users) for o in n.outputs)
+
+    chained = 0
+    for a in [n for n in graph if _QCONV.of(n)]:
+        y = a.outputs[0]
+        readers = [u for u in y.users if live(u)]
+        if (len(a.inputs) > 6 or a.attrs["activation"] not in ("none", "relu") or a.attrs["out_scale"]
+                or id(y) in outputs or len(readers) != 1):
+            continue
+        (b,) = readers
+        if (not _QCONV.of(b) or b.inputs[0] is not y or any(v is y for v in b.inputs[1:])
+                or b.attrs["reduce_range"] != a.attrs["reduce_range"] or b.inputs[3].const is None
+                or b.inputs[4].const is None):
+            continue
+        attrs = {**a.attrs, "out_scale": float(b.inputs[3].const), "out_zero_point": int(b.inputs[4].const)}
+        with graph.inserting_before(a):
+            new = graph.add_node("quantized_conv", list(a.inputs), attrs)
+        b.set_input(0, new.outputs[0])
+        dead, frontier = [], [a]  # the f32 conv and the Q/DQ chain it fed: nothing reads them now
+        while frontier:
+            n = frontier.pop()
+            if n not in dead and not live(n):
+                dead.append(n)
+                frontier.extend(u for o in n.outputs for u in o.users)
+        graph.remove_nodes(dead)
+        chained += 1
+    return chained
+
+
 def _dynamic_input(v: Value) -> tuple[Value, bool] | None:
     """(float x, reduce_range) when `v` is dequantize_linear(dynamic_quantize_linear(x))."""
     dq = v.producer
@@ -545,6 +582,7 @@ def lower_quantized(graph: Graph, ctx: PassContext) -> PassResult:
         node.outputs[0].replace_all_uses_with(new.outputs[0])
         graph.remove_node(node)
         lowered["static_conv"] += 1
+    lowered["chained_conv"] = _chain_int8_convs(graph)
     for node in [n for n in graph if _LINEAR.of(n)]:
         weight = _int8_weight(node.inputs[1])
         if weight is None:

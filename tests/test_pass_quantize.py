@@ -472,3 +472,53 @@ def test_a_static_linear_needs_a_positive_scale_and_a_zero_point_in_range() -> N
     for s, z in ((0.0, 64), (0.1, 200)):  # 200 is outside reduce_range's 0..127
         with pytest.raises(PassError, match="x_scale > 0 and x_zero_point in 0..127"):
             infer.run(parse(text.format(s=s, z=z), consts))
+
+
+def _conv_chain(mid_activation: str) -> tuple[Graph, list[np.ndarray]]:
+    rng = np.random.default_rng(7)
+    consts = {f"w{i}": rng.standard_normal((32, 32, 3, 3)).astype(np.float32) * 0.1 for i in (1, 2, 3)}
+    consts |= {f"b{i}": rng.standard_normal(32).astype(np.float32) * 0.1 for i in (1, 2, 3)}
+    decl = "\n".join(f"  const @{k}: f32[{','.join(map(str, v.shape))}] = external" for k, v in consts.items())
+    g = parse(f"""graph @chain(%x: f32[2,32,8,8]) {{
+{decl}
+  %0: f32[2,32,8,8] = conv(%x, @w1, @b1) {{pads=[1,1,1,1], activation="relu"}}
+  %1: f32[2,32,8,8] = conv(%0, @w2, @b2) {{pads=[1,1,1,1], activation="{mid_activation}"}}
+  %2: f32[2,32,8,8] = conv(%1, @w3, @b3) {{pads=[1,1,1,1], activation="relu"}}
+  return %2
+}}""", consts)
+    return g, [rng.standard_normal((2, 32, 8, 8)).astype(np.float32)]
+
+
+@pytest.mark.parametrize("mid_activation, chained", [("relu", 2), ("gelu", 1)])
+def test_int8_convolutions_pass_uint8_codes_to_the_next_one(monkeypatch: pytest.MonkeyPatch, mid_activation: str,
+                                                            chained: int) -> None:
+    """A quantized_conv whose only reader is the next one's input quantizes in its epilogue with that input's scale
+    (u8 out, u8 in): the same integer model as unchained, on every target and both cpu kernel paths. Not chained:
+    a GELU (computed after the kernel) and the graph's output."""
+    from graphopt.backends.cpu import kernels
+    from graphopt.passes import quantize
+
+    g, xs = _conv_chain(mid_activation)
+    ctx = PassContext().provide(_table(g, [xs]))
+    PassManager.parse("quantize{mode=int8-static}").run(g, ctx)
+    plain = g.copy()
+    r = PassManager.parse("lower-quantized,dce").run(g)
+    assert r.records[0].stats["chained_conv"] == chained
+    assert [n.outputs[0].type.dtype.name for n in g] == (["U8", "U8", "F32"] if chained == 2 else ["U8", "F32", "F32"])
+    assert next(iter(g)).attrs["out_scale"] == float(list(g)[1].inputs[3].const)
+    monkeypatch.setattr(quantize, "_chain_int8_convs", lambda graph: 0)
+    PassManager.parse("lower-quantized,dce").run(plain)
+    want = get_backend("reference").compile(plain)(*xs)[0]
+    np.testing.assert_allclose(get_backend("reference").compile(g)(*xs)[0], want, rtol=1e-6, atol=1e-6)
+    # ONNX Runtime fuses the QDQ pairs into its integer convolutions, which requantize in fixed point (a code off
+    # here and there against the reference): the chained export must give what the unchained one gives there
+    ort = get_backend("onnxruntime").compile(g)(*xs)[0]
+    np.testing.assert_allclose(ort, get_backend("onnxruntime").compile(plain)(*xs)[0], rtol=1e-5, atol=1e-5)
+    assert _cosine(ort, want) > 0.9999
+    for wins in (True, False):  # oneDNN's int8 kernel everywhere, and the f32 emulation everywhere
+        monkeypatch.setattr(kernels, "int8_conv_choice", lambda *a, w=wins: (w, "forced"))
+        exe = get_backend("cpu").compile(g)
+        assert exe.source.count("rt.quantized_conv(" if wins else "rt.quantized_conv_emulated(") == 3
+        got = exe(*xs)[0]
+        assert _cosine(got, want) > 0.99999
+        np.testing.assert_allclose(got, want, atol=0.02 * np.abs(want).max())

@@ -682,6 +682,8 @@ def _quantized_conv(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
     residual = a[6] if len(n.inputs) > 6 else "None"
     qmax = 127 if at["reduce_range"] else 255
     geometry = f"{strides}, {pads}, {dil}, {groups}, {qmax}, {at['activation']!r}"
+    if at["out_scale"]:
+        geometry += f", {at['out_scale']!r}, {at['out_zero_point']}"
     if int8_conv_wins(n):
         return f"rt.quantized_conv({a[0]}, {a[len(n.inputs)]}, {a[3]}, {a[4]}, {a[2]}, {bias}, {residual}, {geometry})"
     return f"rt.quantized_conv_emulated({a[0]}, {a[1]}, {a[2]}, {a[3]}, {a[4]}, {bias}, {residual}, {geometry})"

@@ -392,13 +392,17 @@ def prepack_int8_conv(w_int8: torch.Tensor, scale: torch.Tensor, x_scale: float,
 
 def int8_conv(x: torch.Tensor, packed: torch.Tensor, x_scale: float, x_zp: int, w_scale: torch.Tensor,
               bias: torch.Tensor | None, strides: list[int], pads: list[int], dilations: list[int], groups: int,
-              qmax: int, relu: bool) -> torch.Tensor:
-    """oneDNN's int8 convolution: x quantized with its static scale (uint8, channels-last), int32 sums, the result
-    rescaled to f32 with the bias (and a relu) fused."""
-    xq = quantize_static(x.contiguous(memory_format=torch.channels_last), x_scale, x_zp, qmax)
-    return torch.ops.onednn.qconv2d_pointwise(  # type: ignore[no-any-return]
+              qmax: int, relu: bool, out_scale: float = 0.0, out_zp: int = 0) -> torch.Tensor:
+    """oneDNN's int8 convolution: x quantized with its static scale (uint8, channels-last; a uint8 x is those codes
+    already), int32 sums, the result rescaled to f32 with the bias (and a relu) fused — or, with `out_scale`,
+    requantized in the epilogue to the next convolution's uint8 codes (oneDNN clips to 0..255: 0..127 after)."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    xq = x if x.dtype == torch.uint8 else quantize_static(x, x_scale, x_zp, qmax)
+    y = torch.ops.onednn.qconv2d_pointwise(
         xq, x_scale, x_zp, packed, w_scale.float().reshape(-1), _zero_points(w_scale.numel()), bias, strides,
-        pads, dilations, groups, 1.0, 0, torch.float32, "relu" if relu else "none", [], "")
+        pads, dilations, groups, out_scale or 1.0, out_zp, None if out_scale else torch.float32,
+        "relu" if relu else "none", [], "")
+    return y.clamp_max_(qmax) if out_scale and qmax < 255 else y  # type: ignore[no-any-return]
 
 
 @functools.lru_cache(maxsize=None)

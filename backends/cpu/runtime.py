@@ -237,12 +237,16 @@ def quantized_linear_emulated(x: torch.Tensor, w_int8: torch.Tensor, scale: torc
 
 def quantized_conv(x: torch.Tensor, packed: torch.Tensor, x_scale: torch.Tensor, x_zp: torch.Tensor,
                    w_scale: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None, strides: list[int],
-                   pads: list[int], dilations: list[int], groups: int, qmax: int, activation: str) -> torch.Tensor:
+                   pads: list[int], dilations: list[int], groups: int, qmax: int, activation: str,
+                   out_scale: float = 0.0, out_zp: int = 0) -> torch.Tensor:
     """oneDNN's int8 convolution with a relu fused when nothing comes between; a residual add and any other
-    activation follow in f32."""
+    activation follow in f32. With `out_scale` (chained: no residual, relu or none) the result is the next
+    convolution's uint8 codes, quantized in the kernel's epilogue."""
     fuse_relu = activation == "relu" and residual is None
     y = int8_conv(x, packed, float(x_scale), int(x_zp), w_scale, bias, strides, pads, dilations, groups, qmax,
-                  fuse_relu)
+                  fuse_relu, out_scale, out_zp)
+    if out_scale:
+        return y
     if residual is not None:
         y = y + residual
     return y if fuse_relu else TORCH_ACTIVATIONS[activation](y)
@@ -251,15 +255,19 @@ def quantized_conv(x: torch.Tensor, packed: torch.Tensor, x_scale: torch.Tensor,
 def quantized_conv_emulated(x: torch.Tensor, w_int8: torch.Tensor, w_scale: torch.Tensor, x_scale: torch.Tensor,
                             x_zp: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor | None,
                             strides: list[int], pads: list[int], dilations: list[int], groups: int, qmax: int,
-                            activation: str) -> torch.Tensor:
-    """quantized_conv's exact semantics in float ops: the static fake-quantized input into an f32 convolution on
-    the dequantized weight (for weights that are not constants, and where int8 measured slower)."""
+                            activation: str, out_scale: float = 0.0, out_zp: int = 0) -> torch.Tensor:
+    """quantized_conv's exact semantics in float ops: the static fake-quantized input (or the uint8 codes given)
+    into an f32 convolution on the dequantized weight (for weights that are not constants, and where int8 measured
+    slower); with `out_scale`, the result's uint8 codes."""
     s, z = x_scale.float(), x_zp.float()
-    xq = (torch.clamp(torch.round(x / s) + z, 0, qmax) - z) * s
-    y = F.conv2d(xq, dequantize_weight(w_int8, w_scale), bias, strides, pads[:2], dilations, groups)
+    codes = x.float() if x.dtype == torch.uint8 else torch.clamp(torch.round(x / s) + z, 0, qmax)
+    y = F.conv2d((codes - z) * s, dequantize_weight(w_int8, w_scale), bias, strides, pads[:2], dilations, groups)
     if residual is not None:
         y = y + residual
-    return TORCH_ACTIVATIONS[activation](y)
+    y = TORCH_ACTIVATIONS[activation](y)
+    if out_scale:
+        return torch.clamp(torch.round(y / out_scale) + out_zp, 0, qmax).to(torch.uint8)
+    return y
 
 
 def pad_index(x: torch.Tensor, pads: Sequence[int], mode: str) -> torch.Tensor:

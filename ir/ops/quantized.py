@@ -149,14 +149,20 @@ def _qconv_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> TensorTyp
     from .nn import _conv_infer
 
     x, w, ws, xs, xz = types[:5]
-    if x.dtype != DType.F32 or w.dtype != DType.I8:
-        raise ShapeError(f"quantized_conv takes an f32 input and an i8 weight, got {x} and {w}")
+    if x.dtype not in (DType.F32, DType.U8) or w.dtype != DType.I8:
+        raise ShapeError(f"quantized_conv takes an f32 (or u8 codes) input and an i8 weight, got {x} and {w}")
     if ws.dtype != DType.F32 or ws.shape not in ((w.shape[0],), ()):
         raise ShapeError(f"quantized_conv weight_scale must be f32[] or f32[{w.shape[0]}], got {ws}")
     if xs.dtype != DType.F32 or xs.rank != 0 or xz.dtype != DType.U8 or xz.rank != 0:
         raise ShapeError(f"quantized_conv x_scale must be f32[] and x_zero_point u8[], got {xs} and {xz}")
-    float_types = [x, w.with_dtype(DType.F32), *types[5:]]
-    return _conv_infer(float_types, {k: v for k, v in attrs.items() if k != "reduce_range"})
+    qmax = 127 if attrs["reduce_range"] else 255
+    if attrs["out_scale"] and (attrs["out_scale"] < 0 or not 0 <= attrs["out_zero_point"] <= qmax):
+        raise ShapeError(f"quantized_conv out_scale must be > 0 and out_zero_point in 0..{qmax}, got "
+                         f"{attrs['out_scale']} and {attrs['out_zero_point']}")
+    float_types = [x.with_dtype(DType.F32), w.with_dtype(DType.F32), *types[5:]]
+    y = _conv_infer(float_types, {k: v for k, v in attrs.items() if k in ("strides", "pads", "dilations", "groups",
+                                                                         "activation")})
+    return y.with_dtype(DType.U8) if attrs["out_scale"] else y
 
 
 def _qconv_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
@@ -181,22 +187,29 @@ def _qconv_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
 @register_op("quantized_conv", inputs=["x", "weight", "weight_scale", "x_scale", "x_zero_point", "bias?", "residual?"],
              infer=_qconv_infer, traits=[Trait.PRECISION_SENSITIVE], dim_flow=_qconv_flow,
              attrs={"strides": Attr("ints"), "pads": Attr("ints"), "dilations": Attr("ints"), "groups": Attr("int", 1),
-                    "activation": Attr("str", "none", choices=tuple(ACTIVATIONS)), "reduce_range": Attr("bool", True)},
+                    "activation": Attr("str", "none", choices=tuple(ACTIVATIONS)), "reduce_range": Attr("bool", True),
+                    "out_scale": Attr("float", 0.0), "out_zero_point": Attr("int", 0)},
              flops=lambda i, o, a: 2 * o[0].numel * int(np.prod(i[1].shape[1:])))
 def _quantized_conv(x: np.ndarray, weight: np.ndarray, weight_scale: np.ndarray, x_scale: np.ndarray,
                     x_zero_point: np.ndarray, bias: np.ndarray | None = None, residual: np.ndarray | None = None, *,
                     strides: Any, pads: Any, dilations: Any, groups: int, activation: str,
-                    reduce_range: bool) -> np.ndarray:
+                    reduce_range: bool, out_scale: float, out_zero_point: int) -> np.ndarray:
     """act(conv(x, weight · weight_scale) + bias + residual) with x quantized by a calibrated (static) scale.
 
     x → clip(round(x / x_scale) + x_zero_point, 0, qmax) (qmax 127 with reduce_range, else 255); the convolution
     sums (x_q − zp) · w_q exactly in integers; the result is rescaled by x_scale · weight_scale per output channel,
-    then bias, residual and activation follow in f32 — what oneDNN's int8 convolution computes."""
+    then bias, residual and activation follow in f32 — what oneDNN's int8 convolution computes. A u8 `x` holds
+    those codes already (the previous convolution's output). With `out_scale` > 0 the result leaves as u8 codes
+    clip(round(y / out_scale) + out_zero_point, 0, qmax): the next convolution's input, quantized in this one's
+    epilogue instead of written in f32 and read back."""
     from .nn import _conv
 
     qmax = 127 if reduce_range else 255
     s, z = np.float32(x_scale), int(x_zero_point)
-    xq = np.clip(np.rint(x.astype(np.float32) / s) + z, 0, qmax) - z
+    if x.dtype == np.uint8:
+        xq = x.astype(np.float32) - z
+    else:
+        xq = np.clip(np.rint(x.astype(np.float32) / s) + z, 0, qmax) - z
     acc = _conv(xq.astype(np.float64), weight.astype(np.float64), strides=strides, pads=pads, dilations=dilations,
                 groups=groups, activation="none")  # integer-valued: exact in f64 (|sum| < 2^53)
     ws = weight_scale.astype(np.float32).reshape(-1)
@@ -205,4 +218,7 @@ def _quantized_conv(x: np.ndarray, weight: np.ndarray, weight_scale: np.ndarray,
         y = y + bias.astype(np.float32).reshape((1, -1) + (1,) * (x.ndim - 2))
     if residual is not None:
         y = y + residual.astype(np.float32)
-    return _activate(y.astype(np.float32), activation)
+    y = _activate(y.astype(np.float32), activation)
+    if out_scale:
+        return np.clip(np.rint(y / np.float32(out_scale)) + out_zero_point, 0, qmax).astype(np.uint8)
+    return y
