@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,7 +173,7 @@ def _measured(nodes: Sequence[Node], whole: bool = False) -> Region | None:
 
 @dataclass(frozen=True)
 class _Weights:
-    """A region's constants, keyed by their names, shapes and dtypes only: races are cached per region text and
+    """A region's constants, compared by their names, shapes and dtypes only: races are cached per region text and
     shapes (speed does not depend on the values), but run on the real values, which a quantized op needs valid
     (positive scales, zero points in range)."""
 
@@ -217,8 +216,22 @@ class OrtNode:
         return self._run(self._outputs, dict(zip(self._inputs, xs)), None)  # type: ignore[no-any-return]
 
 
-@functools.lru_cache(maxsize=None)
+_RACES: dict[tuple[str, tuple[tuple[str, tuple[int, ...], str], ...], bool], int] = {}
+
+
 def _race(text: str, weights: _Weights, whole: bool = False) -> int:
+    """ONNX Runtime's best thread count for the region, cached per region text, constant shapes and `whole` (the
+    cache keeps no weights alive: a long-lived process compiles many models)."""
+    key = (text, weights.types, whole)
+    if key not in _RACES:
+        _RACES[key] = _raced(text, weights, whole)
+    return _RACES[key]
+
+
+_race.cache_clear = _RACES.clear  # type: ignore[attr-defined]  # what tests reset, as with functools' caches
+
+
+def _raced(text: str, weights: _Weights, whole: bool) -> int:
     """ONNX Runtime's best thread count for the region if it beats torch's kernels by the margin, else 0.
 
     A region inside a torch program runs right after torch's ops, whose OpenMP threads are still spinning for
