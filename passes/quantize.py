@@ -500,9 +500,13 @@ def _chain_int8_convs(graph: Graph) -> int:
     same arithmetic, since the second conv would clip and round that f32 value with that scale. Only where the
     result needs nothing after the kernel's epilogue: no residual, activation none or relu."""
     outputs = {id(v) for v in graph.outputs}
+    alive: set[int] = set()  # the Q/DQ chains the lowering replaced are still in the graph, unread
+    for n in reversed(list(graph)):  # users come after producers: one backward sweep
+        if any(id(o) in outputs or any(id(u) in alive for u in o.users) for o in n.outputs):
+            alive.add(id(n))
 
-    def live(n: Node) -> bool:  # the Q/DQ chains the lowering replaced are still in the graph, unread
-        return any(id(o) in outputs or any(live(u) for u in o.users) for o in n.outputs)
+    def live(n: Node) -> bool:
+        return id(n) in alive
 
     chained = 0
     for a in [n for n in graph if _QCONV.of(n)]:
@@ -520,6 +524,8 @@ def _chain_int8_convs(graph: Graph) -> int:
         with graph.inserting_before(a):
             new = graph.add_node("quantized_conv", list(a.inputs), attrs)
         b.set_input(0, new.outputs[0])
+        alive.discard(id(a))
+        alive.add(id(new))
         dead, frontier = [], [a]  # the f32 conv and the Q/DQ chain it fed: nothing reads them now
         while frontier:
             n = frontier.pop()
