@@ -275,3 +275,27 @@ def test_the_measured_conv_choice_gives_the_same_results_either_way() -> None:
     assert ("rt.OrtNode(" in exe.source) == bool(delegate.regions(g))
     for a, b in zip(exe(x), plain(x)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_a_span_that_lost_is_not_raced_again_from_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three residual blocks, ONNX Runtime forced to lose: the span from the first conv (the whole network) is raced
+    once; the seeds inside it race only their chains and themselves, not the tails of that span (each a new,
+    slower-to-time region in a deep CNN where torch wins everywhere)."""
+    rng = np.random.default_rng(9)
+    consts = {f"w{i}": rng.standard_normal((4, 4, 3, 3)).astype(np.float32) * 0.2 for i in range(6)}
+    consts["bias"] = np.zeros(4, np.float32)
+    decl = "\n".join(f"  const @{k}: f32[{','.join(map(str, v.shape))}] = external" for k, v in consts.items())
+    body, x = [], "%x"
+    for b in range(3):
+        body.append(f"  %a{b}: f32[1,4,6,6] = conv({x}, @w{2 * b}) {{pads=[1,1,1,1], activation=\"relu\"}}")
+        body.append(f"  %b{b}: f32[1,4,6,6] = conv(%a{b}, @w{2 * b + 1}, @bias, {x}) "
+                    "{pads=[1,1,1,1], activation=\"relu\"}")
+        x = f"%b{b}"
+    g = parse("graph @f(%x: f32[1,4,6,6]) {\n" + decl + "\n" + "\n".join(body) + f"\n  return {x}\n}}", consts)
+    raced: list[int] = []
+    monkeypatch.setattr(delegate, "_race", lambda text, *a: raced.append(text.count(" = conv(")) or 0)
+    spans = []
+    real_span = delegate._span
+    monkeypatch.setattr(delegate, "_span", lambda chain, *a: spans.append(len(chain)) or real_span(chain, *a))
+    assert delegate.regions(g) == {}
+    assert raced[0] == 6 and spans == [2]  # the first seed's span is the whole network; no seed inside re-spans

@@ -100,11 +100,12 @@ def regions(graph: Graph) -> dict[Node, Region]:
     order = {id(n): k for k, n in enumerate(nodes)}
     outputs = {id(v) for v in graph.outputs}
     out: dict[Node, Region] = {}
+    lost: set[int] = set()  # nodes of spans that lost their race: a span from inside one is not raced again
     for node in nodes:
         if node.op.name not in DELEGABLE or node in out or any(v is None for v in node.inputs):
             continue
         chain = _grow(node, order, outputs, out)
-        span = _span(chain, nodes, order, outputs, out)
+        span = chain if id(node) in lost else _span(chain, nodes, order, outputs, out)
         candidates = {tuple(c): list(c) for c in (span, chain, [node])}  # largest first, each once
         for candidate in candidates.values():
             whole = len(candidate) == len(nodes) and list(candidate[-1].outputs) == list(graph.outputs)
@@ -112,6 +113,8 @@ def regions(graph: Graph) -> dict[Node, Region]:
             if region is not None:
                 out.update({n: region for n in region.nodes})
                 break
+            if candidate is candidates.get(tuple(span)) and len(span) > len(chain):
+                lost.update(id(n) for n in span)
     return out
 
 
