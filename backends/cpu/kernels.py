@@ -492,11 +492,7 @@ def int8_kernel(in_features: int, out_features: int, reduce_range: bool, activat
     """"fbgemm" or "onednn": the faster dynamic int8 linear for this shape and activation here (timed at 256 rows,
     each with the activation as it runs: fused in oneDNN's epilogue, after fbgemm's GEMM). oneDNN's runs AMX tiles
     where the CPU has them; fbgemm's quantizes inside the GEMM call and wins on AVX2 and (measured) AVX-512 VNNI."""
-    gen = torch.Generator().manual_seed(0)
-    out_features = min(out_features, _MAX_MEASURED_OUT)
-    wq = torch.randint(-127, 128, (out_features, in_features), generator=gen, dtype=torch.int8)
-    scale, b = torch.full((out_features,), 1e-3), torch.randn(out_features, generator=gen)
-    x = torch.randn(_ROW_STEPS[-1], in_features, generator=gen)
+    wq, scale, b, x = _random_int8_layer(in_features, out_features)
     kernels = [k for k in ("fbgemm", "onednn") if reduce_range or not int8_saturates(k)]
     if len(kernels) < 2:
         return kernels[0] if kernels else "fbgemm"
@@ -508,6 +504,17 @@ def int8_kernel(in_features: int, out_features: int, reduce_range: bool, activat
     except RuntimeError:
         return "fbgemm"
     return "onednn" if t_onednn < t_fbgemm else "fbgemm"
+
+
+def _random_int8_layer(in_features: int, out_features: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(int8 weight, scales, bias, input at the largest measured row count) of a layer's shape — wider layers cut
+    to _MAX_MEASURED_OUT features — for races between int8 kernels, whose speed does not depend on the values."""
+    gen = torch.Generator().manual_seed(0)
+    out_features = min(out_features, _MAX_MEASURED_OUT)
+    wq = torch.randint(-127, 128, (out_features, in_features), generator=gen, dtype=torch.int8)
+    scale, b = torch.full((out_features,), 1e-3), torch.randn(out_features, generator=gen)
+    return wq, scale, b, torch.randn(_ROW_STEPS[-1], in_features, generator=gen)
 
 
 @functools.lru_cache(maxsize=None)
@@ -637,11 +644,7 @@ def static_linear_advice(in_features: int, out_features: int, reduce_range: bool
     if static[0] is None:
         return False, static[1]
     kernel = int8_kernel(in_features, out_features, reduce_range)
-    gen = torch.Generator().manual_seed(0)
-    out_features = min(out_features, _MAX_MEASURED_OUT)
-    wq = torch.randint(-127, 128, (out_features, in_features), generator=gen, dtype=torch.int8)
-    scale, b = torch.full((out_features,), 1e-3), torch.randn(out_features, generator=gen)
-    x = torch.randn(_ROW_STEPS[-1], in_features, generator=gen)
+    wq, scale, b, x = _random_int8_layer(in_features, out_features)
     qmax = 127 if reduce_range else 255
     fixed, dynamic = prepack_int8_linear(wq, scale, b, "onednn"), prepack_int8_linear(wq, scale, b, kernel)
     with torch.inference_mode():
