@@ -435,21 +435,23 @@ def _conv(cx: _Ctx, n: Node, a: list[str]) -> str:
     return _activation(cx, y, n.attrs["activation"], n.outputs[0].type.dtype)
 
 
+def _quantize_static(cx: _Ctx, v: str, s: str, z: str, qmax: int) -> str:
+    """uint8 codes of `v` at scale `s` and zero point `z`, clipped to 0..qmax first (QuantizeLinear saturates only
+    at 255; reduce_range's codes stop at 127)."""
+    zf = cx.emit("Cast", [z], to=_onnx_dtype(DType.F32))
+    lo = cx.emit("Mul", [cx.emit("Neg", [zf]), s])
+    hi = cx.emit("Mul", [cx.emit("Sub", [cx.const(np.float32(qmax)), zf]), s])
+    return cx.emit("QuantizeLinear", [cx.emit("Clip", [v, lo, hi]), s, z])  # type: ignore[no-any-return]
+
+
 @exports("quantized_conv")
 def _quantized_conv(cx: _Ctx, n: Node, a: list[str]) -> str:
     """The static QDQ form ONNX Runtime fuses into QLinearConv: Clip to the codes' range, QuantizeLinear,
     DequantizeLinear on input and weight, a float Conv; bias, residual and activation after. A uint8 input is the
     codes already (DequantizeLinear only); `out_scale` quantizes the result for the next convolution the same way."""
     qmax = 127 if n.attrs["reduce_range"] else 255
-
-    def quantized(v: str, s: str, z: str) -> str:
-        zf = cx.emit("Cast", [z], to=_onnx_dtype(DType.F32))
-        lo = cx.emit("Mul", [cx.emit("Neg", [zf]), s])
-        hi = cx.emit("Mul", [cx.emit("Sub", [cx.const(np.float32(qmax)), zf]), s])
-        return cx.emit("QuantizeLinear", [cx.emit("Clip", [v, lo, hi]), s, z])
-
     s, z = a[3], a[4]
-    xq = a[0] if n.inputs[0].type.dtype == DType.U8 else quantized(a[0], s, z)
+    xq = a[0] if n.inputs[0].type.dtype == DType.U8 else _quantize_static(cx, a[0], s, z, qmax)
     xd = cx.emit("DequantizeLinear", [xq, s, z])
     wz = cx.const(np.zeros(n.inputs[1].type.shape[0], np.int8))
     wd = cx.emit("DequantizeLinear", [a[1], a[2], wz], axis=0)
@@ -457,7 +459,8 @@ def _quantized_conv(cx: _Ctx, n: Node, a: list[str]) -> str:
     y = cx.emit("Add", [y, a[6]]) if len(a) > 6 else y
     y = _activation(cx, y, n.attrs["activation"], DType.F32)
     if n.attrs["out_scale"]:
-        y = quantized(y, cx.const(np.float32(n.attrs["out_scale"])), cx.const(np.uint8(n.attrs["out_zero_point"])))
+        y = _quantize_static(cx, y, cx.const(np.float32(n.attrs["out_scale"])),
+                             cx.const(np.uint8(n.attrs["out_zero_point"])), qmax)
     return y
 
 
@@ -649,11 +652,8 @@ def _quantized_linear(cx: _Ctx, n: Node, a: list[str]) -> str:
     transposed = lambda: cx.emit("Transpose", [a[1]], perm=[1, 0])  # noqa: E731 - [in, out]: folded by ORT
     if n.attrs["act_quant"] in ("dynamic", "static"):
         if n.attrs["act_quant"] == "static":
-            qmax = 127 if n.attrs["reduce_range"] else 255
-            scale, zp = np.float32(n.attrs["x_scale"]), int(n.attrs["x_zero_point"])
-            xs, xz = cx.const(scale), cx.const(np.uint8(zp))
-            bounds = [cx.const(np.float32(-zp * scale)), cx.const(np.float32((qmax - zp) * scale))]
-            xq = cx.emit("QuantizeLinear", [cx.emit("Clip", [a[0], *bounds]), xs, xz])
+            xs, xz = cx.const(np.float32(n.attrs["x_scale"])), cx.const(np.uint8(n.attrs["x_zero_point"]))
+            xq = _quantize_static(cx, a[0], xs, xz, 127 if n.attrs["reduce_range"] else 255)
         else:
             xq, xs, xz = _dql(cx, a[0], n.attrs["reduce_range"])
         acc = cx.emit("MatMulInteger", [xq, transposed(), xz])

@@ -361,12 +361,11 @@ def _static_convs(graph: Graph, convs: list[tuple[Node, str]], table: Calibratio
                 continue
         else:
             why = ""
-        scale, zp, lo, hi = activation_range(table, x.name, observer, reduce_range)
         assert w.const is not None
         q, ws = quantize_weight(w.const.reshape(w.const.shape[0], -1), per_channel=True)
         q = q.reshape(w.const.shape)
         with graph.inserting_before(node):
-            _quantize_input_static(graph, node, table, observer, reduce_range)
+            scale, lo, hi = _quantize_input_static(graph, node, table, observer, reduce_range)
             node.set_input(1, _dequantized(graph, w, q, ws))
         before, after = before + w.const.nbytes, after + q.nbytes + ws.nbytes
         row = {"layer": name, "shape": list(q.shape), **weight_error(w.const.reshape(q.shape[0], -1),
@@ -395,9 +394,9 @@ def _static_linear(node: Node, table: CalibrationTable | None, advice: KernelAdv
 
 
 def _quantize_input_static(graph: Graph, node: Node, table: CalibrationTable, observer: str, reduce_range: bool
-                           ) -> None:
+                           ) -> tuple[np.float32, float, float]:
     """clamp → quantize_linear → dequantize_linear on input 0 of `node` with the calibrated scale (what
-    lower-quantized turns into a static integer op), at the insertion point."""
+    lower-quantized turns into a static integer op), at the insertion point; returns (scale, low, high)."""
     x = node.inputs[0]
     scale, zp, lo, hi = activation_range(table, x.name, observer, reduce_range)
     c = graph.add_node("clamp", [x], {"min": lo, "max": hi}).outputs[0]
@@ -405,6 +404,7 @@ def _quantize_input_static(graph: Graph, node: Node, table: CalibrationTable, ob
     z_v = graph.add_constant(np.asarray(zp, np.uint8), name=graph.fresh_name(x.name + ".zero_point"))
     xq = graph.add_node("quantize_linear", [c, s_v, z_v], {}).outputs[0]
     node.set_input(0, graph.add_node("dequantize_linear", [xq, s_v, z_v], {}).outputs[0])
+    return scale, lo, hi
 
 
 def _dequantized(graph: Graph, w: Value, q: np.ndarray, scale: np.ndarray, group_size: int = 0) -> Value:
@@ -505,13 +505,10 @@ def _chain_int8_convs(graph: Graph) -> int:
         if any(id(o) in outputs or any(id(u) in alive for u in o.users) for o in n.outputs):
             alive.add(id(n))
 
-    def live(n: Node) -> bool:
-        return id(n) in alive
-
     chained = 0
     for a in [n for n in graph if _QCONV.of(n)]:
         y = a.outputs[0]
-        readers = [u for u in y.users if live(u)]
+        readers = [u for u in y.users if id(u) in alive]
         if (len(a.inputs) > 6 or a.attrs["activation"] not in ("none", "relu") or a.attrs["out_scale"]
                 or id(y) in outputs or len(readers) != 1):
             continue
@@ -529,7 +526,7 @@ def _chain_int8_convs(graph: Graph) -> int:
         dead, frontier = [], [a]  # the f32 conv and the Q/DQ chain it fed: nothing reads them now
         while frontier:
             n = frontier.pop()
-            if n not in dead and not live(n):
+            if n not in dead and id(n) not in alive:
                 dead.append(n)
                 frontier.extend(u for o in n.outputs for u in o.users)
         graph.remove_nodes(dead)

@@ -222,6 +222,12 @@ def int4_linear_weight_only(x: torch.Tensor, packed: Any, b: torch.Tensor | None
     return TORCH_ACTIVATIONS[activation](y if b is None else y + b)
 
 
+def static_codes(x: torch.Tensor, scale: Any, zero_point: Any, qmax: int) -> torch.Tensor:
+    """clip(round(x / scale) + zero_point, 0, qmax) as floats: the uint8 codes of a static quantization, computed as
+    the reference computes them (the emulated kernels' semantics; kernels.quantize_static is the fast form)."""
+    return torch.clamp(torch.round(x / scale) + zero_point, 0, qmax)
+
+
 def quantized_linear_emulated(x: torch.Tensor, w_int8: torch.Tensor, scale: torch.Tensor, b: torch.Tensor | None,
                               act_quant: str, reduce_range: bool, activation: str, group_size: int = 0,
                               x_scale: float = 1.0, x_zero_point: int = 0) -> torch.Tensor:
@@ -230,7 +236,7 @@ def quantized_linear_emulated(x: torch.Tensor, w_int8: torch.Tensor, scale: torc
         x = dequantize_linear(*dynamic_quantize_linear(x, reduce_range), axis=1)
     elif act_quant == "static":
         qmax = 127 if reduce_range else 255
-        x = (torch.clamp(torch.round(x / x_scale) + x_zero_point, 0, qmax) - x_zero_point) * x_scale
+        x = (static_codes(x, x_scale, x_zero_point, qmax) - x_zero_point) * x_scale
     w = dequantize_weight_groups(w_int8, scale) if group_size else dequantize_weight(w_int8, scale)
     return TORCH_ACTIVATIONS[activation](F.linear(x, w, b))
 
@@ -260,13 +266,13 @@ def quantized_conv_emulated(x: torch.Tensor, w_int8: torch.Tensor, w_scale: torc
     into an f32 convolution on the dequantized weight (for weights that are not constants, and where int8 measured
     slower); with `out_scale`, the result's uint8 codes."""
     s, z = x_scale.float(), x_zp.float()
-    codes = x.float() if x.dtype == torch.uint8 else torch.clamp(torch.round(x / s) + z, 0, qmax)
+    codes = x.float() if x.dtype == torch.uint8 else static_codes(x, s, z, qmax)
     y = F.conv2d((codes - z) * s, dequantize_weight(w_int8, w_scale), bias, strides, pads[:2], dilations, groups)
     if residual is not None:
         y = y + residual
     y = TORCH_ACTIVATIONS[activation](y)
     if out_scale:
-        return torch.clamp(torch.round(y / out_scale) + out_zp, 0, qmax).to(torch.uint8)
+        return static_codes(y, out_scale, out_zp, qmax).to(torch.uint8)
     return y
 
 
