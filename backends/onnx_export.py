@@ -592,6 +592,44 @@ def _recurrent(cx: _Ctx, n: Node, onnx_op: str, x: str, states: list[str], weigh
 
 # torch's gates i,f,g,o -> ONNX's i,o,f,c; r,z,n -> z,r,h
 exports("lstm")(lambda cx, n, a: _recurrent(cx, n, "LSTM", a[0], a[1:3], a[3:7], [0, 3, 1, 2]))
+
+
+@exports("quantized_lstm")
+def _quantized_lstm(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
+    """ONNX Runtime's DynamicQuantizeLSTM (com.microsoft): int8 weights transposed to [1, in, 4H] in ONNX's gate
+    order, with their scales and zero zero points. Constant weights are re-laid out here, as initializers that ONNX
+    Runtime pre-packs for its integer GEMM; computed ones by Gather and Transpose. Batch-first runs
+    sequence-first between transposes, as for lstm."""
+    hidden = int(n.inputs[5].type.shape[1])
+    rows = np.concatenate([np.arange(g * hidden, (g + 1) * hidden) for g in (0, 3, 1, 2)])  # i,f,g,o -> i,o,f,c
+
+    def weight(k: int) -> list[str]:
+        q, s = n.inputs[k].const, n.inputs[k + 1].const
+        if q is not None and s is not None:
+            scale = np.broadcast_to(np.asarray(s, np.float32).reshape(-1), (4 * hidden,))[rows][None]
+            return [cx.const(np.ascontiguousarray(q[rows].T[None])), cx.const(np.ascontiguousarray(scale)),
+                    cx.const(np.zeros((1, 4 * hidden), np.int8))]
+        q_name = cx.emit("Transpose", [cx.emit("Gather", [a[k], cx.const(rows)], axis=0)], perm=[1, 0])
+        scale = cx.emit("Expand", [cx.emit("Reshape", [a[k + 1], cx.ints([-1])]), cx.ints([4 * hidden])])
+        return [cx.emit("Unsqueeze", [q_name, cx.ints([0])]),
+                cx.emit("Unsqueeze", [cx.emit("Gather", [scale, cx.const(rows)], axis=0), cx.ints([0])]),
+                cx.const(np.zeros((1, 4 * hidden), np.int8))]
+
+    (wq, ws, wz), (rq, rs, rz) = weight(3), weight(5)
+    bias = cx.emit("Unsqueeze", [cx.emit("Concat", [cx.emit("Gather", [b, cx.const(rows)], axis=0) for b in a[7:9]],
+                                         axis=0), cx.ints([0])])
+    bf = n.attrs["batch_first"]
+    x = cx.emit("Transpose", [a[0]], perm=[1, 0, 2]) if bf else a[0]
+    read = [not o.is_dead for o in n.outputs]
+    names = [cx.fresh("qlstm") if r else "" for r in read]
+    y, *finals = cx.emit("DynamicQuantizeLSTM", [x, wq, rq, bias, "", a[1], a[2], "", ws, wz, rs, rz], names,
+                         hidden_size=hidden, domain="com.microsoft")
+    if not read[0]:
+        return ["", *finals]
+    y = cx.emit("Squeeze", [y, cx.ints([1])])
+    return [cx.emit("Transpose", [y], perm=[1, 0, 2]) if bf else y, *finals]
+
+
 # linear_before_reset=1: the reset gate scales (R_h·h + Rb_h), as torch.nn.GRU computes it
 exports("gru")(lambda cx, n, a: _recurrent(cx, n, "GRU", a[0], a[1:2], a[2:6], [1, 0, 2],
                                            linear_before_reset=1 if n.attrs["linear_before_reset"] else 0))
@@ -720,9 +758,12 @@ def to_onnx(graph: Graph, *, opset: int = OPSET) -> Any:
         cx.emit("Identity", [names[id(v)]], [name])
         outputs.append(helper.make_tensor_value_info(name, _onnx_dtype(v.type.dtype),
                                                      [d if isinstance(d, int) else str(d) for d in v.type.shape]))
+    read = {i for n in cx.nodes for i in n.input}  # an exporter that re-lays a weight out leaves the original unread
     g = helper.make_graph(cx.nodes, graph.name, [_value_info(v) for v in graph.inputs], outputs,
-                          initializer=inits + cx.inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="graphopt")
+                          initializer=[t for t in inits if t.name in read] + cx.inits)
+    domains = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in sorted({n.domain for n in cx.nodes}
+                                                                                           - {"", "ai.onnx"})]
+    model = helper.make_model(g, opset_imports=domains, producer_name="graphopt")
     model.ir_version = min(model.ir_version, 9)  # what onnxruntime releases of the last two years accept
     return model
 

@@ -9,6 +9,9 @@ run of it is the fake-quant model, and ONNX exports it as QDQ — until `lower-q
 `quantized_linear` that runs integer arithmetic. The per-layer table gives the weight error the seed material asks for, E = Σ(w − q)², with its
 relative form, SQNR and the weight's sparsity.
 
+An LSTM's two weights are rounded the same way (a scale per gate row) and lowered to a `quantized_lstm`, which
+also quantizes x and each step's h at run time — ONNX Runtime's int8 LSTM, where the target measures it faster.
+
 With `smooth=α > 0` (SmoothQuant, Xiao et al. 2023) the activation outliers that ruin per-tensor int8 move into
 the weights first: for the linears reading one input x, s_j = max|x_j|^α / max|W_:,j|^(1−α) per input channel
 (from the calibration table), x ← x / s as one `mul` and W ← W·s — exact in float, and both sides quantize better.
@@ -51,6 +54,8 @@ __all__ = ["KernelAdvice", "quantize", "lower_quantized", "layer_ids", "quantize
 _LINEAR, _DQ, _DQL = OpRef("linear"), OpRef("dequantize_linear"), OpRef("dynamic_quantize_linear")
 _GATHER, _CAST, _CONV, _Q = OpRef("gather"), OpRef("cast"), OpRef("conv"), OpRef("quantize_linear")
 _CLAMP, _QCONV = OpRef("clamp"), OpRef("quantized_conv")
+_LSTM = OpRef("lstm")
+_RECURRENT = ("lstm", "gru", "rnn")
 
 
 @dataclass(frozen=True)
@@ -65,12 +70,15 @@ class KernelAdvice:
     # conv(input shape, weight shape, pads, strides, dilations, groups, reduce_range) -> (int8 wins, why)
     conv: Callable[[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], int, bool],
                    tuple[bool, str]] | None = None
+    # lstm(steps, batch, input size, hidden) -> (the int8 LSTM wins, why)
+    lstm: Callable[[int, int, int, int], tuple[bool, str]] | None = None
 
 
 def layer_ids(graph: Graph) -> dict[Node, str]:
-    """How reports and `skip` name each linear and convolution layer: its origin (the module path), or its output's
-    name where it has none; layers sharing an origin (q, k and v of one attention module) get `origin/output`."""
-    linears = [n for n in graph if _LINEAR.of(n) or _CONV.of(n)]
+    """How reports and `skip` name each linear, convolution and recurrent layer: its origin (the module path), or
+    its output's name where it has none; layers sharing an origin (q, k and v of one attention module) get
+    `origin/output`."""
+    linears = [n for n in graph if _LINEAR.of(n) or _CONV.of(n) or n.op.name in _RECURRENT]
     count: dict[str, int] = {}
     for n in linears:
         count[n.origin] = count.get(n.origin, 0) + 1
@@ -144,6 +152,8 @@ def _why_not(node: Node, name: str, min_weights: int, skip: frozenset[str], advi
     w = node.inputs[1]
     if name in skip or node.outputs[0].name in skip:
         return "skipped (listed in skip)"
+    if node.op.name in _RECURRENT:
+        return _why_not_recurrent(node, min_weights, mode, advice)
     if _CONV.of(node):
         return _why_not_conv(node, min_weights, mode)
     if w.const is None:
@@ -204,7 +214,11 @@ def quantize(graph: Graph, ctx: PassContext, *,
     if mode == "bf16":
         return _to_bf16(graph, chosen, kept, advice)
     convs = [(n, name) for n, name in chosen if _CONV.of(n)]
-    chosen = [(n, name) for n, name in chosen if not _CONV.of(n)]
+    for node, name in [(n, name) for n, name in chosen if _LSTM.of(n)]:
+        row, sizes = _int8_lstm(graph, node, name, granularity == "per-channel")
+        layers.append({**row, "reason": advice.lstm(*_lstm_shape(node))[1]} if advice and advice.lstm else row)
+        bytes_before, bytes_after = bytes_before + sizes[0], bytes_after + sizes[1]
+    chosen = [(n, name) for n, name in chosen if not _CONV.of(n) and not _LSTM.of(n)]
     if convs:
         assert table is not None  # needed above for int8-static, the only mode that keeps convs
         conv_rows, conv_kept, conv_bytes = _static_convs(graph, convs, table, advice, observer, reduce_range)
@@ -304,6 +318,56 @@ def _to_bf16(graph: Graph, chosen: list[tuple[Node, str]], kept: list[Row], advi
         before, after = before + w.const.nbytes, after + wb.nbytes
     return PassResult(changed=bool(layers), stats=_stats(layers, kept, before, after),
                       tables={"layers": layers, "kept_float": kept})
+
+
+def _lstm_shape(node: Node) -> tuple[int, int, int, int]:
+    """(steps, batch, input size, hidden) of an lstm, free dims as 32 steps or batch 1: what the advice times."""
+    x = node.inputs[0].type.shape
+    steps, batch = (x[1], x[0]) if node.attrs["batch_first"] else (x[0], x[1])
+    return (steps if isinstance(steps, int) else 32, batch if isinstance(batch, int) else 1, int(x[2]),
+            int(node.inputs[4].type.shape[1]))
+
+
+def _why_not_recurrent(node: Node, min_weights: int, mode: str, advice: KernelAdvice | None) -> str | None:
+    if not _LSTM.of(node):
+        return f"no int8 {node.op.name.upper()} kernel (ONNX Runtime's int8 recurrent kernel is an LSTM)"
+    if mode not in ("int8-dynamic", "int8-static"):
+        return "recurrent layers are quantized by int8-dynamic and int8-static only (no weight-only or bf16 LSTM kernel)"
+    w_ih, w_hh = node.inputs[3], node.inputs[4]
+    if w_ih.const is None or w_hh.const is None or any(v.type.dtype != DType.F32 for v in node.inputs):
+        return "an f32 LSTM with constant weights is needed"
+    if not isinstance(node.inputs[0].type.shape[2], int):
+        return "the input size is not static"
+    if w_ih.const.size + w_hh.const.size < min_weights:
+        return f"{w_ih.const.size + w_hh.const.size} weights, fewer than min_weights={min_weights}"
+    if advice is not None and advice.lstm is not None:
+        wins, why = advice.lstm(*_lstm_shape(node))
+        if not wins:
+            return why
+    return None
+
+
+def _int8_lstm(graph: Graph, node: Node, name: str, per_channel: bool) -> tuple[Row, tuple[int, int]]:
+    """Both weights of an lstm as dequantize_linear of int8, a scale per gate row (per channel) or one each:
+    lower-quantized turns the lstm into a quantized_lstm, whose GEMMs also quantize x and h at run time (ONNX
+    Runtime's DynamicQuantizeLSTM; its activations are computed per call, so int8-static changes nothing here)."""
+    ws, qs, scales = [], [], []
+    with graph.inserting_before(node):
+        for k in (3, 4):
+            w = node.inputs[k]
+            assert w.const is not None  # checked in _why_not_recurrent
+            q, scale = quantize_weight(w.const, per_channel)
+            node.set_input(k, _dequantized(graph, w, q, scale))
+            ws.append(w.const)
+            qs.append(q)
+            scales.append(scale)
+            if w.num_uses == 0 and not w.output_refs:
+                graph.remove_constant(w)
+    deq = [q.astype(np.float64) * (s.reshape(-1, 1) if s.ndim else s) for q, s in zip(qs, scales)]
+    row = {"layer": name, "shape": [int(qs[0].shape[0]), int(qs[0].shape[1] + qs[1].shape[1])],  # [w_ih | w_hh] "precision": "int8", "activations": "dynamic",
+           **approximation_error(np.concatenate(ws, axis=1), np.concatenate(deq, axis=1),
+                                 zeros=float(np.mean(np.concatenate(qs, axis=1) == 0)))}
+    return row, (sum(w.nbytes for w in ws), sum(q.nbytes + s.nbytes for q, s in zip(qs, scales)))
 
 
 def _why_not_conv(node: Node, min_weights: int, mode: str) -> str | None:
@@ -586,6 +650,19 @@ def lower_quantized(graph: Graph, ctx: PassContext) -> PassResult:
         graph.remove_node(node)
         lowered["static_conv"] += 1
     lowered["chained_conv"] = _chain_int8_convs(graph)
+    lowered["lstm"] = 0
+    for node in [n for n in graph if _LSTM.of(n)]:
+        ih, hh = _int8_weight(node.inputs[3]), _int8_weight(node.inputs[4])
+        if ih is None or hh is None or ih[2] or hh[2] or node.inputs[0].type.dtype != DType.F32:
+            continue
+        x, h0, c0 = node.inputs[:3]
+        with graph.inserting_before(node):
+            new = graph.add_node("quantized_lstm", [x, h0, c0, ih[0], ih[1], hh[0], hh[1], *node.inputs[5:7]],
+                                 dict(node.attrs))
+        for old, v in zip(node.outputs, new.outputs):
+            old.replace_all_uses_with(v)
+        graph.remove_node(node)
+        lowered["lstm"] += 1
     for node in [n for n in graph if _LINEAR.of(n)]:
         weight = _int8_weight(node.inputs[1])
         if weight is None:

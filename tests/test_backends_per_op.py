@@ -24,6 +24,12 @@ ORT_KNOWN = {
     "cumprod": "CumProd is not in ONNX opset 17",
 }
 
+# Ops where ONNX Runtime's kernel is allowed a looser tolerance than 1e-5, each with the reason.
+ORT_TOLERANCE = {
+    "quantized_lstm": (2e-3, "at batch > 1 on several threads DynamicQuantizeLSTM quantizes h per chunk of rows, "
+                             "finer than the op's one scale per step (bit-equal at batch 1: test_pass_quantize_lstm)"),
+}
+
 
 def _graph(op: str, inputs: list[np.ndarray], attrs: dict[str, Any]) -> Graph:
     g = Graph("case")
@@ -32,7 +38,7 @@ def _graph(op: str, inputs: list[np.ndarray], attrs: dict[str, Any]) -> Graph:
     return g
 
 
-def _compare(got: list[np.ndarray], want: list[np.ndarray], op: str) -> None:
+def _compare(got: list[np.ndarray], want: list[np.ndarray], op: str, float_tol: float = 1e-5) -> None:
     assert len(got) == len(want)
     for g, w in zip(got, want):
         g = np.asarray(g)
@@ -40,7 +46,7 @@ def _compare(got: list[np.ndarray], want: list[np.ndarray], op: str) -> None:
         if g.dtype.kind in "biu":
             np.testing.assert_array_equal(g, w)
         else:
-            tol = 1e-2 if g.dtype in (np.float16, np.dtype("bfloat16")) else 1e-5
+            tol = 1e-2 if g.dtype in (np.float16, np.dtype("bfloat16")) else float_tol
             np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=tol, atol=tol, equal_nan=True)
 
 
@@ -61,7 +67,8 @@ def test_onnxruntime_target_matches_reference(op: str, inputs: list[np.ndarray],
         pytest.xfail(ORT_KNOWN[op])
     if op == "grid_sample" and inputs[0].ndim != 4:
         pytest.xfail("ONNX opset 17 GridSample is 2-D only")
-    _compare(get_backend("onnxruntime").compile(g)(*inputs), reference.run(g, inputs), op)
+    _compare(get_backend("onnxruntime").compile(g)(*inputs), reference.run(g, inputs), op,
+             ORT_TOLERANCE.get(op, (1e-5, ""))[0])
 
 
 SWEEP_DTYPES = [DType.F32, DType.F64, DType.F16, DType.BF16, DType.I64, DType.I32, DType.I8, DType.U8, DType.BOOL]

@@ -165,7 +165,7 @@ SIZED_AXES = {"split": lambda a: (a["axis"] % 8,), "topk": lambda a: (a["axis"],
 # Ops whose weights stack several windows onto one axis (an LSTM's four gates: one hidden unit is four rows): the
 # union-find below holds one offset per axis, so these are checked by pruning whole units instead
 # (tests/test_prune_structured.py: test_lstm_hidden_units_prune_across_gates_states_and_head).
-STACKED = {"lstm", "gru", "rnn"}
+STACKED = {"lstm", "gru", "rnn", "quantized_lstm"}  # gate g of unit j is row g·H + j: a window per gate
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])

@@ -5,6 +5,7 @@ Each case also checks the op's type inference: the interpreter compares every re
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -292,6 +293,33 @@ def _lstm_case() -> Case:
     return ("lstm", [x, h0, c0, *params], {"batch_first": True}, ref)
 
 
+def _quantized_lstm_case() -> Case:
+    """int8 LSTM against torch's own pieces: quantize_per_tensor with torch's qparams (x once for the sequence, h
+    per step, 0..255) into torch.lstm_cell on the dequantized weights."""
+    x, h0, c0 = f32(2, 5, 4), f32(1, 2, 3), f32(1, 2, 3)
+    w_ih, w_hh = np.clip(np.rint(f32(12, 4) * 40), -127, 127).astype(np.int8), \
+        np.clip(np.rint(f32(12, 3) * 40), -127, 127).astype(np.int8)
+    s_ih, s_hh, b_ih, b_hh = pos(12) * 0.01, pos(12) * 0.01, f32(12), f32(12)
+
+    def fake_quant(v: torch.Tensor) -> torch.Tensor:
+        s, z = torch._choose_qparams_per_tensor(v, False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.quantize_per_tensor(v, s, z, torch.quint8).dequantize()
+
+    def ref(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, wi: torch.Tensor, si: torch.Tensor, wh: torch.Tensor,
+            sh: torch.Tensor, bi: torch.Tensor, bh: torch.Tensor) -> Any:
+        xs, h, c = fake_quant(x.transpose(0, 1)), h[0], c[0]
+        ys = []
+        for t in range(xs.shape[0]):
+            h, c = torch.lstm_cell(xs[t], (fake_quant(h), c), wi.float() * si[:, None], wh.float() * sh[:, None],
+                                   bi, bh)
+            ys.append(h)
+        return torch.stack(ys, 1), h[None], c[None]
+
+    return ("quantized_lstm", [x, h0, c0, w_ih, s_ih, w_hh, s_hh, b_ih, b_hh], {"batch_first": True}, ref)
+
+
 def _gru_case(batch_first: bool) -> Case:
     gru = torch.nn.GRU(4, 3, batch_first=batch_first)
     x, h0 = (f32(2, 5, 4) if batch_first else f32(5, 2, 4)), f32(1, 2, 3)
@@ -391,7 +419,7 @@ def _int8_cases() -> list[Case]:
     ]
 
 
-CASES += [_lstm_case(), _gru_case(True), _gru_case(False), _rnn_case("tanh"), _rnn_case("relu"), *_quant_cases(),
+CASES += [_lstm_case(), _quantized_lstm_case(), _gru_case(True), _gru_case(False), _rnn_case("tanh"), _rnn_case("relu"), *_quant_cases(),
           *_int8_cases()]
 
 # Ops whose semantics a torch function cannot state on its own; tested elsewhere.

@@ -31,7 +31,7 @@ from graphopt.ir import Graph, Node, Value, parse
 
 __all__ = ["DELEGABLE", "OrtNode", "Region", "regions", "region_graph", "torch_only"]
 
-DELEGABLE = frozenset({"lstm", "gru", "rnn", "conv"})
+DELEGABLE = frozenset({"lstm", "gru", "rnn", "conv", "quantized_lstm"})
 _MARGIN = 0.9  # ONNX Runtime must take at most this fraction of torch's time: noise must not flip the choice
 _MAX_REGION = 32  # nodes: a bound on what one race times
 _SYMBOL_SIZE = 8  # what free dims (a symbolic batch or sequence) are bound to for the race

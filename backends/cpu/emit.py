@@ -533,6 +533,7 @@ def _sdpa(n: Node, a: Sequence[str], at: dict[str, Any]) -> str:
 
 emits("lstm")(lambda n, a, at: f"torch.lstm({a[0]}, ({a[1]}, {a[2]}), ({', '.join(a[3:7])}), True, 1, 0.0, "
                                f"False, False, {at['batch_first']})")
+emits("quantized_lstm")(lambda n, a, at: f"rt.quantized_lstm({', '.join(a[:9])}, {at['batch_first']})")
 emits("gru")(lambda n, a, at: f"torch.gru({a[0]}, {a[1]}, ({', '.join(a[2:6])}), True, 1, 0.0, False, False, "
                               f"{at['batch_first']})" if at["linear_before_reset"] else
              f"rt.gru_reset_first({', '.join(a[:6])}, {at['batch_first']})")

@@ -190,6 +190,34 @@ def dynamic_quantize_linear(x: torch.Tensor, reduce_range: bool) -> tuple[torch.
     return q, scale, zp.to(torch.uint8)
 
 
+def _lstm_codes(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    q, scale, zp = dynamic_quantize_linear(v, False)
+    return q.to(torch.float32) - zp.to(torch.float32), scale
+
+
+def quantized_lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor, s_ih: torch.Tensor,
+                   w_hh: torch.Tensor, s_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, batch_first: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """quantized_lstm's semantics in torch ops (the side ONNX Runtime's int8 LSTM is raced against, and what runs
+    where ONNX Runtime is not used): x quantized once for the sequence, h per step, both full range; the code
+    products are summed in f32, exact while |Σ| < 2^24 (input sizes up to 518) and within an ulp beyond."""
+    seq = x.transpose(0, 1) if batch_first else x
+    wi, wh = w_ih.to(torch.float32).t(), w_hh.to(torch.float32).t()
+    si, sh = s_ih.reshape(-1), s_hh.reshape(-1)
+    xq, sx = _lstm_codes(seq)
+    xs = (xq @ wi) * (sx * si) + (b_ih + b_hh)
+    h, c = h0[0], c0[0]
+    ys = []
+    for t in range(seq.shape[0]):
+        hq, s = _lstm_codes(h)
+        i, f, g, o = (xs[t] + (hq @ wh) * (s * sh)).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        ys.append(h)
+    y = torch.stack(ys)
+    return (y.transpose(0, 1) if batch_first else y), h[None], c[None]
+
+
 def by_rows(x: torch.Tensor, rows_from: int, many: Callable[[], torch.Tensor], few: Callable[[], torch.Tensor]
             ) -> torch.Tensor:
     """`many()` when x has at least `rows_from` rows (all dims but the last), else `few()`: the kernel measured

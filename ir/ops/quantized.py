@@ -222,3 +222,80 @@ def _quantized_conv(x: np.ndarray, weight: np.ndarray, weight_scale: np.ndarray,
     if out_scale:
         return np.clip(np.rint(y / np.float32(out_scale)) + out_zero_point, 0, qmax).astype(np.uint8)
     return y
+
+
+# -- recurrent ------------------------------------------------------------------------------------------------
+_QLSTM_AS_LSTM = {0: 0, 1: 1, 2: 2, 3: 3, 4: 5, 5: 7, 6: 8}  # lstm's input index -> this op's (scales at 4 and 6)
+
+
+def _qlstm_infer(types: list[TensorType], attrs: Mapping[str, Any]) -> list[TensorType]:
+    from .nn import _recurrent_infer
+
+    w_ih, s_ih, w_hh, s_hh = types[3:7]
+    for w, s, name in ((w_ih, s_ih, "w_ih"), (w_hh, s_hh, "w_hh")):
+        if w.dtype != DType.I8 or w.rank != 2:
+            raise ShapeError(f"quantized_lstm needs an i8 {name} [4H, in], got {w}")
+        if s.dtype != DType.F32 or s.shape not in ((w.shape[0],), ()):
+            raise ShapeError(f"quantized_lstm {name}_scale must be f32[] or f32[{w.shape[0]}], got {s}")
+    if types[0].dtype != DType.F32:
+        raise ShapeError(f"quantized_lstm takes an f32 input, got {types[0]}")
+    as_lstm = [t.with_dtype(DType.F32) for i, t in enumerate(types) if i not in (4, 6)]
+    return _recurrent_infer("quantized_lstm", 4)(as_lstm, attrs)
+
+
+def _qlstm_flow(ins: Any, outs: Any, attrs: Mapping[str, Any]) -> list[Tie]:
+    """lstm's rule renumbered past the two weight scales, which follow their weight's rows (gate g, unit j at row
+    g·H + j). Nothing exact: the activations' scales are computed over all of x and of each step's h."""
+    from .nn import _recurrent_flow
+
+    def moved(refs: tuple[AxisRef, ...]) -> tuple[AxisRef, ...]:
+        return tuple(AxisRef(r.side, _QLSTM_AS_LSTM[r.index] if r.side == "in" else r.index, r.axis) for r in refs)
+
+    as_lstm = [t for i, t in enumerate(ins) if i not in (4, 6)]
+    ties = [replace(t, a=moved(t.a), b=moved(t.b), exact=False) for t in _recurrent_flow(4, 2)(as_lstm, outs, attrs)]
+    hidden = outs[0].shape[-1]
+    if isinstance(hidden, int):
+        ties += [tie(I(s, 0), O(0, 2), offset=g * hidden, exact=False) for s in (4, 6) if ins[s].rank
+                 for g in range(4)]
+    return ties
+
+
+def _lstm_codes(v: np.ndarray) -> tuple[np.ndarray, np.float32]:
+    """(v's uint8 codes minus the zero point, as integers; the scale): full-range run-time quantization over
+    [min(v, 0), max(v, 0)], as ONNX Runtime's DynamicQuantizeLSTM quantizes its GEMMs' left operands."""
+    s, z = activation_qparams(v, reduce_range=False)
+    return np.clip(np.rint(v.astype(np.float32) / s) + z, 0, 255).astype(np.int64) - int(z), s
+
+
+@register_op("quantized_lstm", inputs=["x", "h0", "c0", "w_ih", "w_ih_scale", "w_hh", "w_hh_scale", "b_ih", "b_hh"],
+             outputs=["y", "h_n", "c_n"], infer=_qlstm_infer, traits=[Trait.PRECISION_SENSITIVE],
+             dim_flow=_qlstm_flow, attrs={"batch_first": Attr("bool", False)},
+             flops=lambda i, o, a: 2 * o[0].numel * (i[3].shape[1] + i[5].shape[1]) * 4)
+def _quantized_lstm(x: np.ndarray, h0: np.ndarray, c0: np.ndarray, w_ih: np.ndarray, w_ih_scale: np.ndarray,
+                    w_hh: np.ndarray, w_hh_scale: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, *,
+                    batch_first: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """lstm (gates i, f, g, o) with int8 weights (symmetric, a scale per gate row or one in all) and both GEMMs in
+    integers: the input projection of all steps at once with x quantized once (one scale for the sequence), the
+    recurrent one per step with h quantized per step — uint8 0..255, summed in int32, rescaled by the two scales;
+    gates, cell and state in f32. What ONNX Runtime's DynamicQuantizeLSTM computes."""
+    from scipy.special import expit
+
+    seq = x.astype(np.float32).swapaxes(0, 1) if batch_first else x.astype(np.float32)
+    s_ih = w_ih_scale.astype(np.float32).reshape(-1)
+    s_hh = w_hh_scale.astype(np.float32).reshape(-1)
+    b = b_ih.astype(np.float32) + b_hh.astype(np.float32)
+    xq, sx = _lstm_codes(seq)
+    xs = (xq @ w_ih.astype(np.int64).T).astype(np.float32) * (sx * s_ih) + b  # exact int sums, one rescale
+    h, c = h0.astype(np.float32)[0], c0.astype(np.float32)[0]
+    wh = w_hh.astype(np.int64).T
+    ys = []
+    for t in range(seq.shape[0]):
+        hq, sh = _lstm_codes(h)
+        i, f, g, o = np.split(xs[t] + (hq @ wh).astype(np.float32) * (sh * s_hh), 4, axis=-1)
+        c = expit(f) * c + expit(i) * np.tanh(g)
+        h = expit(o) * np.tanh(c)
+        ys.append(h)
+    y = np.stack(ys).astype(np.float32)
+    if batch_first:
+        y = y.swapaxes(0, 1)
+    return np.ascontiguousarray(y), h[None].astype(np.float32), c[None].astype(np.float32)

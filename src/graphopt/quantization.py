@@ -104,8 +104,9 @@ def calibrate(model: Any, dataset: Iterable[Any], *, values: Iterable[str] | Non
 def cpu_advice() -> KernelAdvice:
     """The cpu target's measured answer to "is int8 faster than f32 for this layer here"."""
     from graphopt.backends.cpu.kernels import conv_advice, linear_advice
+    from graphopt.backends.cpu.recurrent import lstm_advice
 
-    return KernelAdvice(linear_advice, conv_advice)
+    return KernelAdvice(linear_advice, conv_advice, lstm_advice)
 
 
 def quantize_graph(graph: Graph, mode: str, *, skip: Iterable[str] = (), advice: KernelAdvice | None = None,
