@@ -1,8 +1,9 @@
 """Which low-precision kernels this CPU runs faster, and what that buys a BERT-style encoder: one short run.
 
 Prints the CPU's ISA flags, the cpu target's measured choice for int8 (7-bit and full-range activations), bf16 and
-weight-only int8 and int4 GEMMs at BERT's shapes, then times eager, graphopt fp32, int8-dynamic and bf16 and ONNX Runtime's int8 on a
-4-layer BERT-base-width encoder (seq 128, batch 1), interleaved in shuffled rounds, with cosine vs eager beside each.
+weight-only int8 and int4 GEMMs at BERT's shapes and for int8 LSTMs, then times eager, graphopt fp32, int8-dynamic
+and bf16 and ONNX Runtime's int8 on a 4-layer BERT-base-width encoder (seq 128, batch 1), interleaved in shuffled
+rounds, with cosine vs eager beside each.
 Meant for machines with other ISAs than the development one (AVX-512 VNNI, avx512_bf16, AMX):
 
     python benchmarks/kernel_choices.py [--threads 2] [--repeats 20] [--layers 4] [--choices-only]
@@ -48,6 +49,11 @@ def main() -> None:
         print(f"  {k}x{n}: bf16 {bf16_linear_choice(k, n)[1]}", flush=True)
         print(f"  {k}x{n}: weight-only int8 {int8_linear_choice(k, n, 'none', True)[1]}", flush=True)
         print(f"  {k}x{n}: weight-only int4 {int4_linear_choice(k, n, 128)[1]}", flush=True)
+    from graphopt.backends.cpu.recurrent import lstm_advice
+
+    for steps, inputs, hidden in ((64, 32, 64), (64, 128, 256), (64, 256, 512)):  # the LSTM classifier's, wider
+        print(f"  LSTM {inputs}->{hidden}, {steps} steps, batch 1: {lstm_advice(steps, 1, inputs, hidden)[1]}",
+              flush=True)
     if args.choices_only:
         return
 
