@@ -116,7 +116,8 @@ class _Builder:
 def _step(b: _Builder) -> None:
     r = b.rng
     kind = r.choice(["unary", "unary", "binary", "binary", "scalar", "reduce", "softmax", "layout", "linear",
-                     "conv", "attention", "slope", "cast", "concat", "minmax", "norm", "gelu", "mlp", "bmm"])
+                     "conv", "attention", "slope", "cast", "concat", "minmax", "norm", "gelu", "mlp", "bmm",
+                     "recurrent", "recurrent"])
     x = b.pick()
     if kind == "unary":
         op = r.choice(_UNARY)
@@ -167,6 +168,9 @@ def _step(b: _Builder) -> None:
         _mlp(b, x)
     elif kind == "bmm":
         _bmm(b)
+    elif kind == "recurrent" and x.type.rank in (2, 3) and x.type.dtype == DType.F32 \
+            and isinstance(x.type.shape[-1], int):
+        _recurrent(b, x)
     elif kind == "conv":
         _conv_block(b)
     elif kind == "attention":
@@ -191,6 +195,27 @@ def _step(b: _Builder) -> None:
         y = b.pick(x.type.rank)
         if y.type.rank and y.type.dtype == x.type.dtype:
             b.add("concat", [x, y], {"axis": 0})
+
+
+def _recurrent(b: _Builder, x: Value) -> None:
+    """An LSTM (what int8 pipelines turn into quantized_lstm) or GRU over x read as [steps, batch, features] or
+    batch-first (a matrix as steps of one row), with weights of torch's init scale and non-zero initial states."""
+    r = b.rng
+    batch_first = r.random() < 0.5
+    if x.type.rank == 2:  # rows (a symbolic count too) as the steps of a batch of one
+        y = b.add("reshape", [x], {"shape": [1, -1, x.type.shape[1]] if batch_first else [-1, 1, x.type.shape[1]]})
+        if y is None:
+            return
+        x = y
+    batch, features = x.type.shape[0 if batch_first else 1], x.type.shape[2]
+    if not isinstance(batch, int):
+        return  # the initial states are constants: the batch must be known
+    op, hidden = r.choice(["lstm", "lstm", "gru"]), r.choice([3, 4, 8])
+    gates, scale = (4 if op == "lstm" else 3), 1 / np.sqrt(hidden)
+    states = [b.const((1, batch, hidden), 0.5) for _ in range(2 if op == "lstm" else 1)]
+    weights = [b.const((gates * hidden, features), scale), b.const((gates * hidden, hidden), scale),
+               b.const((gates * hidden,), scale), b.const((gates * hidden,), scale)]
+    b.add(op, [x, *states, *weights], {"batch_first": batch_first})
 
 
 def _flat_linear(b: _Builder, x: Value) -> None:
