@@ -164,3 +164,23 @@ def test_compile_in_int8_reports_the_lstm_and_saves_int8_weights(monkeypatch: py
     loaded = graphopt.load(tmp_path / "q")
     again = loaded(x)
     np.testing.assert_array_equal((again[0] if isinstance(again, (tuple, list)) else again).numpy(), got)
+
+
+@pytest.mark.parametrize("target", ["reference", "cpu", "onnxruntime"])
+def test_bidirectional_stacked_lstms_quantize_layer_by_layer(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    from graphopt import quantization
+    from graphopt.backends.cpu import recurrent
+
+    monkeypatch.setattr(recurrent, "lstm_advice", lambda *shape: (True, "forced for the test"))
+    monkeypatch.setattr(quantization, "slower_than_f32", lambda *a: None)
+    torch.manual_seed(0)
+    net = torch.nn.LSTM(16, 32, num_layers=2, bidirectional=True, batch_first=True).eval()
+    x = torch.randn(3, 9, 16)
+    q = graphopt.compile(net, (x,), quantize="int8-dynamic", target=target)
+    assert sum(n.op.name == "quantized_lstm" for n in q.graph) == 4  # two layers, two directions
+    assert [r["precision"] for r in q.layers] == ["int8"] * 4
+    with torch.inference_mode():
+        want = net(x)[0].numpy()
+    got = q(x)
+    got = np.asarray(got[0] if isinstance(got, (tuple, list)) else got)
+    assert _rel(got, want) < 0.02
