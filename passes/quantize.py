@@ -216,7 +216,9 @@ def quantize(graph: Graph, ctx: PassContext, *,
     convs = [(n, name) for n, name in chosen if _CONV.of(n)]
     for node, name in [(n, name) for n, name in chosen if _LSTM.of(n)]:
         row, sizes = _int8_lstm(graph, node, name, granularity == "per-channel")
-        layers.append({**row, "reason": advice.lstm(*_lstm_shape(node))[1]} if advice and advice.lstm else row)
+        if advice is not None and advice.lstm is not None:  # the measured choice, for the report (cached)
+            row["reason"] = advice.lstm(*_lstm_shape(node))[1]
+        layers.append(row)
         bytes_before, bytes_after = bytes_before + sizes[0], bytes_after + sizes[1]
     chosen = [(n, name) for n, name in chosen if not _CONV.of(n) and not _LSTM.of(n)]
     if convs:
@@ -364,9 +366,10 @@ def _int8_lstm(graph: Graph, node: Node, name: str, per_channel: bool) -> tuple[
             if w.num_uses == 0 and not w.output_refs:
                 graph.remove_constant(w)
     deq = [q.astype(np.float64) * (s.reshape(-1, 1) if s.ndim else s) for q, s in zip(qs, scales)]
-    row = {"layer": name, "shape": [int(qs[0].shape[0]), int(qs[0].shape[1] + qs[1].shape[1])],  # [w_ih | w_hh] "precision": "int8", "activations": "dynamic",
+    codes = np.concatenate(qs, axis=1)  # the error of [w_ih | w_hh] as one matrix: one row per layer
+    row = {"layer": name, "shape": list(codes.shape), "precision": "int8", "activations": "dynamic",
            **approximation_error(np.concatenate(ws, axis=1), np.concatenate(deq, axis=1),
-                                 zeros=float(np.mean(np.concatenate(qs, axis=1) == 0)))}
+                                 zeros=float(np.mean(codes == 0)))}
     return row, (sum(w.nbytes for w in ws), sum(q.nbytes + s.nbytes for q, s in zip(qs, scales)))
 
 

@@ -57,6 +57,7 @@ def test_lstm_weights_become_int8_rows_then_one_quantized_lstm() -> None:
         assert dq.inputs[1].type.shape == (128,)
     (row,) = r.records[0].tables["layers"]
     assert row["layer"] == "y" and row["shape"] == [128, 48] and row["sqnr_db"] > 35
+    assert row["precision"] == "int8" and row["activations"] == "dynamic"
     PassManager.parse("lower-quantized,dce").run(g)
     assert [n.op.name for n in g] == ["quantized_lstm"]
     text = g.format()
