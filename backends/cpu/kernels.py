@@ -18,7 +18,7 @@ import torch.nn.functional as F
 __all__ = ["linear_kernel", "pack_linear_weight", "conv_kernel", "pack_conv_weight", "attention_math_wins",
            "attention_math", "attention_auto", "race",
            "resize_by_matrix", "packed_from_ratios", "linear_chain_ms",
-           "prepack_int8_linear", "int8_linear", "int8_kernel", "OneDNNInt8Linear", "ONEDNN_ACTIVATIONS",
+           "prepack_int8_linear", "int8_linear", "int8_rows", "int8_kernel", "OneDNNInt8Linear", "ONEDNN_ACTIVATIONS",
            "TORCH_ACTIVATIONS", "dequantize_weight",
            "prepack_int8_conv", "int8_conv", "int8_conv_choice", "int8_conv_saturates", "conv_advice",
            "int8_saturates", "int8_linear_choice", "linear_advice", "bf16_linear_choice", "faster_from",
@@ -437,8 +437,7 @@ def int8_conv_choice(input_size: tuple[int, ...], weight_size: tuple[int, ...], 
     w = torch.randn(weight_size, generator=gen) * 0.05
     b = torch.randn(weight_size[0], generator=gen)
     x = torch.randn(input_size, generator=gen).relu()
-    ws = w.abs().amax((1, 2, 3)) / 127
-    wq = torch.round(w / ws[:, None, None, None]).to(torch.int8)
+    wq, ws = int8_rows(w)
     qmax = 127 if reduce_range else 255
     x_scale = float(x.max()) / qmax
     args = (list(strides), list(pads), list(dilations), groups)
@@ -506,6 +505,13 @@ def int8_kernel(in_features: int, out_features: int, reduce_range: bool, activat
     return "onednn" if t_onednn < t_fbgemm else "fbgemm"
 
 
+def int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 weight, f32 scale per output row): symmetric over -127..127 along dim 0, as the quantize pass rounds
+    weights — the layers the races time (a backend does not import passes)."""
+    scale = w.abs().flatten(1).amax(1) / 127
+    return torch.round(w / scale.reshape(-1, *[1] * (w.dim() - 1))).to(torch.int8), scale
+
+
 def _random_int8_layer(in_features: int, out_features: int
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(int8 weight, scales, bias, input at the largest measured row count) of a layer's shape — wider layers cut
@@ -536,8 +542,7 @@ def int8_linear_choice(in_features: int, out_features: int, act_quant: str, redu
     out_features = min(out_features, _MAX_MEASURED_OUT)
     w = torch.randn(out_features, in_features, generator=gen) * 0.05
     b = torch.randn(out_features, generator=gen)
-    scale = w.abs().amax(1) / 127
-    wq = torch.round(w / scale[:, None]).to(torch.int8)
+    wq, scale = int8_rows(w)
     wdeq = dequantize_weight(wq, scale)
     if act_quant == "dynamic":
         packed = prepack_int8_linear(wq, scale, b, kernel)

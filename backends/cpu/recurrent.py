@@ -3,10 +3,11 @@ rounds a recurrent layer's weights.
 
 Both sides are timed as this target would run them: each a one-layer graph compiled by the cpu target, whose
 delegate races ONNX Runtime's kernel against torch's (for f32: torch.lstm or ONNX Runtime's LSTM; for int8: ONNX
-Runtime's DynamicQuantizeLSTM, whose u8·s8 GEMMs pre-pack the weights, or torch ops on the codes). Measured on a
-2-core AVX-512 VNNI Xeon, 64 steps at batch 1, ONNX Runtime alone: hidden 64 0.090 against 0.101 ms, 256 0.48
-against 1.55, 512 1.9 against 9.8. On a CPU without VNNI the full-range u8·s8 pair sums can saturate int16: the
-int8 result is compared with f32 on the same random input, and an int8 kernel that errs is not chosen.
+Runtime's DynamicQuantizeLSTM, whose u8·s8 GEMMs pre-pack the weights, or torch ops on the codes). On a 2-core
+AVX-512 VNNI Xeon (`python benchmarks/kernel_choices.py --choices-only`, 64 steps, batch 1): int8 0.105 against
+0.118 ms at 32→64 units, 0.50 against 1.07 at 128→256, 1.79 against 6.43 at 256→512. On a CPU without VNNI the
+full-range u8·s8 pair sums can saturate int16: the int8 result is compared with f32 on the same random input, and
+an int8 kernel that errs is not chosen.
 
 >>> from graphopt.backends.cpu.recurrent import lstm_advice
 >>> wins, why = lstm_advice(8, 1, 16, 32)  # 8 steps, batch 1, 16 inputs, 32 units
@@ -31,11 +32,15 @@ _MAX_REL_ERROR = 0.05  # ‖y8 − y32‖ / ‖y32‖ on random data: int8 round
 def lstm_graphs(steps: int, batch: int, input_size: int, hidden: int, seed: int = 0) -> tuple[Graph, Graph]:
     """(f32 lstm, quantized_lstm of the same weights rounded per gate row), sequence-first, returning y and h_n:
     random weights of the usual scale (uniform ±1/√hidden, torch's init), which the kernels' speed does not depend on."""
+    import torch
+
+    from .kernels import int8_rows
+
     rng = np.random.default_rng(seed)
     bound = 1.0 / np.sqrt(hidden)
     w = {k: rng.uniform(-bound, bound, shape).astype(np.float32) for k, shape in
          (("wi", (4 * hidden, input_size)), ("wh", (4 * hidden, hidden)), ("bi", (4 * hidden,)), ("bh", (4 * hidden,)))}
-    (qi, si), (qh, sh) = _int8_rows(w["wi"]), _int8_rows(w["wh"])
+    (qi, si), (qh, sh) = ([t.numpy() for t in int8_rows(torch.from_numpy(w[k]))] for k in ("wi", "wh"))
     head = (f"(%x: f32[{steps},{batch},{input_size}], %h: f32[1,{batch},{hidden}], %c: f32[1,{batch},{hidden}]) {{\n"
             f"  const @bi: f32[{4 * hidden}] = external\n  const @bh: f32[{4 * hidden}] = external\n")
     outs = f"%y: f32[{steps},{batch},{hidden}], %hn: f32[1,{batch},{hidden}], %cn: f32[1,{batch},{hidden}]"
@@ -48,12 +53,6 @@ def lstm_graphs(steps: int, batch: int, input_size: int, hidden: int, seed: int 
                  f"  {outs} = quantized_lstm(%x, %h, %c, @qi, @si, @qh, @sh, @bi, @bh)\n  return %y, %hn\n}}",
                  {"qi": qi, "si": si, "qh": qh, "sh": sh, "bi": w["bi"], "bh": w["bh"]})
     return f32, int8
-
-
-def _int8_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per row, as the quantize pass rounds weights (a backend does not import passes)."""
-    scale = (np.abs(w).max(axis=1) / 127).astype(np.float32)
-    return np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8), scale
 
 
 @functools.lru_cache(maxsize=None)
