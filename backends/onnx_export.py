@@ -44,8 +44,9 @@ def _onnx_dtype(dt: DType) -> int:
 
 
 class _Ctx:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, ort_contrib: bool = False) -> None:
         self.graph = graph
+        self.ort_contrib = ort_contrib  # ONNX Runtime's com.microsoft fused ops where a standard form exists too
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
         self.count = 0
@@ -688,6 +689,13 @@ def _quantized_linear(cx: _Ctx, n: Node, a: list[str]) -> str:
     Static: the same with the calibrated scale — Clip to the codes' range, QuantizeLinear, MatMulInteger.
     Weight-only (int8, or int4 group-wise): the dequantized weight into a float MatMul."""
     transposed = lambda: cx.emit("Transpose", [a[1]], perm=[1, 0])  # noqa: E731 - [in, out]: folded by ORT
+    if cx.ort_contrib and n.attrs["act_quant"] == "dynamic" and not n.attrs["reduce_range"]:
+        # ONNX Runtime's one-node form of the same arithmetic (full-range u8 activations, int32 sums, one rescale,
+        # bias), which it pre-packs: a 4-layer BERT-base-width encoder on the onnxruntime target (2-core VNNI Xeon,
+        # batch 1, 20 interleaved rounds) took 19.9 ms, against 20.7 with 7-bit activations in standard ops
+        zero = cx.const(np.zeros(n.inputs[2].type.shape, np.int8))
+        y = cx.emit("DynamicQuantizeMatMul", [a[0], transposed(), a[2], zero, *a[3:4]], domain="com.microsoft")
+        return _activation(cx, y, n.attrs["activation"], DType.F32)
     if n.attrs["act_quant"] in ("dynamic", "static"):
         if n.attrs["act_quant"] == "static":
             xs, xz = cx.const(np.float32(n.attrs["x_scale"])), cx.const(np.uint8(n.attrs["x_zero_point"]))
@@ -723,14 +731,18 @@ def _value_info(v: Value) -> Any:
     return helper.make_tensor_value_info(v.name, _onnx_dtype(v.type.dtype), dims)
 
 
-def to_onnx(graph: Graph, *, opset: int = OPSET) -> Any:
-    """The graph as an onnx.ModelProto (weights inline). UnsupportedOpError lists every op without an export."""
+def to_onnx(graph: Graph, *, opset: int = OPSET, ort_contrib: bool = False) -> Any:
+    """The graph as an onnx.ModelProto (weights inline). UnsupportedOpError lists every op without an export.
+
+    `ort_contrib=True` (what the onnxruntime target and the cpu target's ONNX Runtime regions export) uses ONNX
+    Runtime's fused com.microsoft ops where a standard-ONNX form exists too; without it only ops with no standard
+    form (the int8 LSTM) leave the default domain."""
     from onnx import helper, numpy_helper
 
     missing = sorted({n.op.name for n in graph if n.op.name not in EXPORTERS})
     if missing:
         raise UnsupportedOpError(f"no ONNX export for op(s) {', '.join(missing)}", ops={m: 1 for m in missing})
-    cx = _Ctx(graph)
+    cx = _Ctx(graph, ort_contrib)
     names: dict[int, str] = {id(v): v.name for v in graph.inputs}
     # a constant that is a graph output (what fold-constants leaves) is an initializer too, not a dangling name
     inits = [numpy_helper.from_array(np.asarray(c.const), c.name) for c in graph.constants.values()

@@ -10,6 +10,7 @@ r"""The `onnxruntime` target: export the optimized graph to ONNX and run it in a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import ml_dtypes
@@ -23,7 +24,7 @@ from .base import bind_inputs, check_coverage, from_numpy, to_numpy
 from .onnx_export import EXPORTERS, to_onnx
 from .ort_legalize import legalize
 
-__all__ = ["OrtBackend", "OrtExecutable", "session", "EXTERNAL_DATA_ABOVE"]
+__all__ = ["OrtBackend", "OrtExecutable", "session", "int8_saturates", "EXTERNAL_DATA_ABOVE"]
 
 
 def session(model: bytes | str, *, threads: int | None = None, optimization: str = "all", quiet: bool = False) -> Any:
@@ -48,6 +49,27 @@ def session(model: bytes | str, *, threads: int | None = None, optimization: str
 # protobuf cannot serialize a message of 2 GiB or more; above this many bytes of weights the model goes to a
 # temporary folder with its weights as ONNX external data, and the session loads it from there
 EXTERNAL_DATA_ABOVE = 1 << 30
+
+
+@functools.lru_cache(maxsize=None)
+def int8_saturates() -> bool:
+    """Whether ONNX Runtime's dynamic int8 GEMM loses full-range (0..255) activations on this CPU: without VNNI the
+    u8·s8 pair sums of AVX2 saturate int16. Probed at the worst case, all-max codes against all-max weights."""
+    from onnx import TensorProto, helper
+
+    k = 256
+    node = helper.make_node("DynamicQuantizeMatMul", ["x", "w", "s", "z"], ["y"], domain="com.microsoft")
+    inits = [helper.make_tensor("w", TensorProto.INT8, [k, 8], [127] * (k * 8)),
+             helper.make_tensor("s", TensorProto.FLOAT, [], [1 / 127]), helper.make_tensor("z", TensorProto.INT8, [], [0])]
+    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 9
+    try:
+        (y,) = session(model.SerializeToString(), threads=1, quiet=True).run(None, {"x": np.ones((4, k), np.float32)})
+    except Exception:  # noqa: BLE001 - no such kernel in this build: treat full range as unusable
+        return True
+    return bool(np.abs(y - k).max() > 0.01 * k)
 
 
 def _serialized(model: Any, external_data_above: int) -> bytes | str:
@@ -77,7 +99,7 @@ class OrtExecutable:
     def __init__(self, graph: Graph, *, threads: int | None = None, optimization: str = "all",
                  external_data_above: int = EXTERNAL_DATA_ABOVE) -> None:
         self.graph = graph
-        self.model = to_onnx(legalize(graph))
+        self.model = to_onnx(legalize(graph), ort_contrib=True)
         try:
             self.session = session(_serialized(self.model, external_data_above), threads=threads,
                                    optimization=optimization)

@@ -62,7 +62,7 @@ def _probe(node: Node) -> str | None:
     probe = g.add_node(node.op, ins, node.attrs, types=[o.type for o in node.outputs])
     g.set_outputs(probe.outputs)
     try:
-        session(to_onnx(g).SerializeToString(), threads=1, optimization="none")
+        session(to_onnx(g, ort_contrib=True).SerializeToString(), threads=1, optimization="none")
     except UnsupportedOpError as e:
         return str(e).splitlines()[0]
     except Exception as e:  # noqa: BLE001 - ORT's errors are plain RuntimeError subclasses; we want the text

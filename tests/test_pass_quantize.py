@@ -244,6 +244,22 @@ def test_onnxruntime_runs_the_qdq_graph() -> None:
     assert _cosine(got, want) > 0.9999
 
 
+def test_full_range_int8_linears_run_as_onnx_runtime_s_fused_op_with_the_reference_arithmetic() -> None:
+    from graphopt.backends.onnx_export import to_onnx
+    from graphopt.backends.onnxruntime import int8_saturates
+
+    g = _mlp()
+    PassManager.parse("quantize{reduce-range=false},lower-quantized,dce").run(g)
+    fused = [n.op_type for n in to_onnx(g, ort_contrib=True).graph.node]
+    assert fused.count("DynamicQuantizeMatMul") == 2 and "MatMulInteger" not in fused
+    assert "DynamicQuantizeMatMul" not in [n.op_type for n in to_onnx(g).graph.node]  # standard ONNX by default
+    if int8_saturates():
+        pytest.skip("ONNX Runtime's int8 GEMM saturates full-range activations on this CPU (no VNNI)")
+    xs = _inputs(16)
+    want = get_backend("reference").compile(g)(*xs)[0]
+    np.testing.assert_allclose(get_backend("onnxruntime").compile(g)(*xs)[0], want, rtol=1e-4, atol=1e-4)
+
+
 def test_embedding_tables_are_stored_in_int8_rows_and_looked_up_scaled() -> None:
     rng = np.random.default_rng(0)
     g = parse("""graph @f(%i: i64[2,5]) {

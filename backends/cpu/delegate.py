@@ -200,8 +200,8 @@ class OrtNode:
         from graphopt.backends.onnxruntime import session
 
         graph = parse(text, {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v) for k, v in constants.items()})
-        self._session = session(to_onnx(graph).SerializeToString(), threads=threads or torch.get_num_threads(),
-                                quiet=quiet)
+        self._session = session(to_onnx(graph, ort_contrib=True).SerializeToString(),
+                                threads=threads or torch.get_num_threads(), quiet=quiet)
         self._inputs = [v.name for v in self._session.get_inputs()]  # the exporter's names, in graph order
         self._outputs = [v.name for v in self._session.get_outputs()]
         # The binding's run, when the wrapper exposes it: InferenceSession.run re-validates the feed's names on every

@@ -206,6 +206,10 @@ def _quantize(result: PipelineResult, mode: str, calibration: Any, budget: float
     advice = q.cpu_advice() if target == "cpu" and measure else None
     # 7-bit activations only where full-range ones would overflow this CPU's int8 GEMM (no VNNI): measured
     reduce_range = True
+    if target == "onnxruntime":  # full range (and ORT's one-node int8 GEMM) where ORT computes it exactly here
+        from graphopt.backends.onnxruntime import int8_saturates as ort_int8_saturates
+
+        reduce_range = ort_int8_saturates()
     if target == "cpu":
         from graphopt.backends.cpu.kernels import int8_conv_saturates, int8_saturates
 

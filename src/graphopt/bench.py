@@ -267,7 +267,8 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
           budget: float = 0.99) -> BenchResult:
     """Compile and time every variant of `model` on the example inputs; see the module docstring.
 
-    `precisions` ("int8-dynamic", ...) adds a graphopt-cpu variant per precision, quantized with the accuracy
+    `precisions` ("int8-dynamic", ...) adds a graphopt-cpu variant per precision (and a graphopt-onnxruntime one
+    per int8 precision when "onnxruntime" is among the targets), quantized with the accuracy
     `budget` (least cosine vs f32) on `calibration` (default: the example inputs); the peers "onnxruntime-int8" and "torch-int8" are
     ONNX Runtime's and torch's dynamic int8 as their docs give them; "openvino" is OpenVINO in f32 and, where it
     differs on this CPU, in its default precision (bf16 on CPUs with bf16 units)."""
@@ -352,9 +353,12 @@ def bench(model: Any, example_inputs: Sequence[Any] = (), *, example_kwargs: Map
         step(f"graphopt {pipeline} → {target}")
         attempt(f"graphopt-{target}", lambda t=target: graphopt_variant(f"graphopt-{t}", "graphopt", pipeline, t))
     for precision in precisions:
-        step(f"graphopt {pipeline} → cpu, {precision}")
-        attempt(f"graphopt-cpu {precision}",
-                lambda p=precision: graphopt_variant(f"graphopt-cpu {p}", "graphopt", pipeline, "cpu", p))
+        # the onnxruntime target too for int8 (its integer ops and ONNX Runtime's fused int8 GEMM); ONNX Runtime's
+        # CPU provider has no bf16 GEMM, so bf16 there would only measure casts
+        for target in ["cpu"] + (["onnxruntime"] if "onnxruntime" in targets and precision.startswith("int8") else []):
+            step(f"graphopt {pipeline} → {target}, {precision}")
+            attempt(f"graphopt-{target} {precision}", lambda p=precision, t=target: graphopt_variant(
+                f"graphopt-{t} {p}", "graphopt", pipeline, t, p))
     if ablate and targets:
         specs = [str(s) for s in PassManager.parse(pipeline).passes]
         for spec in dict.fromkeys(specs):
