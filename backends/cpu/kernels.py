@@ -7,6 +7,7 @@ re-laid-out ("packed") once is usually well ahead of `F.linear`, but not everywh
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -488,21 +489,31 @@ def int8_saturates(kernel: str = "fbgemm") -> bool:
 
 @functools.lru_cache(maxsize=None)
 def int8_kernel(in_features: int, out_features: int, reduce_range: bool, activation: str = "none") -> str:
-    """"fbgemm" or "onednn": the faster dynamic int8 linear for this shape and activation here (timed at 256 rows,
-    each with the activation as it runs: fused in oneDNN's epilogue, after fbgemm's GEMM). oneDNN's runs AMX tiles
-    where the CPU has them; fbgemm's quantizes inside the GEMM call and wins on AVX2 and (measured) AVX-512 VNNI."""
-    wq, scale, b, x = _random_int8_layer(in_features, out_features)
+    """"fbgemm" or "onednn": the faster dynamic int8 linear for this shape and activation here — the one whose time
+    relative to the other has the smaller geometric mean over 16, 64 and 256 rows (a layer keeps one packed weight,
+    and the row count a call brings is not known at compile time), each with the activation as it runs: fused in
+    oneDNN's epilogue, after fbgemm's GEMM. oneDNN's runs AMX tiles where the CPU has them; fbgemm's quantizes
+    inside the GEMM call. On the VNNI Xeon (768x3072 with GELU): fbgemm 0.23 / 0.51 / 0.90 ms at 16 / 64 / 128 rows
+    against oneDNN's 0.45 / 0.72 / 1.39, and 2.67 against 2.44 at 256 — timed at 256 rows alone, oneDNN was chosen
+    and every seq-128 call paid 50% more."""
+    # at the layer's full width: which kernel wins changes with it (GPT-2's 768x50257 LM head at 128 rows: oneDNN
+    # 12.3 ms, fbgemm 18.6, where at 4096 columns fbgemm won)
+    wq, scale, b, x = _random_int8_layer(in_features, out_features, full_width=True)
     kernels = [k for k in ("fbgemm", "onednn") if reduce_range or not int8_saturates(k)]
     if len(kernels) < 2:
         return kernels[0] if kernels else "fbgemm"
+    log_ratio = 0.0
     try:
         packed = {k: prepack_int8_linear(wq, scale, b, k) for k in kernels}
         with torch.inference_mode():
-            t_fbgemm, t_onednn = race(lambda: int8_linear(x, packed["fbgemm"], reduce_range, activation),
-                                      lambda: int8_linear(x, packed["onednn"], reduce_range, activation))
+            for rows in (16, 64, _ROW_STEPS[-1]):
+                xr = x[:rows]
+                t_fbgemm, t_onednn = race(lambda: int8_linear(xr, packed["fbgemm"], reduce_range, activation),  # noqa: B023
+                                          lambda: int8_linear(xr, packed["onednn"], reduce_range, activation))  # noqa: B023
+                log_ratio += math.log(t_onednn / t_fbgemm)
     except RuntimeError:
         return "fbgemm"
-    return "onednn" if t_onednn < t_fbgemm else "fbgemm"
+    return "onednn" if log_ratio < 0 else "fbgemm"
 
 
 def int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -512,12 +523,13 @@ def int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.round(w / scale.reshape(-1, *[1] * (w.dim() - 1))).to(torch.int8), scale
 
 
-def _random_int8_layer(in_features: int, out_features: int
+def _random_int8_layer(in_features: int, out_features: int, full_width: bool = False
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(int8 weight, scales, bias, input at the largest measured row count) of a layer's shape — wider layers cut
-    to _MAX_MEASURED_OUT features — for races between int8 kernels, whose speed does not depend on the values."""
+    to _MAX_MEASURED_OUT features unless `full_width` — for races between int8 kernels, whose speed does not depend
+    on the values."""
     gen = torch.Generator().manual_seed(0)
-    out_features = min(out_features, _MAX_MEASURED_OUT)
+    out_features = out_features if full_width else min(out_features, _MAX_MEASURED_OUT)
     wq = torch.randint(-127, 128, (out_features, in_features), generator=gen, dtype=torch.int8)
     scale, b = torch.full((out_features,), 1e-3), torch.randn(out_features, generator=gen)
     return wq, scale, b, torch.randn(_ROW_STEPS[-1], in_features, generator=gen)
