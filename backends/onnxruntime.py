@@ -55,18 +55,18 @@ EXTERNAL_DATA_ABOVE = 1 << 30
 def int8_saturates() -> bool:
     """Whether ONNX Runtime's dynamic int8 GEMM loses full-range (0..255) activations on this CPU: without VNNI the
     u8·s8 pair sums of AVX2 saturate int16. Probed at the worst case, all-max codes against all-max weights."""
-    from onnx import TensorProto, helper
+    from graphopt.ir import parse
 
-    k = 256
-    node = helper.make_node("DynamicQuantizeMatMul", ["x", "w", "s", "z"], ["y"], domain="com.microsoft")
-    inits = [helper.make_tensor("w", TensorProto.INT8, [k, 8], [127] * (k * 8)),
-             helper.make_tensor("s", TensorProto.FLOAT, [], [1 / 127]), helper.make_tensor("z", TensorProto.INT8, [], [0])]
-    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    model.ir_version = 9
+    k = 256  # through the exporter's own DynamicQuantizeMatMul: what the onnxruntime target runs
+    probe = parse(f"""graph @probe(%x: f32[4,{k}]) {{
+  const @w: i8[8,{k}] = external
+  const @s: f32[] = external
+  %0: f32[4,8] = quantized_linear(%x, @w, @s) {{reduce_range=false}}
+  return %0
+}}""", {"w": np.full((8, k), 127, np.int8), "s": np.float32(1 / 127)})
     try:
-        (y,) = session(model.SerializeToString(), threads=1, quiet=True).run(None, {"x": np.ones((4, k), np.float32)})
+        model = to_onnx(probe, ort_contrib=True).SerializeToString()
+        (y,) = session(model, threads=1, quiet=True).run(None, {"x": np.ones((4, k), np.float32)})
     except Exception:  # noqa: BLE001 - no such kernel in this build: treat full range as unusable
         return True
     return bool(np.abs(y - k).max() > 0.01 * k)
