@@ -577,14 +577,20 @@ def _recurrent(cx: _Ctx, n: Node, onnx_op: str, x: str, states: list[str], weigh
         return cx.emit("Unsqueeze", [merged, cx.ints([0])])
 
     bias = cx.emit("Concat", [reorder(b_ih), reorder(b_hh)], axis=1)
+    return _sequence_first(cx, n, onnx_op, x, [reorder(w_ih), reorder(w_hh), bias, "", *states], hidden_size=hidden,
+                           **attrs)
+
+
+def _sequence_first(cx: _Ctx, n: Node, onnx_op: str, x: str, operands: list[str], **attrs: Any) -> list[str]:
+    """`onnx_op(x, *operands)` for recurrent node `n`: a batch-first x between transposes, the num_directions axis
+    of y squeezed, and unread outputs left unnamed."""
     bf = n.attrs["batch_first"]
     x = cx.emit("Transpose", [x], perm=[1, 0, 2]) if bf else x
     # An output nothing reads gets no name: ONNX Runtime then skips writing it (a classifier reads only the last
     # hidden state; writing every step's output cost 6% of the LSTM classifier's run here)
     read = [not o.is_dead for o in n.outputs]
     names = [cx.fresh(onnx_op.lower()) if r else "" for r in read]
-    y, *finals = cx.emit(onnx_op, [x, reorder(w_ih), reorder(w_hh), bias, "", *states], names,
-                         hidden_size=hidden, **attrs)
+    y, *finals = cx.emit(onnx_op, [x, *operands], names, **attrs)
     if not read[0]:
         return ["", *finals]
     y = cx.emit("Squeeze", [y, cx.ints([1])])
@@ -600,7 +606,7 @@ def _quantized_lstm(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
     """ONNX Runtime's DynamicQuantizeLSTM (com.microsoft): int8 weights transposed to [1, in, 4H] in ONNX's gate
     order, with their scales and zero zero points. Constant weights are re-laid out here, as initializers that ONNX
     Runtime pre-packs for its integer GEMM; computed ones by Gather and Transpose. Batch-first runs
-    sequence-first between transposes, as for lstm."""
+    sequence-first, as for lstm."""
     hidden = int(n.inputs[5].type.shape[1])
     rows = np.concatenate([np.arange(g * hidden, (g + 1) * hidden) for g in (0, 3, 1, 2)])  # i,f,g,o -> i,o,f,c
 
@@ -619,16 +625,8 @@ def _quantized_lstm(cx: _Ctx, n: Node, a: list[str]) -> list[str]:
     (wq, ws, wz), (rq, rs, rz) = weight(3), weight(5)
     bias = cx.emit("Unsqueeze", [cx.emit("Concat", [cx.emit("Gather", [b, cx.const(rows)], axis=0) for b in a[7:9]],
                                          axis=0), cx.ints([0])])
-    bf = n.attrs["batch_first"]
-    x = cx.emit("Transpose", [a[0]], perm=[1, 0, 2]) if bf else a[0]
-    read = [not o.is_dead for o in n.outputs]
-    names = [cx.fresh("qlstm") if r else "" for r in read]
-    y, *finals = cx.emit("DynamicQuantizeLSTM", [x, wq, rq, bias, "", a[1], a[2], "", ws, wz, rs, rz], names,
-                         hidden_size=hidden, domain="com.microsoft")
-    if not read[0]:
-        return ["", *finals]
-    y = cx.emit("Squeeze", [y, cx.ints([1])])
-    return [cx.emit("Transpose", [y], perm=[1, 0, 2]) if bf else y, *finals]
+    return _sequence_first(cx, n, "DynamicQuantizeLSTM", a[0], [wq, rq, bias, "", a[1], a[2], "", ws, wz, rs, rz],
+                           hidden_size=hidden, domain="com.microsoft")
 
 
 # linear_before_reset=1: the reset gate scales (R_h·h + Rb_h), as torch.nn.GRU computes it

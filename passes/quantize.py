@@ -682,8 +682,8 @@ def lower_quantized(graph: Graph, ctx: PassContext) -> PassResult:
             ctx.reject("lower-quantized", node, "group-wise weights with int8 activations (no such integer kernel)")
             continue
         attrs = {"act_quant": "dynamic" if dynamic else "static" if static else "none",
-                                 "reduce_range": dynamic[1] if dynamic else static[3] if static else True,
-                                 "activation": node.attrs["activation"], "group_size": group}
+                 "reduce_range": dynamic[1] if dynamic else static[3] if static else True,
+                 "activation": node.attrs["activation"], "group_size": group}
         if static:
             attrs.update(x_scale=float(static[1].const), x_zero_point=int(static[2].const))  # type: ignore[arg-type]
         with graph.inserting_before(node):
